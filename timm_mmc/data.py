@@ -1,0 +1,187 @@
+"""Image-classification data sets as uint8 tensors, decoded once and cached; batched augmentation on the device.
+
+``load_split("uoft-cs/cifar10", "train")`` or ``load_split("path/to/cifar10", "test")`` reads a Hugging Face
+``datasets`` data set (Hub id or a local folder in the Hub's layout), finds the image and label columns (or takes
+them by name), decodes every image once into a ``(N, C, H, W)`` uint8 tensor and caches it as ``.npy`` (no pickle)
+keyed by the data set's fingerprint. Later runs load the cache in a fraction of a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'default_cache_dir']
+
+_LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
+
+
+class DataError(ValueError):
+    """A data set that cannot be used as asked; the message says how to fix it."""
+
+
+@dataclass
+class ImageSplit:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    class_names: List[str]
+    source: str  # what was loaded: data set, split, columns, fingerprint
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def float_images(self, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images in [0, 1] as float32, optionally a subset."""
+        imgs = self.images if idx is None else self.images[idx]
+        return imgs.float().div_(255)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get('TIMM_MMC_CACHE') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'timm_mmc')
+    return Path(root)
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split('/')
+    return len(parts) <= 2 and not name.startswith(('.', '/', '~')) and not os.path.exists(name)
+
+
+def _open(dataset: str, split: str):
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise DataError('the `datasets` package is needed: pip install datasets') from e
+    path = os.path.expanduser(dataset)
+    if not _is_hub_id(dataset) and not os.path.exists(path):
+        raise DataError(f'data set folder {dataset!r} does not exist; pass a Hub id (e.g. uoft-cs/cifar10) or '
+                        f'a local folder in the Hub layout (e.g. ../shared/data/cifar10).')
+    try:
+        ds = datasets.load_dataset(path if os.path.exists(path) else dataset, split=split)
+    except ValueError as e:
+        if 'split' in str(e).lower():
+            raise DataError(f'data set {dataset!r} has no split {split!r}: {e}') from e
+        raise DataError(f'could not load data set {dataset!r}: {e}') from e
+    except Exception as e:  # datasets raises many kinds (FileNotFoundError, DatasetNotFoundError, ConnectionError)
+        raise DataError(f'could not load data set {dataset!r} (split {split!r}): {type(e).__name__}: {e}. '
+                        f'Check the Hub id or the local path; offline, use a local copy.') from e
+    return ds
+
+
+def _find_columns(ds, image_column: Optional[str], label_column: Optional[str]) -> Tuple[str, str]:
+    import datasets
+    feats = ds.features
+    if image_column is None:
+        imgs = [k for k, f in feats.items() if isinstance(f, datasets.Image)]
+        if not imgs:
+            raise DataError(f'no image column among {list(feats)}; name it with --image-column.')
+        image_column = imgs[0]
+    elif image_column not in feats:
+        raise DataError(f'image column {image_column!r} not in the data set (columns: {list(feats)}).')
+    if label_column is None:
+        labels = [k for k in _LABEL_NAMES if k in feats] or [
+            k for k, f in feats.items() if isinstance(f, datasets.ClassLabel)]
+        if not labels:
+            raise DataError(f'no label column among {list(feats)}; name it with --label-column.')
+        label_column = labels[0]
+    elif label_column not in feats:
+        raise DataError(f'label column {label_column!r} not in the data set (columns: {list(feats)}).')
+    return image_column, label_column
+
+
+def _decode(ds, image_column: str) -> np.ndarray:
+    first = np.asarray(ds[0][image_column].convert('RGB'))
+    out = np.empty((len(ds), *first.shape), dtype=np.uint8)  # (N, H, W, C)
+    col = ds.with_format(None)
+    for i, row in enumerate(col.select_columns([image_column])):
+        arr = np.asarray(row[image_column].convert('RGB'))
+        if arr.shape != first.shape:
+            raise DataError(f'image {i} has shape {arr.shape}, the first {first.shape}; resize the data set first.')
+        out[i] = arr
+    return out
+
+
+def load_split(dataset: str, split: str = 'train', image_column: Optional[str] = None,
+               label_column: Optional[str] = None, cache_dir: Optional[os.PathLike] = None,
+               limit: Optional[int] = None) -> ImageSplit:
+    """Load one split as uint8 tensors, decoding at most once per data set version.
+
+    Args:
+        dataset: Hub id (``uoft-cs/cifar10``) or local folder in the Hub's layout.
+        split: Split name.
+        image_column: Image column; detected when None.
+        label_column: Label column; detected when None (``label``, ``fine_label``, or a ``ClassLabel``).
+        cache_dir: Where decoded arrays are cached (default ``$TIMM_MMC_CACHE`` or ``~/.cache/timm_mmc``).
+        limit: Keep only the first ``limit`` rows (the CIFAR copy is shuffled, so a prefix is a fair sample).
+
+    Raises:
+        DataError: Missing data set, split or column; the message names the fix.
+    """
+    import datasets
+    ds = _open(dataset, split)
+    image_column, label_column = _find_columns(ds, image_column, label_column)
+    if limit is not None:
+        if limit < 1 or limit > len(ds):
+            raise DataError(f'asked for {limit} examples but split {split!r} has {len(ds)}.')
+        ds = ds.select(range(limit))
+    label_feat = ds.features[label_column]
+    if isinstance(label_feat, datasets.ClassLabel):
+        class_names = list(label_feat.names)
+    else:
+        class_names = [str(i) for i in range(int(max(ds[label_column])) + 1)]
+    key = hashlib.sha256(f'{ds._fingerprint}|{image_column}|{label_column}'.encode()).hexdigest()[:16]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    img_path = cache / f'{key}_images.npy'
+    lbl_path = cache / f'{key}_labels.npy'
+    if img_path.exists() and lbl_path.exists():
+        images = np.load(img_path, allow_pickle=False)
+        labels = np.load(lbl_path, allow_pickle=False)
+    else:
+        images = _decode(ds, image_column)
+        labels = np.asarray(ds[label_column], dtype=np.int64)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            for path, arr in ((img_path, images), (lbl_path, labels)):
+                tmp = path.with_suffix(f'.tmp{os.getpid()}.npy')
+                np.save(tmp, arr, allow_pickle=False)
+                os.replace(tmp, path)  # atomic: a killed run never leaves a torn cache file
+        except OSError:
+            pass  # a read-only cache is not fatal, we decoded already
+    imgs = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    source = f'{dataset}:{split} [{image_column}, {label_column}] fingerprint {ds._fingerprint}'
+    return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
+
+
+def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Random ``pad``-pixel reflect-pad crop and horizontal flip of a float batch, on the batch's device.
+
+    Args:
+        x: ``(N, C, H, W)`` float images.
+        pad: Padding of the random crop (4 for CIFAR).
+        flip: Random horizontal flip with probability 1/2.
+        generator: CPU generator for reproducible draws.
+    """
+    n, _, h, w = x.shape
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad), mode='reflect')
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (N, H)
+        cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (N, W)
+        idx_n = torch.arange(n, device=x.device)[:, None, None]
+        x = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if flip:
+        do = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = torch.where(do[:, None, None, None], x.flip(3), x)
+    return x.contiguous()

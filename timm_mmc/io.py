@@ -1,0 +1,146 @@
+"""Safe weight loading and one model resolver for every command line.
+
+Weights come only from safetensors or ``torch.load(weights_only=True)``: a pickle that would run code is refused
+before anything of it runs. ``load_model`` accepts what users type: a registered name (``resnet32_mmc``, optionally
+``.tag`` and ``pretrained=True``), ``hf-hub:org/repo``, ``local-dir:path``, or a name plus a checkpoint file (a
+``config.json`` beside the checkpoint, as our exports and training runs write, supplies the model arguments).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+__all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError']
+
+
+class ModelLoadError(ValueError):
+    """A model or checkpoint that cannot be loaded as asked; the message says how to fix it."""
+
+
+class UnsafeCheckpointError(ModelLoadError):
+    """A checkpoint whose unpickling would execute code (refused without running it)."""
+
+
+def file_sha256(path: os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict_safe(path: os.PathLike) -> Dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or, for other files, ``torch.load(weights_only=True)``.
+
+    Accepts a full training checkpoint dict that holds the weights under ``state_dict`` or ``model``.
+
+    Raises:
+        ModelLoadError: Missing file or not a state dict.
+        UnsafeCheckpointError: A pickle that needs code execution (``weights_only`` refused it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f'checkpoint {str(path)!r} does not exist.')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f'refused to load {str(path)!r}: it is a pickle that would run code on loading ({e}). '
+            f'Convert it to safetensors in an environment you trust.') from e
+    except Exception as e:
+        raise ModelLoadError(f'could not read checkpoint {str(path)!r}: {type(e).__name__}: {e}') from e
+    if isinstance(obj, dict):
+        for key in ('state_dict', 'model', 'model_state_dict'):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f'{str(path)!r} does not hold a state dict of tensors.')
+    return {k.removeprefix('module.'): v for k, v in obj.items()}
+
+
+def _config_beside(checkpoint: Path) -> Optional[Dict[str, Any]]:
+    cfg = checkpoint.parent / 'config.json'
+    if cfg.is_file():
+        with open(cfg) as f:
+            return json.load(f)
+    return None
+
+
+def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: bool = False,
+               **kwargs: Any) -> nn.Module:
+    """Build a model from what a user typed and load its weights.
+
+    Args:
+        spec: ``name[.tag]``, ``hf-hub:org/repo`` or ``local-dir:path``.
+        checkpoint: A weights file for ``spec`` (safetensors preferred).
+        pretrained: Load the registered pretrained weights of ``name[.tag]``.
+        **kwargs: Extra model arguments (e.g. ``num_classes``).
+
+    Raises:
+        ModelLoadError: Unknown model, missing file, or a checkpoint of another architecture / class count.
+    """
+    import timm
+
+    import timm_mmc  # noqa: F401  registers the models
+
+    if spec.startswith(('hf-hub:', 'local-dir:')):
+        if checkpoint is not None:
+            raise ModelLoadError(f'{spec!r} already names its weights; drop --checkpoint or give a model name.')
+        if spec.startswith('local-dir:') and not Path(spec.split(':', 1)[1]).is_dir():
+            raise ModelLoadError(f'{spec!r}: no such folder; local-dir: takes a folder with config.json and '
+                                 f'model.safetensors.')
+        try:
+            return timm.create_model(spec, pretrained=True, **kwargs)
+        except Exception as e:
+            raise ModelLoadError(f'could not load {spec!r}: {type(e).__name__}: {e}') from e
+    name = spec.split('.', 1)[0]
+    if not timm.is_model(name):
+        raise ModelLoadError(f'unknown model {spec!r}; see timm.list_models("*_mmc") or timm.list_models().')
+    if checkpoint is None:
+        try:
+            return timm.create_model(spec, pretrained=pretrained, **kwargs)
+        except Exception as e:
+            raise ModelLoadError(f'could not create {spec!r}: {type(e).__name__}: {e}') from e
+    checkpoint = Path(checkpoint)
+    state = load_state_dict_safe(checkpoint)
+    cfg = _config_beside(checkpoint)
+    args: Dict[str, Any] = {}
+    if cfg is not None:
+        arch = cfg.get('architecture')
+        if arch and arch != name:
+            raise ModelLoadError(f'checkpoint {str(checkpoint)!r} is a {arch!r} (its config.json says so), not a '
+                                 f'{name!r}; pass --model {arch}.')
+        args = dict(cfg.get('model_args', {}))
+        args.setdefault('num_classes', cfg.get('num_classes'))
+        args = {k: v for k, v in args.items() if v is not None}
+    args.update(kwargs)
+    model = timm.create_model(spec, pretrained=False, **args)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = []
+        if wrong:
+            k = wrong[0]
+            detail.append(f'{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)}, model '
+                          f'{tuple(own[k].shape)})')
+        if missing:
+            detail.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
+        if unexpected:
+            detail.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
+        raise ModelLoadError(f'checkpoint {str(checkpoint)!r} does not fit {spec!r}: {"; ".join(detail)}. '
+                             f'Pass the architecture and num_classes it was trained with.')
+    model.load_state_dict(state)
+    return model
