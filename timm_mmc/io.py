@@ -17,7 +17,8 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
-__all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError']
+__all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError',
+           'check_state_dict_fits']
 
 
 class ModelLoadError(ValueError):
@@ -67,6 +68,26 @@ def load_state_dict_safe(path: os.PathLike) -> Dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f'{str(path)!r} does not hold a state dict of tensors.')
     return {k.removeprefix('module.'): v for k, v in obj.items()}
+
+
+def check_state_dict_fits(model: nn.Module, state: Dict[str, torch.Tensor], source: Any, spec: str) -> None:
+    """Raise :class:`ModelLoadError` unless ``state`` has exactly the keys and shapes of ``model``'s state dict."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = []
+        if wrong:
+            k = wrong[0]
+            detail.append(f'{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)}, model '
+                          f'{tuple(own[k].shape)})')
+        if missing:
+            detail.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
+        if unexpected:
+            detail.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
+        raise ModelLoadError(f'checkpoint {str(source)!r} does not fit {spec!r}: {"; ".join(detail)}. '
+                             f'Pass the architecture and num_classes it was trained with.')
 
 
 def _config_beside(checkpoint: Path) -> Optional[Dict[str, Any]]:
@@ -126,21 +147,6 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
         args = {k: v for k, v in args.items() if v is not None}
     args.update(kwargs)
     model = timm.create_model(spec, pretrained=False, **args)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = []
-        if wrong:
-            k = wrong[0]
-            detail.append(f'{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)}, model '
-                          f'{tuple(own[k].shape)})')
-        if missing:
-            detail.append(f'{len(missing)} missing keys (e.g. {missing[0]})')
-        if unexpected:
-            detail.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
-        raise ModelLoadError(f'checkpoint {str(checkpoint)!r} does not fit {spec!r}: {"; ".join(detail)}. '
-                             f'Pass the architecture and num_classes it was trained with.')
+    check_state_dict_fits(model, state, checkpoint, spec)
     model.load_state_dict(state)
     return model

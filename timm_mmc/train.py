@@ -1,0 +1,541 @@
+"""Train any timm_mmc model, standard or adversarial, on one CPU, many CPUs or GPUs (through accelerate).
+
+    accelerate launch timm_mmc/train.py --model resnet32_mmc --dataset uoft-cs/cifar10 --output runs/mmc
+    python -m timm_mmc.train -c configs/cpu/resnet32_mmc.yaml --dataset ../shared/data/cifar10
+    torchrun --nproc_per_node 2 timm_mmc/train.py ...   # same global batch, same result as one process
+
+Design:
+* The data set is decoded once into a uint8 tensor (:mod:`timm_mmc.data`); batches are cut from a seeded
+  permutation and augmented on the device. Each process takes its slice of every global batch, and batch norm
+  statistics are reduced over the global batch, so N processes compute what one process would.
+* Every random draw is seeded from ``(seed, epoch, step)``: a run resumed from any checkpoint continues exactly.
+* Checkpoints (``accelerator.save_state``) are written to a temporary folder and renamed into place; ``latest``
+  names the last complete one. A kill at any moment leaves the previous checkpoint usable.
+* Adversarial training attacks the head's own objective: for MM heads the feature distance ``||z - mu_y||^2``
+  (untargeted) or ``||z - mu_t||^2`` (targeted), never a saturated cross-entropy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/train.py): import the installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import timm  # noqa: E402
+
+import timm_mmc  # noqa: E402,F401  registers the models
+from timm_mmc.attacks import PGD, FGSMRandomStart  # noqa: E402
+from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
+from timm_mmc.data import DataError, ImageSplit, augment_batch, load_split  # noqa: E402
+from timm_mmc.io import ModelLoadError, check_state_dict_fits, load_state_dict_safe  # noqa: E402
+from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
+
+__all__ = ['Trainer', 'main', 'TrainError']
+
+RUN_FILES = ('args.yaml', 'metrics.jsonl', 'summary.json', 'model.safetensors', 'config.json', 'checkpoints')
+
+
+class TrainError(ValueError):
+    """A run that cannot start as asked; the message says how to fix it."""
+
+
+def _fault(point: str, value: int = 0) -> None:
+    """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11`` or ``save:2`` SIGKILLs this process there."""
+    spec = os.environ.get('TIMM_MMC_FAULT')
+    if spec and spec == f'{point}:{value}':
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _step_seed(seed: int, epoch: int, step: int, salt: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 100_003 + step * 101 + salt) % (2 ** 62)
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose training statistics are reduced over all processes (CPU-capable SyncBatchNorm).
+
+    Statistics in float32 from per-process sums; gradients flow through the all-reduce. Outside a process group
+    it is a plain BatchNorm2d. Same parameters and buffers, so checkpoints are interchangeable.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+        xf = x.float()
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
+        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
+        stats = all_reduce(stats)
+        c = self.num_features
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
+        y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
+        y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y.to(x.dtype)
+
+
+class ModelWithLoss(nn.Module):
+    """Model + training objective in one module, so DDP also reduces gradients of loss parameters (center loss)."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        feats = self.model.forward_features(x)
+        z = self.model.forward_head(feats, pre_logits=True)  # (N, feature_dim)
+        logits = self.model.get_classifier()(z)  # (N, num_classes) float32 for MM heads
+        return self.loss_fn(logits, y, z), logits
+
+
+def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step multiplier of the peak lr."""
+    total = cfg.epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if cfg.schedule == 'onecycle':
+            warm = max(1, int(cfg.warmup_frac * total))
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total - step) / max(1, total - warm))
+        if cfg.schedule == 'cosine':
+            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        epoch = step // steps_per_epoch
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    return f
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One training run. ``Trainer(cfg).fit()``; the pieces are public for benchmarks and tests."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        from accelerate import Accelerator
+        self.cfg = cfg
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        acc = self.accelerator
+        self.device = acc.device
+        self.world = acc.num_processes
+        self.rank = acc.process_index
+        if cfg.batch_size % self.world:
+            raise TrainError(f'--batch-size {cfg.batch_size} must divide evenly over {self.world} processes.')
+        if self.device.type == 'cpu':
+            torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // self.world))
+        self.out = Path(cfg.output)
+        self._check_output()
+        name = cfg.model.split('.', 1)[0]
+        if not timm.is_model(name):
+            raise TrainError(f'unknown model {cfg.model!r}; list them with timm.list_models("*_mmc") '
+                             f'(e.g. resnet32_mmc, resnet32_sce).')
+        if name not in timm.list_models(module='cifar_resnet'):
+            raise TrainError(f'{cfg.model!r} is not a timm_mmc model; train.py trains the registered *_sce / *_mmc '
+                             f'/ *_mmlda / *_lgm models (use timm_mmc.create_mmc_model in your own loop otherwise).')
+        # data before anything is written: a bad data set must leave no trace
+        self.train_set = load_split(cfg.dataset, cfg.train_split, cfg.image_column, cfg.label_column,
+                                    cfg.cache_dir, cfg.train_limit)
+        self.test_set = load_split(cfg.dataset, cfg.test_split, cfg.image_column, cfg.label_column,
+                                   cfg.cache_dir, cfg.test_limit)
+        if len(self.train_set) < cfg.batch_size:
+            raise TrainError(f'the training split has {len(self.train_set)} images, fewer than one batch of '
+                             f'{cfg.batch_size}; lower --batch-size.')
+        self.num_classes = self.train_set.num_classes
+        model = self._build_model()
+        self.head = model.head_config.head
+        self.loss_name = cfg.loss or default_loss_for_head(self.head)
+        try:
+            loss_fn = build_loss(self.loss_name, self.num_classes, model.head_hidden_size, head=self.head,
+                                 label_smoothing=cfg.label_smoothing, lambda_c=cfg.lambda_c, alpha=cfg.lgm_alpha,
+                                 lambda_lkd=cfg.lgm_lambda)
+        except ValueError as e:
+            raise TrainError(str(e)) from e
+        if cfg.init_from:
+            state = load_state_dict_safe(cfg.init_from)
+            check_state_dict_fits(model, state, cfg.init_from, cfg.model)
+            model.load_state_dict(state)
+        if self.world > 1:
+            for m in model.modules():
+                if type(m) is nn.BatchNorm2d:
+                    m.__class__ = GlobalBatchNorm2d
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.net = ModelWithLoss(model, loss_fn)
+        decay, no_decay = [], []
+        for n, p in self.net.named_parameters():
+            is_weight = p.ndim > 1 and not n.endswith(('means', 'centers'))
+            (decay if is_weight else no_decay).append(p)
+        optimizer = torch.optim.SGD([dict(params=decay, weight_decay=cfg.weight_decay),
+                                     dict(params=no_decay, weight_decay=0.0)],
+                                    lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        self.local_batch = cfg.batch_size // self.world
+        self.steps_per_epoch = len(self.train_set) // cfg.batch_size
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps_per_epoch))
+        self.net, self.optimizer = self.accelerator.prepare(self.net, optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        self.model = self.accelerator.unwrap_model(self.net).model
+        self.adv_loss = 'ce' if self.head == 'linear' else 'mm'
+        self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else self.head != 'linear'
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: List[Dict[str, Any]] = []
+        self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+    def _check_output(self) -> None:
+        cfg, out = self.cfg, self.out
+        if out.exists() and not out.is_dir():
+            raise TrainError(f'--output {str(out)!r} is a file; name a folder.')
+        holds_run = out.is_dir() and any((out / f).exists() for f in RUN_FILES)
+        if holds_run and not (cfg.resume or cfg.overwrite):
+            raise TrainError(f'--output {str(out)!r} already holds a run; pass --resume to continue it, '
+                             f'--overwrite to replace it, or choose another folder.')
+        if holds_run and cfg.resume and (out / 'args.yaml').is_file():
+            with open(out / 'args.yaml') as f:
+                old = yaml.safe_load(f) or {}
+            for key in ('model', 'dataset', 'loss', 'feature_dim', 'center_norm', 'batch_size', 'epochs', 'adv'):
+                if key in old and old[key] != getattr(cfg, key):
+                    raise TrainError(f'cannot resume {str(out)!r}: it was trained with {key}={old[key]!r}, this '
+                                     f'command asks for {key}={getattr(cfg, key)!r}. Use the same options, or '
+                                     f'--overwrite to start over.')
+
+    def _build_model(self) -> nn.Module:
+        cfg = self.cfg
+        x = self.train_set.images
+        # per-channel statistics of the training images, stored in the model (pixel-space inputs)
+        sample = x[:: max(1, len(x) // 10000)].float().div_(255)
+        mean = [float(v) for v in sample.mean((0, 2, 3))]
+        std = [float(v) for v in sample.std((0, 2, 3))]
+        kwargs: Dict[str, Any] = dict(num_classes=self.num_classes, norm_mean=mean, norm_std=std,
+                                      drop_rate=cfg.drop_rate)
+        if cfg.center_norm is not None:
+            kwargs['center_norm'] = cfg.center_norm
+        if cfg.feature_dim is not None:
+            kwargs['feature_dim'] = cfg.feature_dim
+        torch.manual_seed(cfg.seed)
+        try:
+            return timm.create_model(cfg.model, pretrained=False, **kwargs)
+        except ValueError as e:
+            raise TrainError(f'cannot build {cfg.model!r}: {e}') from e
+
+    def autocast(self):
+        if self.cfg.precision == 'bf16':
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # -- one step ---------------------------------------------------------------------------------------------
+    def batch(self, epoch: int, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """This process's slice of global batch ``step`` of ``epoch``, augmented, in [0, 1]."""
+        cfg = self.cfg
+        perm = self._perm
+        lo = step * cfg.batch_size + self.rank * self.local_batch
+        idx = perm[lo:lo + self.local_batch]
+        x = self.train_set.images[idx].to(self.device, non_blocking=True).float().div_(255)
+        y = self.train_set.labels[idx].to(self.device, non_blocking=True)
+        gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, 1 + self.rank))
+        return augment_batch(x, generator=gen), y
+
+    def adversarial(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        """Replace the first ``adv_ratio`` share of the batch by adversarial examples of the head's objective."""
+        cfg = self.cfg
+        k = int(round(cfg.adv_ratio * x.shape[0]))
+        if k == 0:
+            return x
+        if cfg.adv == 'pgd':
+            attack = PGD(self.model, eps=cfg.eps, alpha=cfg.adv_step, steps=cfg.adv_steps, loss=self.adv_loss,
+                         targeted=self.adv_targeted, num_classes=self.num_classes, keep_best=False, seed=seed)
+        else:
+            attack = FGSMRandomStart(self.model, eps=cfg.eps, loss=self.adv_loss, targeted=self.adv_targeted,
+                                     num_classes=self.num_classes, seed=seed)
+        was_training = self.model.training
+        self.model.eval()  # batch-norm statistics stay untouched by attack steps
+        with self.autocast():
+            x_adv = attack.perturb(x[:k], y[:k])
+        self.model.train(was_training)
+        return torch.cat([x_adv, x[k:]]) if k < x.shape[0] else x_adv
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns the (detached) loss and the number correct, without a device sync."""
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            loss, logits = self.net(x, y)
+        self.accelerator.backward(loss)
+        if self.cfg.grad_clip:
+            self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+        preds = []
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch].to(self.device).float().div_(255)
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                preds.append(self.model(x).argmax(1).cpu())
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+    def test_accuracy(self) -> float:
+        """Clean accuracy on the test split, sharded over processes."""
+        self.model.eval()
+        idx = torch.arange(self.rank, len(self.test_set), self.world)
+        correct = (self._predict(self.test_set.images[idx]) == self.test_set.labels[idx]).sum().float()
+        total = self.accelerator.reduce(torch.stack([correct, torch.tensor(float(len(idx)))]).to(self.device),
+                                        'sum')
+        self.model.train()
+        return float(total[0] / total[1])
+
+    def robust_accuracy(self) -> float:
+        """PGD-10 (eps 8/255, step 2/255, untargeted, the head's adaptive objective) on the first robust_n test images."""
+        self.model.eval()
+        n = min(self.cfg.robust_n, len(self.test_set))
+        idx = torch.arange(self.rank, n, self.world)
+        correct, seen = 0.0, 0.0
+        for i in range(0, len(idx), 250):
+            j = idx[i:i + 250]
+            x = self.test_set.images[j].to(self.device).float().div_(255)
+            y = self.test_set.labels[j].to(self.device)
+            attack = PGD(self.model, eps=8 / 255, alpha=2 / 255, steps=10, loss=self.adv_loss, keep_best=True,
+                         seed=self.cfg.seed + i)
+            with self.autocast():
+                x_adv = attack.perturb(x, y)
+                with torch.no_grad():
+                    correct += float((self.model(x_adv).argmax(1) == y).sum())
+            seen += len(j)
+        total = self.accelerator.reduce(torch.tensor([correct, seen], device=self.device), 'sum')
+        self.model.train()
+        return float(total[0] / total[1])
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    @property
+    def ckpt_root(self) -> Path:
+        return self.out / 'checkpoints'
+
+    def save_checkpoint(self) -> None:
+        """Atomically write a complete checkpoint; ``latest`` then names it. Old ones beyond the keep count go."""
+        acc = self.accelerator
+        name = f'step_{self.global_step:08d}'
+        tmp = self.ckpt_root / f'.tmp_{name}'
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _fault('save', self.global_step)
+            state = dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                         history=self.history, sums=self.sums, model=self.cfg.model,
+                         num_classes=self.num_classes)
+            _atomic_write(tmp / 'trainer_state.json', json.dumps(state))
+            final = self.ckpt_root / name
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _atomic_write(self.ckpt_root / 'latest', name)
+            done = sorted(p for p in self.ckpt_root.glob('step_*') if (p / 'trainer_state.json').is_file())
+            for old in done[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _latest_checkpoint(self) -> Optional[Path]:
+        latest = self.ckpt_root / 'latest'
+        if latest.is_file():
+            cand = self.ckpt_root / latest.read_text().strip()
+            if (cand / 'trainer_state.json').is_file():
+                return cand
+        done = sorted(p for p in self.ckpt_root.glob('step_*') if (p / 'trainer_state.json').is_file())
+        return done[-1] if done else None
+
+    def load_checkpoint(self) -> bool:
+        ckpt = self._latest_checkpoint()
+        if ckpt is None:
+            return False
+        state = json.loads((ckpt / 'trainer_state.json').read_text())
+        if state.get('model') != self.cfg.model or state.get('num_classes') != self.num_classes:
+            raise TrainError(f'checkpoint {str(ckpt)!r} is from {state.get("model")!r} with '
+                             f'{state.get("num_classes")} classes, not {self.cfg.model!r} with {self.num_classes}; '
+                             f'use --overwrite to start over.')
+        try:
+            self.accelerator.load_state(str(ckpt))
+        except Exception as e:
+            raise TrainError(f'checkpoint {str(ckpt)!r} does not fit this model: {type(e).__name__}: {e}') from e
+        self.epoch, self.step_in_epoch = state['epoch'], state['step_in_epoch']
+        self.global_step, self.history, self.sums = state['global_step'], state['history'], state['sums']
+        return True
+
+    # -- the run ----------------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        self.accelerator.print(msg, flush=True)
+
+    def _write_metrics(self) -> None:
+        if self.accelerator.is_main_process:
+            _atomic_write(self.out / 'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in self.history))
+
+    def _prepare_output(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            if self.cfg.overwrite and self.out.is_dir():
+                for f in RUN_FILES:
+                    p = self.out / f
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            self.out.mkdir(parents=True, exist_ok=True)
+            resolved = dict(self.cfg.to_dict(), loss=self.loss_name, adv_loss=self.adv_loss,
+                            adv_targeted=self.adv_targeted, num_classes=self.num_classes,
+                            train_source=self.train_set.source, test_source=self.test_set.source,
+                            world_size=self.world)
+            _atomic_write(self.out / 'args.yaml', yaml.safe_dump(resolved, sort_keys=False))
+        acc.wait_for_everyone()
+
+    def fit(self) -> Dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
+        resumed = cfg.resume and self.load_checkpoint()
+        self._prepare_output()
+        if resumed:
+            self.log(f'resumed from step {self.global_step} (epoch {self.epoch + 1}, step {self.step_in_epoch})')
+        hw = f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads x {self.world} proc'
+        if self.device.type == 'cuda':
+            hw = f'{torch.cuda.get_device_name()} x {self.world}'
+        self.log(f'{cfg.model} ({self.head} head, loss {self.loss_name}, adv {cfg.adv}) on {self.train_set.source}: '
+                 f'{len(self.train_set)} train / {len(self.test_set)} test, {cfg.epochs} epochs of '
+                 f'{self.steps_per_epoch} steps, batch {cfg.batch_size}, {cfg.precision}; {hw}; '
+                 f'torch {torch.__version__}, timm {timm.__version__}')
+        start_wall = time.time() - self.sums.get('wall', 0.0)
+        from tqdm import tqdm
+        while self.epoch < cfg.epochs:
+            epoch = self.epoch
+            self.net.train()
+            self._perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
+                _step_seed(cfg.seed, epoch, 0)))
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {epoch + 1}',
+                       disable=not (cfg.progress and acc.is_main_process), leave=False, dynamic_ncols=True)
+            t0 = time.time()
+            loss_sum = torch.zeros((), device=self.device)
+            correct_sum = torch.zeros((), device=self.device)
+            seen = 0
+            while self.step_in_epoch < self.steps_per_epoch:
+                step = self.step_in_epoch
+                torch.manual_seed(_step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
+                x, y = self.batch(epoch, step)
+                if cfg.adv != 'none':
+                    x = self.adversarial(x, y, _step_seed(cfg.seed, epoch, step, 1000 + self.rank))
+                loss, correct = self.train_step(x, y)
+                loss_sum += loss * len(y)
+                correct_sum += correct
+                seen += len(y)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                bar.update(1)
+                _fault('step', self.global_step)
+                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
+                        and self.step_in_epoch < self.steps_per_epoch:
+                    self._fold(loss_sum, correct_sum, seen, time.time() - t0)
+                    loss_sum.zero_(), correct_sum.zero_()
+                    seen, t0 = 0, time.time()
+                    self.sums['wall'] = time.time() - start_wall
+                    self.save_checkpoint()
+            bar.close()
+            self._fold(loss_sum, correct_sum, seen, time.time() - t0)
+            totals = acc.reduce(torch.tensor([self.sums['loss'], self.sums['correct'], self.sums['seen']],
+                                             device=self.device), 'sum')
+            rec: Dict[str, Any] = dict(
+                epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
+                test_acc=self.test_accuracy(), robust_acc=None,
+                img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9),
+                lr=self.scheduler.get_last_lr()[0])
+            if cfg.robust_every and ((epoch + 1) % cfg.robust_every == 0 or epoch + 1 == cfg.epochs):
+                rec['robust_acc'] = self.robust_accuracy()
+                rec['robust_attack'] = (f'PGD-10 {self.adv_loss} untargeted eps 8/255, first '
+                                        f'{min(cfg.robust_n, len(self.test_set))} test images')
+            rec['elapsed_s'] = time.time() - start_wall
+            self.history.append(rec)
+            robust = f', robust {rec["robust_acc"]:.4f}' if rec['robust_acc'] is not None else ''
+            self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec["train_loss"]:.4f}, train {rec["train_acc"]:.4f}, '
+                     f'test {rec["test_acc"]:.4f}{robust}, {rec["img_per_s"]:.0f} img/s, lr {rec["lr"]:.4g}, '
+                     f'{rec["elapsed_s"] / 60:.1f} min')
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, wall=time.time() - start_wall)
+            self.save_checkpoint()
+            self._write_metrics()
+        return self.export(time.time() - start_wall, hw)
+
+    def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
+        self.sums['loss'] += float(loss_sum)
+        self.sums['correct'] += float(correct_sum)
+        self.sums['seen'] += seen
+        self.sums['time'] += dt
+
+    def export(self, wall: float, hardware: str) -> Dict[str, Any]:
+        """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
+        acc = self.accelerator
+        summary = dict(model=self.cfg.model, test_acc=self.history[-1]['test_acc'] if self.history else None,
+                       robust_acc=next((h['robust_acc'] for h in reversed(self.history)
+                                        if h.get('robust_acc') is not None), None),
+                       epochs=self.cfg.epochs, wall_time_s=wall, hardware=hardware, world_size=self.world,
+                       versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=timm_mmc.__version__,
+                                     python=platform.python_version()),
+                       dataset=self.train_set.source)
+        if acc.is_main_process:
+            from timm.models import save_for_hf
+            model = self.model.to(memory_format=torch.contiguous_format)
+            for m in model.modules():
+                if type(m) is GlobalBatchNorm2d:
+                    m.__class__ = nn.BatchNorm2d
+            tmp = self.out / '.export_tmp'
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_for_hf(model, tmp, model_args=model.model_args(), safe_serialization=True,
+                        model_config=dict(label_names=list(self.train_set.class_names)))
+            for f in ('model.safetensors', 'config.json'):
+                os.replace(tmp / f, self.out / f)
+            shutil.rmtree(tmp, ignore_errors=True)
+            _atomic_write(self.out / 'summary.json', json.dumps(summary, indent=2))
+            self.log(f'done: test accuracy {summary["test_acc"]:.4f} after {wall / 60:.1f} min; '
+                     f'weights in {self.out / "model.safetensors"}')
+        acc.wait_for_everyone()
+        return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    cfg = parse_config(argv)
+    try:
+        Trainer(cfg).fit()
+    except (TrainError, ConfigError, DataError, ModelLoadError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
