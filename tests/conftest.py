@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# two cores, often shared with a training run: keep every test single-threaded and deterministic
+torch.set_num_threads(1)
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifar10'
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Decoded data-set caches go to a per-session temp folder, never the user's cache."""
+    monkeypatch.setenv('TIMM_MMC_CACHE', str(tmp_path_factory.getbasetemp() / 'timm_mmc_cache'))
+
+
+@pytest.fixture
+def cifar10_path():
+    if not SHARED_CIFAR10.is_dir():
+        pytest.skip('real CIFAR-10 copy not found beside the repo (../shared/data/cifar10)')
+    return str(SHARED_CIFAR10)

@@ -1,0 +1,168 @@
+"""timm's own style: every registered model name goes through the same contract checks."""
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm_mmc
+from timm_mmc.heads import HeadConfig
+
+MODELS = sorted(timm.list_models(module='cifar_resnet'))
+# the deep ones are slow on 2 cores in float32 backward; their blocks are the same code as the shallow ones
+FAST = [m for m in MODELS if not m.startswith(('resnet110', 'resnet56'))]
+
+
+def _x(n=2):
+    torch.manual_seed(0)
+    return torch.rand(n, 3, 32, 32)
+
+
+def test_registry():
+    for depth in (20, 32, 56, 110):
+        for head in ('sce', 'mmc', 'mmlda', 'lgm', 'mmc_rand'):
+            assert f'resnet{depth}_{head}' in MODELS
+    assert {'resnet32v2_mmc', 'resnet32v2_sce'} <= set(MODELS)
+    assert 'resnet32_mmc' in timm.list_models('*_mmc')
+    assert 'resnet32_mmc.cifar10' in timm.list_pretrained('resnet32*')
+    assert 'resnet32_mmc.cifar100' in timm.list_pretrained('resnet32*')
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_contract(name):
+    m = timm.create_model(name).eval()
+    x = _x()
+    with torch.no_grad():
+        feats = m.forward_features(x)
+        z = m.forward_head(feats, pre_logits=True)
+        logits = m(x)
+    assert feats.shape == (2, m.num_features, 8, 8)
+    assert z.shape == (2, m.head_hidden_size)
+    assert logits.shape == (2, 10)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(m.get_classifier()(z), logits)
+
+
+@pytest.mark.parametrize('name', FAST)
+def test_backward_reaches_every_parameter(name):
+    m = timm.create_model(name, feature_dim=16)
+    out = m(_x(4))
+    loss = timm_mmc.build_loss(timm_mmc.default_loss_for_head(m.head_config.head), 10, 16)(out, torch.arange(4))
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_reset_classifier(name):
+    m = timm.create_model(name, feature_dim=16).eval()
+    m.reset_classifier(5)
+    assert m.num_classes == 5
+    assert m(_x()).shape == (2, 5)
+    m.reset_classifier(0)
+    assert m(_x()).shape == (2, 16)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_pretrained_cfg_complete(name):
+    for tag, classes in (('cifar10', 10), ('cifar100', 100)):
+        cfg = timm.get_pretrained_cfg(f'{name}.{tag}').to_dict()
+        assert cfg['hf_hub_id'] == f'timm-mmc/{name}.{tag}'
+        assert cfg['num_classes'] == classes and len(cfg['label_names']) == classes
+        assert cfg['classifier'] == 'head.classifier' and cfg['first_conv'] == 'stem.0'
+        assert cfg['mean'] == (0.0, 0.0, 0.0) and cfg['std'] == (1.0, 1.0, 1.0)  # normalisation is inside
+        assert cfg['license'] and cfg['paper_ids'] and cfg['input_size'] == (3, 32, 32)
+    m = timm.create_model(f'{name}.cifar100')
+    assert m.num_classes == 100
+    assert m.get_submodule('stem.0') is not None and m.get_submodule('head.classifier') is m.get_classifier()
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_safetensors_round_trip(name, tmp_path):
+    torch.manual_seed(1)
+    m = timm.create_model(name, feature_dim=16).eval()
+    path = tmp_path / 'w.safetensors'
+    save_file(m.state_dict(), str(path))
+    torch.manual_seed(2)
+    m2 = timm.create_model(name, feature_dim=16).eval()
+    m2.load_state_dict(load_file(str(path)))
+    x = _x()
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+
+
+def test_centers_not_in_state_dict_and_rebuilt():
+    m = timm.create_model('resnet20_mmc')
+    assert not any('centers' in k for k in m.state_dict())
+    sd = m.state_dict()
+    m100 = timm.create_model('resnet20_mmc', num_classes=100)
+    m100.load_state_dict(sd)  # no size mismatch: the centers are not loaded
+    assert m100.head.centers.shape == (100, 256)
+
+
+def test_model_args_json_round_trip():
+    m = timm.create_model('resnet20_mmc_rand', center_norm=5.0, feature_dim=32)
+    args = json.loads(json.dumps(m.model_args()))
+    assert args['center_kind'] == 'random' and args['center_norm'] == 5.0 and args['feature_dim'] == 32
+    m2 = timm.create_model('resnet20_sce', **args)  # the args override the entry point's head
+    assert torch.equal(m2.head.centers, m.head.centers)
+
+
+def test_normalisation_is_a_buffer():
+    m = timm.create_model('resnet20_mmc')
+    assert 'mean' in dict(m.named_buffers()) and 'std' in dict(m.named_buffers())
+    assert 'mean' in m.state_dict()
+
+
+def test_drop_rate_accepted():
+    m = timm.create_model('resnet20_mmc', drop_rate=0.5)
+    assert m.head.drop.p == 0.5
+
+
+def test_param_counts_match_he_et_al():
+    def backbone(name):
+        m = timm.create_model(name)
+        return sum(p.numel() for n, p in m.named_parameters() if not n.startswith('head'))
+    assert round(backbone('resnet32_sce') / 1e6, 2) == 0.46
+    assert round(backbone('resnet110_sce') / 1e6, 1) == 1.7
+
+
+@pytest.mark.parametrize('kwargs,needle', [
+    (dict(num_classes=1), 'num_classes'),
+    (dict(feature_dim=0), 'feature_dim'),
+    (dict(center_norm=0.0), 'center_norm'),
+    (dict(head='bogus'), 'head'),
+])
+def test_bad_configuration(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        timm.create_model('resnet20_mmc', **kwargs)
+
+
+def test_head_config_validation():
+    with pytest.raises(ValueError, match='center_kind'):
+        HeadConfig(center_kind='spiral')
+
+
+@pytest.mark.parametrize('backbone', ['resnet18', 'convnext_atto', 'vit_tiny_patch16_224'])
+def test_any_timm_backbone(backbone):
+    kwargs = dict(img_size=32) if backbone.startswith('vit') else {}
+    m = timm_mmc.create_mmc_model(backbone, head='mmc', num_classes=10, feature_dim=32, **kwargs).eval()
+    x = _x()
+    logits = m(x)
+    z = m.forward_head(m.forward_features(x), pre_logits=True)
+    assert logits.shape == (2, 10) and z.shape == (2, 32)
+    torch.testing.assert_close(m.get_classifier()(z), logits)
+    # logits are -||z - mu||^2 / 2 to the MM centers
+    torch.testing.assert_close(logits, -0.5 * torch.cdist(z, m.head.centers) ** 2, atol=1e-3, rtol=1e-4)
+    m.reset_classifier(3)
+    assert m(x).shape == (2, 3)
+
+
+def test_create_mmc_model_on_own_family_and_errors():
+    m = timm_mmc.create_mmc_model('resnet20_sce', head='mmlda', num_classes=10)
+    assert isinstance(m, timm_mmc.CifarResNet) and m.head_config.head == 'mmlda'
+    with pytest.raises(ValueError, match='unknown backbone'):
+        timm_mmc.create_mmc_model('no_such_net')
+    with pytest.raises(ValueError, match='num_classes'):
+        timm_mmc.create_mmc_model('resnet18', num_classes=1)
