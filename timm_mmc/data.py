@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'default_cache_dir']
+__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'default_cache_dir', 'write_synthetic_dataset']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 
@@ -185,3 +185,29 @@ def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True,
         do = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(do[:, None, None, None], x.flip(3), x)
     return x.contiguous()
+
+
+def write_synthetic_dataset(root: os.PathLike, n_train: int = 128, n_test: int = 64, num_classes: int = 4,
+                            size: int = 32, image_column: str = 'img', label_column: str = 'label',
+                            seed: int = 0) -> Path:
+    """Write a small learnable image data set in the Hub's parquet layout (for smoke tests and benchmarks).
+
+    ``root/plain_text/{train,test}-00000-of-00001.parquet``, readable by ``datasets.load_dataset(root)`` and
+    :func:`load_split`. Each class is a colour plus Gaussian noise.
+    """
+    import datasets
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, size=(num_classes, 3))
+    feats = datasets.Features({image_column: datasets.Image(),
+                               label_column: datasets.ClassLabel(names=[f'c{i}' for i in range(num_classes)])})
+    (root / 'plain_text').mkdir(parents=True, exist_ok=True)
+    for split, n in (('train', n_train), ('test', n_test)):
+        labels = rng.integers(0, num_classes, size=n)
+        imgs = [Image.fromarray(np.clip(colours[lab] + rng.normal(0, 40, size=(size, size, 3)), 0, 255).astype(
+            np.uint8)) for lab in labels]
+        ds = datasets.Dataset.from_dict({image_column: imgs, label_column: labels.tolist()}, features=feats)
+        ds.to_parquet(str(root / 'plain_text' / f'{split}-00000-of-00001.parquet'))
+    return root

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    'HubError', 'AttackResult', 'EvalSummary', 'parse_eval', 'eval_json_to_results', 'read_run', 'export',
+    'HubError', 'EvalRow', 'WorstCase', 'EvalSummary', 'parse_eval', 'eval_json_to_results', 'read_run', 'export',
     'render_card', 'write_card', 'write_plot', 'push', 'release_files', 'build_hf_cache', 'main',
 ]
 
@@ -76,23 +76,39 @@ class HubError(Exception):
 # ----------------------------------------------------------------------------------------------------------------------
 
 @dataclass
-class AttackResult:
-    """One attack's outcome as the evaluation JSON states it (``accuracy`` in the JSON's own unit)."""
+class EvalRow:
+    """One robustness figure of the evaluation JSON, in the JSON's own unit.
+
+    With the report layout of ``eval.robustness`` (``columns``), a row is a table column: the per-sample worst case
+    over the attacks (objectives) listed in ``attacks``, as the paper's tables report. With a flat ``attacks`` list, a
+    row is one attack.
+    """
     name: str
-    family: str  # 'pgd', 'fgsm', 'autoattack', 'cw', ... (lower-case, from the name)
-    config: Dict[str, Any]
+    family: str  # 'pgd', 'autoattack', 'spsa', 'transfer', 'noise', 'rotation', ... (lower-case)
     accuracy: float
-    eps: Optional[float] = None  # in [0, 1] pixel units
+    n: Optional[int] = None
+    eps: Optional[float] = None  # pixel units in [0, 1]
     steps: Optional[int] = None
     targeted: Optional[bool] = None
-    norm: Optional[str] = None
-    loss: Optional[str] = None
-    version: Optional[str] = None
+    threat: Optional[str] = None  # 'Linf', 'corruption', ...
+    version: Optional[str] = None  # AutoAttack version (standard / rand / fast)
+    objectives: List[str] = field(default_factory=list)
+    attacks: List[str] = field(default_factory=list)
+    config: Dict[str, Any] = field(default_factory=dict)  # other settings from the JSON (sigma, loss, ...)
+
+
+@dataclass
+class WorstCase:
+    """Robust accuracy under the whole suite at one eps (per-sample worst case over ``n_attacks`` attacks)."""
+    eps: Optional[float]
+    accuracy: float
+    n: Optional[int] = None
+    n_attacks: Optional[int] = None
 
 
 @dataclass
 class EvalSummary:
-    """What the card needs from an evaluation JSON."""
+    """What the card needs from an evaluation JSON (numbers exactly as the JSON has them)."""
     raw: Dict[str, Any]
     model: Optional[str]
     dataset: Optional[str]
@@ -100,8 +116,12 @@ class EvalSummary:
     n: Optional[int]
     unit: str  # 'fraction' (0-1) or 'percent' (0-100): the JSON's own unit, kept as is in the model-index
     clean: float
-    attacks: List[AttackResult] = field(default_factory=list)
-    worst_case: Optional[float] = None
+    rows: List[EvalRow] = field(default_factory=list)
+    worst_case: List[WorstCase] = field(default_factory=list)
+    cw: List[Dict[str, Any]] = field(default_factory=list)  # C&W L2 entries (distortion statistics, no budget)
+    detail: List[Tuple[str, float, Optional[int]]] = field(default_factory=list)  # every attack: name, acc, n
+    warnings: List[str] = field(default_factory=list)
+    aa_package: Optional[str] = None  # pyautoattack version from the JSON's versions
 
     def pct(self, value: float) -> str:
         """A JSON accuracy as a percentage string with two decimals (the only way the card prints one)."""
@@ -122,13 +142,17 @@ def _number(value: Any, what: str) -> float:
     return value
 
 
+def _int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _family(name: str) -> str:
     low = name.lower().replace('-', '').replace('_', '').replace(' ', '')
-    if 'autoattack' in low or low in ('aa', 'apgdce', 'apgdt', 'fab', 'square', 'apgddlr') or low.startswith('apgd'):
-        return 'autoattack' if ('autoattack' in low or low == 'aa') else low
-    for fam in ('pgd', 'fgsm', 'cw', 'spsa', 'noise', 'rotation'):
+    if 'autoattack' in low or low.startswith('aa'):
+        return 'autoattack'
+    for fam in ('pgd', 'fgsm', 'spsa', 'transfer', 'noise', 'rotation', 'cw', 'c&w'):
         if fam in low:
-            return fam
+            return 'cw' if fam == 'c&w' else fam
     return low
 
 
@@ -150,19 +174,60 @@ def fmt_eps(eps: Optional[float]) -> str:
     return f'{eps:.4g}'
 
 
+def _attack_entries(data: Dict[str, Any]) -> List[Dict[str, Any]]:
+    raw = data.get('attacks') or []
+    if isinstance(raw, dict):
+        raw = [dict(v, name=v.get('name', k)) if isinstance(v, dict) else {'name': k, 'accuracy': v}
+               for k, v in raw.items()]
+    if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
+        raise HubError('evaluation JSON: "attacks" must map attack names to {config, accuracy, ...} objects.')
+    return raw
+
+
+def _row_from_attack(a: Dict[str, Any], name: str, accuracy: float, members: Sequence[Dict[str, Any]] = ()
+                     ) -> EvalRow:
+    cfg = dict(a.get('config') or {})
+    for k in ('steps', 'loss', 'objective', 'version', 'norm'):
+        if k in a and k not in cfg:
+            cfg[k] = a[k]
+    objectives = []
+    for m in members or [a]:
+        obj = (m.get('config') or {}).get('objective', m.get('objective', m.get('loss')))
+        if obj is not None and obj not in objectives:
+            objectives.append(str(obj))
+    family = str(a.get('family') or _family(name)).lower()
+    version = cfg.get('version')
+    extra = {k: v for k, v in cfg.items() if k in ('sigma', 'max_degrees', 'method', 'loss', 'n_samples', 'n_iter')
+             and v is not None}
+    return EvalRow(
+        name=name, family=family, accuracy=accuracy, n=_int(a.get('n')), eps=_eps_unit(a.get('eps', cfg.get('eps'))),
+        steps=_int(cfg.get('steps')), targeted=a.get('targeted', cfg.get('targeted')) if isinstance(
+            a.get('targeted', cfg.get('targeted')), bool) else None,
+        threat=a.get('threat', cfg.get('norm')), version=None if version is None else str(version),
+        objectives=objectives, attacks=[m.get('name', name) for m in members] if members else [], config=extra)
+
+
 def parse_eval(data: Dict[str, Any]) -> EvalSummary:
-    """Read an evaluation JSON (``python -m eval.robustness``) into an :class:`EvalSummary`.
+    """Read an evaluation JSON into an :class:`EvalSummary`; numbers are kept exactly as the JSON has them.
 
-    Accepted layout (the writer is the ``eval`` package; this is the only reader)::
+    The layout is the report of ``python -m eval.robustness`` (``eval/report.py``, report version 1.0)::
 
-        {"model": str, "dataset": "cifar10", "split": "test", "n": int,
-         "clean_accuracy": float,                      # 0-1 or 0-100 ("accuracy_unit": "fraction" | "percent")
-         "attacks": [{"name": "pgd", "config": {"eps": 0.0313, "steps": 10, "targeted": false, "loss": "ce",
-                      "norm": "Linf", "version": "standard"}, "accuracy": float}, ...],
-         "worst_case_accuracy": float}
+        {"version": "1.0", "model": "local-dir:...", "dataset": ".../cifar10", "split": "test", "n": 1000,
+         "checkpoint_sha256": "...", "clean_accuracy": 0.92,                       # fractions
+         "attacks": {"pgd10-un-8-mm": {"family": "pgd", "threat": "Linf", "eps": 0.0314, "targeted": false,
+                                       "config": {"steps": 10, "objective": "mm", ...}, "n": 1000,
+                                       "accuracy": 0.31, ...},
+                     "autoattack-standard-8": {..., "config": {"version": "standard", ...}},
+                     "cw-un": {"family": "cw", "success_rate": ..., "l2_mean": ..., "l2_paper": ...}, ...},
+         "columns": {"PGD10 un 8": {"accuracy": 0.30, "n": 1000, "attacks": ["pgd10-un-8-mm", ...],
+                                    "eps": 0.0314, "targeted": false, "family": "pgd"}, ...},
+         "worst_case": {"8": {"eps": 0.0314, "accuracy": 0.28, "n": 1000, "attacks": [...]}, ...},
+         "warnings": [...], "versions": {"pyautoattack": ...}, ...}
 
-    ``attacks`` may also be a dict keyed by attack name; attack fields found beside ``config`` count as config.
-    Attacks with a null accuracy (not run) are skipped.
+    Rows are the ``columns`` (the per-sample worst case over their attacks, as the paper's tables report). A flat
+    layout (``attacks`` as a list of ``{name, config: {eps, steps, targeted, loss, version}, accuracy}`` and a scalar
+    ``worst_case_accuracy``, in 0-1 or 0-100) is also read, each attack a row. Entries with a null accuracy (not
+    run) are skipped.
 
     Raises:
         HubError: Missing clean accuracy, non-numeric or out-of-range accuracies.
@@ -175,40 +240,45 @@ def parse_eval(data: Dict[str, Any]) -> EvalSummary:
         clean_raw = _first(clean_raw, 'accuracy', 'acc')
     if clean_raw is None:
         raise HubError('evaluation JSON has no "clean_accuracy"; export needs the file written by '
-                       'python -m eval.robustness.')
+                       'python -m eval.robustness (with at least one evaluated example).')
     clean = _number(clean_raw, 'clean_accuracy')
-    raw_attacks = data.get('attacks') or []
-    if isinstance(raw_attacks, dict):
-        raw_attacks = [dict(v, name=v.get('name', k)) if isinstance(v, dict) else {'name': k, 'accuracy': v}
-                       for k, v in raw_attacks.items()]
-    if not isinstance(raw_attacks, list):
-        raise HubError('evaluation JSON: "attacks" must be a list of {name, config, accuracy} objects.')
-    attacks: List[AttackResult] = []
-    for i, a in enumerate(raw_attacks):
-        if not isinstance(a, dict):
-            raise HubError(f'evaluation JSON: attacks[{i}] must be an object with name, config and accuracy.')
+    entries = _attack_entries(data)
+    by_name = {str(a.get('name')): a for a in entries}
+    rows: List[EvalRow] = []
+    cw: List[Dict[str, Any]] = []
+    detail: List[Tuple[str, float, Optional[int]]] = []
+    for i, a in enumerate(entries):
         name = str(_first(a, 'name', 'attack') or f'attack{i}')
         acc = _first(a, 'accuracy', 'robust_accuracy', 'acc')
-        if acc is None:
-            continue
-        acc = _number(acc, f'attacks[{i}] ({name}) accuracy')
-        cfg = dict(a.get('config') or {})
-        for k in ('eps', 'steps', 'targeted', 'loss', 'norm', 'version', 'restarts', 'step_size'):
-            if k in a and k not in cfg:
-                cfg[k] = a[k]
-        steps = cfg.get('steps')
-        family = _family(name)
-        version = cfg.get('version')
-        if family == 'autoattack' and version is None:
-            version = _first(data.get('versions') or {}, 'autoattack', 'pyautoattack')
-        attacks.append(AttackResult(
-            name=name, family=family, config=cfg, accuracy=acc, eps=_eps_unit(cfg.get('eps')),
-            steps=steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
-            targeted=cfg.get('targeted') if isinstance(cfg.get('targeted'), bool) else None,
-            norm=cfg.get('norm'), loss=cfg.get('loss'), version=None if version is None else str(version)))
-    worst = data.get('worst_case_accuracy')
-    worst = None if worst is None else _number(worst, 'worst_case_accuracy')
-    values = [clean] + [a.accuracy for a in attacks] + ([worst] if worst is not None else [])
+        family = str(a.get('family') or _family(name)).lower()
+        if family == 'cw':
+            cw.append(a)
+        elif acc is not None:
+            detail.append((name, _number(acc, f'attacks[{name!r}] accuracy'), _int(a.get('n'))))
+    columns = data.get('columns')
+    if isinstance(columns, dict) and columns:
+        for key, col in columns.items():
+            if not isinstance(col, dict) or col.get('accuracy') is None or str(col.get('family')).lower() == 'cw':
+                continue
+            members = [by_name[m] for m in col.get('attacks') or [] if m in by_name]
+            first = dict(members[0]) if members else {}
+            first.update({k: col[k] for k in ('eps', 'targeted', 'family', 'n') if col.get(k) is not None})
+            rows.append(_row_from_attack(first, str(key), _number(col['accuracy'], f'columns[{key!r}] accuracy'),
+                                         members))
+    else:
+        for name, acc, _ in detail:
+            rows.append(_row_from_attack(by_name.get(name, {}), name, acc))
+    worst: List[WorstCase] = []
+    wc = data.get('worst_case')
+    if isinstance(wc, dict):
+        for key, v in wc.items():
+            if isinstance(v, dict) and v.get('accuracy') is not None:
+                worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=_number(v['accuracy'], f'worst_case[{key!r}]'),
+                                       n=_int(v.get('n')), n_attacks=len(v.get('attacks') or []) or None))
+    if data.get('worst_case_accuracy') is not None:
+        worst.append(WorstCase(eps=None, accuracy=_number(data['worst_case_accuracy'], 'worst_case_accuracy'),
+                               n=_int(data.get('n'))))
+    values = [clean] + [r.accuracy for r in rows] + [w.accuracy for w in worst] + [d[1] for d in detail]
     unit = data.get('accuracy_unit') or data.get('unit')
     if unit not in ('fraction', 'percent'):
         unit = 'percent' if max(values) > 1.0 else 'fraction'
@@ -216,31 +286,50 @@ def parse_eval(data: Dict[str, Any]) -> EvalSummary:
     bad = [v for v in values if v < 0 or v > top]
     if bad:
         raise HubError(f'evaluation JSON: accuracies must lie in [0, {top:g}] ({unit}); got {bad[0]!r}.')
-    n = data.get('n', data.get('num_examples'))
+    versions = data.get('versions') if isinstance(data.get('versions'), dict) else {}
+    aa_pkg = _first(versions, 'pyautoattack', 'autoattack')
+    warnings = [str(w) for w in data.get('warnings') or []] if isinstance(data.get('warnings'), list) else []
     return EvalSummary(raw=data, model=data.get('model'), dataset=_norm_dataset(data.get('dataset')),
-                       split=str(data.get('split') or 'test'), n=n if isinstance(n, int) else None, unit=unit,
-                       clean=clean, attacks=attacks, worst_case=worst)
+                       split=str(data.get('split') or 'test'), n=_int(data.get('n', data.get('num_examples'))),
+                       unit=unit, clean=clean, rows=rows, worst_case=worst, cw=cw, detail=detail, warnings=warnings,
+                       aa_package=None if aa_pkg is None else str(aa_pkg))
 
 
-def _attack_label(a: AttackResult) -> str:
-    parts = [a.name]
-    if a.steps is not None and a.family not in ('autoattack', 'fgsm'):
-        parts.append(f'{a.steps} steps')
-    if a.targeted is not None:
-        parts.append('targeted' if a.targeted else 'untargeted')
-    if a.eps is not None:
-        parts.append(f'{a.norm or "Linf"} eps={fmt_eps(a.eps)}')
-    if a.family == 'autoattack' and a.version:
-        parts.append(f'version={a.version}')
+def _row_label(r: EvalRow) -> str:
+    """Human description of a row: attack, steps, targeting, budget, objectives, version."""
+    parts = [r.name]
+    if r.family in ('noise', 'rotation'):
+        parts.append('random corruption, not an attack')
+    if r.steps is not None and r.family not in ('autoattack',):
+        parts.append(f'{r.steps} steps')
+    if r.targeted is not None and r.family not in ('noise', 'rotation'):
+        parts.append('targeted' if r.targeted else 'untargeted')
+    if r.eps is not None:
+        parts.append(f'{r.threat or "Linf"} eps={fmt_eps(r.eps)}')
+    if r.family == 'autoattack' and r.version:
+        parts.append(f'AutoAttack version {r.version}')
+    if len(r.attacks) > 1 and r.objectives:
+        parts.append(f'worst case over objectives {"/".join(r.objectives)}')
+    elif r.objectives:
+        parts.append(f'objective {r.objectives[0]}')
     return ', '.join(parts)
+
+
+def _worst_label(w: WorstCase) -> str:
+    if w.eps is None:
+        return 'worst case over all attacks (per image)'
+    count = f' {w.n_attacks}' if w.n_attacks else ''
+    return f'whole suite at Linf eps={fmt_eps(w.eps)} (per-image worst case over{count} attacks with eps <= it)'
 
 
 def eval_json_to_results(data: Dict[str, Any], dataset: Optional[str] = None) -> List[Any]:
     """Map an evaluation JSON to ``huggingface_hub.EvalResult`` entries for the card's model-index.
 
-    Values are the JSON's numbers, unchanged (same unit). One entry for clean accuracy, one per attack (its
-    ``metric_config`` names eps and steps, its ``metric_args`` is the attack's full config from the JSON, AutoAttack
-    with its version), and one for ``worst_case_accuracy`` when the JSON has it.
+    Values are the JSON's numbers, unchanged (same unit). Entries: clean accuracy; one per evaluation row (see
+    :func:`parse_eval`) whose ``metric_config`` names eps and steps (AutoAttack: its version) and whose
+    ``metric_args`` carries the settings (eps, steps, targeted, objectives, n, the attacks it covers, the AutoAttack
+    package version); one per worst-case entry. C&W L2 (a distortion, not an accuracy at a budget) is in the card's
+    body only.
 
     Args:
         data: The parsed evaluation JSON.
@@ -260,17 +349,26 @@ def eval_json_to_results(data: Dict[str, Any], dataset: Optional[str] = None) ->
                   dataset_args={'n': ev.n} if ev.n is not None else None)
     results = [EvalResult(metric_type='accuracy', metric_name='clean accuracy', metric_value=ev.clean,
                           metric_config='clean', **common)]
-    for a in ev.attacks:
-        cfg_str = a.name + ''.join(
-            f', {k}={v}' for k, v in (('eps', fmt_eps(a.eps) if a.eps is not None else None), ('steps', a.steps),
-                                       ('targeted', a.targeted), ('version', a.version if a.family == 'autoattack'
-                                                                  else None)) if v is not None)
-        results.append(EvalResult(metric_type='accuracy', metric_name=f'robust accuracy ({_attack_label(a)})',
-                                  metric_value=a.accuracy, metric_config=cfg_str,
-                                  metric_args=dict(a.config) or None, **common))
-    if ev.worst_case is not None:
-        results.append(EvalResult(metric_type='accuracy', metric_name='worst-case robust accuracy (all attacks)',
-                                  metric_value=ev.worst_case, metric_config='worst_case', **common))
+    for r in ev.rows:
+        settings = [('eps', fmt_eps(r.eps) if r.eps is not None else None), ('steps', r.steps),
+                    ('targeted', r.targeted if r.family not in ('noise', 'rotation') else None),
+                    ('version', r.version if r.family == 'autoattack' else None)]
+        settings += sorted(r.config.items())
+        cfg_str = r.name + ''.join(f', {k}={v}' for k, v in settings if v is not None)
+        args = dict(family=r.family, threat=r.threat, eps=r.eps, steps=r.steps, targeted=r.targeted,
+                    version=r.version, objectives=r.objectives or None, attacks=r.attacks or None, n=r.n, **r.config)
+        if r.family == 'autoattack' and ev.aa_package:
+            args['package'] = f'pyautoattack {ev.aa_package}'
+        kind = 'accuracy' if r.family in ('noise', 'rotation') else 'robust accuracy'
+        results.append(EvalResult(metric_type='accuracy', metric_name=f'{kind} ({_row_label(r)})',
+                                  metric_value=r.accuracy, metric_config=cfg_str,
+                                  metric_args={k: v for k, v in args.items() if v is not None}, **common))
+    for w in ev.worst_case:
+        args = {k: v for k, v in dict(eps=w.eps, n=w.n, attacks=w.n_attacks).items() if v is not None}
+        results.append(EvalResult(metric_type='accuracy', metric_name=f'robust accuracy ({_worst_label(w)})',
+                                  metric_value=w.accuracy,
+                                  metric_config='worst_case' + (f', eps={fmt_eps(w.eps)}' if w.eps else ''),
+                                  metric_args=args or None, **common))
     return results
 
 
@@ -425,7 +523,7 @@ def _resolve_tag(arch: str, tag: Optional[str], run: Dict[str, Any], ev: EvalSum
     return tag
 
 
-def _check_eval_matches(ev: EvalSummary, arch: str, weights: Path) -> None:
+def _check_eval_model(ev: EvalSummary, arch: str) -> None:
     import timm
 
     if isinstance(ev.model, str) and ev.model:
@@ -433,12 +531,17 @@ def _check_eval_matches(ev: EvalSummary, arch: str, weights: Path) -> None:
         if timm.is_model(name) and name != arch:
             raise HubError(f'the evaluation JSON is for model {ev.model!r}, not {arch!r}; evaluate this run with '
                            f'python -m eval.robustness and pass that JSON.')
+
+
+def _check_eval_weights(ev: EvalSummary, source: Path, exported: Path) -> None:
+    """The evaluation JSON's ``checkpoint_sha256`` (when it has one) must be the source or the exported weights."""
+    from .io import file_sha256
+
     sha = _eval_sha256(ev.raw)
-    if sha is not None:
-        from .io import file_sha256
-        if file_sha256(weights) != sha:
-            raise HubError(f'the evaluation JSON was computed on other weights (sha256 {sha[:12]}...) than '
-                           f'{str(weights)!r}; re-evaluate these weights.')
+    if sha is not None and sha not in (file_sha256(source), file_sha256(exported)):
+        raise HubError(f'the evaluation JSON was computed on other weights (sha256 {sha[:12]}...) than '
+                       f'{str(source)!r}; evaluate these weights (python -m eval.robustness --model local-dir:RUN) '
+                       f'and pass that JSON.')
 
 
 def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *, tag: Optional[str] = None,
@@ -479,7 +582,7 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     arch = run['config']['architecture']
     tag = _resolve_tag(arch, tag, run, ev)
     weights = Path(checkpoint) if checkpoint is not None else run['dir'] / WEIGHTS_FILE
-    _check_eval_matches(ev, arch, weights)
+    _check_eval_model(ev, arch)
     model_args = dict(run['config'].get('model_args') or {})
     model_args.setdefault('num_classes', run['config'].get('num_classes'))
     model = _build_model(arch, tag, model_args, weights)
@@ -495,6 +598,7 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
         save_for_hf(model, str(tmp), model_config=model_config, model_args=model.model_args(),
                     safe_serialization=True)
         _verify_weights(tmp / WEIGHTS_FILE, model)
+        _check_eval_weights(ev, weights, tmp / WEIGHTS_FILE)
         (tmp / 'results').mkdir()
         shutil.copyfile(eval_path, tmp / EVAL_FILE)
         if run['files']:
@@ -602,7 +706,7 @@ def _paper_rows(dataset: str, arch: str, model_args: Dict[str, Any], train_args:
     return pgd, aa, paper.get('sources', {}), caveat
 
 
-def _paper_value(a: AttackResult, pgd: Optional[Dict[str, Any]], aa: Optional[Dict[str, Any]]) -> str:
+def _paper_value(a: EvalRow, pgd: Optional[Dict[str, Any]], aa: Optional[Dict[str, Any]]) -> str:
     if a.eps is None:
         return '-'
     eps255 = a.eps * 255.0
@@ -727,6 +831,84 @@ def _training_text(folder: Path, dataset: str) -> str:
     return '\n'.join(lines)
 
 
+def _eval_tables(ev: EvalSummary, pgd_row: Optional[Dict[str, Any]], aa_row: Optional[Dict[str, Any]],
+                 sources: Dict[str, Any], arch_caveat: Optional[str], caveat: str) -> Tuple[str, str]:
+    """The card's evaluation tables (every number from ``ev``, the paper's labelled) and the notes under them."""
+    def n_of(n: Optional[int]) -> str:
+        return '-' if n is None else str(n)
+
+    paper_clean = '-'
+    if pgd_row is not None:
+        paper_clean = f'{pgd_row["clean"]} ({pgd_row["table"]})'
+    elif aa_row is not None:
+        paper_clean = f'{aa_row["clean"]} (AutoAttack study)'
+    lines = ['| Evaluation | Threat | eps | Steps | Targeted | Objectives | n | This model (%) | Paper (%) |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+             f'| clean | - | - | - | - | - | {n_of(ev.n)} | {ev.pct(ev.clean)} | {paper_clean} |']
+    for r in ev.rows:
+        steps = r.steps if r.steps is not None else '-'
+        tgt = '-' if r.targeted is None or r.family in ('noise', 'rotation') else ('yes' if r.targeted else 'no')
+        name = r.name + (f' (AutoAttack {r.version})' if r.family == 'autoattack' and r.version else '')
+        if r.config:
+            name += ' (' + ', '.join(f'{k} {v}' for k, v in sorted(r.config.items())) + ')'
+        lines.append(f'| {_md(name)} | {_md(r.threat or ("Linf" if r.eps is not None else "-"))} | {fmt_eps(r.eps)} '
+                     f'| {steps} | {tgt} | {_md("/".join(r.objectives) or "-")} | {n_of(r.n)} | {ev.pct(r.accuracy)} '
+                     f'| {_paper_value(r, pgd_row, aa_row)} |')
+    if ev.worst_case:
+        lines += ['', '| Robust accuracy under the whole suite | n | This model (%) |', '| --- | --- | --- |']
+        lines += [f'| {_md(_worst_label(w))} | {n_of(w.n)} | {ev.pct(w.accuracy)} |' for w in ev.worst_case]
+    if ev.cw:
+        lines += ['', 'C&W L2 (minimal distortion, no budget; from the JSON as is):', '',
+                  '| attack | n | success rate (%) | mean L2 (successes) | median L2 (successes) | paper-style mean L2 |',
+                  '| --- | --- | --- | --- | --- | --- |']
+        for c in ev.cw:
+            def num(k: str) -> str:
+                v = c.get(k)
+                return '-' if not isinstance(v, (int, float)) or isinstance(v, bool) else f'{v:.4f}'
+            sr = c.get('success_rate')
+            lines.append(f'| {_md(c.get("name"))} | {n_of(_int(c.get("n")))} | '
+                         f'{ev.pct(sr) if isinstance(sr, (int, float)) and ev.unit == "fraction" else "-"} | '
+                         f'{num("l2_mean")} | {num("l2_median")} | {num("l2_paper")} |')
+    if ev.detail and ev.rows and any(len(r.attacks) > 1 for r in ev.rows):
+        lines += ['', '<details><summary>Every attack, one objective each</summary>', '',
+                  '| attack | n | accuracy (%) |', '| --- | --- | --- |']
+        lines += [f'| {_md(name)} | {n_of(n)} | {ev.pct(acc)} |' for name, acc, n in ev.detail]
+        lines += ['', '</details>']
+
+    notes = []
+    if pgd_row is not None or aa_row is not None:
+        used = []
+        if pgd_row is not None:
+            used.append(f'{sources.get(pgd_row["source"], {}).get("cite", pgd_row["source"])}, {pgd_row["table"]}, '
+                        f'row "{pgd_row["label"]}"')
+        if aa_row is not None:
+            used.append(f'{sources.get(aa_row["source"], {}).get("cite", aa_row["source"])}: {aa_row["label"]}, '
+                        f'clean {aa_row["clean"]}, reported {aa_row["reported"]}, AutoAttack {aa_row["autoattack"]}')
+        notes.append('"Paper" column: published figures, not ours: ' + '; '.join(used) + '. They were measured '
+                     'on the original PNG CIFAR data with the authors\' adaptive white-box attacks and are matched to '
+                     'our rows by attack, steps, targeting and eps only: context, not a reproduction.')
+        if arch_caveat:
+            notes.append(f'Architecture: {arch_caveat}.')
+    else:
+        notes.append('"Paper" column: the MMC paper reports no figure for this model configuration, so none is shown.')
+    notes.append(f'Data caveat: {caveat}')
+    aa_rows = [r for r in ev.rows if r.family == 'autoattack']
+    if not aa_rows:
+        notes.append('No AutoAttack result is in the evaluation JSON; PGD-only numbers can overstate robustness '
+                     '(Croce & Hein, ICML 2020, lowered the MMC paper\'s adversarially trained model from 55.0% to '
+                     '43.48% at eps 8/255).')
+    for r in aa_rows:
+        pkg = f' (package pyautoattack {ev.aa_package})' if ev.aa_package else ''
+        if r.version and r.version != 'standard':
+            notes.append(f'{r.name}: AutoAttack version "{r.version}"{pkg}, not the standard AutoAttack of RobustBench '
+                         f'(APGD-CE, APGD-T, FAB-T, Square); a standard run can only lower the figure.')
+        elif pkg:
+            notes.append(f'{r.name}: AutoAttack version "{r.version}"{pkg}.')
+    for w in ev.warnings:
+        notes.append(f'Evaluation warning (from the JSON): {_md(w)}')
+    return '\n'.join(lines), '\n'.join(f'- {n}' for n in notes)
+
+
 def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
                 extra_args: Optional[Dict[str, Any]] = None) -> Any:
     """Render the model card (a ``huggingface_hub.ModelCard``) of a release folder from its own files.
@@ -779,66 +961,30 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     n_text = f'the first {ev.n} images of the {ev.split} split' if ev.n else f'the {ev.split} split'
     summary = (f'`{arch}` trained on {info["pretty"]} with a `{head}` head, released with its robustness '
                f'evaluation. On {n_text} it has **{ev.pct(ev.clean)}% clean accuracy**')
-    if ev.attacks:
-        worst = min(ev.attacks, key=lambda a: a.accuracy)
-        summary += (f'; the strongest attack evaluated ({_attack_label(worst)}) leaves **{ev.pct(worst.accuracy)}%**')
-        if ev.worst_case is not None:
-            summary += f', and **{ev.pct(ev.worst_case)}%** of images survive every attack (worst case)'
-        summary += '.'
+    suite = [w for w in ev.worst_case if w.eps is not None]
+    attacked = [r for r in ev.rows if r.family not in ('noise', 'rotation')]
+    if suite:
+        summary += '; robust accuracy under the whole evaluation suite (per image, the worst case over every Linf ' \
+                   'attack within the budget): ' + ', '.join(f'**{ev.pct(w.accuracy)}% at eps {fmt_eps(w.eps)}**'
+                                                             for w in suite) + '.'
+    elif attacked:
+        worst = min(attacked, key=lambda r: r.accuracy)
+        summary += f'; the strongest attack evaluated ({_row_label(worst)}) leaves **{ev.pct(worst.accuracy)}%**.'
     else:
         summary += '. **No attack was evaluated: this card makes no robustness claim.**'
     summary += ' Every accuracy in this card is read from `results/eval.json`; see the data caveat below.'
-
-    # evaluation table
-    paper_head = 'Paper (%)'
-    rows = ['| Evaluation | Norm | eps | Steps | Targeted | Loss | This model (%) | ' + paper_head + ' |',
-            '| --- | --- | --- | --- | --- | --- | --- | --- |']
-    paper_clean = '-'
-    if pgd_row is not None:
-        paper_clean = f'{pgd_row["clean"]} ({pgd_row["table"]})'
-    elif aa_row is not None:
-        paper_clean = f'{aa_row["clean"]} (AutoAttack study)'
-    rows.append(f'| clean | - | - | - | - | - | {ev.pct(ev.clean)} | {paper_clean} |')
-    for a in ev.attacks:
-        steps = a.steps if a.steps is not None else '-'
-        tgt = '-' if a.targeted is None else ('yes' if a.targeted else 'no')
-        name = a.name + (f' (version {_md(a.version)})' if a.family == 'autoattack' and a.version else '')
-        rows.append(f'| {_md(name)} | {_md(a.norm or "Linf")} | {fmt_eps(a.eps)} | {steps} | {tgt} | '
-                    f'{_md(a.loss or "-")} | {ev.pct(a.accuracy)} | {_paper_value(a, pgd_row, aa_row)} |')
-    if ev.worst_case is not None:
-        rows.append(f'| worst case over all attacks (per image) | - | - | - | - | - | {ev.pct(ev.worst_case)} | - |')
-    eval_table = '\n'.join(rows)
-
-    meta = []
-    for key in ('seed', 'batch_size', 'device', 'hardware', 'versions', 'elapsed_s', 'wall_time_s', 'date'):
-        if ev.raw.get(key) is not None:
-            meta.append(f'`{key}`: {_md(ev.raw[key])}')
+    eval_table, eval_notes = _eval_tables(ev, pgd_row, aa_row, sources, arch_caveat, caveat)
+    meta = [f'suite `{_md(ev.raw["suite"])}`' if ev.raw.get('suite') else '',
+            f'seed {_md(ev.raw["seed"])}' if ev.raw.get('seed') is not None else '',
+            f'device {_md(ev.raw["device"])}' if ev.raw.get('device') else '',
+            f'report version {_md(ev.raw["version"])}' if ev.raw.get('version') else '',
+            f'weights sha256 `{_md(ev.raw["checkpoint_sha256"])}`' if ev.raw.get('checkpoint_sha256') else '']
+    meta = [m for m in meta if m]
     eval_intro = (f'Evaluated with `python -m eval.robustness` on {n_text} of {info["pretty"]} '
                   f'({"JPEG q75 re-encoded copy" if dataset == "cifar10" else "see the data caveat"}). Accuracies '
-                  f'in %, read from `results/eval.json`'
-                  + (f' (evaluation {"; ".join(meta)})' if meta else '') + '.')
-    notes = []
-    if pgd_row is not None or aa_row is not None:
-        used = []
-        if pgd_row is not None:
-            used.append(f'{sources.get(pgd_row["source"], {}).get("cite", pgd_row["source"])}, {pgd_row["table"]}, '
-                        f'row "{pgd_row["label"]}"')
-        if aa_row is not None:
-            used.append(f'{sources.get(aa_row["source"], {}).get("cite", aa_row["source"])}: {aa_row["label"]}, '
-                        f'clean {aa_row["clean"]}, reported {aa_row["reported"]}, AutoAttack {aa_row["autoattack"]}')
-        notes.append('"Paper" column: published figures, not ours: ' + '; '.join(used) + '. They were measured '
-                     'on the original PNG CIFAR data with the authors\' adaptive white-box attacks, and matched to our '
-                     'rows by attack, steps, targeting and eps only; read them as context, not as a reproduction.')
-        if arch_caveat:
-            notes.append(f'Architecture: {arch_caveat}.')
-    else:
-        notes.append('"Paper" column: the MMC paper reports no figure for this model configuration, so none is shown.')
-    notes.append(f'Data caveat: {caveat}')
-    if not any(a.family == 'autoattack' for a in ev.attacks):
-        notes.append('No AutoAttack result is in the evaluation JSON; PGD-only numbers can overstate robustness '
-                     '(Croce & Hein, ICML 2020, lowered the MMC paper\'s adversarially trained model from 55.0% to '
-                     '43.48% at eps 8/255).')
-    eval_notes = '\n'.join(f'- {n}' for n in notes)
+                  f'in %, read from `results/eval.json`' + (f' ({", ".join(meta)})' if meta else '') + '. '
+                  f'Each row is one column of the paper\'s tables: per image, the worst case over the attacks listed '
+                  f'(one per objective); eps in pixel units of images in [0, 1].')
 
     # usage
     kw = ''.join(f', {k}={v!r}' for k, v in (extra_args or {}).items())
@@ -849,7 +995,8 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     else:
         lines.append(f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()')
     local = repo_id.split('/')[-1]
-    lines.append(f'# or, from a local copy of this repo: timm.create_model("local-dir:path/to/{local}", pretrained=True)')
+    lines.append(f'# or, from a local copy of this repo:')
+    lines.append(f'# timm.create_model("local-dir:path/to/{local}", pretrained=True)')
     lines += ['x = torch.rand(8, 3, 32, 32)  # images in [0, 1], no normalisation',
               'with torch.no_grad():',
               '    pred = model(x).argmax(1)',
@@ -948,25 +1095,32 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
     ev = parse_eval(_read_json(folder / EVAL_FILE, 'evaluation JSON'))
     scale = 100.0 if ev.unit == 'fraction' else 1.0
     groups: Dict[str, List[Tuple[float, float]]] = {}
-    for a in ev.attacks:
-        if a.eps is None:
+    for r in ev.rows:
+        if r.eps is None:
             continue
-        label = a.name + (f'-{a.steps}' if a.steps is not None and a.family not in ('autoattack', 'fgsm') else '')
-        label += '' if a.targeted is None else (' targeted' if a.targeted else ' untargeted')
-        groups.setdefault(label, []).append((a.eps * 255.0, a.accuracy * scale))
-    if not groups:
+        label = r.family.upper() + (str(r.steps) if r.steps is not None and r.family != 'autoattack' else '')
+        label += f' {r.version}' if r.family == 'autoattack' and r.version else ''
+        label += '' if r.targeted is None else (' targeted' if r.targeted else ' untargeted')
+        groups.setdefault(label, []).append((r.eps * 255.0, r.accuracy * scale))
+    suite = sorted((w.eps * 255.0, w.accuracy * scale) for w in ev.worst_case if w.eps is not None)
+    if not groups and not suite:
         return None
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.axhline(ev.clean * scale, color='k', linestyle='--', linewidth=1, label='clean')
+    start = [(0.0, ev.clean * scale)]
     for label, pts in sorted(groups.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label)
+        pts = start + sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', alpha=0.8, label=label)
+    if suite:
+        pts = start + suite
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='s', color='black', linewidth=2.5,
+                label='worst case over the suite')
     ds = DATASETS.get(ev.dataset or '', {}).get('pretty', ev.dataset or '')
     note = ' (JPEG q75 copy)' if ev.dataset == 'cifar10' else ''
-    ax.set_title(f'{ev.model or ""} on {ds}{note}, n={ev.n}', fontsize=9)
-    ax.set_xlabel('eps (x/255, Linf unless labelled)')
+    name = Path(str(ev.model or '').split(':', 1)[-1]).name
+    ax.set_title(f'{name} on {ds}{note}, n={ev.n} (clean accuracy at eps 0)', fontsize=9)
+    ax.set_xlabel('eps (/255, Linf)')
     ax.set_ylabel('accuracy (%)')
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)

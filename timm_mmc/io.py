@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError',
-           'check_state_dict_fits']
+           'check_state_dict_fits', 'checkpoint_config']
 
 
 class ModelLoadError(ValueError):
@@ -90,8 +90,9 @@ def check_state_dict_fits(model: nn.Module, state: Dict[str, torch.Tensor], sour
                              f'Pass the architecture and num_classes it was trained with.')
 
 
-def _config_beside(checkpoint: Path) -> Optional[Dict[str, Any]]:
-    cfg = checkpoint.parent / 'config.json'
+def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The timm ``config.json`` beside a checkpoint file, if there is one."""
+    cfg = Path(checkpoint).parent / 'config.json'
     if cfg.is_file():
         with open(cfg) as f:
             return json.load(f)
@@ -135,7 +136,7 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
             raise ModelLoadError(f'could not create {spec!r}: {type(e).__name__}: {e}') from e
     checkpoint = Path(checkpoint)
     state = load_state_dict_safe(checkpoint)
-    cfg = _config_beside(checkpoint)
+    cfg = checkpoint_config(checkpoint)
     args: Dict[str, Any] = {}
     if cfg is not None:
         arch = cfg.get('architecture')

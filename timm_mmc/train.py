@@ -43,7 +43,7 @@ import timm_mmc  # noqa: E402,F401  registers the models
 from timm_mmc.attacks import PGD, FGSMRandomStart  # noqa: E402
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, ImageSplit, augment_batch, load_split  # noqa: E402
-from timm_mmc.io import ModelLoadError, check_state_dict_fits, load_state_dict_safe  # noqa: E402
+from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
@@ -180,6 +180,12 @@ class Trainer:
             raise TrainError(str(e)) from e
         if cfg.init_from:
             state = load_state_dict_safe(cfg.init_from)
+            beside = checkpoint_config(cfg.init_from)
+            if beside is not None:  # MM checkpoints hold no class-sized tensor: their config.json tells
+                arch, classes = beside.get('architecture'), beside.get('num_classes')
+                if arch not in (None, cfg.model.split('.', 1)[0]) or classes not in (None, self.num_classes):
+                    raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its '
+                                     f'config.json), not a {cfg.model!r} with {self.num_classes}: it does not fit.')
             check_state_dict_fits(model, state, cfg.init_from, cfg.model)
             model.load_state_dict(state)
         if self.world > 1:

@@ -1,0 +1,209 @@
+"""Training entry point: learning, export, resume after SIGKILL, distributed equivalence, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from timm_mmc.train import main
+
+from timm_mmc.data import write_synthetic_dataset as make_image_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ['--epochs', '2', '--batch-size', '32', '--feature-dim', '16', '--robust-every', '0', '--no-progress',
+        '--threads', '1']
+
+
+@pytest.fixture(scope='module')
+def synth(tmp_path_factory):
+    return str(make_image_dataset(tmp_path_factory.mktemp('synth') / 'ds'))
+
+
+def _history(out):
+    return [json.loads(line) for line in (Path(out) / 'metrics.jsonl').read_text().splitlines()]
+
+
+@pytest.mark.parametrize('model,extra', [
+    ('resnet20_sce', ['--lr', '0.1']),
+    ('resnet20_mmc', ['--lr', '0.02']),
+    ('resnet20_mmc', ['--lr', '0.02', '--adv', 'fgsm']),
+])
+def test_loss_decreases_and_export_loads(model, extra, synth, tmp_path):
+    out = tmp_path / 'run'
+    assert main(['--model', model, '--dataset', synth, '--output', str(out), '--epochs', '3', *TINY[2:], *extra]) == 0
+    hist = _history(out)
+    assert len(hist) == 3
+    assert hist[-1]['train_loss'] < hist[0]['train_loss']
+    # the export loads through timm's pretrained path and predicts what the trained module predicted
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == model and cfg['model_args']['feature_dim'] == 16
+    m = timm.create_model(model, pretrained=True, num_classes=4, feature_dim=16,
+                          pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors'))).eval()
+    sd = load_file(str(out / 'model.safetensors'))
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    from timm_mmc.data import load_split
+    test = load_split(synth, 'test')
+    with torch.no_grad():
+        acc = (m(test.float_images()).argmax(1) == test.labels).float().mean().item()
+    assert abs(acc - hist[-1]['test_acc']) < 0.05  # bf16 training-time eval vs fp32 here
+    assert json.loads((out / 'summary.json').read_text())['test_acc'] == hist[-1]['test_acc']
+
+
+@pytest.mark.slow
+def test_real_cifar10_slice(cifar10_path, tmp_path):
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', cifar10_path, '--output', str(out), '--train-limit', '512',
+                 '--test-limit', '128', '--robust-every', '1', '--robust-n', '32', *TINY]) == 0
+    hist = _history(out)
+    assert hist[-1]['train_loss'] < hist[0]['train_loss']
+    assert 0.0 <= hist[-1]['robust_acc'] <= 1.0 and hist[-1]['robust_attack'].startswith('PGD-10 mm')
+
+
+def _run(args, env_extra=None, check=True):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', **(env_extra or {}))
+    proc = subprocess.run([sys.executable, '-m', 'timm_mmc.train', *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
+            *TINY]
+    _run([*base, '--output', str(tmp_path / 'ref')])
+    # 4 steps an epoch (128 / 32): step 6 is mid-epoch 2, after the checkpoint at step 3 and the epoch-end one at 4
+    killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
+    assert killed.returncode == -9
+    assert not (tmp_path / 'cut' / 'model.safetensors').exists()
+    _run([*base, '--output', str(tmp_path / 'cut'), '--resume'])
+    a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
+    b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _history(tmp_path / 'ref') == [
+        {**h, 'img_per_s': _history(tmp_path / 'ref')[i]['img_per_s'], 'elapsed_s': _history(tmp_path / 'ref')[i][
+            'elapsed_s']} for i, h in enumerate(_history(tmp_path / 'cut'))]
+
+
+def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
+            *TINY, '--output', str(tmp_path / 'cut')]
+    killed = _run(base, {'TIMM_MMC_FAULT': 'save:4'}, check=False)  # dies inside the epoch-1 checkpoint write
+    assert killed.returncode == -9
+    ckpts = tmp_path / 'cut' / 'checkpoints'
+    assert (ckpts / 'latest').read_text() == 'step_00000003'  # the half-written one was never named
+    assert any(p.name.startswith('.tmp_') for p in ckpts.iterdir())
+    resumed = _run([*base, '--resume'])
+    assert 'resumed from step 3' in resumed.stdout
+    ref = tmp_path / 'ref'
+    _run([*base[:-1], str(ref)])
+    a, b = load_file(str(ref / 'model.safetensors')), load_file(str(tmp_path / 'cut' / 'model.safetensors'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_processes_match_one(synth, tmp_path):
+    args = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--epochs', '1',
+            '--batch-size', '32', '--feature-dim', '16', '--robust-every', '0', '--no-progress', '--threads', '1',
+            '--lr', '0.05']
+    _run([*args, '--output', str(tmp_path / 'one')])
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
+                str(REPO / 'timm_mmc' / 'train.py')]
+    proc = subprocess.run([*torchrun, *args, '--output', str(tmp_path / 'two')], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'x 2 proc' in proc.stdout
+    a, b = load_file(str(tmp_path / 'one' / 'model.safetensors')), load_file(str(tmp_path / 'two' / 'model.safetensors'))
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], atol=2e-4, rtol=2e-3, msg=k)
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize('args,needle', [
+    (['--model', 'resnet33_mmc'], 'unknown model'),
+    (['--dataset', '/nonexistent/cifar'], 'does not exist'),
+    (['--image-column', 'pixels'], 'image column'),
+    (['--label-column', 'klass'], 'label column'),
+    (['--adv', 'pgd', '--eps', '0'], 'eps'),
+    (['--adv', 'pgd', '--eps', '1.5'], 'eps'),
+    (['--adv', 'pgd', '--adv-steps', '0'], 'adv-steps'),
+    (['--loss', 'sce'], 'head'),
+])
+def test_bad_input_exits_nonzero_and_writes_nothing(args, needle, synth, tmp_path, capsys):
+    out = tmp_path / 'run'
+    argv = ['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, *args]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse-level validation
+        code = e.code
+    assert code != 0
+    err = capsys.readouterr().err
+    assert needle in err
+    assert not out.exists()
+
+
+def test_dataset_without_label_column(tmp_path, capsys):
+    ds = make_image_dataset(tmp_path / 'nolabel', label_column='something', n_train=8, n_test=8)
+    # 'something' is a ClassLabel, so it is still detected; drop the ClassLabel type to make it undetectable
+    import datasets
+    for split in ('train', 'test'):
+        f = ds / 'plain_text' / f'{split}-00000-of-00001.parquet'
+        d = datasets.load_dataset('parquet', data_files=str(f), split='train')
+        d = d.cast_column('something', datasets.Value('int64'))
+        d.to_parquet(str(f))
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', str(ds), '--output', str(out), *TINY]) == 2
+    assert '--label-column' in capsys.readouterr().err and not out.exists()
+
+
+def test_output_holding_another_run_is_refused(synth, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), '--epochs', '1', *TINY[2:]]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY]) == 2
+    assert '--resume' in capsys.readouterr().err
+    assert main(['--model', 'resnet20_sce', '--dataset', synth, '--output', str(out), '--resume', *TINY]) == 2
+    assert 'model' in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.parametrize('arch,classes,with_config', [
+    ('resnet20_sce', 7, False),  # linear head: the class count shows in the tensor shapes
+    ('resnet32_mmc', 4, False),  # another depth
+    ('resnet20_mmc', 7, True),  # MM head: no class-sized tensor, the config.json beside it tells
+])
+def test_init_from_checkpoint_of_another_model_is_refused(arch, classes, with_config, synth, tmp_path, capsys):
+    from safetensors.torch import save_file
+    from timm.models import save_for_hf
+    other = timm.create_model(arch, num_classes=classes, feature_dim=16)
+    ck = tmp_path / 'other' / 'model.safetensors'
+    if with_config:
+        save_for_hf(other, ck.parent, model_args=other.model_args(), safe_serialization=True)
+    else:
+        ck.parent.mkdir()
+        save_file(other.state_dict(), str(ck))
+    out = tmp_path / 'run'
+    argv = ['--dataset', synth, '--output', str(out), '--init-from', str(ck), *TINY]
+    assert main(['--model', 'resnet20_sce' if arch == 'resnet20_sce' else 'resnet20_mmc', *argv]) == 2
+    assert 'does not fit' in capsys.readouterr().err and not out.exists()
+
+
+def test_yaml_config_and_cli_override(synth, tmp_path):
+    from timm_mmc.config import parse_config
+    cfg_file = tmp_path / 'c.yaml'
+    cfg_file.write_text('model: resnet20_sce\nepochs: 7\nlr: 0.3\n')
+    cfg = parse_config(['-c', str(cfg_file), '--lr', '0.1'])
+    assert (cfg.model, cfg.epochs, cfg.lr) == ('resnet20_sce', 7, 0.1)
+    cfg_file.write_text('modle: resnet20_sce\n')
+    with pytest.raises(SystemExit):
+        parse_config(['-c', str(cfg_file)])
