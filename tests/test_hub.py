@@ -23,22 +23,78 @@ import timm
 import timm_mmc  # noqa: F401  registers the models
 from timm_mmc import hub
 from timm_mmc.centers import mm_centers
+from timm_mmc.io import file_sha256
 
 ARCH, TAG = 'resnet20_mmc', 'cifar10'
 REPO = f'timm-mmc/{ARCH}.{TAG}'  # the registered hf_hub_id of resnet20_mmc.cifar10
 FAKE_TOKEN = 'hf_FAKEtokenThatMustNeverBePrinted123'
-EVAL = {
-    'version': '0.1.0', 'model': ARCH, 'dataset': 'cifar10', 'split': 'test', 'n': 64, 'seed': 0,
-    'clean_accuracy': 0.4137,
-    'attacks': [
-        {'name': 'pgd', 'config': {'eps': 8 / 255, 'steps': 10, 'targeted': False, 'loss': 'ce'}, 'accuracy': 0.2969},
-        {'name': 'pgd', 'config': {'eps': 16 / 255, 'steps': 10, 'targeted': False, 'loss': 'ce'},
-         'accuracy': 0.1406},
-        {'name': 'pgd', 'config': {'eps': 8 / 255, 'steps': 50, 'targeted': True, 'loss': 'mmc'}, 'accuracy': 0.3281},
-        {'name': 'autoattack', 'config': {'eps': 8 / 255, 'version': 'standard', 'norm': 'Linf'}, 'accuracy': 0.0938},
-    ],
-    'worst_case_accuracy': 0.0781,
-}
+N = 64
+
+
+def _attack(name, family, eps, targeted, config, accuracy, column=None, n=N, threat='Linf', **extra):
+    return dict(name=name, family=family, threat=threat, eps=eps, targeted=targeted, config=config, n_limit=None,
+                skip_after=[], column=column, n=n, n_attacked=n // 2, clean_accuracy=27 / 64, time_s=1.0,
+                accuracy=accuracy, **extra)
+
+
+def _pgd(steps, targeted, eps255, objective, accuracy):
+    tu = 'tar' if targeted else 'un'
+    return _attack(f'pgd{steps}-{tu}-{eps255}-{objective}', 'pgd', eps255 / 255, targeted,
+                   dict(steps=steps, alpha=2 / 255, objective=objective, random_start=True, keep_best=True), accuracy,
+                   column=f'PGD{steps} {tu} {eps255}')
+
+
+def _column(accuracy, attacks, family, eps=None, targeted=False, n=N):
+    return dict(accuracy=accuracy, n=n, attacks=[a['name'] for a in attacks], eps=eps, targeted=targeted,
+                family=family)
+
+
+def make_eval(sha=None):
+    """An evaluation JSON laid out as eval/report.py (report version 1.0) writes it; fractions, n = 64."""
+    noise = _attack('noise-0.05', 'noise', None, False, dict(sigma=0.05), 25 / 64, column='noise 0.05',
+                    threat='corruption')
+    p10t8 = [_pgd(10, True, 8, 'mm', 22 / 64), _pgd(10, True, 8, 'margin', 21 / 64)]
+    p10u8 = [_pgd(10, False, 8, 'mm', 19 / 64), _pgd(10, False, 8, 'margin', 18 / 64)]
+    p10u16 = [_pgd(10, False, 16, 'mm', 10 / 64), _pgd(10, False, 16, 'margin', 9 / 64)]
+    p50u8 = [_pgd(50, False, 8, 'mm', 16 / 64), _pgd(50, False, 8, 'margin', 17 / 64)]
+    aa = _attack('autoattack-standard-8', 'autoattack', 8 / 255, False,
+                 dict(version='standard', n_iter=None, target_classes=None, target_margin=10.0), 3 / 32,
+                 column='AA standard 8', n=32)
+    cw = _attack('cw-un', 'cw', None, False, dict(binary_steps=9, max_iter=1000), 0.0, column='C&W un', n=16,
+                 threat='L2', success_rate=1.0, l2_mean=0.1234, l2_median=0.1111, l2_paper=0.0617)
+    attacks = [noise, *p10t8, *p10u8, *p10u16, *p50u8, aa, cw]
+    linf8 = [a['name'] for a in p10t8 + p10u8 + p50u8 + [aa]]
+    return {
+        'model': 'local-dir:runs/mmc', 'dataset': '../shared/data/cifar10', 'split': 'test', 'n': N, 'suite': 'full',
+        'seed': 0, 'version': '1.0', 'checkpoint': None, 'checkpoint_sha256': sha, 'pretrained': False,
+        'head': 'mm', 'dataset_source': '../shared/data/cifar10:test [img, label] fingerprint 0123456789abcdef',
+        'indices': list(range(N)), 'options': {'eps': [8 / 255, 16 / 255], 'pgd_steps': [10, 50]},
+        'clean_accuracy': 27 / 64,
+        'attacks': {a['name']: a for a in attacks},
+        'columns': {
+            'noise 0.05': _column(25 / 64, [noise], 'noise'),
+            'PGD10 tar 8': _column(20 / 64, p10t8, 'pgd', 8 / 255, True),
+            'PGD10 un 8': _column(17 / 64, p10u8, 'pgd', 8 / 255),
+            'PGD10 un 16': _column(8 / 64, p10u16, 'pgd', 16 / 255),
+            'PGD50 un 8': _column(15 / 64, p50u8, 'pgd', 8 / 255),
+            'AA standard 8': _column(3 / 32, [aa], 'autoattack', 8 / 255, n=32),
+        },
+        'worst_case': {'8': dict(eps=8 / 255, accuracy=5 / 64, n=N, attacks=linf8),
+                       '16': dict(eps=16 / 255, accuracy=4 / 64, n=N,
+                                  attacks=linf8 + [a['name'] for a in p10u16])},
+        'diagnostics': {'zero_input_gradient_fraction': {'ce': 0.0, 'mm': 0.037, 'margin': 0.0}},
+        'warnings': ["gradient masking: the 'mm' objective has an exactly zero input gradient on 3.7% of the "
+                     "clean-correct points; attacks with it are unreliable on this model."],
+        'timings': {'total_s': 12.0}, 'versions': {'python': '3.11', 'torch': torch.__version__,
+                                                    'pyautoattack': '0.2.1'},
+        'device': 'cpu: x86_64, 2 cores', 'num_processes': 1, 'transfer_from': None,
+        'command': 'python -m eval.robustness --model local-dir:runs/mmc --suite full',
+    }
+
+
+EVAL = make_eval()
+# the model-index values, in order: clean, the table columns, the worst cases
+EXPECTED_VALUES = [27 / 64, 25 / 64, 20 / 64, 17 / 64, 8 / 64, 15 / 64, 3 / 32, 5 / 64, 4 / 64]
 
 
 def _train_tiny(seed: int = 0) -> torch.nn.Module:
@@ -76,9 +132,10 @@ def release(tmp_path_factory):
     run = _write_run(root / 'runs' / 'mmc', model)
     eval_path = root / 'results' / f'{ARCH}.json'
     eval_path.parent.mkdir()
-    eval_path.write_text(json.dumps(EVAL))
+    data = make_eval(sha=file_sha256(run / 'model.safetensors'))  # the evaluation of exactly these weights
+    eval_path.write_text(json.dumps(data))
     out = hub.export(run, eval_path, root / 'hub_cards' / f'{ARCH}.{TAG}', log=lambda s: None)
-    return dict(root=root, run=run, eval=eval_path, out=out, model=model)
+    return dict(root=root, run=run, eval=eval_path, out=out, model=model, data=data)
 
 
 def _load_safetensors(path: Path):
@@ -129,8 +186,12 @@ def test_export_bad_input_fails_cleanly(release, tmp_path, capsys):
     with pytest.raises(hub.HubError, match='cifar100'):
         hub.export(release['run'], bad, out, log=lambda s: None)
     # evaluation JSON of another model
-    bad.write_text(json.dumps(dict(EVAL, model='resnet56_sce')))
+    bad.write_text(json.dumps(dict(EVAL, model='local-dir:hub_cards/resnet56_sce.cifar10')))
     with pytest.raises(hub.HubError, match='resnet56_sce'):
+        hub.export(release['run'], bad, out, log=lambda s: None)
+    # evaluation JSON of other weights (its checkpoint_sha256 says so)
+    bad.write_text(json.dumps(make_eval(sha='0' * 64)))
+    with pytest.raises(hub.HubError, match='other weights'):
         hub.export(release['run'], bad, out, log=lambda s: None)
     # existing folder without --overwrite
     with pytest.raises(hub.HubError, match='--overwrite'):
@@ -181,41 +242,73 @@ def test_card_parses_back_with_the_eval_json_numbers(release):
     assert card.data.library_name == 'timm' and card.data.license == 'apache-2.0'
     assert card.data.datasets == ['uoft-cs/cifar10'] and card.data.model_name == REPO
     results = card.data.eval_results
-    assert results == hub.eval_json_to_results(EVAL)
-    expected = [EVAL['clean_accuracy']] + [a['accuracy'] for a in EVAL['attacks']] + [EVAL['worst_case_accuracy']]
-    assert [r.metric_value for r in results] == expected
-    pgd = results[1]
+    assert results == hub.eval_json_to_results(release['data'])
+    assert [r.metric_value for r in results] == EXPECTED_VALUES  # the JSON's numbers, unchanged
+    by_config = {r.metric_config.split(',')[0]: r for r in results}
+    pgd = by_config['PGD10 un 8']
     assert 'eps=8/255' in pgd.metric_config and 'steps=10' in pgd.metric_config
-    assert pgd.metric_args == EVAL['attacks'][0]['config']
-    aa = results[4]
+    assert pgd.metric_args['eps'] == 8 / 255 and pgd.metric_args['steps'] == 10 and not pgd.metric_args['targeted']
+    assert pgd.metric_args['attacks'] == ['pgd10-un-8-mm', 'pgd10-un-8-margin']
+    aa = by_config['AA standard 8']
     assert 'version=standard' in aa.metric_config and aa.metric_args['version'] == 'standard'
-    assert all('JPEG' in r.dataset_name and r.dataset_split == 'test' for r in results)
+    assert aa.metric_args['package'] == 'pyautoattack 0.2.1' and aa.metric_args['n'] == 32
+    assert results[-2].metric_config == 'worst_case, eps=8/255'
+    assert results[-2].metric_args == {'eps': 8 / 255, 'n': N, 'attacks': 7}
+    assert all('JPEG' in r.dataset_name and r.dataset_split == 'test' and r.dataset_args == {'n': N}
+               for r in results)
 
 
-def _body_percentages(text: str):
-    body = text.split('\n---\n', 1)[1]
-    return body, set(re.findall(r'(\d+(?:\.\d+)?)%', body))
+def _numbers(text: str):
+    return set(re.findall(r'\d+\.\d+', text))
 
 
-def _ours_column(body: str):
-    lines = [ln for ln in body.splitlines() if ln.startswith('| ')]
-    header = next(ln for ln in lines if 'This model (%)' in ln)
-    col = [c.strip() for c in header.strip('|').split('|')].index('This model (%)')
-    rows = lines[lines.index(header) + 2:]
-    rows = rows[:next((i for i, r in enumerate(rows) if 'This model' in r), len(rows))]
-    return [[c.strip() for c in r.strip('|').split('|')][col] for r in rows
-            if len(r.strip('|').split('|')) > col]
+def _table_column(body: str, header_cell: str):
+    """Cells of the column ``header_cell`` of the first Markdown table that has it."""
+    lines = body.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith('|') and header_cell in ln)
+    col = [c.strip() for c in lines[start].strip('|').split('|')].index(header_cell)
+    cells = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith('|'):
+            break
+        cells.append([c.strip() for c in ln.strip('|').split('|')][col])
+    return cells
+
+
+def _json_numbers(data) -> set:
+    """Every number the evaluation JSON holds, as the card may print it: 2-decimal %, 4-decimal, or verbatim."""
+    out = set()
+
+    def walk(v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, (int, float)):
+            out.update({f'{v * 100:.2f}', f'{v:.4f}', f'{v:.2f}', repr(v)})
+        elif isinstance(v, str):
+            out.update(re.findall(r'\d+\.\d+', v))
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(data)
+    return out
 
 
 def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     text = (release['out'] / 'README.md').read_text()
-    allowed = {f'{v * 100:.2f}' for v in [EVAL['clean_accuracy'], EVAL['worst_case_accuracy']]
-               + [a['accuracy'] for a in EVAL['attacks']]}
-    body, shown = _body_percentages(text)
-    assert shown and shown <= allowed, shown - allowed
-    assert _ours_column(body) == ['41.37', '29.69', '14.06', '32.81', '9.38', '7.81']
+    body = text.split('\n---\n', 1)[1]
+    ours = _table_column(body, 'This model (%)')
+    assert ours == ['42.19', '39.06', '31.25', '26.56', '12.50', '23.44', '9.38']  # clean + the 6 columns
+    suite = body[body.index('| Robust accuracy under the whole suite'):]
+    assert _table_column(suite, 'This model (%)') == ['7.81', '6.25']
+    # every decimal in the evaluation section is an evaluation-JSON number or a labelled paper figure
+    section = body.split('## Robustness evaluation')[1].split('## Usage')[0]
+    assert _numbers(section) <= _json_numbers(release['data']), _numbers(section) - _json_numbers(release['data'])
     assert '55.55' not in text  # summary.json's test_acc is not an evaluation result: never shown
-    assert 'JPEG' in body and 'quality 75' in body
+    assert 'JPEG' in section and 'quality 75' in body and 'JPEG' in body.split('## What the model is')[0]
+    assert '3.7% of the clean-correct points' in section  # the evaluation's own warnings are carried
     assert 'import timm_mmc' in body and 'pip install timm-mmc' in body and '@inproceedings{pang2020' in body
     assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True)' in body
     assert '2 CPU cores' in body and '1 h 02 min' in body  # hardware and wall time from summary.json
@@ -223,19 +316,20 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     # re-render from new results: the old numbers go, the new ones come, all from the JSON
     folder = tmp_path / 'rerender'
     shutil.copytree(release['out'], folder)
-    new = copy.deepcopy(EVAL)
+    new = copy.deepcopy(release['data'])
     new['clean_accuracy'] = 0.5123
-    new['attacks'] = new['attacks'][:1]
-    new['attacks'][0]['accuracy'] = 0.2001
-    del new['worst_case_accuracy']
+    new['columns'] = {'PGD10 un 8': dict(new['columns']['PGD10 un 8'], accuracy=0.2001)}
+    new['attacks'] = {k: v for k, v in new['attacks'].items() if k.startswith('pgd10-un-8')}
+    new['worst_case'], new['warnings'] = {}, []
     (folder / 'results/eval.json').write_text(json.dumps(new))
     assert hub.main(['card', str(folder)]) == 0
     text2 = (folder / 'README.md').read_text()
-    body2, shown2 = _body_percentages(text2)
-    assert _ours_column(body2) == ['51.23', '20.01']
-    assert not {'41.37', '29.69', '9.38', '7.81'} & set(re.findall(r'\d+\.\d+', text2))
-    assert shown2 - {'51.23', '20.01'} == {'55.0', '43.48'}  # the cited AutoAttack re-evaluation, only when no AA
-    assert 'Croce & Hein' in body2
+    body2 = text2.split('\n---\n', 1)[1]
+    assert _table_column(body2, 'This model (%)') == ['51.23', '20.01']
+    assert not {'42.19', '31.25', '9.38', '7.81'} & _numbers(text2)
+    section2 = body2.split('## Robustness evaluation')[1].split('## Usage')[0]
+    # beyond the JSON: only the cited AutoAttack re-evaluation, shown because this JSON has no AutoAttack
+    assert _numbers(section2) - _json_numbers(new) == {'55.0', '43.48'} and 'Croce & Hein' in section2
     from huggingface_hub import ModelCard
     assert [r.metric_value for r in ModelCard.load(folder / 'README.md').data.eval_results] == [0.5123, 0.2001]
 
@@ -243,33 +337,38 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
 def test_paper_numbers_are_matched_and_labelled(release):
     args = dict(head='mmc', center_norm=10.0, center_kind='mm')
     pgd, aa, sources, caveat = hub._paper_rows('cifar10', 'resnet32v2_mmc', args, {'adv': 'none'})
-    assert pgd['label'] == 'MMC-10' and aa is None and caveat is None and 'arXiv:1905.10626' in sources['pang2020'][
-        'cite']
-    ev = hub.parse_eval(EVAL)
-    assert [hub._paper_value(a, pgd, aa) for a in ev.attacks] == ['36.0 (Table A)', '25.2 (Table A)',
-                                                                  '26.6 (Table A)', '-']
-    pgd, aa, _, caveat = hub._paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd'})
+    assert pgd['label'] == 'MMC-10' and aa is None and caveat is None
+    assert 'arXiv:1905.10626' in sources['pang2020']['cite']
+    rows = {r.name: r for r in hub.parse_eval(EVAL).rows}
+    assert hub._paper_value(rows['PGD10 tar 8'], pgd, aa) == '48.7 (Table A)'
+    assert hub._paper_value(rows['PGD10 un 16'], pgd, aa) == '25.2 (Table A)'
+    assert hub._paper_value(rows['PGD50 un 8'], pgd, aa) == '24.8 (Table A)'
+    assert hub._paper_value(rows['AA standard 8'], pgd, aa) == '-'
+    pgd, aa, _, caveat = hub._paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd', 'adv_targeted': False})
     assert pgd['label'] == 'AT-un (MMC-10)' and aa['autoattack'] == '43.48' and 'architecture-approximate' in caveat
-    assert hub._paper_value(ev.attacks[3], pgd, aa) == '43.48 (AutoAttack)'
+    assert hub._paper_value(rows['AA standard 8'], pgd, aa) == '43.48 (AutoAttack)'
+    assert hub._paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd', 'adv_targeted': True})[0]['label'] == \
+        'AT-tar (MMC-10)'
     assert hub._paper_rows('cifar10', 'resnet32_mmc', dict(args, center_norm=5.0), {})[0] is None
     assert hub._paper_rows('cifar10', 'resnet20_mmc', args, {})[0] is None
 
 
-def test_eval_adapter_accepts_percent_and_rejects_bad_numbers():
-    pct = dict(EVAL, clean_accuracy=41.37, attacks={'pgd10': {'eps': 8, 'steps': 10, 'targeted': False,
-                                                                'accuracy': 29.69},
-                                                      'fgsm': {'eps': 8, 'accuracy': None}})
-    pct.pop('worst_case_accuracy')
-    ev = hub.parse_eval(pct)
-    assert ev.unit == 'percent' and len(ev.attacks) == 1 and ev.attacks[0].eps == pytest.approx(8 / 255)
-    assert [r.metric_value for r in hub.eval_json_to_results(pct)] == [41.37, 29.69]
-    assert ev.pct(ev.attacks[0].accuracy) == '29.69'
+def test_eval_adapter_reads_the_flat_layout_and_rejects_bad_numbers():
+    flat = {'model': ARCH, 'dataset': 'cifar10', 'split': 'test', 'n': 100, 'clean_accuracy': 41.37,
+            'attacks': [{'name': 'pgd', 'config': {'eps': 8 / 255, 'steps': 10, 'targeted': False, 'loss': 'ce'},
+                         'accuracy': 29.69},
+                        {'name': 'fgsm', 'config': {'eps': 8 / 255}, 'accuracy': None}],  # not run: skipped
+            'worst_case_accuracy': 20.0}
+    ev = hub.parse_eval(flat)
+    assert ev.unit == 'percent' and len(ev.rows) == 1 and ev.rows[0].eps == pytest.approx(8 / 255)
+    assert [r.metric_value for r in hub.eval_json_to_results(flat)] == [41.37, 29.69, 20.0]
+    assert ev.pct(ev.rows[0].accuracy) == '29.69'
     with pytest.raises(hub.HubError, match='clean_accuracy'):
-        hub.parse_eval({'attacks': []})
+        hub.parse_eval({'attacks': {}})
     with pytest.raises(hub.HubError, match='finite number'):
         hub.parse_eval(dict(EVAL, clean_accuracy='high'))
-    with pytest.raises(hub.HubError, match=r'\[0, 100\]'):
-        hub.parse_eval(dict(EVAL, clean_accuracy=120.0))
+    with pytest.raises(hub.HubError, match=r'\[0, 1\]'):
+        hub.parse_eval(dict(EVAL, columns={'PGD10 un 8': dict(EVAL['columns']['PGD10 un 8'], accuracy=-0.5)}))
 
 
 # ------------------------------------------------------------------------------------------------------------ push
@@ -315,7 +414,6 @@ def test_hf_cache_layout_matches_hf_hub_download(release, tmp_path):
     storage = cache / f'models--timm-mmc--{ARCH}.{TAG}'
     assert snapshot.parent == storage / 'snapshots'
     assert (storage / 'refs' / 'main').read_text() == snapshot.name and len(snapshot.name) == 40
-    from timm_mmc.io import file_sha256
     weights = snapshot / 'model.safetensors'
     assert weights.is_symlink() and weights.resolve() == (storage / 'blobs' / file_sha256(weights)).resolve()
     assert not os.path.isabs(os.readlink(weights))
