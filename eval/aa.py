@@ -1,0 +1,176 @@
+"""AutoAttack (Croce & Hein, ICML 2020) through the ``pyautoattack`` package, made safe for MM heads.
+
+Max-Mahalanobis logits ``h_i = -||z - mu_i||^2 / 2`` have margins of ~100-200. Cross-entropy on them saturates: the
+softmax of every wrong class underflows, so the input gradient of APGD-CE is *exactly* zero in float32 and APGD-CE
+silently does nothing (AutoAttack only checks for zero gradients on its DLR losses). Multiplying the logits by a
+positive constant changes neither the prediction nor the (scale-invariant) DLR losses, but brings CE back into its
+working range. :func:`choose_logit_scale` picks the constant from the clean margins; :class:`ScaledLogits` applies it.
+
+``pyautoattack`` API notes: keyword-only constructor arguments, ``attacks=`` only with ``version='custom'``,
+``run_standard_evaluation(x, y, batch_size=...)`` returns ``(x_adv, y_adv)``, and messages (including its warnings:
+randomised or dynamic defense, zero gradients, Square beating APGD) go to the ``auto-attack`` logger, which is silent
+unless configured. :func:`run_autoattack` captures them for the report.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from timm_mmc.attacks import check_linf_batch
+
+__all__ = ['AA_VERSIONS', 'ScaledLogits', 'choose_logit_scale', 'run_autoattack', 'AAOutcome']
+
+AA_VERSIONS = ('standard', 'rand', 'fast')
+
+
+class ScaledLogits(nn.Module):
+    """``model(x) * scale`` with ``scale > 0``: same predictions and DLR, non-saturated cross-entropy."""
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f'the logit scale must be > 0 (got {scale}).')
+        self.model = model
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float() * self.scale
+
+
+@torch.no_grad()
+def choose_logit_scale(model: nn.Module, x: torch.Tensor, target_margin: float = 10.0,
+                       batch_size: int = 256) -> Tuple[float, float]:
+    """A scale that brings the largest clean top-1 / top-2 logit margin down to ``target_margin``.
+
+    A margin of 10 leaves the wrong-class softmax at ~5e-5, far above float32's underflow (CE gradients vanish from
+    margins of ~90 on). Models whose margins are already below ``target_margin`` keep scale 1.
+
+    Returns:
+        ``(scale, max_margin)``.
+    """
+    margins = []
+    for i in range(0, x.shape[0], batch_size):
+        top2 = model(x[i:i + batch_size]).float().topk(2, dim=1).values
+        margins.append(top2[:, 0] - top2[:, 1])
+    max_margin = torch.cat(margins).max().item() if margins else 0.0
+    scale = min(1.0, target_margin / max_margin) if max_margin > 0 else 1.0
+    return scale, max_margin
+
+
+@dataclass
+class AAOutcome:
+    """What :func:`run_autoattack` returns.
+
+    Attributes:
+        x_adv: AutoAttack's adversarial examples (clean images where it found none).
+        robust: Per sample, whether the model still classifies ``x_adv`` correctly.
+        attacks: The attacks AutoAttack ran, in order.
+        log: AutoAttack's own log lines (DEBUG and up).
+        warnings: AutoAttack's warnings (logger WARNING records and Python warnings).
+    """
+    x_adv: torch.Tensor
+    robust: torch.Tensor
+    attacks: List[str]
+    log: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: List[str] = []
+        self.warnings: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        self.lines.append(f'{record.levelname}: {msg}')
+        if record.levelno >= logging.WARNING:
+            self.warnings.append(msg)
+
+
+def _set_iters(attack, n_iter: int) -> None:
+    """Change an APGD attack's iteration count after construction (its schedule is derived in ``__init__``)."""
+    attack.n_iter = attack.n_iter_orig = n_iter
+    attack.n_iter_2 = max(int(0.22 * n_iter), 1)
+    attack.n_iter_min = max(int(0.06 * n_iter), 1)
+    attack.size_decr = max(int(0.03 * n_iter), 1)
+
+
+def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, version: str = 'standard',
+                   seed: int = 0, batch_size: int = 250, n_iter: Optional[int] = None,
+                   n_target_classes: Optional[int] = None, num_classes: Optional[int] = None,
+                   attacks: Optional[List[str]] = None) -> AAOutcome:
+    """Run AutoAttack (Linf) and check its output.
+
+    Args:
+        model: Maps [0, 1] images to logits; pass a :class:`ScaledLogits` for MM heads.
+        x: Images in [0, 1].
+        y: Labels.
+        eps: Linf radius in pixel units.
+        version: ``standard`` (APGD-CE, APGD-T, FAB-T, Square), ``rand`` (APGD-CE and APGD-DLR with EOT), or
+            ``fast`` (custom: APGD-CE with one restart and APGD-T, a CPU budget).
+        seed: AutoAttack's seed.
+        batch_size: AutoAttack's batch size.
+        n_iter: APGD iterations (default 100, AutoAttack's).
+        n_target_classes: APGD-T target classes (default 9 for ``standard``, 3 for ``fast``); capped at C - 1.
+        num_classes: Classes of the model (caps the target classes).
+        attacks: With ``version='custom'``, the AutoAttack attacks to run (e.g. ``['apgd-ce']``).
+
+    Raises:
+        ValueError: Unknown version.
+        RuntimeError: AutoAttack returned points outside the eps-ball or [0, 1].
+    """
+    from pyautoattack import AutoAttack
+    if version == 'custom':
+        if not attacks:
+            raise ValueError("version='custom' needs attacks=[...], e.g. ['apgd-ce'].")
+    elif attacks is not None:
+        raise ValueError(f"attacks= only goes with version='custom' (got version={version!r}).")
+    elif version not in AA_VERSIONS:
+        raise ValueError(f'unknown AutoAttack version {version!r}; choose one of {AA_VERSIONS}.')
+    device = x.device
+    if version == 'custom':
+        aa = AutoAttack(model, norm='Linf', eps=eps, version='custom', attacks=list(attacks), seed=seed,
+                        device=device)
+        aa.apgd.n_restarts = 1
+    elif version == 'fast':
+        aa = AutoAttack(model, norm='Linf', eps=eps, version='custom', attacks=['apgd-ce', 'apgd-t'], seed=seed,
+                        device=device)
+        aa.apgd.n_restarts = 1
+        aa.apgd_targeted.n_restarts = 1
+        aa.apgd_targeted.n_target_classes = 3 if n_target_classes is None else n_target_classes
+    else:
+        aa = AutoAttack(model, norm='Linf', eps=eps, version=version, seed=seed, device=device)
+        if n_target_classes is not None:
+            aa.apgd_targeted.n_target_classes = n_target_classes
+            aa.fab.n_target_classes = n_target_classes
+    if num_classes is not None:
+        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
+        aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
+    if n_iter is not None:
+        _set_iters(aa.apgd, n_iter)
+        _set_iters(aa.apgd_targeted, n_iter)
+    logger = logging.getLogger('auto-attack')
+    handler = _Capture()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    x_adv = x_adv.detach()
+    check_linf_batch(x_adv, x, eps)
+    with torch.no_grad():
+        robust = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
+                            for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else torch.zeros(0, dtype=bool)
+    found = handler.warnings + [str(w.message) for w in caught]
+    return AAOutcome(x_adv, robust, list(aa.attacks_to_run), handler.lines, found)

@@ -1,0 +1,131 @@
+"""Carlini & Wagner L2 attack (IEEE S&P 2017): minimal L2 distortion, in [0, 1] pixel space.
+
+The image is re-parameterised as ``x' = (tanh(w) + 1) / 2`` so the box constraint holds by construction; Adam
+minimises ``||x' - x||^2 + c * f(x')`` with ``f`` the hinge on the logit margin, and a binary search over ``c`` per
+sample finds the smallest distortion that still fools the model. The distance is measured to the original ``x``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from timm_mmc.attacks import random_targets
+
+__all__ = ['CWL2', 'CWResult']
+
+
+@dataclass
+class CWResult:
+    """Per-sample output of :meth:`CWL2.perturb`.
+
+    Attributes:
+        x_adv: The smallest-distortion adversarial example found (``x`` itself where the attack failed).
+        l2: Its L2 distance to ``x`` (``inf`` where the attack failed).
+        success: Whether an adversarial example was found.
+    """
+    x_adv: torch.Tensor
+    l2: torch.Tensor
+    success: torch.Tensor
+
+
+class CWL2:
+    """Carlini-Wagner L2, configured once.
+
+    Args:
+        model: Maps images in [0, 1] to logits.
+        targeted: Attack towards a target class (given to :meth:`perturb`, or random != y).
+        num_classes: Needed for random targets.
+        binary_steps: Binary-search steps over the constant ``c``.
+        max_iter: Adam iterations per binary-search step.
+        lr: Adam learning rate.
+        initial_const: Starting ``c``.
+        confidence: Required logit margin ``kappa``.
+        abort_early: Stop a binary-search step when the loss has not fallen by 0.01% over ``max_iter // 10``
+            iterations.
+        seed: Seed of the random targets.
+    """
+
+    def __init__(self, model: nn.Module, targeted: bool = False, num_classes: Optional[int] = None,
+                 binary_steps: int = 9, max_iter: int = 1000, lr: float = 5e-3, initial_const: float = 0.01,
+                 confidence: float = 0.0, abort_early: bool = True, seed: int = 0) -> None:
+        if binary_steps < 1 or max_iter < 1 or lr <= 0 or initial_const <= 0 or confidence < 0:
+            raise ValueError('C&W needs binary_steps >= 1, max_iter >= 1, lr > 0, initial_const > 0, '
+                             'confidence >= 0.')
+        self.model = model
+        self.targeted = targeted
+        self.num_classes = num_classes
+        self.binary_steps, self.max_iter, self.lr = binary_steps, max_iter, lr
+        self.initial_const, self.confidence, self.abort_early = initial_const, confidence, abort_early
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iterations_run = 0  # Adam steps taken in the last call (all binary steps)
+
+    def _hinge(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
+        cls = target if self.targeted else y
+        onehot = F.one_hot(cls, logits.shape[1]).bool()
+        real = logits.gather(1, cls[:, None]).squeeze(1)
+        other = logits.masked_fill(onehot, float('-inf')).max(1).values
+        if self.targeted:
+            return (other - real + self.confidence).clamp_min(0)
+        return (real - other + self.confidence).clamp_min(0)
+
+    def _success(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
+        pred = logits.argmax(1)
+        if self.confidence == 0:
+            return pred == target if self.targeted else pred != y
+        return self._hinge(logits, y, target) <= 0
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> CWResult:
+        """Minimal-distortion adversarial examples for ``(x, y)``, ``x`` in [0, 1]."""
+        x = x.detach().float()
+        n = x.shape[0]
+        if self.targeted and target is None:
+            if self.num_classes is None:
+                raise ValueError('a targeted C&W without explicit targets needs num_classes.')
+            target = random_targets(y, self.num_classes, self.generator)
+        dims = tuple(range(1, x.dim()))
+        w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+        lower = torch.zeros(n, device=x.device)
+        upper = torch.full((n,), 1e10, device=x.device)
+        const = torch.full((n,), self.initial_const, device=x.device)
+        best_l2 = torch.full((n,), float('inf'), device=x.device)
+        best_adv = x.clone()
+        self.iterations_run = 0
+        check_every = max(1, self.max_iter // 10)
+        for _ in range(self.binary_steps):
+            modifier = torch.zeros_like(x, requires_grad=True)
+            opt = torch.optim.Adam([modifier], lr=self.lr)
+            step_success = torch.zeros(n, dtype=torch.bool, device=x.device)
+            prev = math.inf
+            for it in range(self.max_iter):
+                x_new = (torch.tanh(w0 + modifier) + 1) / 2
+                logits = self.model(x_new).float()
+                dist_sq = (x_new - x).pow(2).sum(dims)
+                loss = dist_sq + const * self._hinge(logits, y, target)
+                (grad,) = torch.autograd.grad(loss.sum(), modifier)
+                self.iterations_run += 1
+                with torch.no_grad():
+                    fooled = self._success(logits, y, target)
+                    l2 = dist_sq.sqrt()
+                    better = fooled & (l2 < best_l2)
+                    best_l2 = torch.where(better, l2, best_l2)
+                    best_adv[better] = x_new.detach()[better]
+                    step_success |= fooled
+                modifier.grad = grad
+                opt.step()
+                if self.abort_early and (it + 1) % check_every == 0:
+                    total = loss.sum().item()
+                    if total > prev * 0.9999:
+                        break
+                    prev = total
+            with torch.no_grad():  # binary search on c, per sample
+                upper = torch.where(step_success, torch.minimum(upper, const), upper)
+                lower = torch.where(step_success, lower, torch.maximum(lower, const))
+                bounded = upper < 1e9
+                const = torch.where(bounded, (lower + upper) / 2, const * 10)
+        success = torch.isfinite(best_l2)
+        return CWResult(best_adv.detach(), best_l2, success)

@@ -1,0 +1,353 @@
+"""``python -m eval.robustness``: evaluate any timm model's adversarial robustness, honestly.
+
+Examples::
+
+    python -m eval.robustness --model local-dir:hub_cards/resnet32_mmc.cifar10 --dataset uoft-cs/cifar10 \\
+        --split test --n-examples 1000 --suite paper --out results/
+    python -m eval.robustness --model resnet32_mmc --checkpoint runs/mmc/model.safetensors \\
+        --dataset ../shared/data/cifar10 --suite autoattack --aa-version standard --n-examples 200
+    accelerate launch -m eval.robustness ...   # examples sharded over processes, results gathered
+
+Suites (Linf; eps in /255 units in names; every seed fixed and recorded):
+
+* ``quick``: PGD-10 untargeted and targeted at the first eps + AutoAttack ``fast`` on a slice (``--aa-n``).
+* ``paper``: the ICLR 2020 MMC paper's tables: PGD-10/50 targeted/untargeted at each eps with the adaptive objectives
+  (MM heads) and the margin loss, C&W L2, SPSA, Gaussian noise, rotation (+ transfer with ``--transfer-from``).
+* ``autoattack``: AutoAttack (``--aa-version`` standard / rand / fast) at ``--aa-eps``.
+* ``full``: everything.
+
+Exit status: 0 on success, 2 for a bad command line, 1 for a model, data or run error (nothing is written then).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from .report import EvalReport, package_versions, write_outputs
+from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
+    summarise
+from .threat import AttackFamily, parse_eps
+
+__all__ = ['main', 'build_parser']
+
+
+class EvalError(RuntimeError):
+    """A problem with the model, data or options found after parsing; the message names the fix."""
+
+
+def _eps_arg(text: str) -> float:
+    try:
+        return parse_eps(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer.') from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f'{text!r} must be >= 1.')
+    return v
+
+
+def _attack_arg(text: str) -> AttackFamily:
+    try:
+        return AttackFamily(text.lower())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'unknown attack {text!r}; choose from {", ".join(a.value for a in AttackFamily)}.') from None
+
+
+def _objective_arg(text: str) -> str:
+    from timm_mmc.attacks import OBJECTIVES
+    if text not in OBJECTIVES:
+        raise argparse.ArgumentTypeError(f'unknown objective {text!r}; choose from {", ".join(OBJECTIVES)}.')
+    return text
+
+
+def _sigma_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'noise sigma {text!r} is not a number.') from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f'noise sigma {text!r} must lie in [0, 1] (pixel units; the paper: 0.05).')
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='python -m eval.robustness', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group('model and data')
+    g.add_argument('--model', required=True, help='registered name (with --pretrained), hf-hub:org/repo, '
+                   'local-dir:path, or a name plus --checkpoint.')
+    g.add_argument('--checkpoint', help='weights file (.safetensors preferred) for --model NAME.')
+    g.add_argument('--pretrained', action='store_true', help="load the registered model's pretrained weights.")
+    g.add_argument('--dataset', required=True, help='Hub id (uoft-cs/cifar10) or a local folder in the Hub layout.')
+    g.add_argument('--split', default='test')
+    g.add_argument('--image-column')
+    g.add_argument('--label-column')
+    g.add_argument('--n-examples', type=_pos_int, default=1000, help='evaluate the first N examples of the split '
+                   '(after --start); default 1000.')
+    g.add_argument('--start', type=int, default=0, help='first example of the split to evaluate.')
+    g = p.add_argument_group('suite')
+    g.add_argument('--suite', choices=SUITES, default='quick')
+    g.add_argument('--attacks', type=_attack_arg, nargs='+', metavar='NAME',
+                   help=f'keep only these attack families of the suite: {", ".join(a.value for a in AttackFamily)}.')
+    g.add_argument('--eps', type=_eps_arg, nargs='+', default=[8 / 255, 16 / 255],
+                   help='Linf radii in pixel units: 8/255 16/255 (default) or 0.0314.')
+    g.add_argument('--pgd-steps', type=_pos_int, nargs='+', default=[10, 50])
+    g.add_argument('--pgd-alpha', type=_eps_arg, default=2 / 255, help='PGD step (default 2/255).')
+    g.add_argument('--objectives', type=_objective_arg, nargs='+',
+                   help='PGD objectives (default: mm margin for MM heads, ce margin otherwise).')
+    g.add_argument('--cw-n', type=_pos_int, default=100, help='C&W on the first N evaluated points (default 100).')
+    g.add_argument('--cw-binary-steps', type=_pos_int, default=9)
+    g.add_argument('--cw-max-iter', type=_pos_int, default=1000)
+    g.add_argument('--spsa-n', type=_pos_int, default=100, help='SPSA on the first N evaluated points (default 100).')
+    g.add_argument('--spsa-samples', type=_pos_int, default=128)
+    g.add_argument('--noise-sigma', type=_sigma_arg, nargs='+', default=[0.05])
+    g.add_argument('--rotation', type=float, default=30.0, help='max rotation in degrees (uniform in +-).')
+    g.add_argument('--transfer-from', help='source model of the black-box transfer attacks (any --model form).')
+    g.add_argument('--transfer-checkpoint', help='weights for --transfer-from NAME.')
+    g.add_argument('--aa-version', choices=('standard', 'rand', 'fast'), default=None,
+                   help='AutoAttack version (default: fast for quick/full, standard for the autoattack suite).')
+    g.add_argument('--aa-eps', type=_eps_arg, default=8 / 255)
+    g.add_argument('--aa-n', type=_pos_int, help='AutoAttack on the first N evaluated points (default: all; '
+                   '100 for quick).')
+    g.add_argument('--aa-n-iter', type=_pos_int, help='APGD iterations (default 100).')
+    g.add_argument('--aa-target-classes', type=_pos_int, help='APGD-T target classes (default 9; 3 for fast).')
+    g.add_argument('--standalone', action='store_true', help='run every attack on every correctly classified point '
+                   '(no skipping of points already broken); comparable one by one with published tables.')
+    g = p.add_argument_group('run')
+    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--batch-size', type=_pos_int, default=250)
+    g.add_argument('--threads', type=_pos_int, help='torch CPU threads (default: torch\'s; 1 is fastest on a busy '
+                   'machine).')
+    g.add_argument('--device', help='cpu, cuda, ... (default: cuda if available).')
+    g.add_argument('--out', default='results', help='output folder for JSON, Markdown and PNG (default results/).')
+    g.add_argument('--name', help='stem of the output files (default: from the model and suite).')
+    g.add_argument('--no-progress', action='store_true')
+    return p
+
+
+def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str]:
+    from timm_mmc.io import file_sha256
+    if checkpoint:
+        return file_sha256(checkpoint)
+    if spec.startswith('local-dir:'):
+        folder = Path(spec.split(':', 1)[1])
+        for fname in ('model.safetensors', 'pytorch_model.bin'):
+            if (folder / fname).is_file():
+                return file_sha256(folder / fname)
+        return None
+    hub_id = spec.split(':', 1)[1] if spec.startswith('hf-hub:') else \
+        (getattr(model, 'pretrained_cfg', {}) or {}).get('hf_hub_id')
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            for fname in ('model.safetensors', 'pytorch_model.bin'):
+                path = try_to_load_from_cache(hub_id, fname)
+                if isinstance(path, str) and os.path.isfile(path):
+                    return file_sha256(path)
+        except Exception:
+            return None
+    return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_')[:80] or 'model'
+
+
+def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.device):
+    from timm_mmc.io import ModelLoadError, load_model
+    try:
+        model = load_model(spec, checkpoint=checkpoint, pretrained=pretrained)
+    except ModelLoadError as e:
+        raise EvalError(str(e)) from None
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _device_words(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name(device)} (cuda)'
+    return f'cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, ' \
+           f'{os.cpu_count()} cores'
+
+
+def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    t_start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    state = None
+    if distributed:
+        from accelerate import PartialState
+        state = PartialState()
+        rank, world = state.process_index, state.num_processes
+        device = torch.device(args.device) if args.device else state.device
+    else:
+        rank, world = 0, 1
+        device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    main_proc = rank == 0
+    say = print if main_proc else (lambda *a, **k: None)
+
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
+    if args.start < 0:
+        raise EvalError(f'--start must be >= 0 (got {args.start}).')
+    model = _load(args.model, args.checkpoint, args.pretrained, device)
+    mm = is_mm_model(model)
+    num_classes = getattr(model, 'num_classes', None)
+
+    from timm_mmc.data import DataError, load_split
+    try:
+        data = load_split(args.dataset, args.split, args.image_column, args.label_column,
+                          limit=args.start + args.n_examples)
+    except DataError as e:
+        msg = str(e)
+        if 'asked for' in msg:
+            msg += f' Lower --n-examples (and --start) to fit the split.'
+        raise EvalError(msg) from None
+    if num_classes is None:
+        raise EvalError(f'{args.model} does not say how many classes it has (model.num_classes).')
+    if num_classes != data.num_classes:
+        raise EvalError(f'{args.model} has {num_classes} classes but {args.dataset}:{args.split} has '
+                        f'{data.num_classes}; evaluate it on the data set it was trained for.')
+    if int(data.labels.max()) >= num_classes:
+        raise EvalError(f'labels up to {int(data.labels.max())} do not fit a {num_classes}-class model.')
+    indices = torch.arange(args.start, args.start + args.n_examples)
+    n = indices.numel()
+    if data.images.shape[1] != getattr(model, 'in_chans', data.images.shape[1]):
+        raise EvalError(f'images have {data.images.shape[1]} channels, the model takes {model.in_chans}.')
+
+    source = None
+    src_obj = 'ce'
+    if args.transfer_from:
+        if args.transfer_checkpoint and not Path(args.transfer_checkpoint).is_file():
+            raise EvalError(f'transfer checkpoint {args.transfer_checkpoint!r} does not exist.')
+        source = _load(args.transfer_from, args.transfer_checkpoint, args.pretrained and not
+                       args.transfer_checkpoint, device)
+        src_obj = default_objectives(is_mm_model(source))[0]
+        if getattr(source, 'num_classes', num_classes) != num_classes:
+            raise EvalError(f'the transfer source {args.transfer_from} has {source.num_classes} classes, the target '
+                            f'{num_classes}.')
+    elif args.transfer_checkpoint:
+        raise EvalError('--transfer-checkpoint needs --transfer-from.')
+
+    aa_version = args.aa_version or ('standard' if args.suite == 'autoattack' else 'fast')
+    aa_n = args.aa_n if args.aa_n is not None else (min(100, n) if args.suite == 'quick' else None)
+    opts = SuiteOptions(
+        eps=tuple(args.eps), pgd_steps=tuple(args.pgd_steps), pgd_alpha=args.pgd_alpha,
+        objectives=tuple(args.objectives) if args.objectives else default_objectives(mm),
+        cw_n=args.cw_n, cw_binary_steps=args.cw_binary_steps, cw_max_iter=args.cw_max_iter,
+        spsa_n=args.spsa_n, spsa_samples=args.spsa_samples, noise_sigmas=tuple(args.noise_sigma),
+        rotation_degrees=args.rotation, aa_version=aa_version, aa_eps=args.aa_eps, aa_n=aa_n,
+        aa_n_iter=args.aa_n_iter, aa_target_classes=args.aa_target_classes, standalone=args.standalone,
+        seed=args.seed, batch_size=args.batch_size)
+    if opts.spsa_samples % 2:
+        raise EvalError(f'--spsa-samples must be even (+- pairs), got {opts.spsa_samples}.')
+    specs = build_suite(args.suite, opts, families=args.attacks, transfer=source is not None,
+                        source_objective=src_obj)
+    if not specs:
+        raise EvalError(f'--attacks {" ".join(a.value for a in args.attacks)} selects nothing from suite '
+                        f'{args.suite!r}; pick families the suite has.')
+    if args.attacks and AttackFamily.TRANSFER in args.attacks and source is None:
+        raise EvalError('--attacks transfer needs --transfer-from MODEL.')
+
+    torch.manual_seed(args.seed)
+    y_all = data.labels[indices]
+    from timm_mmc.attacks import random_targets
+    targets_all = random_targets(y_all, num_classes, torch.Generator().manual_seed(args.seed + 1))
+    positions = torch.arange(n)[rank::world]
+    x = data.float_images(indices[positions]).to(device)
+    y, targets = y_all[positions].to(device), targets_all[positions].to(device)
+
+    say(f'[eval] {args.model}{" + " + args.checkpoint if args.checkpoint else ""} ({"MM" if mm else "linear"} head, '
+        f'{num_classes} classes) on {args.dataset}:{args.split}, n={n} (indices {args.start}..'
+        f'{args.start + n - 1}), suite {args.suite}, {len(specs)} attacks, seed {args.seed}')
+    say(f'[eval] device {_device_words(device)}, {world} process(es); ' +
+        ', '.join(f'{k} {v}' for k, v in package_versions().items()))
+    rec = run_suite(model, specs, opts, x, y.long(), targets.long(), positions, num_classes, source_model=source,
+                    progress=main_proc and not args.no_progress,
+                    diagnostic_objectives=('ce', 'mm', 'margin') if mm else ('ce', 'margin'))
+    if distributed:
+        from accelerate.utils import gather_object
+        rec = _to_cpu(rec)
+        parts = gather_object([rec])
+        if not main_proc:
+            return 0
+        rec = merge_records(parts)
+    summary = summarise(_to_cpu(rec), specs)
+    rep = EvalReport(
+        model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
+        checkpoint=args.checkpoint, checkpoint_sha256=_checkpoint_sha(args.model, args.checkpoint, model),
+        pretrained=args.pretrained, head='mm' if mm else 'linear', dataset_source=data.source,
+        indices=indices.tolist(), options={k: (list(v) if isinstance(v, tuple) else v)
+                                           for k, v in vars(opts).items()},
+        clean_accuracy=summary['clean_accuracy'], attacks=summary['attacks'], columns=summary['columns'],
+        worst_case=summary['worst_case'], diagnostics=summary['diagnostics'], warnings=summary['warnings'],
+        timings=dict({k: v for k, v in rec.times.items()}, total_s=time.perf_counter() - t_start),
+        versions=package_versions(), device=_device_words(device), num_processes=world,
+        transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
+                                                                                    *argv]))
+    stem = args.name or _slug(f'{Path(args.model.split(":", 1)[-1]).name}_{args.suite}')
+    paths = write_outputs(rep, Path(args.out), stem)
+    _print_claims(rep, say)
+    say(f'[eval] wrote {paths["json"]}, {paths["md"]}, {paths["png"]}')
+    return 0
+
+
+def _to_cpu(rec):
+    rec.positions = rec.positions.cpu()
+    rec.clean = rec.clean.cpu()
+    rec.attacks = {k: {kk: vv.cpu() for kk, vv in v.items()} for k, v in rec.attacks.items()}
+    rec.zero_grad = {k: v.cpu() for k, v in rec.zero_grad.items()}
+    return rec
+
+
+def _print_claims(rep: EvalReport, say) -> None:
+    say(f'[eval] clean accuracy {100 * rep.clean_accuracy:.2f}% (n={rep.n})')
+    for k, v in rep.attacks.items():
+        if v['family'] == 'cw':
+            say(f'[eval] {k:28s} success {100 * v["success_rate"]:.1f}%  mean L2 {v["l2_mean"]:.4f}  median '
+                f'{v["l2_median"]:.4f}  paper figure {v["l2_paper"]:.4f}  (n={v["n"]}, {v["time_s"]:.0f}s)')
+        else:
+            say(f'[eval] {k:28s} {100 * v["accuracy"]:6.2f}%  (n={v["n"]}, attacked {v["n_attacked"]}, '
+                f'{v["time_s"]:.1f}s)')
+    for k, v in rep.columns.items():
+        if v['family'] == 'pgd' and len(v['attacks']) > 1:
+            say(f'[eval] {k:28s} {100 * v["accuracy"]:6.2f}%  worst case over {", ".join(v["attacks"])}')
+    for k, v in rep.worst_case.items():
+        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255: {100 * v["accuracy"]:.2f}% '
+            f'(per-sample worst case over {len(v["attacks"])} attacks, n={v["n"]})')
+    for w in rep.warnings:
+        say(f'[eval] WARNING: {w}')
+    say(f'[eval] total {rep.timings["total_s"]:.0f}s')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return evaluate(args, argv)
+    except EvalError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Exact-answer tests of the evaluation attacks on tiny models (linear classifiers, toy MMC heads)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from eval.aa import ScaledLogits, choose_logit_scale, run_autoattack
+from eval.cw import CWL2
+from eval.spsa import SPSA
+from eval.suite import SuiteOptions, build_suite, run_suite, summarise
+from eval.threat import parse_eps
+from timm_mmc.attacks import PGD, check_linf_batch
+from timm_mmc.heads import CenterClassifier, HeadConfig
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead (and the CPU is shared)
+    yield
+    torch.set_num_threads(old)
+
+
+class Linear2(nn.Module):
+    """Two-class linear classifier on flattened images: logits ``[0, w.x + b]``."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _toy_mmc(center_norm: float = 30.0, seed: int = 0, d_in: int = 48, feat: int = 9, gain: float = 45.0):
+    """A linear feature map and a Max-Mahalanobis head whose clean margins (~1.1 C^2) saturate cross-entropy.
+
+    ``feat = 9``: the 10 centers span the whole feature space, so no feature direction leaves every margin unchanged.
+    """
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d_in, feat)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(feat, d_in, generator=g) * gain)
+        lin.bias.copy_(-lin.weight.sum(1) * 0.5)  # z(0.5) = 0
+    head = CenterClassifier(10, HeadConfig(head='mmc', feature_dim=feat, center_norm=center_norm))
+    model = nn.Sequential(nn.Flatten(), lin, head).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    # clean points whose feature is (near) the center of their class: margins ~1000, far past float32 saturation
+    y = torch.arange(40) % 10
+    x = 0.5 + head.mu[y] @ torch.linalg.pinv(lin.weight).t() + 0.002 * torch.randn(40, d_in, generator=g)
+    assert x.min() > 0 and x.max() < 1
+    x = x.view(40, 3, 4, 4)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).all()
+    return model, x, y
+
+
+def test_parse_eps_units():
+    assert parse_eps('8/255') == pytest.approx(8 / 255)
+    assert parse_eps('0.5') == 0.5
+    for bad in ('0', '-1/255', '8', '1.5', 'abc', '1/0'):
+        with pytest.raises(ValueError):
+            parse_eps(bad)
+
+
+def test_pgd_linear_matches_closed_form_worst_case():
+    torch.manual_seed(0)
+    d = 3 * 4 * 4
+    w = torch.randn(d)
+    x = torch.rand(200, 3, 4, 4) * 0.6 + 0.2
+    model = Linear2(w, 0.0)
+    s = x.flatten(1) @ w
+    b = -s.median().item()
+    model.b = b
+    y = (s + b > 0).long()
+    eps = 8 / 255
+    # closed form, box included: every coordinate moves by eps against its class, clipped to [0, 1]
+    sign = torch.where(y == 1, -1.0, 1.0)[:, None] * w.sign()[None]
+    x_worst = (x.flatten(1) + eps * sign).clamp(0, 1)
+    s_worst = x_worst @ w + b
+    robust_exact = torch.where(y == 1, s_worst > 0, s_worst < 0)
+    assert 0.2 < robust_exact.float().mean() < 0.95  # a test with something to find
+    for loss in ('margin', 'ce'):
+        x_adv = PGD(model, eps=eps, alpha=eps / 4, steps=10, loss=loss, seed=1).perturb(x, y)
+        check_linf_batch(x_adv, x, eps)
+        robust = model(x_adv).argmax(1) == y
+        assert torch.equal(robust, robust_exact), loss
+
+
+def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
+    x = torch.rand(30, 3, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:7] = (y[:7] + 1) % 10  # 7 wrong: clean accuracy 23/30
+    x_adv = PGD(model, eps=0.0, steps=5).perturb(x, y)
+    assert torch.equal(x_adv, x)
+    opts = SuiteOptions(eps=(0.0,), pgd_steps=(5,), objectives=('ce', 'margin'), batch_size=8)
+    specs = build_suite('quick', opts, families=None)
+    specs = [s for s in specs if s.family.value == 'pgd']
+    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False)
+    out = summarise(rec, specs)
+    assert out['clean_accuracy'] == pytest.approx(23 / 30)
+    for r in out['attacks'].values():
+        assert r['accuracy'] == pytest.approx(23 / 30)
+    assert out['worst_case']['0']['accuracy'] == pytest.approx(23 / 30)
+
+
+def test_cw_minimal_l2_on_linear_binary_classifier():
+    torch.manual_seed(0)
+    d = 3 * 4 * 4
+    w = torch.randn(d)
+    x = 0.5 + 0.05 * (torch.rand(12, 3, 4, 4) - 0.5)
+    s0 = x.flatten(1) @ w
+    dist = torch.linspace(0.05, 0.3, 12)  # wanted distance to the boundary, in L2
+    y = (torch.arange(12) % 2)
+    b = torch.where(y == 1, dist * w.norm(), -dist * w.norm()) - s0  # per-sample bias: w.x + b = +-dist ||w||
+    exact = (s0 + b).abs() / w.norm()
+
+    class PerSample(nn.Module):
+        def forward(self, xx):  # the batch is always the 12 points, in order
+            s = xx.flatten(1) @ w + b
+            return torch.stack([torch.zeros_like(s), s], 1)
+
+    res = CWL2(PerSample(), binary_steps=9, max_iter=1000, lr=5e-3, initial_const=0.01).perturb(x, y)
+    assert res.success.all()
+    assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
+    measured = (res.x_adv - x).flatten(1).norm(dim=1)
+    assert torch.allclose(measured, res.l2)
+    rel = res.l2 / exact
+    assert (rel >= 1 - 1e-3).all() and (rel <= 1.05).all(), rel
+
+
+def test_cw_targeted_reaches_the_target():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 5)).eval()
+    x = torch.rand(6, 3, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    t = (y + 1) % 5
+    res = CWL2(model, targeted=True, binary_steps=5, max_iter=200, lr=0.05).perturb(x, y, t)
+    assert res.success.all()
+    assert torch.equal(model(res.x_adv).argmax(1), t)
+
+
+def test_spsa_close_to_pgd_on_a_smooth_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.Tanh(), nn.Linear(32, 10)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(64, 3, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean accuracy 100%
+    eps = 0.06
+    pgd_acc = (model(PGD(model, eps=eps, alpha=eps / 8, steps=40, loss='margin', seed=0).perturb(x, y))
+               .argmax(1) == y).float().mean().item()
+    x_spsa = SPSA(model, eps=eps, steps=20, n_samples=128, delta=0.01, lr=0.01, seed=0).perturb(x, y)
+    check_linf_batch(x_spsa, x, eps)
+    spsa_acc = (model(x_spsa).argmax(1) == y).float().mean().item()
+    assert 0.1 < pgd_acc < 0.9  # something to find, not everything
+    assert spsa_acc >= pgd_acc - 0.05  # a gradient-free attack should not beat a white-box one on a smooth model
+    assert spsa_acc - pgd_acc <= 0.15, (spsa_acc, pgd_acc)
+
+
+def test_mmc_adaptive_objective_breaks_what_ce_cannot():
+    model, x, y = _toy_mmc()
+    eps = 8 / 255
+    ce = PGD(model, eps=eps, alpha=2 / 255, steps=10, loss='ce', seed=0)
+    acc_ce = (model(ce.perturb(x, y)).argmax(1) == y).float().mean().item()
+    assert ce.last_zero_grad_fraction == 1.0  # cross-entropy saturated: exactly zero input gradients
+    assert acc_ce == 1.0
+    mm = PGD(model, eps=eps, alpha=2 / 255, steps=10, loss='mm', seed=0)
+    acc_mm = (model(mm.perturb(x, y)).argmax(1) == y).float().mean().item()
+    assert acc_mm <= 0.6, acc_mm  # untargeted: push z away from mu_y
+    t = (y + 3) % 10
+    mm_t = PGD(model, eps=eps, alpha=2 / 255, steps=10, loss='mm', targeted=True, seed=0)
+    pred_t = model(mm_t.perturb(x, y, t)).argmax(1)
+    assert (pred_t == t).all()  # targeted: pull z to mu_t
+    # the suite's diagnostics flag it
+    opts = SuiteOptions(eps=(eps,), pgd_steps=(10,), objectives=('ce', 'mm'), batch_size=40)
+    specs = [s for s in build_suite('quick', opts) if s.family.value == 'pgd']
+    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(40), 10, progress=False,
+                    diagnostic_objectives=('ce', 'mm'))
+    out = summarise(rec, specs)
+    assert out['diagnostics']['zero_input_gradient_fraction']['ce'] == 1.0
+    assert any('gradient masking' in w and "'ce'" in w for w in out['warnings'])
+    ce_acc = out['attacks']['pgd10-un-8-ce']['accuracy']
+    mm_acc = out['attacks']['pgd10-un-8-mm']['accuracy']
+    assert ce_acc == 1.0 and mm_acc <= 0.6
+    assert out['worst_case']['8']['accuracy'] <= mm_acc  # the worst case takes the adaptive objective (and targeted)
+
+
+def test_scaled_logits_keep_predictions_and_dlr_and_unsaturate_ce():
+    model, x, y = _toy_mmc()
+    scale, max_margin = choose_logit_scale(model, x)
+    assert max_margin > 500 and 0 < scale < 0.05
+    scaled = ScaledLogits(model, scale)
+    with torch.no_grad():
+        raw, sc = model(x), scaled(x)
+    assert torch.equal(raw.argmax(1), sc.argmax(1))
+
+    def dlr(z):
+        zs = z.sort(1).values
+        zy = z.gather(1, y[:, None]).squeeze(1)
+        other = z.masked_fill(F.one_hot(y, 10).bool(), float('-inf')).max(1).values
+        return -(zy - other) / (zs[:, -1] - zs[:, -3] + 1e-12)
+
+    assert torch.allclose(dlr(raw), dlr(sc), rtol=1e-4, atol=1e-6)
+    xr = x.clone().requires_grad_(True)
+    (g_raw,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction='sum'), xr)
+    xs = x.clone().requires_grad_(True)
+    (g_sc,) = torch.autograd.grad(F.cross_entropy(scaled(xs), y, reduction='sum'), xs)
+    assert (g_raw.flatten(1).abs().amax(1) == 0).all()  # raw logits: CE gradient exactly zero
+    assert (g_sc.flatten(1).abs().amax(1) > 0).all()  # scaled: alive
+
+
+def test_autoattack_scaled_logits_break_a_saturated_mmc_model():
+    model, x, y = _toy_mmc()
+    x, y = x[:20], y[:20]
+    eps = 8 / 255
+    raw = run_autoattack(model, x, y, eps, version='custom', attacks=['apgd-ce'], n_iter=20, batch_size=20)
+    assert raw.robust.float().mean().item() == 1.0  # APGD-CE on raw logits: zero gradients, nothing found
+    scale, _ = choose_logit_scale(model, x)
+    out = run_autoattack(ScaledLogits(model, scale), x, y, eps, version='custom', attacks=['apgd-ce'], n_iter=20,
+                         batch_size=20)
+    check_linf_batch(out.x_adv, x, eps)
+    assert out.robust.float().mean().item() <= 0.2
+    assert out.log  # AutoAttack's own log was captured
+
+
+def test_autoattack_warnings_are_captured():
+    torch.manual_seed(0)
+
+    class Noisy(nn.Module):  # a randomised model: AutoAttack warns and we keep the warning
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(48, 10)
+
+        def forward(self, xx):
+            return self.lin(xx.flatten(1)) + 0.5 * torch.randn(xx.shape[0], 10)
+
+    x = torch.rand(8, 3, 4, 4)
+    y = torch.randint(0, 10, (8,))
+    out = run_autoattack(Noisy().eval(), x, y, 8 / 255, version='custom', attacks=['apgd-ce'], n_iter=2,
+                         batch_size=8)
+    assert any('randomized' in w for w in out.warnings)
+
+
+def test_autoattack_bad_arguments():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10))
+    x, y = torch.rand(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match='unknown AutoAttack version'):
+        run_autoattack(model, x, y, 0.03, version='plus2')
+    with pytest.raises(ValueError, match='custom'):
+        run_autoattack(model, x, y, 0.03, version='standard', attacks=['apgd-ce'])
