@@ -323,6 +323,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     new['worst_case'], new['warnings'] = {}, []
     (folder / 'results/eval.json').write_text(json.dumps(new))
     assert hub.main(['card', str(folder)]) == 0
+    assert (folder / hub.PLOT_FILE).read_bytes() != (release['out'] / hub.PLOT_FILE).read_bytes()  # redrawn
     text2 = (folder / 'README.md').read_text()
     body2 = text2.split('\n---\n', 1)[1]
     assert _table_column(body2, 'This model (%)') == ['51.23', '20.01']
@@ -351,6 +352,41 @@ def test_paper_numbers_are_matched_and_labelled(release):
         'AT-tar (MMC-10)'
     assert hub._paper_rows('cifar10', 'resnet32_mmc', dict(args, center_norm=5.0), {})[0] is None
     assert hub._paper_rows('cifar10', 'resnet20_mmc', args, {})[0] is None
+
+
+def test_card_puts_the_papers_numbers_beside_ours_labelled(release, tmp_path):
+    """A release of the paper's architecture (config.json says resnet32v2_mmc): the Paper column fills in."""
+    folder = tmp_path / 'resnet32v2_mmc.cifar10'
+    shutil.copytree(release['out'], folder)
+    cfg = json.loads((folder / 'config.json').read_text())
+    cfg['architecture'] = 'resnet32v2_mmc'
+    (folder / 'config.json').write_text(json.dumps(cfg))
+    hub.write_card(folder, repo_id='timm-mmc/resnet32v2_mmc.cifar10')
+    body = (folder / 'README.md').read_text().split('\n---\n', 1)[1]
+    assert _table_column(body, 'Paper (%)') == ['92.7 (Table A)', '69.3 (Table B)', '48.7 (Table A)',
+                                                '36.0 (Table A)', '25.2 (Table A)', '24.8 (Table A)', '-']
+    assert _table_column(body, 'Paper mean L2') == ['0.17 (Table B)']
+    assert 'published figures, not ours' in body and 'arXiv:1905.10626' in body and 'row "MMC-10"' in body
+    section = body.split('## Robustness evaluation')[1].split('## Usage')[0]
+    paper = {'92.7', '69.3', '48.7', '36.0', '25.2', '24.8', '0.17', '1905.10626'}  # + the arXiv id
+    assert _numbers(section) <= _json_numbers(release['data']) | paper
+    assert _table_column(body, 'This model (%)') == _table_column((release['out'] / 'README.md').read_text(),
+                                                                   'This model (%)')
+
+
+def test_non_default_model_args_are_named_in_the_card(release, tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=10, feature_dim=8).eval()
+    run = _write_run(tmp_path / 'run8', model)
+    notes = []
+    flat = copy.deepcopy(EVAL)  # no checkpoint_sha256: any weights
+    (tmp_path / 'eval.json').write_text(json.dumps(flat))
+    out = hub.export(run, tmp_path / 'eval.json', tmp_path / 'cards' / 'fd8', plot=False, log=notes.append)
+    body = (out / 'README.md').read_text()
+    assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True, feature_dim=8)' in body
+    assert any('feature_dim' in n for n in notes)
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)  # config.json carries feature_dim
+    assert loaded.head.centers.shape == (10, 8)
 
 
 def test_eval_adapter_reads_the_flat_layout_and_rejects_bad_numbers():

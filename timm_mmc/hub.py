@@ -273,8 +273,9 @@ def parse_eval(data: Dict[str, Any]) -> EvalSummary:
     if isinstance(wc, dict):
         for key, v in wc.items():
             if isinstance(v, dict) and v.get('accuracy') is not None:
-                worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=_number(v['accuracy'], f'worst_case[{key!r}]'),
-                                       n=_int(v.get('n')), n_attacks=len(v.get('attacks') or []) or None))
+                acc = _number(v['accuracy'], f'worst_case[{key!r}] accuracy')
+                worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=acc, n=_int(v.get('n')),
+                                       n_attacks=len(v.get('attacks') or []) or None))
     if data.get('worst_case_accuracy') is not None:
         worst.append(WorstCase(eps=None, accuracy=_number(data['worst_case_accuracy'], 'worst_case_accuracy'),
                                n=_int(data.get('n'))))
@@ -702,19 +703,31 @@ def _paper_rows(dataset: str, arch: str, model_args: Dict[str, Any], train_args:
     aa = next((r for r in paper.get('autoattack_rows', []) if all(r.get(k) == v for k, v in key.items())
                and (r.get('adv') == adv or (r.get('adv') == 'any' and adv != 'none'))), None)
     if pgd is not None:
-        pgd = dict(pgd, columns=[tuple(c) for c in paper['pgd_columns']])
+        pgd = dict(pgd, columns=[tuple(c) for c in paper['pgd_columns']],
+                   spsa_columns=[tuple(c) for c in paper.get('spsa_columns', [])],
+                   noise_sigma=paper.get('noise_sigma'), rotation_degrees=paper.get('rotation_degrees'))
     return pgd, aa, paper.get('sources', {}), caveat
 
 
-def _paper_value(a: EvalRow, pgd: Optional[Dict[str, Any]], aa: Optional[Dict[str, Any]]) -> str:
-    if a.eps is None:
-        return '-'
-    eps255 = a.eps * 255.0
-    if a.family == 'pgd' and pgd is not None and a.steps is not None and a.targeted is not None:
-        for (steps, targeted, e), value in zip(pgd['columns'], pgd['pgd']):
-            if steps == a.steps and targeted == a.targeted and abs(eps255 - e) < 0.05:
-                return f'{value} ({pgd["table"]})'
-    if a.family == 'autoattack' and aa is not None and abs(eps255 - aa['eps']) < 0.05:
+def _paper_value(r: EvalRow, pgd: Optional[Dict[str, Any]], aa: Optional[Dict[str, Any]]) -> str:
+    """The paper's figure for an evaluation row with the table it is from, or ``-`` where the paper has none."""
+    close = (lambda a, b: a is not None and b is not None and abs(a - b) < 0.05)
+    eps255 = None if r.eps is None else r.eps * 255.0
+    if pgd is not None:
+        if r.family == 'pgd' and r.steps is not None and r.targeted is not None:
+            for (steps, targeted, e), value in zip(pgd['columns'], pgd['pgd']):
+                if steps == r.steps and targeted == r.targeted and close(eps255, e):
+                    return f'{value} ({pgd["table"]})'
+        if r.family == 'spsa' and pgd.get('spsa') and r.steps is not None and r.targeted is not None:
+            for (steps, targeted, e), value in zip(pgd['spsa_columns'], pgd['spsa']):
+                if steps == r.steps and targeted == r.targeted and close(eps255, e):
+                    return f'{value} ({pgd["table_b"]})'
+        if r.family == 'noise' and pgd.get('noise') and r.config.get('sigma') == pgd.get('noise_sigma'):
+            return f'{pgd["noise"]} ({pgd["table_b"]})'
+        if r.family == 'rotation' and pgd.get('rotation') and r.config.get('max_degrees') == pgd.get(
+                'rotation_degrees'):
+            return f'{pgd["rotation"]} ({pgd["table_b"]})'
+    if r.family == 'autoattack' and aa is not None and close(eps255, aa['eps']):
         return f'{aa["autoattack"]} (AutoAttack)'
     return '-'
 
@@ -859,16 +872,19 @@ def _eval_tables(ev: EvalSummary, pgd_row: Optional[Dict[str, Any]], aa_row: Opt
         lines += [f'| {_md(_worst_label(w))} | {n_of(w.n)} | {ev.pct(w.accuracy)} |' for w in ev.worst_case]
     if ev.cw:
         lines += ['', 'C&W L2 (minimal distortion, no budget; from the JSON as is):', '',
-                  '| attack | n | success rate (%) | mean L2 (successes) | median L2 (successes) | paper-style mean L2 |',
-                  '| --- | --- | --- | --- | --- | --- |']
+                  '| attack | n | success rate (%) | mean L2 (successes) | median L2 (successes) | paper-style mean L2 '
+                  '| Paper mean L2 |', '| --- | --- | --- | --- | --- | --- | --- |']
         for c in ev.cw:
             def num(k: str) -> str:
                 v = c.get(k)
                 return '-' if not isinstance(v, (int, float)) or isinstance(v, bool) else f'{v:.4f}'
             sr = c.get('success_rate')
+            paper_l2 = '-'
+            if pgd_row is not None and pgd_row.get('cw') and isinstance(c.get('targeted'), bool):
+                paper_l2 = f'{pgd_row["cw"][0 if c["targeted"] else 1]} ({pgd_row["table_b"]})'
             lines.append(f'| {_md(c.get("name"))} | {n_of(_int(c.get("n")))} | '
                          f'{ev.pct(sr) if isinstance(sr, (int, float)) and ev.unit == "fraction" else "-"} | '
-                         f'{num("l2_mean")} | {num("l2_median")} | {num("l2_paper")} |')
+                         f'{num("l2_mean")} | {num("l2_median")} | {num("l2_paper")} | {paper_l2} |')
     if ev.detail and ev.rows and any(len(r.attacks) > 1 for r in ev.rows):
         lines += ['', '<details><summary>Every attack, one objective each</summary>', '',
                   '| attack | n | accuracy (%) |', '| --- | --- | --- |']
@@ -925,7 +941,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     from huggingface_hub import ModelCard, ModelCardData
     from timm.models import get_pretrained_cfg
 
-    import timm_mmc
+    import timm_mmc  # noqa: F401  registers the models
 
     folder = Path(folder)
     cfg, tag = _folder_tag(folder)
@@ -947,7 +963,11 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     model_args = dict(cfg.get('model_args') or {})
     train_args = _read_yaml(folder / TRAINING_DIR / 'args.yaml') if (folder / TRAINING_DIR / 'args.yaml').is_file() \
         else {}
-    model = timm.create_model(arch, pretrained=False, **{k: v for k, v in model_args.items() if v is not None})
+    try:
+        model = timm.create_model(arch, pretrained=False, **{k: v for k, v in model_args.items() if v is not None})
+    except Exception as e:
+        raise HubError(f'{str(folder / CONFIG_FILE)!r} does not describe a timm-mmc model ({type(e).__name__}: {e}); '
+                       f're-export the release.') from None
     if extra_args is None:
         extra_args = _nondefault_args(arch, tag, model)
     num_params = sum(p.numel() for p in model.parameters())
@@ -1048,8 +1068,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
         num_params=f'{num_params / 1e6:.2f}M', paper_list=paper_list,
         training_text=_training_text(folder, dataset), eval_intro=eval_intro, eval_table=eval_table,
         eval_notes=eval_notes, plot_file=PLOT_FILE if (folder / PLOT_FILE).is_file() else None, usage_code=usage,
-        limitations='\n'.join(f'- {x}' for x in limitations), bibtex='\n\n'.join(BIBTEX[k] for k in keys),
-        timm_mmc_version=timm_mmc.__version__)
+        limitations='\n'.join(f'- {x}' for x in limitations), bibtex='\n\n'.join(BIBTEX[k] for k in keys))
     return card
 
 
@@ -1083,10 +1102,12 @@ def write_card(folder: os.PathLike, repo_id: Optional[str] = None,
 
 
 def write_plot(folder: os.PathLike) -> Optional[Path]:
-    """Plot robust accuracy against eps (one line per attack setting, clean accuracy dashed) from the eval JSON.
+    """Plot robust accuracy against eps from ``results/eval.json`` into ``results/robust_accuracy.png``.
+
+    One line per table row with an eps (clean accuracy at eps 0), the whole suite's worst case in black.
 
     Returns:
-        The PNG path, or None when the evaluation has no attack with an eps.
+        The PNG path, or None (and an earlier plot removed) when no row has an eps.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -1103,7 +1124,9 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
         label += '' if r.targeted is None else (' targeted' if r.targeted else ' untargeted')
         groups.setdefault(label, []).append((r.eps * 255.0, r.accuracy * scale))
     suite = sorted((w.eps * 255.0, w.accuracy * scale) for w in ev.worst_case if w.eps is not None)
+    path = folder / PLOT_FILE
     if not groups and not suite:
+        path.unlink(missing_ok=True)  # a plot of earlier results must not outlive them
         return None
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
@@ -1126,7 +1149,6 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = folder / PLOT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.tmp.png')
     fig.savefig(tmp, format='png', metadata={'Software': None})
@@ -1174,6 +1196,15 @@ def _check_release(folder: Path, repo_id: Optional[str]) -> List[str]:
         raise HubError(f'the card names repo {card.data.model_name!r}, not {repo_id!r}; re-render it for this repo: '
                        f'python -m timm_mmc.hub card {folder} --repo-id {repo_id}')
     return files
+
+
+def _card_repo(folder: Path) -> str:
+    from huggingface_hub import ModelCard
+
+    repo_id = ModelCard.load(folder / CARD_FILE).data.model_name
+    if not repo_id:
+        raise HubError(f'{str(folder / CARD_FILE)!r} names no repo; pass --repo-id ORG/NAME.')
+    return repo_id
 
 
 def _token_source() -> str:
@@ -1353,7 +1384,6 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser('card', help='re-render README.md (and the plot) of a release folder from its files')
     c.add_argument('folder')
     c.add_argument('--repo-id', default=None, help='Hub repo the card names (default: keep the current one)')
-    c.add_argument('--no-plot', action='store_true')
     k = sub.add_parser('cache', help='install a release folder into the local HF cache (offline use)')
     k.add_argument('folder')
     k.add_argument('--repo-id', default=None, help='default: the repo the card names')
@@ -1376,15 +1406,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             folder = Path(args.folder)
             if not (folder / CONFIG_FILE).is_file():
                 raise HubError(f'{str(folder)!r} is not a release folder (no config.json); run export first.')
-            if not args.no_plot:
-                write_plot(folder)
+            write_plot(folder)
             path = write_card(folder, repo_id=args.repo_id)
             print(f'wrote {path}')
         elif args.cmd == 'cache':
-            from huggingface_hub import ModelCard
-            repo_id = args.repo_id
-            if repo_id is None:
-                repo_id = ModelCard.load(Path(args.folder) / CARD_FILE).data.model_name
+            _check_release(Path(args.folder), None)
+            repo_id = args.repo_id or _card_repo(Path(args.folder))
             snap = build_hf_cache(args.folder, repo_id, args.cache_dir)
             print(f'cached {repo_id} at {snap}')
     except (HubError, ModelLoadError) as e:
