@@ -167,7 +167,7 @@ def render_markdown(rep: EvalReport) -> str:
     if aa:
         out += ['## AutoAttack', '']
         out += _table(['attack', 'eps', 'n', 'attacked', 'accuracy', 'logit scale', 'max clean margin', 'time s'],
-                      [[k, _num(v['eps'] * 255, 1), str(v['n']), str(v['n_attacked']), _pct(v['accuracy']),
+                      [[k, f"{v['eps'] * 255:.3g}", str(v['n']), str(v['n_attacked']), _pct(v['accuracy']),
                         _num(v.get('logit_scale'), 4), _num(v.get('max_clean_margin'), 1), f'{v["time_s"]:.0f}']
                        for k, v in aa.items()])
         out += ['', 'AutoAttack sees the logits times the scale (same predictions and DLR; cross-entropy no longer '

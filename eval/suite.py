@@ -485,14 +485,14 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
         ``diagnostics`` and ``warnings``.
     """
     n = rec.clean.numel()
-    clean_acc = rec.clean.float().mean().item() if n else math.nan
+    clean_acc = rec.clean.double().mean().item() if n else math.nan
     results: Dict[str, Dict[str, Any]] = {}
     warns: List[str] = list(rec.warnings)
     for spec in specs:
         a = rec.attacks[spec.name]
         sl = a['in_slice']
         n_sl = int(sl.sum())
-        clean_sl = (rec.clean & sl).float().sum().item() / max(n_sl, 1)
+        clean_sl = (rec.clean & sl).double().sum().item() / max(n_sl, 1)
         r: Dict[str, Any] = dict(spec.to_dict(), n=n_sl, n_attacked=int(a['attacked'].sum()),
                                  clean_accuracy=clean_sl, time_s=rec.times.get(spec.name, 0.0))
         if spec.family == AttackFamily.CW:
@@ -503,9 +503,9 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
                      l2_mean=l2.mean().item() if l2.numel() else math.nan,
                      l2_median=l2.median().item() if l2.numel() else math.nan,
                      l2_paper=(l2.sum().item() / n_sl) if n_sl else math.nan,
-                     accuracy=(a['robust'] & sl).float().sum().item() / max(n_sl, 1))
+                     accuracy=(a['robust'] & sl).double().sum().item() / max(n_sl, 1))
         else:
-            acc = (a['robust'] & sl).float().sum().item() / max(n_sl, 1)
+            acc = (a['robust'] & sl).double().sum().item() / max(n_sl, 1)
             r['accuracy'] = acc
             if spec.threat == ThreatModel.LINF and acc > clean_sl + 1e-12:
                 raise RuntimeError(f'{spec.name}: robust accuracy {acc:.4f} exceeds clean accuracy {clean_sl:.4f}.')
@@ -526,7 +526,7 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
     col_out = {}
     for k, c in columns.items():
         sl = c['in_slice']
-        col_out[k] = dict(accuracy=(c['robust'] & sl).float().sum().item() / max(int(sl.sum()), 1), n=int(sl.sum()),
+        col_out[k] = dict(accuracy=(c['robust'] & sl).double().sum().item() / max(int(sl.sum()), 1), n=int(sl.sum()),
                           attacks=c['attacks'], eps=c['eps'], targeted=c['targeted'], family=c['family'])
     # the per-sample worst case over every Linf attack with eps <= each eps
     linf = [s for s in specs if s.threat == ThreatModel.LINF and s.eps is not None]
@@ -541,7 +541,7 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
                 robust &= a['robust'] | ~a['in_slice']
                 names.append(s.name)
         robust_at[eps] = robust
-        worst[_e(eps)] = dict(eps=eps, accuracy=robust.float().mean().item() if n else math.nan, n=n, attacks=names)
+        worst[_e(eps)] = dict(eps=eps, accuracy=robust.double().mean().item() if n else math.nan, n=n, attacks=names)
     diags = _diagnostics(rec, specs, results, col_out, robust_at)
     warns.extend(diags.pop('warnings'))
     return dict(n=n, clean_accuracy=clean_acc, attacks=results, columns=col_out, worst_case=worst,
@@ -552,7 +552,7 @@ def _diagnostics(rec: Records, specs, results, columns, robust_at) -> Dict[str, 
     warns: List[str] = []
     out: Dict[str, Any] = {}
     n_clean = int(rec.clean.sum())
-    zg = {obj: (f & rec.clean).float().sum().item() / max(n_clean, 1) for obj, f in rec.zero_grad.items()}
+    zg = {obj: (f & rec.clean).double().sum().item() / max(n_clean, 1) for obj, f in rec.zero_grad.items()}
     out['zero_input_gradient_fraction'] = zg
     used = {s.config.get('objective') for s in specs if s.family == AttackFamily.PGD}
     for obj, frac in zg.items():
@@ -610,7 +610,7 @@ def _diagnostics(rec: Records, specs, results, columns, robust_at) -> Dict[str, 
     # the suite's worst case must fall with eps too
     keys = sorted(robust_at)
     for lo, hi in zip(keys, keys[1:]):
-        a_lo, a_hi = robust_at[lo].float().mean().item(), robust_at[hi].float().mean().item()
+        a_lo, a_hi = robust_at[lo].double().mean().item(), robust_at[hi].double().mean().item()
         if a_hi >= a_lo - 1e-12 and robust_at[lo].sum() >= min_left:
             warns.append(f'gradient masking?: the worst case does not fall from eps {_e(lo)}/255 ({a_lo:.2%}) to '
                          f'{_e(hi)}/255 ({a_hi:.2%}).')

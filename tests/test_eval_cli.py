@@ -1,0 +1,181 @@
+"""The ``python -m eval.robustness`` command line: bad input fails clearly, a tiny run writes a trustworthy report."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eval.robustness import main
+from eval.suite import Records, merge_records
+
+CIFAR10 = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / 'shared/data/cifar10'
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A seeded resnet20_mmc checkpoint and a 24-image data set (Hub parquet layout) labelled by its predictions,
+    so the clean accuracy is 100% and every attack has work to do."""
+    import datasets
+    import PIL.Image
+    import timm
+    from safetensors.torch import save_file
+
+    import timm_mmc  # noqa: F401
+
+    root = tmp_path_factory.mktemp('tiny')
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_mmc').eval()
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():  # an untrained net maps every image to one class: whiten its features into the head
+        f = model.forward_features(x).mean((2, 3))
+        w = torch.randn(256, f.shape[1]) / f.shape[1] ** 0.5 * 3 / (f.std(0) + 1e-6)
+        model.head.fc1.weight.copy_(w)
+        model.head.fc1.bias.copy_(-w @ f.mean(0))
+    ckpt = root / 'resnet20_mmc.safetensors'
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    other = timm.create_model('resnet20_sce')
+    bad_ckpt = root / 'sce.safetensors'
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(bad_ckpt))
+    with torch.no_grad():
+        pred = model(x).argmax(1).tolist()
+    ds = datasets.Dataset.from_dict(
+        {'img': [PIL.Image.fromarray(a) for a in imgs], 'label': pred},
+        features=datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(names=CIFAR10)}))
+    data = root / 'data'
+    (data / 'plain_text').mkdir(parents=True)
+    ds.to_parquet(str(data / 'plain_text' / 'test-00000-of-00001.parquet'))
+    return dict(root=root, ckpt=ckpt, bad_ckpt=bad_ckpt, data=data)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('TIMM_MMC_CACHE', str(tmp_path / 'cache'))
+
+
+def _base(tiny, out, *extra):
+    return ['--model', 'resnet20_mmc', '--checkpoint', str(tiny['ckpt']), '--dataset', str(tiny['data']),
+            '--out', str(out), '--no-progress', '--batch-size', '12', *extra]
+
+
+def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
+    out = tmp_path / 'out'
+    cases = [
+        (['--model', 'resnet7_nonsense', '--dataset', str(tiny['data']), '--out', str(out)], 1, 'unknown model'),
+        (['--model', 'resnet20_mmc', '--checkpoint', str(tiny['bad_ckpt']), '--dataset', str(tiny['data']),
+          '--out', str(out)], 1, 'does not fit'),
+        (['--model', 'resnet20_mmc', '--checkpoint', str(tiny['root'] / 'missing.safetensors'), '--dataset',
+          str(tiny['data']), '--out', str(out)], 1, 'does not exist'),
+        (_base(tiny, out)[:4] + ['--dataset', str(tiny['root'] / 'no_such_data'), '--out', str(out)], 1,
+         'does not exist'),
+        (_base(tiny, out, '--n-examples', '25'), 1, 'asked for 25'),
+    ]
+    for argv, code, text in cases:
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err
+        assert text in err, (text, err)
+    for argv, text in [(_base(tiny, out, '--eps', '0'), 'outside (0, 1]'),
+                       (_base(tiny, out, '--eps', '8'), 'outside (0, 1]'),
+                       (_base(tiny, out, '--aa-eps=-1/255'), 'outside (0, 1]'),
+                       (_base(tiny, out, '--attacks', 'pgd', 'deepfool'), "unknown attack 'deepfool'"),
+                       (_base(tiny, out, '--suite', 'everything'), 'invalid choice'),
+                       (_base(tiny, out, '--objectives', 'hinge'), "unknown objective 'hinge'")]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert text in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written
+
+
+def test_module_entry_point_exit_status(tiny, tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'eval.robustness', '--model', 'not_a_model', '--dataset',
+                        str(tiny['data']), '--out', str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and 'unknown model' in r.stderr
+
+
+def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
+    out = tmp_path / 'res'
+    argv = _base(tiny, out, '--suite', 'full', '--n-examples', '12', '--pgd-steps', '2', '3', '--cw-n', '4',
+                 '--eps', '0.1/255', '0.25/255', '--pgd-alpha', '0.05/255', '--aa-eps', '0.25/255',
+                 '--cw-binary-steps', '2', '--cw-max-iter', '10', '--spsa-n', '4', '--spsa-samples', '8',
+                 '--aa-n-iter', '3', '--aa-target-classes', '1', '--transfer-from', 'resnet20_sce',
+                 '--name', 'tiny')
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert 'ROBUST ACCURACY UNDER THE SUITE at eps 0.25/255' in printed and 'device cpu' in printed
+    rep = json.loads((out / 'tiny.json').read_text())
+    assert (out / 'tiny.md').is_file() and (out / 'tiny.png').stat().st_size > 1000
+    assert not list(out.glob('*.tmp*'))
+    assert rep['version'] == '1.0' and rep['n'] == 12 and rep['indices'] == list(range(12))
+    assert rep['clean_accuracy'] == 1.0 and rep['head'] == 'mm' and len(rep['checkpoint_sha256']) == 64
+    assert rep['versions']['torch'] and rep['device'] and rep['seed'] == 0 and rep['timings']['total_s'] > 0
+    fams = {a['family'] for a in rep['attacks'].values()}
+    assert fams == {'pgd', 'cw', 'spsa', 'noise', 'rotation', 'transfer', 'autoattack'}
+    # MM head: the adaptive objectives and the margin, each reported, columns take the worst case
+    assert {'pgd2-un-0.1-mm', 'pgd2-un-0.1-margin', 'pgd3-tar-0.25-mm'} <= set(rep['attacks'])
+    col = rep['columns']['PGD2 un 0.1']
+    assert col['accuracy'] <= min(rep['attacks'][a]['accuracy'] for a in col['attacks'])
+    for eps_key, wc in rep['worst_case'].items():
+        linf = [a for a in rep['attacks'].values() if a['threat'] == 'Linf' and a['eps'] <= wc['eps'] + 1e-9
+                and a['n'] == rep['n']]
+        assert wc['accuracy'] <= min(a['accuracy'] for a in linf) + 1e-9
+        assert wc['accuracy'] <= rep['clean_accuracy']
+    assert rep['worst_case']['0.25']['accuracy'] < rep['worst_case']['0.1']['accuracy'] < 1  # attacks do work
+    cw = rep['attacks']['cw-un']
+    assert cw['n'] == 4 and 0 <= cw['success_rate'] <= 1
+    assert rep['attacks']['spsa10-un-0.1']['n'] == 4
+    assert cw['success_rate'] > 0 and cw['l2_mean'] > 0
+    aa = rep['attacks']['autoattack-fast-0.25']
+    assert 0 < aa['logit_scale'] <= 1 and aa['config']['version'] == 'fast'
+    assert 'zero_input_gradient_fraction' in rep['diagnostics']
+    md = (out / 'tiny.md').read_text()
+    assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
+    assert 'paper figure' in md and 'Robust accuracy under the suite' in md
+
+
+def test_merge_records_orders_by_position():
+    def part(pos):
+        pos = torch.tensor(pos)
+        r = Records(pos, pos % 2 == 0)
+        r.attacks['a'] = dict(robust=pos % 3 == 0, in_slice=torch.ones_like(pos, dtype=torch.bool),
+                              attacked=torch.ones_like(pos, dtype=torch.bool))
+        r.zero_grad['ce'] = pos > 2
+        r.times['a'] = float(len(pos))
+        r.warnings.append('w')
+        return r
+
+    merged = merge_records([part([0, 2, 4]), part([1, 3])])
+    assert merged.positions.tolist() == [0, 1, 2, 3, 4]
+    assert merged.clean.tolist() == [True, False, True, False, True]
+    assert merged.attacks['a']['robust'].tolist() == [True, False, False, True, False]
+    assert merged.times['a'] == 3.0 and merged.warnings == ['w']
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason='real CIFAR-10 copy not present')
+def test_real_cifar_plumbing(tmp_path, capsys):
+    argv = ['--model', 'resnet20_sce', '--dataset', str(SHARED_CIFAR), '--n-examples', '32', '--suite', 'quick',
+            '--pgd-steps', '3', '--aa-n', '8', '--aa-n-iter', '3', '--out', str(tmp_path), '--no-progress',
+            '--batch-size', '32', '--name', 'real']
+    assert main(argv) == 0
+    rep = json.loads((tmp_path / 'real.json').read_text())
+    assert rep['n'] == 32 and 'cifar10' in rep['dataset_source'] and rep['head'] == 'linear'
+    assert set(rep['options']['objectives']) == {'ce', 'margin'}
+    assert rep['worst_case']['8']['accuracy'] <= rep['clean_accuracy']
