@@ -421,6 +421,19 @@ def test_push_dry_run_lists_files_offline_without_the_token(release, monkeypatch
     assert 'token: found' in out and FAKE_TOKEN not in out
 
 
+def test_push_refuses_a_card_that_does_not_match_its_results(release, tmp_path, capsys):
+    folder = tmp_path / 'edited'
+    shutil.copytree(release['out'], folder)
+    card = (folder / 'README.md').read_text()
+    (folder / 'README.md').write_text(card.replace('value: 0.265625', 'value: 0.665625', 1))  # a hand "fix"
+    assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
+    assert f'python -m timm_mmc.hub card {folder}' in capsys.readouterr().err
+    shutil.copyfile(release['out'] / 'README.md', folder / 'README.md')
+    (folder / 'model.pth').write_bytes(b'not uploaded')
+    assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
+    assert 'safetensors only' in capsys.readouterr().err
+
+
 def test_push_offline_or_unreachable_fails_clearly(release, monkeypatch, capsys):
     from huggingface_hub import constants
 

@@ -844,6 +844,18 @@ def _training_text(folder: Path, dataset: str) -> str:
     return '\n'.join(lines)
 
 
+def _subset_text(ev: EvalSummary) -> str:
+    """Which images were evaluated, from the JSON's ``n`` and ``indices``."""
+    idx = ev.raw.get('indices')
+    if not ev.n:
+        return f'the {ev.split} split'
+    if isinstance(idx, list) and idx and all(isinstance(i, int) for i in idx) and idx != list(range(len(idx))):
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            return f'{ev.n} images of the {ev.split} split (indices {idx[0]} to {idx[-1]})'
+        return f'{ev.n} images of the {ev.split} split (indices listed in results/eval.json)'
+    return f'the first {ev.n} images of the {ev.split} split'
+
+
 def _eval_tables(ev: EvalSummary, pgd_row: Optional[Dict[str, Any]], aa_row: Optional[Dict[str, Any]],
                  sources: Dict[str, Any], arch_caveat: Optional[str], caveat: str) -> Tuple[str, str]:
     """The card's evaluation tables (every number from ``ev``, the paper's labelled) and the notes under them."""
@@ -978,7 +990,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     pgd_row, aa_row, sources, arch_caveat = _paper_rows(dataset, arch, model_args, train_args)
 
     # what it does under attack, in one paragraph (numbers from the evaluation JSON only)
-    n_text = f'the first {ev.n} images of the {ev.split} split' if ev.n else f'the {ev.split} split'
+    n_text = _subset_text(ev)
     summary = (f'`{arch}` trained on {info["pretty"]} with a `{head}` head, released with its robustness '
                f'evaluation. On {n_text} it has **{ev.pct(ev.clean)}% clean accuracy**')
     suite = [w for w in ev.worst_case if w.eps is not None]
@@ -1192,10 +1204,29 @@ def _check_release(folder: Path, repo_id: Optional[str]) -> List[str]:
     if not card.data.eval_results:
         raise HubError(f'{str(folder / CARD_FILE)!r} has no evaluation results; re-render it with '
                        f'python -m timm_mmc.hub card {folder}.')
+    try:
+        _self_check(folder)
+    except HubError:
+        raise HubError(f'{str(folder / CARD_FILE)!r} does not carry exactly the numbers of {EVAL_FILE}; re-render '
+                       f'it: python -m timm_mmc.hub card {folder}') from None
+    _check_weights_load(folder)
     if repo_id is not None and card.data.model_name != repo_id:
         raise HubError(f'the card names repo {card.data.model_name!r}, not {repo_id!r}; re-render it for this repo: '
                        f'python -m timm_mmc.hub card {folder} --repo-id {repo_id}')
     return files
+
+
+def _check_weights_load(folder: Path) -> None:
+    """The folder must load as users will load it: ``timm.create_model('local-dir:...', pretrained=True)``."""
+    import timm
+
+    import timm_mmc  # noqa: F401  registers the models
+
+    try:
+        timm.create_model(f'local-dir:{folder}', pretrained=True)
+    except Exception as e:
+        raise HubError(f'{str(folder)!r} does not load with timm.create_model("local-dir:...", pretrained=True) '
+                       f'({type(e).__name__}: {e}); re-export it.') from None
 
 
 def _card_repo(folder: Path) -> str:
