@@ -306,6 +306,8 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     # every decimal in the evaluation section is an evaluation-JSON number or a labelled paper figure
     section = body.split('## Robustness evaluation')[1].split('## Usage')[0]
     assert _numbers(section) <= _json_numbers(release['data']), _numbers(section) - _json_numbers(release['data'])
+    percents = set(re.findall(r'(\d+(?:\.\d+)?)%', body))  # every percentage anywhere in the card, summary included
+    assert {'42.19', '7.81', '6.25'} <= percents <= _json_numbers(release['data'])
     assert '55.55' not in text  # summary.json's test_acc is not an evaluation result: never shown
     assert 'JPEG' in section and 'quality 75' in body and 'JPEG' in body.split('## What the model is')[0]
     assert '3.7% of the clean-correct points' in section  # the evaluation's own warnings are carried

@@ -1015,8 +1015,10 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     eval_intro = (f'Evaluated with `python -m eval.robustness` on {n_text} of {info["pretty"]} '
                   f'({"JPEG q75 re-encoded copy" if dataset == "cifar10" else "see the data caveat"}). Accuracies '
                   f'in %, read from `results/eval.json`' + (f' ({", ".join(meta)})' if meta else '') + '. '
-                  f'Each row is one column of the paper\'s tables: per image, the worst case over the attacks listed '
-                  f'(one per objective); eps in pixel units of images in [0, 1].')
+                  + ('Each row is one column of the paper\'s tables: per image, the worst case over the attacks of '
+                     'that column (one per objective, listed in the JSON). ' if any(r.attacks for r in ev.rows)
+                     else 'Each row is one attack. ')
+                  + 'eps in pixel units of images in [0, 1].')
 
     # usage
     kw = ''.join(f', {k}={v!r}' for k, v in (extra_args or {}).items())
@@ -1027,7 +1029,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     else:
         lines.append(f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()')
     local = repo_id.split('/')[-1]
-    lines.append(f'# or, from a local copy of this repo:')
+    lines.append('# or, from a local copy of this repo:')
     lines.append(f'# timm.create_model("local-dir:path/to/{local}", pretrained=True)')
     lines += ['x = torch.rand(8, 3, 32, 32)  # images in [0, 1], no normalisation',
               'with torch.no_grad():',
