@@ -337,6 +337,39 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     assert [r.metric_value for r in ModelCard.load(folder / 'README.md').data.eval_results] == [0.5123, 0.2001]
 
 
+def test_export_reads_what_eval_robustness_writes(release, tmp_path, monkeypatch):
+    """Contract with the eval package: its report of these weights exports, and the card carries its numbers."""
+    import datasets
+    import PIL.Image
+
+    from eval.robustness import main as eval_main
+
+    monkeypatch.setenv('TIMM_MMC_CACHE', str(tmp_path / 'cache'))
+    imgs = torch.randint(0, 256, (8, 32, 32, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with torch.no_grad():  # labels = the model's predictions: clean accuracy 100%, every attack has work to do
+        pred = release['model'](imgs.permute(0, 3, 1, 2).float() / 255).argmax(1).tolist()
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    ds = datasets.Dataset.from_dict(
+        {'img': [PIL.Image.fromarray(a.numpy()) for a in imgs], 'label': pred},
+        features=datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(names=names)}))
+    data = tmp_path / 'cifar10'
+    (data / 'plain_text').mkdir(parents=True)
+    ds.to_parquet(str(data / 'plain_text' / 'test-00000-of-00001.parquet'))
+    rc = eval_main(['--model', ARCH, '--checkpoint', str(release['run'] / 'model.safetensors'), '--dataset', str(data),
+                    '--n-examples', '8', '--suite', 'quick', '--attacks', 'pgd', '--out', str(tmp_path / 'results'),
+                    '--name', 'tiny', '--no-progress', '--batch-size', '8'])
+    assert rc == 0
+    report = json.loads((tmp_path / 'results' / 'tiny.json').read_text())
+    out = hub.export(release['run'], tmp_path / 'results' / 'tiny.json', tmp_path / 'cards' / 'x', plot=False,
+                     log=lambda s: None)
+    from huggingface_hub import ModelCard
+    results = ModelCard.load(out / 'README.md').data.eval_results
+    expected = [report['clean_accuracy']] + [c['accuracy'] for c in report['columns'].values()] + \
+        [w['accuracy'] for w in report['worst_case'].values()]
+    assert [r.metric_value for r in results] == expected and len(results) >= 3
+    assert all('steps=10' in r.metric_config for r in results[1:len(report['columns']) + 1])
+
+
 def test_paper_numbers_are_matched_and_labelled(release):
     args = dict(head='mmc', center_norm=10.0, center_kind='mm')
     pgd, aa, sources, caveat = hub._paper_rows('cifar10', 'resnet32v2_mmc', args, {'adv': 'none'})
