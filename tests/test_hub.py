@@ -503,6 +503,13 @@ def test_hf_cache_layout_matches_hf_hub_download(release, tmp_path):
     assert not os.path.isabs(os.readlink(weights))
     assert sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob('*') if p.is_file()) == \
         hub.release_files(release['out'])
+    from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+    info = scan_cache_dir(cache)  # huggingface_hub's own cache reader accepts the layout
+    assert not info.warnings and [r.repo_id for r in info.repos] == [REPO]
+    (rev,) = next(iter(info.repos)).revisions
+    assert rev.commit_hash == snapshot.name and rev.refs == {'main'} and rev.nb_files == len(hub.release_files(
+        release['out']))
+    assert try_to_load_from_cache(REPO, 'config.json', cache_dir=cache) == str(snapshot / 'config.json')
 
 
 def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
