@@ -469,6 +469,34 @@ def test_push_refuses_a_card_that_does_not_match_its_results(release, tmp_path, 
     assert 'safetensors only' in capsys.readouterr().err
 
 
+def test_push_calls_create_repo_and_upload_folder(release, monkeypatch, capsys):
+    """The real upload path, with the two Hub calls replaced by recorders (no network here)."""
+    from huggingface_hub import HfApi, constants
+
+    calls = {}
+
+    def create_repo(self, repo_id, **kw):
+        calls['create_repo'] = dict(kw, repo_id=repo_id, token=self.token)
+        return type('RepoUrl', (str,), {'repo_id': repo_id})(f'https://huggingface.co/{repo_id}')
+
+    def upload_folder(self, **kw):
+        calls['upload_folder'] = kw
+        return 'commit-info'
+
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_TOKEN', FAKE_TOKEN)
+    monkeypatch.setattr(HfApi, 'create_repo', create_repo)
+    monkeypatch.setattr(HfApi, 'upload_folder', upload_folder)
+    assert hub.push(release['out'], REPO, private=True) == 'commit-info'
+    assert calls['create_repo'] == dict(repo_id=REPO, private=True, exist_ok=True, repo_type='model',
+                                        token=FAKE_TOKEN)
+    up = calls['upload_folder']
+    assert up['repo_id'] == REPO and up['folder_path'] == str(release['out']) and up['repo_type'] == 'model'
+    assert up['allow_patterns'] == hub.release_files(release['out']) and up['delete_patterns'] == ['*']
+    captured = capsys.readouterr()
+    assert FAKE_TOKEN not in captured.out + captured.err and 'pushed 8 files' in captured.out
+
+
 def test_push_offline_or_unreachable_fails_clearly(release, monkeypatch, capsys):
     from huggingface_hub import constants
 

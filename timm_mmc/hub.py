@@ -622,6 +622,9 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if _eval_sha256(ev.raw) is None:
+        log('note: the evaluation JSON records no weights sha256, so it could not be checked against these weights; '
+            'evaluate with python -m eval.robustness (it records one) before publishing.')
     if extra_args:
         log(f'note: this model differs from the registered {arch}.{tag} defaults in {sorted(extra_args)}; '
             f'timm.create_model("{arch}.{tag}", pretrained=True) needs them as keyword arguments (the card says so), '
