@@ -557,7 +557,7 @@ def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
         assert constants.HF_HUB_OFFLINE
         res = {{'cached': hf_hub_download({REPO!r}, 'model.safetensors').startswith({str(cache)!r})}}
         outs = []
-        for spec in ['{ARCH}.{TAG}', 'hf-hub:{REPO}', 'local-dir:{release['out']}']:
+        for spec in ['{ARCH}', '{ARCH}.{TAG}', 'hf-hub:{REPO}', 'local-dir:{release['out']}']:  # no tag: default
             m = timm.create_model(spec, pretrained=True).eval()
             sd = m.state_dict()
             res[spec] = set(sd) == set(ref) and all(sd[k].equal(ref[k]) for k in ref)
@@ -582,7 +582,7 @@ def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
     proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.split('RESULT', 1)[1])
-    assert res == {'cached': True, f'{ARCH}.{TAG}': True, f'hf-hub:{REPO}': True,
+    assert res == {'cached': True, ARCH: True, f'{ARCH}.{TAG}': True, f'hf-hub:{REPO}': True,
                    f'local-dir:{release["out"]}': True, 'same_outputs': True,
                    'label_names': ['airplane', 'automobile'], 'five_classes': True, 'uncached_fails': True}
     with torch.no_grad():
