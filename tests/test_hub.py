@@ -68,7 +68,8 @@ def make_eval(sha=None):
         'model': 'local-dir:runs/mmc', 'dataset': '../shared/data/cifar10', 'split': 'test', 'n': N, 'suite': 'full',
         'seed': 0, 'version': '1.0', 'checkpoint': None, 'checkpoint_sha256': sha, 'pretrained': False,
         'head': 'mm', 'dataset_source': '../shared/data/cifar10:test [img, label] fingerprint 0123456789abcdef',
-        'indices': list(range(N)), 'options': {'eps': [8 / 255, 16 / 255], 'pgd_steps': [10, 50]},
+        'indices': list(range(N)), 'options': {'eps': [8 / 255, 16 / 255], 'pgd_steps': [10, 50],
+                                                'standalone': False},
         'clean_accuracy': 27 / 64,
         'attacks': {a['name']: a for a in attacks},
         'columns': {
@@ -311,6 +312,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     assert '55.55' not in text  # summary.json's test_acc is not an evaluation result: never shown
     assert 'JPEG' in section and 'quality 75' in body and 'JPEG' in body.split('## What the model is')[0]
     assert '3.7% of the clean-correct points' in section  # the evaluation's own warnings are carried
+    assert 'standalone = false' in section  # and how its figures compose
     assert 'import timm_mmc' in body and 'pip install timm-mmc' in body and '@inproceedings{pang2020' in body
     assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True)' in body
     assert '2 CPU cores' in body and '1 h 02 min' in body  # hardware and wall time from summary.json

@@ -303,7 +303,7 @@ def _row_label(r: EvalRow) -> str:
         parts.append('random corruption, not an attack')
     if r.steps is not None and r.family not in ('autoattack',):
         parts.append(f'{r.steps} steps')
-    if r.targeted is not None and r.family not in ('noise', 'rotation'):
+    if r.targeted is not None and r.family not in ('noise', 'rotation', 'autoattack'):
         parts.append('targeted' if r.targeted else 'untargeted')
     if r.eps is not None:
         parts.append(f'{r.threat or "Linf"} eps={fmt_eps(r.eps)}')
@@ -352,7 +352,7 @@ def eval_json_to_results(data: Dict[str, Any], dataset: Optional[str] = None) ->
                           metric_config='clean', **common)]
     for r in ev.rows:
         settings = [('eps', fmt_eps(r.eps) if r.eps is not None else None), ('steps', r.steps),
-                    ('targeted', r.targeted if r.family not in ('noise', 'rotation') else None),
+                    ('targeted', r.targeted if r.family not in ('noise', 'rotation', 'autoattack') else None),
                     ('version', r.version if r.family == 'autoattack' else None)]
         settings += sorted(r.config.items())
         cfg_str = r.name + ''.join(f', {k}={v}' for k, v in settings if v is not None)
@@ -875,7 +875,8 @@ def _eval_tables(ev: EvalSummary, pgd_row: Optional[Dict[str, Any]], aa_row: Opt
              f'| clean | - | - | - | - | - | {n_of(ev.n)} | {ev.pct(ev.clean)} | {paper_clean} |']
     for r in ev.rows:
         steps = r.steps if r.steps is not None else '-'
-        tgt = '-' if r.targeted is None or r.family in ('noise', 'rotation') else ('yes' if r.targeted else 'no')
+        tgt = '-' if r.targeted is None or r.family in ('noise', 'rotation', 'autoattack') else (
+            'yes' if r.targeted else 'no')
         name = r.name + (f' (AutoAttack {r.version})' if r.family == 'autoattack' and r.version else '')
         if r.config:
             name += ' (' + ', '.join(f'{k} {v}' for k, v in sorted(r.config.items())) + ')'
@@ -935,6 +936,12 @@ def _eval_tables(ev: EvalSummary, pgd_row: Optional[Dict[str, Any]], aa_row: Opt
                          f'(APGD-CE, APGD-T, FAB-T, Square); a standard run can only lower the figure.')
         elif pkg:
             notes.append(f'{r.name}: AutoAttack version "{r.version}"{pkg}.')
+    options = ev.raw.get('options') if isinstance(ev.raw.get('options'), dict) else {}
+    if options.get('standalone') is False:
+        notes.append('The evaluation ran cheapest first (option standalone = false): an attack skips points that a '
+                     'smaller budget of the same attack already broke, and AutoAttack runs only on points that '
+                     'survived every cheaper Linf attack at its eps, so each figure is the accuracy under that '
+                     'composite attack (never higher than the attack alone would give).')
     for w in ev.warnings:
         notes.append(f'Evaluation warning (from the JSON): {_md(w)}')
     return '\n'.join(lines), '\n'.join(f'- {n}' for n in notes)
