@@ -45,8 +45,8 @@ class CWL2:
         lr: Adam learning rate.
         initial_const: Starting ``c``.
         confidence: Required logit margin ``kappa``.
-        abort_early: Stop a binary-search step when the loss has not fallen by 0.01% over ``max_iter // 10``
-            iterations.
+        abort_early: Stop a sample's binary-search step when its loss has not fallen by 0.01% over
+            ``max_iter // 10`` iterations (per sample; the samples are independent, so this only saves time).
         seed: Seed of the random targets.
     """
 
@@ -97,31 +97,45 @@ class CWL2:
         self.iterations_run = 0
         check_every = max(1, self.max_iter // 10)
         for _ in range(self.binary_steps):
-            modifier = torch.zeros_like(x, requires_grad=True)
-            opt = torch.optim.Adam([modifier], lr=self.lr)
+            modifier = torch.zeros_like(x)
+            adam_m = torch.zeros_like(x)  # Adam moments, per element (so per sample: rows never interact)
+            adam_v = torch.zeros_like(x)
             step_success = torch.zeros(n, dtype=torch.bool, device=x.device)
-            prev = math.inf
+            prev = torch.full((n,), math.inf, device=x.device)
+            active = torch.arange(n, device=x.device)  # samples still optimising in this binary step
             for it in range(self.max_iter):
-                x_new = (torch.tanh(w0 + modifier) + 1) / 2
+                if active.numel() == 0:
+                    break
+                mod_a = modifier[active].requires_grad_(True)
+                x_new = (torch.tanh(w0[active] + mod_a) + 1) / 2
                 logits = self.model(x_new).float()
-                dist_sq = (x_new - x).pow(2).sum(dims)
-                loss = dist_sq + const * self._hinge(logits, y, target)
-                (grad,) = torch.autograd.grad(loss.sum(), modifier)
+                dist_sq = (x_new - x[active]).pow(2).sum(dims)
+                ya = y[active]
+                ta = None if target is None else target[active]
+                loss = dist_sq + const[active] * self._hinge(logits, ya, ta)
+                (grad,) = torch.autograd.grad(loss.sum(), mod_a)
                 self.iterations_run += 1
                 with torch.no_grad():
-                    fooled = self._success(logits, y, target)
+                    fooled = self._success(logits, ya, ta)
                     l2 = dist_sq.sqrt()
-                    better = fooled & (l2 < best_l2)
-                    best_l2 = torch.where(better, l2, best_l2)
-                    best_adv[better] = x_new.detach()[better]
-                    step_success |= fooled
-                modifier.grad = grad
-                opt.step()
+                    better = fooled & (l2 < best_l2[active])
+                    idx = active[better]
+                    best_l2[idx] = l2[better]
+                    best_adv[idx] = x_new.detach()[better]
+                    step_success[active[fooled]] = True
+                    t = it + 1  # Adam (Kingma & Ba) on the active rows only; the others stay where they stopped
+                    m_a = 0.9 * adam_m[active] + 0.1 * grad
+                    v_a = 0.999 * adam_v[active] + 0.001 * grad * grad
+                    adam_m[active], adam_v[active] = m_a, v_a
+                    step = self.lr * (m_a / (1 - 0.9 ** t)) / ((v_a / (1 - 0.999 ** t)).sqrt() + 1e-8)
+                    modifier[active] = mod_a.detach() - step
                 if self.abort_early and (it + 1) % check_every == 0:
-                    total = loss.sum().item()
-                    if total > prev * 0.9999:
-                        break
-                    prev = total
+                    # per sample: stop when the loss has not fallen by 0.01% over the last max_iter // 10 steps
+                    with torch.no_grad():
+                        cur = loss.detach()
+                        stalled = cur > prev[active] * 0.9999
+                        prev[active] = cur
+                        active = active[~stalled]
             with torch.no_grad():  # binary search on c, per sample
                 upper = torch.where(step_success, torch.minimum(upper, const), upper)
                 lower = torch.where(step_success, lower, torch.maximum(lower, const))

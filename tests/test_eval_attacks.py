@@ -115,23 +115,23 @@ def test_cw_minimal_l2_on_linear_binary_classifier():
     torch.manual_seed(0)
     d = 3 * 4 * 4
     w = torch.randn(d)
-    x = 0.5 + 0.05 * (torch.rand(12, 3, 4, 4) - 0.5)
-    s0 = x.flatten(1) @ w
-    dist = torch.linspace(0.05, 0.3, 12)  # wanted distance to the boundary, in L2
-    y = (torch.arange(12) % 2)
-    b = torch.where(y == 1, dist * w.norm(), -dist * w.norm()) - s0  # per-sample bias: w.x + b = +-dist ||w||
-    exact = (s0 + b).abs() / w.norm()
-
-    class PerSample(nn.Module):
-        def forward(self, xx):  # the batch is always the 12 points, in order
-            s = xx.flatten(1) @ w + b
-            return torch.stack([torch.zeros_like(s), s], 1)
-
-    res = CWL2(PerSample(), binary_steps=9, max_iter=1000, lr=5e-3, initial_const=0.01).perturb(x, y)
+    b = -0.5 * w.sum().item()  # score 0 at the grey image
+    y = torch.arange(12) % 2
+    dist = torch.linspace(0.05, 0.3, 12)  # wanted L2 distance to the boundary w.x + b = 0
+    base = 0.5 + 0.05 * (torch.rand(12, d) - 0.5)
+    want = torch.where(y == 1, dist, -dist) * w.norm()  # w.x + b, signed: class 1 iff > 0
+    x = base + ((want - (base @ w + b)) / w.norm() ** 2)[:, None] * w[None]
+    assert x.min() > 0 and x.max() < 1  # the projection onto the boundary stays inside the box
+    x = x.view(12, 3, 4, 4)
+    model = Linear2(w, b)
+    exact = (x.flatten(1) @ w + b).abs() / w.norm()
+    assert torch.allclose(exact, dist, atol=1e-5)
+    assert torch.equal(model(x).argmax(1), y)
+    res = CWL2(model, binary_steps=9, max_iter=1000, lr=5e-3, initial_const=0.01).perturb(x, y)
     assert res.success.all()
     assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
     measured = (res.x_adv - x).flatten(1).norm(dim=1)
-    assert torch.allclose(measured, res.l2)
+    assert torch.allclose(measured, res.l2, atol=1e-6)
     rel = res.l2 / exact
     assert (rel >= 1 - 1e-3).all() and (rel <= 1.05).all(), rel
 
