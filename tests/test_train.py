@@ -110,9 +110,12 @@ def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
 
 
 def test_torchrun_two_processes_match_one(synth, tmp_path):
-    args = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--epochs', '1',
-            '--batch-size', '32', '--feature-dim', '16', '--robust-every', '0', '--no-progress', '--threads', '1',
-            '--lr', '0.05']
+    # two steps of a stable objective. Float rounding alone moves the weights by up to ~4e-5 here (measured: the
+    # same single-process run with 1 vs 2 threads), hence the tolerance; per-shard batch norm or a mis-sliced
+    # batch is off by orders of magnitude more
+    args = ['--model', 'resnet20_sce', '--dataset', synth, '--precision', 'fp32', '--epochs', '1',
+            '--batch-size', '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0',
+            '--no-progress', '--threads', '1', '--lr', '0.01', '--schedule', 'cosine']
     _run([*args, '--output', str(tmp_path / 'one')])
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
@@ -124,7 +127,7 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
     a, b = load_file(str(tmp_path / 'one' / 'model.safetensors')), load_file(str(tmp_path / 'two' / 'model.safetensors'))
     for k in a:
         if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], atol=2e-4, rtol=2e-3, msg=k)
+            torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3, msg=k)
         else:
             assert torch.equal(a[k], b[k]), k
 

@@ -162,8 +162,8 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
 
 
-def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: Optional[torch.Generator] = None,
+                  offset: int = 0, total: Optional[int] = None) -> torch.Tensor:
     """Random ``pad``-pixel reflect-pad crop and horizontal flip of a float batch, on the batch's device.
 
     Args:
@@ -171,19 +171,23 @@ def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True,
         pad: Padding of the random crop (4 for CIFAR).
         flip: Random horizontal flip with probability 1/2.
         generator: CPU generator for reproducible draws.
+        offset: Index of ``x[0]`` within the global batch (distributed training: each process augments its slice
+            with the draws a single process would have made for those images).
+        total: Size of the global batch (default ``N``).
     """
     n, _, h, w = x.shape
+    total = n if total is None else total
+    shifts = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, offset:offset + n]
+    flips = (torch.rand(total, generator=generator) < 0.5)[offset:offset + n]
     if pad > 0:
         xp = F.pad(x, (pad, pad, pad, pad), mode='reflect')
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dy, dx = shifts
         rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (N, H)
         cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (N, W)
         idx_n = torch.arange(n, device=x.device)[:, None, None]
         x = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if flip:
-        do = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-        x = torch.where(do[:, None, None, None], x.flip(3), x)
+        x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
     return x.contiguous()
 
 

@@ -227,7 +227,7 @@ class Trainer:
             with open(out / 'args.yaml') as f:
                 old = yaml.safe_load(f) or {}
             for key in ('model', 'dataset', 'loss', 'feature_dim', 'center_norm', 'batch_size', 'epochs', 'adv'):
-                if key in old and old[key] != getattr(cfg, key):
+                if key in old and getattr(cfg, key) is not None and old[key] != getattr(cfg, key):
                     raise TrainError(f'cannot resume {str(out)!r}: it was trained with {key}={old[key]!r}, this '
                                      f'command asks for {key}={getattr(cfg, key)!r}. Use the same options, or '
                                      f'--overwrite to start over.')
@@ -265,8 +265,8 @@ class Trainer:
         idx = perm[lo:lo + self.local_batch]
         x = self.train_set.images[idx].to(self.device, non_blocking=True).float().div_(255)
         y = self.train_set.labels[idx].to(self.device, non_blocking=True)
-        gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, 1 + self.rank))
-        return augment_batch(x, generator=gen), y
+        gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, 1))  # same draws on every process
+        return augment_batch(x, generator=gen, offset=self.rank * self.local_batch, total=cfg.batch_size), y
 
     def adversarial(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         """Replace the first ``adv_ratio`` share of the batch by adversarial examples of the head's objective."""
