@@ -166,3 +166,15 @@ def test_create_mmc_model_on_own_family_and_errors():
         timm_mmc.create_mmc_model('no_such_net')
     with pytest.raises(ValueError, match='num_classes'):
         timm_mmc.create_mmc_model('resnet18', num_classes=1)
+
+
+@pytest.mark.parametrize('name', ['resnet20_sce', 'resnet20_mmc', 'resnet20_mmlda', 'resnet20_lgm'])
+def test_pretrained_with_another_class_count(name, tmp_path):
+    src = timm.create_model(name, feature_dim=16)
+    path = tmp_path / 'w.safetensors'
+    save_file(src.state_dict(), str(path))
+    m = timm.create_model(name, pretrained=True, num_classes=5, feature_dim=16,
+                          pretrained_cfg_overlay=dict(file=str(path)))
+    assert m(_x()).shape == (2, 5)
+    assert torch.equal(m.stem[0].weight, src.stem[0].weight)  # the backbone came from the file
+    assert torch.equal(m.head.fc1.weight, src.head.fc1.weight)

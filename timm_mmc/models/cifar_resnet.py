@@ -226,8 +226,18 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def _filter_fn(state_dict: Dict[str, torch.Tensor], model: CifarResNet) -> Dict[str, torch.Tensor]:
+    """Drop class-sized head tensors (linear weights, L-GM means) that do not fit a model with another class count.
+
+    MM centers are never in a checkpoint; timm itself drops ``classifier.weight`` / ``.bias`` on a class mismatch.
+    """
+    own = model.state_dict()
+    return {k: v for k, v in state_dict.items()
+            if not (k.startswith('head.classifier.') and k in own and own[k].shape != v.shape)}
+
+
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+    return build_model_with_cfg(CifarResNet, variant, pretrained, pretrained_filter_fn=_filter_fn, **kwargs)
 
 
 CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
