@@ -7,6 +7,7 @@ Examples::
     python -m eval.robustness --model resnet32_mmc --checkpoint runs/mmc/model.safetensors \\
         --dataset ../shared/data/cifar10 --suite autoattack --aa-version standard --n-examples 200
     accelerate launch -m eval.robustness ...   # examples sharded over processes, results gathered
+    torchrun --nproc_per_node 2 -m eval.robustness ...   # the same on a CPU-only machine
 
 Suites (Linf; eps in /255 units in names; every seed fixed and recorded):
 
@@ -193,12 +194,15 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
-    state = None
-    if distributed:
-        from accelerate import PartialState
-        state = PartialState()
-        rank, world = state.process_index, state.num_processes
-        device = torch.device(args.device) if args.device else state.device
+    if distributed:  # accelerate launch / torchrun: one shard of the examples per process
+        import torch.distributed as dist
+        use_cuda = torch.cuda.is_available() and (args.device or 'cuda').startswith('cuda')
+        if not dist.is_initialized():
+            dist.init_process_group('nccl' if use_cuda else 'gloo')
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get('LOCAL_RANK', '0'))
+        device = torch.device(args.device if args.device and not use_cuda else (f'cuda:{local}' if use_cuda
+                                                                                   else 'cpu'))
     else:
         rank, world = 0, 1
         device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -285,9 +289,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     progress=main_proc and not args.no_progress,
                     diagnostic_objectives=('ce', 'mm', 'margin') if mm else ('ce', 'margin'))
     if distributed:
-        from accelerate.utils import gather_object
-        rec = _to_cpu(rec)
-        parts = gather_object([rec])
+        import torch.distributed as dist
+        parts = [None] * world
+        dist.all_gather_object(parts, _to_cpu(rec))
         if not main_proc:
             return 0
         rec = merge_records(parts)
@@ -346,6 +350,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return evaluate(args, argv)
     except EvalError as e:
         print(f'error: {e}', file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
+        print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
         return 1
 
 

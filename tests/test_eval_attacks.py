@@ -258,3 +258,50 @@ def test_autoattack_bad_arguments():
         run_autoattack(model, x, y, 0.03, version='plus2')
     with pytest.raises(ValueError, match='custom'):
         run_autoattack(model, x, y, 0.03, version='standard', attacks=['apgd-ce'])
+
+
+class Quantised(nn.Module):
+    """A linear classifier behind input quantisation: zero gradients everywhere (gradient masking by design)."""
+
+    def __init__(self, levels: int = 20) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.lin = nn.Linear(48, 10)
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.round(x * self.levels).flatten(1) / self.levels)
+
+
+def test_diagnostics_catch_gradient_masking():
+    model = Quantised().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(40, 3, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    opts = SuiteOptions(eps=(16 / 255, 32 / 255), pgd_steps=(5,), objectives=('ce', 'margin'), spsa_n=40,
+                        spsa_samples=32, spsa_steps=10, spsa_lr=0.02, batch_size=40)
+    from eval.threat import AttackFamily
+    specs = build_suite('paper', opts, families=[AttackFamily.PGD, AttackFamily.SPSA])
+    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(40), 10, progress=False,
+                    diagnostic_objectives=('ce', 'margin'))
+    out = summarise(rec, specs)
+    assert out['diagnostics']['zero_input_gradient_fraction']['margin'] == 1.0
+    beat = out['diagnostics']['blackbox_beats_whitebox']
+    assert sum(beat.values()) > 0, out['attacks']
+    assert any('no model gradients' in w for w in out['warnings'])
+    assert out['worst_case']['16']['accuracy'] <= out['columns']['SPSA10 un 16']['accuracy']
+
+
+def test_runtime_check_rejects_out_of_ball_examples(monkeypatch):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
+    x = torch.rand(8, 3, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    monkeypatch.setattr(PGD, 'perturb', lambda self, xb, yb, t=None: (xb + 2 * self.eps).clamp(0, 1))
+    opts = SuiteOptions(eps=(8 / 255,), pgd_steps=(2,), objectives=('margin',), batch_size=8)
+    specs = build_suite('quick', opts)
+    specs = [s for s in specs if s.family.value == 'pgd']
+    with pytest.raises(RuntimeError, match='eps-ball'):
+        run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(8), 10, progress=False)
