@@ -1,0 +1,109 @@
+"""Data loading (column detection, decode cache, augmentation) and safe weight loading."""
+import pickle
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from timm_mmc.data import DataError, augment_batch, load_split, write_synthetic_dataset
+from timm_mmc.io import ModelLoadError, UnsafeCheckpointError, load_model, load_state_dict_safe
+
+
+@pytest.fixture(scope='module')
+def ds(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp('d') / 'ds', n_train=16, n_test=8, num_classes=3)
+
+
+def test_load_split_detects_columns_and_caches(ds, tmp_path):
+    a = load_split(str(ds), 'train', cache_dir=tmp_path)
+    assert a.images.shape == (16, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert a.class_names == ['c0', 'c1', 'c2'] and a.labels.dtype == torch.long
+    assert len(list(tmp_path.glob('*.npy'))) == 2
+    b = load_split(str(ds), 'train', cache_dir=tmp_path)  # from the cache
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert torch.equal(load_split(str(ds), 'train', limit=5, cache_dir=tmp_path).labels, a.labels[:5])
+
+
+def test_load_split_errors(ds, tmp_path):
+    with pytest.raises(DataError, match='does not exist'):
+        load_split(str(tmp_path / 'nope'), 'train')
+    with pytest.raises(DataError, match='split'):
+        load_split(str(ds), 'validation')
+    with pytest.raises(DataError, match='image column'):
+        load_split(str(ds), 'train', image_column='pixels')
+    with pytest.raises(DataError, match='has 8'):
+        load_split(str(ds), 'test', limit=9)
+
+
+@pytest.mark.slow
+def test_real_cifar10_matches_hub_layout(cifar10_path):
+    s = load_split(cifar10_path, 'test', limit=64)
+    assert s.images.shape == (64, 3, 32, 32) and s.num_classes == 10 and s.class_names[0] == 'airplane'
+
+
+def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 32, 32)
+    out = augment_batch(x, generator=torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode='reflect')
+    for i in range(8):
+        found = any(torch.equal(out[i], cand[:, dy:dy + 32, dx:dx + 32])
+                    for cand in (padded[i], padded[i].flip(2)) for dy in range(9) for dx in range(9))
+        flipped = any(torch.equal(out[i].flip(2), padded[i][:, dy:dy + 32, dx:dx + 32])
+                      for dy in range(9) for dx in range(9))
+        assert found or flipped
+
+
+def test_augment_slices_of_a_global_batch_match_the_whole():
+    x = torch.rand(8, 3, 32, 32)
+    whole = augment_batch(x, generator=torch.Generator().manual_seed(1))
+    halves = [augment_batch(x[i * 4:(i + 1) * 4], generator=torch.Generator().manual_seed(1), offset=i * 4, total=8)
+              for i in range(2)]
+    assert torch.equal(torch.cat(halves), whole)
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_unsafe_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / 'pwned'
+    bad = tmp_path / 'bad.pth'
+    with open(bad, 'wb') as f:
+        pickle.dump({'w': _Payload(str(marker))}, f)
+    with pytest.raises(UnsafeCheckpointError, match='refused'):
+        load_state_dict_safe(bad)
+    assert not marker.exists()
+    with open(bad, 'rb') as f:  # control: the payload is real, a plain unpickle runs it
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_weights_only_pth_and_safetensors_load(tmp_path):
+    sd = {'a': torch.ones(2), 'b': torch.zeros(3)}
+    torch.save({'state_dict': sd}, tmp_path / 'w.pth')
+    save_file(sd, str(tmp_path / 'w.safetensors'))
+    for f in ('w.pth', 'w.safetensors'):
+        out = load_state_dict_safe(tmp_path / f)
+        assert out.keys() == sd.keys() and all(torch.equal(out[k], sd[k]) for k in sd)
+
+
+def test_load_model_resolves_and_checks(tmp_path):
+    m = timm.create_model('resnet20_mmc', feature_dim=8)
+    from timm.models import save_for_hf
+    save_for_hf(m, tmp_path / 'exp', model_args=m.model_args(), safe_serialization=True)
+    ck = tmp_path / 'exp' / 'model.safetensors'
+    x = torch.rand(2, 3, 32, 32)
+    for loaded in (load_model('resnet20_mmc', checkpoint=ck), load_model(f'local-dir:{tmp_path / "exp"}')):
+        assert torch.equal(loaded.eval()(x), m.eval()(x))
+    with pytest.raises(ModelLoadError, match='unknown model'):
+        load_model('resnet21_mmc')
+    with pytest.raises(ModelLoadError, match='resnet20_mmc'):  # config.json beside it names the architecture
+        load_model('resnet32_mmc', checkpoint=ck)
+    with pytest.raises(ModelLoadError, match='no such folder'):
+        load_model(f'local-dir:{tmp_path / "missing"}')
