@@ -112,10 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--pgd-alpha', type=_eps_arg, default=2 / 255, help='PGD step (default 2/255).')
     g.add_argument('--objectives', type=_objective_arg, nargs='+',
                    help='PGD objectives (default: mm margin for MM heads, ce margin otherwise).')
-    g.add_argument('--cw-n', type=_pos_int, default=100, help='C&W on the first N evaluated points (default 100).')
+    g.add_argument('--cw-n', type=_pos_int, help='C&W on the first N evaluated points (default: 500 as the paper on '
+                   'a GPU, 25 on a CPU, where C&W costs ~2000 gradient steps a point).')
     g.add_argument('--cw-binary-steps', type=_pos_int, default=9)
     g.add_argument('--cw-max-iter', type=_pos_int, default=1000)
-    g.add_argument('--spsa-n', type=_pos_int, default=100, help='SPSA on the first N evaluated points (default 100).')
+    g.add_argument('--spsa-n', type=_pos_int, help='SPSA on the first N evaluated points (default: 1000 as the paper '
+                   'on a GPU, 25 on a CPU, where SPSA costs ~1300 forward passes a point and eps).')
     g.add_argument('--spsa-samples', type=_pos_int, default=128)
     g.add_argument('--noise-sigma', type=_sigma_arg, nargs='+', default=[0.05])
     g.add_argument('--rotation', type=float, default=30.0, help='max rotation in degrees (uniform in +-).')
@@ -257,8 +259,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     opts = SuiteOptions(
         eps=tuple(args.eps), pgd_steps=tuple(args.pgd_steps), pgd_alpha=args.pgd_alpha,
         objectives=tuple(args.objectives) if args.objectives else default_objectives(mm),
-        cw_n=args.cw_n, cw_binary_steps=args.cw_binary_steps, cw_max_iter=args.cw_max_iter,
-        spsa_n=args.spsa_n, spsa_samples=args.spsa_samples, noise_sigmas=tuple(args.noise_sigma),
+        cw_n=args.cw_n or (500 if device.type == 'cuda' else 25), cw_binary_steps=args.cw_binary_steps,
+        cw_max_iter=args.cw_max_iter, spsa_n=args.spsa_n or (1000 if device.type == 'cuda' else 25),
+        spsa_samples=args.spsa_samples, noise_sigmas=tuple(args.noise_sigma),
         rotation_degrees=args.rotation, aa_version=aa_version, aa_eps=args.aa_eps, aa_n=aa_n,
         aa_n_iter=args.aa_n_iter, aa_target_classes=args.aa_target_classes, standalone=args.standalone,
         seed=args.seed, batch_size=args.batch_size)

@@ -57,12 +57,12 @@ class SuiteOptions:
     pgd_steps: Tuple[int, ...] = (10, 50)
     pgd_alpha: float = 2 / 255
     objectives: Tuple[str, ...] = ('mm', 'margin')
-    cw_n: Optional[int] = 100
+    cw_n: Optional[int] = 25
     cw_binary_steps: int = 9
     cw_max_iter: int = 1000
     cw_lr: float = 5e-3
     cw_initial_const: float = 0.01
-    spsa_n: Optional[int] = 100
+    spsa_n: Optional[int] = 25
     spsa_steps: int = 10
     spsa_samples: int = 128
     spsa_delta: float = 0.01
