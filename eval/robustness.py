@@ -199,6 +199,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if distributed:  # accelerate launch / torchrun: one shard of the examples per process
         import torch.distributed as dist
         use_cuda = torch.cuda.is_available() and (args.device or 'cuda').startswith('cuda')
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))  # all_gather_object over NCCL needs it
         if not dist.is_initialized():
             dist.init_process_group('nccl' if use_cuda else 'gloo')
         rank, world = dist.get_rank(), dist.get_world_size()

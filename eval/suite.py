@@ -364,6 +364,7 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
             if extra:
                 rec.extra[spec.name] = extra
         rec.times[spec.name] = time.perf_counter() - t0
+        rec.extra.setdefault(spec.name, {})['seed'] = seed  # random start, targets, probes, noise all derive from it
     return rec
 
 
