@@ -63,6 +63,7 @@ class CWL2:
         self.initial_const, self.confidence, self.abort_early = initial_const, confidence, abort_early
         self.generator = torch.Generator().manual_seed(seed)
         self.iterations_run = 0  # Adam steps taken in the last call (all binary steps)
+        self.sample_iterations = 0  # Adam steps summed over samples (the cost: one input gradient each)
 
     def _hinge(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
         cls = target if self.targeted else y
@@ -95,6 +96,7 @@ class CWL2:
         best_l2 = torch.full((n,), float('inf'), device=x.device)
         best_adv = x.clone()
         self.iterations_run = 0
+        self.sample_iterations = 0
         check_every = max(1, self.max_iter // 10)
         for _ in range(self.binary_steps):
             modifier = torch.zeros_like(x)
@@ -115,6 +117,7 @@ class CWL2:
                 loss = dist_sq + const[active] * self._hinge(logits, ya, ta)
                 (grad,) = torch.autograd.grad(loss.sum(), mod_a)
                 self.iterations_run += 1
+                self.sample_iterations += active.numel()
                 with torch.no_grad():
                     fooled = self._success(logits, ya, ta)
                     l2 = dist_sq.sqrt()
@@ -129,8 +132,9 @@ class CWL2:
                     adam_m[active], adam_v[active] = m_a, v_a
                     step = self.lr * (m_a / (1 - 0.9 ** t)) / ((v_a / (1 - 0.999 ** t)).sqrt() + 1e-8)
                     modifier[active] = mod_a.detach() - step
-                if self.abort_early and (it + 1) % check_every == 0:
+                if self.abort_early and it % check_every == 0:
                     # per sample: stop when the loss has not fallen by 0.01% over the last max_iter // 10 steps
+                    # (checked at iterations 0, k, 2k, ... as Carlini & Wagner's code does)
                     with torch.no_grad():
                         cur = loss.detach()
                         stalled = cur > prev[active] * 0.9999

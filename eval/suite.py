@@ -340,8 +340,10 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
             robust = _run_corruption(model, spec, x, y, in_slice, seed, bs, progress)
             rec.attacks[spec.name] = dict(robust=robust, in_slice=in_slice, attacked=in_slice.clone())
         elif spec.family == AttackFamily.CW:
+            cw_extra: Dict[str, Any] = {}
             rec.attacks[spec.name] = _run_cw(model, spec, x, y, targets, clean & in_slice, in_slice, bs, progress,
-                                             num_classes, seed)
+                                             num_classes, seed, cw_extra)
+            rec.extra[spec.name] = cw_extra
         else:
             broken_before = torch.zeros_like(clean)
             for b in spec.skip_after:
@@ -449,7 +451,8 @@ def _run_aa(model, spec: AttackSpec, x, y, x_clean, num_classes, seed, bs):
     return robust, extra, out.warnings
 
 
-def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress, num_classes, seed):
+def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress, num_classes, seed,
+            extra: Dict[str, Any]):
     cfg = spec.config
     attack = CWL2(model, targeted=spec.targeted, num_classes=num_classes, binary_steps=cfg['binary_steps'],
                   max_iter=cfg['max_iter'], lr=cfg['lr'], initial_const=cfg['initial_const'],
@@ -458,6 +461,7 @@ def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress
     l2 = torch.full((n,), float('inf'))
     success = torch.zeros(n, dtype=torch.bool)
     idx = todo.nonzero().squeeze(1)
+    grads = 0
     bar = _progress(idx.numel(), spec.name, progress)
     for i in range(0, idx.numel(), bs):
         j = idx[i:i + bs]
@@ -472,8 +476,11 @@ def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress
         success[j] = ok
         l2[j] = torch.where(ok, measured, torch.full_like(measured, float('inf')))
         bar.update(j.numel())
+        grads += attack.sample_iterations
     bar.close()
     robust = ~success & todo  # still correct after C&W (no budget: any success breaks it)
+    extra['gradient_steps'] = grads
+    extra['gradient_steps_per_point'] = grads / max(int(idx.numel()), 1)
     return dict(robust=robust, in_slice=in_slice, attacked=todo.clone(), l2=l2, success=success)
 
 
