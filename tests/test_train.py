@@ -43,7 +43,7 @@ def test_loss_decreases_and_export_loads(model, extra, synth, tmp_path):
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['architecture'] == model and cfg['model_args']['feature_dim'] == 16
     m = timm.create_model(model, pretrained=True, num_classes=4, feature_dim=16,
-                          pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors'))).eval()
+                          pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors'), num_classes=4)).eval()
     sd = load_file(str(out / 'model.safetensors'))
     for k, v in m.state_dict().items():
         assert torch.equal(v, sd[k]), k
@@ -58,8 +58,8 @@ def test_loss_decreases_and_export_loads(model, extra, synth, tmp_path):
 @pytest.mark.slow
 def test_real_cifar10_slice(cifar10_path, tmp_path):
     out = tmp_path / 'run'
-    assert main(['--model', 'resnet20_mmc', '--dataset', cifar10_path, '--output', str(out), '--train-limit', '512',
-                 '--test-limit', '128', '--robust-every', '1', '--robust-n', '32', *TINY]) == 0
+    assert main(['--model', 'resnet20_mmc', '--dataset', cifar10_path, '--output', str(out), *TINY,
+                 '--train-limit', '512', '--test-limit', '128', '--robust-every', '1', '--robust-n', '32']) == 0
     hist = _history(out)
     assert hist[-1]['train_loss'] < hist[0]['train_loss']
     assert 0.0 <= hist[-1]['robust_acc'] <= 1.0 and hist[-1]['robust_attack'].startswith('PGD-10 mm')
