@@ -273,7 +273,15 @@ def merge_records(parts: Sequence[Records]) -> Records:
                 out.warnings.append(w)
     for p in parts:
         for name, d in p.extra.items():
-            out.extra.setdefault(name, {}).update(d)
+            into = out.extra.setdefault(name, {})
+            for k, v in d.items():
+                if k in ('gradient_steps', 'n_attacked') and k in into:
+                    into[k] += v  # per-process counts add up
+                else:
+                    into[k] = v
+    for d in out.extra.values():
+        if 'gradient_steps' in d:
+            d.pop('gradient_steps_per_point', None)  # recomputed from the merged counts by summarise
     return out
 
 
@@ -518,6 +526,8 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
             if spec.threat == ThreatModel.LINF and acc > clean_sl + 1e-12:
                 raise RuntimeError(f'{spec.name}: robust accuracy {acc:.4f} exceeds clean accuracy {clean_sl:.4f}.')
         r.update(rec.extra.get(spec.name, {}))
+        if 'gradient_steps' in r:
+            r['gradient_steps_per_point'] = r['gradient_steps'] / max(r['n_attacked'], 1)
         results[spec.name] = r
     # columns: worst case over the objectives that share a column
     columns: Dict[str, Dict[str, Any]] = {}
