@@ -305,3 +305,21 @@ def test_runtime_check_rejects_out_of_ball_examples(monkeypatch):
     specs = [s for s in specs if s.family.value == 'pgd']
     with pytest.raises(RuntimeError, match='eps-ball'):
         run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(8), 10, progress=False)
+
+
+@pytest.mark.parametrize('version', ['standard', 'rand', 'fast'])
+def test_autoattack_versions_run_and_stay_in_the_ball(version):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.rand(6, 3, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps = 4 / 255
+    out = run_autoattack(model, x, y, eps, version=version, n_iter=5, batch_size=6, num_classes=10)
+    check_linf_batch(out.x_adv, x, eps)
+    expected = {'standard': ['apgd-ce', 'apgd-t', 'fab-t', 'square'], 'rand': ['apgd-ce', 'apgd-dlr'],
+                'fast': ['apgd-ce', 'apgd-t']}[version]
+    assert out.attacks == expected
+    assert torch.equal(out.robust, model(out.x_adv).argmax(1) == y)
