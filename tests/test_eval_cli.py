@@ -179,3 +179,26 @@ def test_real_cifar_plumbing(tmp_path, capsys):
     assert rep['n'] == 32 and 'cifar10' in rep['dataset_source'] and rep['head'] == 'linear'
     assert set(rep['options']['objectives']) == {'ce', 'margin'}
     assert rep['worst_case']['8']['accuracy'] <= rep['clean_accuracy']
+
+
+@pytest.mark.slow
+def test_sharded_run_gathers_every_example(tiny, tmp_path):
+    """``torchrun`` (what ``accelerate launch`` does on GPUs): two processes, one report with every example."""
+    import os
+    torchrun = Path(sys.executable).parent / 'torchrun'
+    if not torchrun.exists():
+        pytest.skip('torchrun not installed')
+    out = tmp_path / 'sharded'
+    env = dict(os.environ, TIMM_MMC_CACHE=str(tmp_path / 'cache'), OMP_NUM_THREADS='1')
+    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'eval.robustness',
+                        *_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--n-examples', '11',
+                               '--pgd-steps', '2', '--eps', '0.25/255', '--pgd-alpha', '0.1/255', '--threads', '1',
+                               '--name', 'sharded')],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((out / 'sharded.json').read_text())
+    assert rep['num_processes'] == 2 and rep['n'] == 11 and rep['indices'] == list(range(11))
+    assert rep['clean_accuracy'] == 1.0
+    for a in rep['attacks'].values():
+        assert a['n'] == 11 and a['n_attacked'] == 11  # both shards' examples were attacked and gathered
+    assert rep['worst_case']['0.25']['accuracy'] < 1.0
