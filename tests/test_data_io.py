@@ -107,3 +107,12 @@ def test_load_model_resolves_and_checks(tmp_path):
         load_model('resnet32_mmc', checkpoint=ck)
     with pytest.raises(ModelLoadError, match='no such folder'):
         load_model(f'local-dir:{tmp_path / "missing"}')
+
+
+def test_load_model_takes_a_training_checkpoint(tmp_path):
+    m = timm.create_model('resnet20_mmc', feature_dim=8)
+    wrapped = {f'model.{k}': v for k, v in m.state_dict().items()}
+    wrapped['loss_fn.centers'] = torch.zeros(3, 8)  # a loss with parameters (center loss) is saved beside it
+    save_file(wrapped, str(tmp_path / 'model.safetensors'))
+    loaded = load_model('resnet20_mmc', checkpoint=tmp_path / 'model.safetensors', feature_dim=8)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in m.state_dict().items())

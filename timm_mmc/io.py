@@ -90,6 +90,13 @@ def check_state_dict_fits(model: nn.Module, state: Dict[str, torch.Tensor], sour
                              f'Pass the architecture and num_classes it was trained with.')
 
 
+def _unwrap_training_state(state: Dict[str, torch.Tensor], own: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """Training checkpoints hold ``model.*`` (and the loss's ``loss_fn.*``): keep the model's part."""
+    if own and not any(k in own for k in state) and any(k.startswith('model.') for k in state):
+        return {k[len('model.'):]: v for k, v in state.items() if k.startswith('model.')}
+    return state
+
+
 def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
     """The timm ``config.json`` beside a checkpoint file, if there is one."""
     cfg = Path(checkpoint).parent / 'config.json'
@@ -148,6 +155,7 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
         args = {k: v for k, v in args.items() if v is not None}
     args.update(kwargs)
     model = timm.create_model(spec, pretrained=False, **args)
+    state = _unwrap_training_state(state, model.state_dict())
     check_state_dict_fits(model, state, checkpoint, spec)
     model.load_state_dict(state)
     return model
