@@ -72,8 +72,8 @@ def main() -> None:
     p_mmc = project(dataset, f'{tmp}/p_mmc', 'resnet32_mmc', args.images)
     b_sce = bare(dataset, 'resnet32_sce', args.images)
     p_sce = project(dataset, f'{tmp}/p_sce', 'resnet32_sce', args.images)
-    pgd = project(dataset, f'{tmp}/pgd', 'resnet32_mmc', max(256, args.images // 8), adv='pgd')
-    fgsm = project(dataset, f'{tmp}/fgsm', 'resnet32_mmc', max(512, args.images // 4), adv='fgsm')
+    pgd = project(dataset, f'{tmp}/pgd', 'resnet32_mmc', min(args.images, max(256, args.images // 8)), adv='pgd')
+    fgsm = project(dataset, f'{tmp}/fgsm', 'resnet32_mmc', min(args.images, max(512, args.images // 4)), adv='fgsm')
     rows = [('project loop, MMC', p_mmc), ('bare loop, MMC', b_mmc), ('project loop, SCE', p_sce),
             ('bare loop, SCE', b_sce), ('project loop, MMC + PGD-10 AT', pgd), ('project loop, MMC + FGSM-RS AT', fgsm)]
     print(machine_line())
