@@ -492,6 +492,8 @@ def _nondefault_args(arch: str, tag: str, model: Any) -> Dict[str, Any]:
     ours = model.model_args()
     out = {}
     for k, v in ours.items():
+        if k in ('norm_mean', 'norm_std'):
+            continue  # persistent buffers: the weights carry them, loading by name restores them
         d = default.get(k)
         if isinstance(v, list) and isinstance(d, list) and len(v) == len(d):
             if all(abs(a - b) < 1e-6 for a, b in zip(v, d)):
