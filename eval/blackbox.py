@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc.attacks import check_linf_batch, objective, random_targets
+from timm_mmc.attacks import check_linf_batch, objective, resolve_targets
 
 __all__ = ['MIM']
 
@@ -47,12 +47,7 @@ class MIM:
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Adversarial examples for ``(x, y)`` (the last iterate, as MIM transfers best that way)."""
         x = x.detach()
-        if self.targeted and target is None:
-            if self.num_classes is None:
-                raise ValueError('a targeted MIM without explicit targets needs num_classes.')
-            target = random_targets(y, self.num_classes, self.generator)
-        if not self.targeted:
-            target = None
+        target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'MIM')
         x_adv = x.clone()
         g = torch.zeros_like(x)
         for _ in range(self.steps):

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc.attacks import check_linf_batch, objective, random_targets
+from timm_mmc.attacks import check_linf_batch, objective, resolve_targets
 
 __all__ = ['SPSA']
 
@@ -65,12 +65,7 @@ class SPSA:
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Adversarial examples for ``(x, y)``; per sample the first iterate that fools the model, else the last."""
         x = x.detach().float()
-        if self.targeted and target is None:
-            if self.num_classes is None:
-                raise ValueError('a targeted SPSA without explicit targets needs num_classes.')
-            target = random_targets(y, self.num_classes, self.generator)
-        if not self.targeted:
-            target = None
+        target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'SPSA')
         if self.eps == 0:
             return x.clone()
         n, shape = x.shape[0], x.shape[1:]

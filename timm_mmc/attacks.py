@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['OBJECTIVES', 'objective', 'PGD', 'FGSMRandomStart', 'check_linf_batch', 'random_targets']
+__all__ = ['OBJECTIVES', 'objective', 'PGD', 'FGSMRandomStart', 'check_linf_batch', 'random_targets',
+           'resolve_targets']
 
 Objective = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -58,6 +59,18 @@ def random_targets(y: torch.Tensor, num_classes: int, generator: Optional[torch.
     """A uniformly random class different from ``y`` for every sample."""
     offset = torch.randint(1, num_classes, y.shape, generator=generator, device='cpu').to(y.device)
     return (y + offset) % num_classes
+
+
+def resolve_targets(targeted: bool, target: Optional[torch.Tensor], y: torch.Tensor, num_classes: Optional[int],
+                    generator: torch.Generator, attack: str) -> Optional[torch.Tensor]:
+    """The targets an attack uses: None when untargeted, else ``target`` or seeded random classes != y."""
+    if not targeted:
+        return None
+    if target is None:
+        if num_classes is None:
+            raise ValueError(f'a targeted {attack} without explicit targets needs num_classes.')
+        target = random_targets(y, num_classes, generator)
+    return target
 
 
 def check_linf_batch(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-5) -> None:
@@ -124,12 +137,7 @@ class PGD:
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Adversarial examples for the batch ``(x, y)`` (``x`` in [0, 1])."""
         x = x.detach()
-        if self.targeted and target is None:
-            if self.num_classes is None:
-                raise ValueError('a targeted PGD without explicit targets needs num_classes.')
-            target = random_targets(y, self.num_classes, self.generator)
-        if not self.targeted:
-            target = None
+        target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'PGD')
         if self.eps == 0:
             return x.clone()
         if self.random_start:
