@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--split', default='test')
     g.add_argument('--image-column')
     g.add_argument('--label-column')
-    g.add_argument('--n-examples', type=_pos_int, default=1000, help='evaluate the first N examples of the split '
-                   '(after --start); default 1000.')
+    g.add_argument('--n-examples', type=_pos_int, default=None, help='evaluate the first N examples of the split '
+                   '(after --start); default 1000, or the whole split when it is smaller.')
     g.add_argument('--start', type=int, default=0, help='first example of the split to evaluate.')
     g = p.add_argument_group('suite')
     g.add_argument('--suite', choices=SUITES, default='quick')
@@ -224,7 +224,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from timm_mmc.data import DataError, load_split
     try:
         data = load_split(args.dataset, args.split, args.image_column, args.label_column,
-                          limit=args.start + args.n_examples)
+                          limit=None if args.n_examples is None else args.start + args.n_examples)
     except DataError as e:
         msg = str(e)
         if 'asked for' in msg:
@@ -237,7 +237,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
                         f'{data.num_classes}; evaluate it on the data set it was trained for.')
     if int(data.labels.max()) >= num_classes:
         raise EvalError(f'labels up to {int(data.labels.max())} do not fit a {num_classes}-class model.')
-    indices = torch.arange(args.start, args.start + args.n_examples)
+    n_examples = args.n_examples if args.n_examples is not None else min(1000, len(data) - args.start)
+    if n_examples < 1:
+        raise EvalError(f'--start {args.start} leaves no example of the {len(data)} in {args.dataset}:{args.split}.')
+    indices = torch.arange(args.start, args.start + n_examples)
     n = indices.numel()
     if data.images.shape[1] != getattr(model, 'in_chans', data.images.shape[1]):
         raise EvalError(f'images have {data.images.shape[1]} channels, the model takes {model.in_chans}.')
@@ -316,6 +319,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     stem = args.name or _slug(f'{Path(args.model.split(":", 1)[-1]).name}_{args.suite}')
     paths = write_outputs(rep, Path(args.out), stem)
     _print_claims(rep, say)
+    say(_summary_table(rep))
     say(f'[eval] wrote {paths["json"]}, {paths["md"]}, {paths["png"]}')
     return 0
 
@@ -346,6 +350,18 @@ def _print_claims(rep: EvalReport, say) -> None:
     for w in rep.warnings:
         say(f'[eval] WARNING: {w}')
     say(f'[eval] total {rep.timings["total_s"]:.0f}s')
+
+
+def _summary_table(rep: EvalReport) -> str:
+    """One Markdown row per attack and the worst case, the numbers the README quotes."""
+    rows = ['| attack | n | attacked | robust accuracy % |', '| --- | --- | --- | --- |',
+            f'| clean | {rep.n} | - | {100 * rep.clean_accuracy:.1f} |']
+    for k, v in rep.attacks.items():
+        if v['family'] != 'cw':
+            rows.append(f'| {k} | {v["n"]} | {v["n_attacked"]} | {100 * v["accuracy"]:.1f} |')
+    for k, v in rep.worst_case.items():
+        rows.append(f'| **worst case at {k}/255** | {v["n"]} | - | **{100 * v["accuracy"]:.1f}** |')
+    return '\n'.join(rows)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,5 +1,6 @@
 """Data loading (column detection, decode cache, augmentation) and safe weight loading."""
 import pickle
+from pathlib import Path
 
 import pytest
 import timm
@@ -116,3 +117,38 @@ def test_load_model_takes_a_training_checkpoint(tmp_path):
     save_file(wrapped, str(tmp_path / 'model.safetensors'))
     loaded = load_model('resnet20_mmc', checkpoint=tmp_path / 'model.safetensors', feature_dim=8)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in m.state_dict().items())
+
+
+def test_bundled_sample_loads_offline_and_matches_its_checksum():
+    import hashlib
+    s = load_split('cifar10-sample', 'test')
+    assert s.images.shape == (500, 3, 32, 32) and s.images.dtype == torch.uint8 and s.num_classes == 10
+    assert torch.bincount(s.labels, minlength=10).min() >= 30  # every class is there
+    hwc = s.images.permute(0, 2, 3, 1).contiguous().numpy()
+    sha = hashlib.sha256(hwc.tobytes() + s.labels.numpy().tobytes()).hexdigest()
+    assert sha[:16] in s.source
+    assert torch.equal(load_split('cifar10-sample', 'test', limit=7).labels, s.labels[:7])
+    with pytest.raises(DataError, match='--split test'):
+        load_split('cifar10-sample', 'train')
+    with pytest.raises(DataError, match='has 500'):
+        load_split('cifar10-sample', 'test', limit=501)
+    with pytest.raises(DataError, match='bundled samples'):
+        load_split(str(Path('/nonexistent/x.npz')), 'test')
+
+
+def test_write_sample_round_trips_through_load_split(ds, tmp_path):
+    from timm_mmc.data import main, write_sample
+    out = write_sample(str(ds), tmp_path / 's.npz', 5, split='test')
+    a, b = load_split(str(out), 'test'), load_split(str(ds), 'test', limit=5)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.class_names == b.class_names
+    assert main(['sample', '--dataset', str(ds), '--n', '100000', '--out', str(tmp_path / 'big.npz')]) == 1
+    assert not (tmp_path / 'big.npz').exists()  # nothing half-written
+    with pytest.raises(SystemExit) as e:
+        main(['sample', '--dataset', str(ds), '--n', '3', '--out', str(tmp_path / 'x.bin')])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_bundled_sample_is_the_first_500_real_test_images(cifar10_path):
+    a, b = load_split('cifar10-sample', 'test'), load_split(cifar10_path, 'test', limit=500)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.class_names == b.class_names

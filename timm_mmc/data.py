@@ -4,6 +4,10 @@
 ``datasets`` data set (Hub id or a local folder in the Hub's layout), finds the image and label columns (or takes
 them by name), decodes every image once into a ``(N, C, H, W)`` uint8 tensor and caches it as ``.npy`` (no pickle)
 keyed by the data set's fingerprint. Later runs load the cache in a fraction of a second.
+
+A small CIFAR-10 test sample ships with the package (``timm_mmc/samples/``, provenance in its README) so that an
+evaluation runs offline on a fresh clone: ``load_split("cifar10-sample", "test")``. Any ``.npz`` written by
+:func:`write_sample` loads the same way by path. ``python -m timm_mmc.data sample ...`` writes one.
 """
 from __future__ import annotations
 
@@ -17,9 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'default_cache_dir', 'write_synthetic_dataset']
+__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'default_cache_dir', 'write_synthetic_dataset',
+           'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
+_SAMPLE_DIR = Path(__file__).parent / 'samples'
+# name -> file in timm_mmc/samples/ (how each was made: timm_mmc/samples/README.md)
+BUNDLED_SAMPLES = {'cifar10-sample': 'cifar10_test_500.npz'}
 
 
 class DataError(ValueError):
@@ -127,6 +135,8 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     Raises:
         DataError: Missing data set, split or column; the message names the fix.
     """
+    if dataset in BUNDLED_SAMPLES or dataset.endswith('.npz'):
+        return _load_sample(dataset, split, limit)
     import datasets
     ds = _open(dataset, split)
     image_column, label_column = _find_columns(ds, image_column, label_column)
@@ -160,6 +170,49 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     imgs = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
     source = f'{dataset}:{split} [{image_column}, {label_column}] fingerprint {ds._fingerprint}'
     return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
+
+
+def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
+    path = _SAMPLE_DIR / BUNDLED_SAMPLES[dataset] if dataset in BUNDLED_SAMPLES else Path(dataset).expanduser()
+    if not path.is_file():
+        raise DataError(f'sample file {str(path)!r} does not exist; bundled samples: {", ".join(BUNDLED_SAMPLES)}, '
+                        f'or write one with `python -m timm_mmc.data sample`.')
+    with np.load(path, allow_pickle=False) as f:
+        images, labels = f['images'], f['labels'].astype(np.int64)
+        class_names = [str(c) for c in f['class_names']]
+        sample_split, sha = str(f['split']), str(f['sha256'])
+        origin = str(f['source'])
+    if split != sample_split:
+        raise DataError(f'{dataset} holds only the {sample_split!r} split (asked for {split!r}); pass --split '
+                        f'{sample_split}.')
+    if limit is not None:
+        if limit < 1 or limit > len(labels):
+            raise DataError(f'asked for {limit} examples but {dataset} has {len(labels)}.')
+        images, labels = images[:limit], labels[:limit]
+    imgs = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    source = f'{dataset}:{split} [{path.name}, sha256 {sha[:16]}], from {origin}'
+    return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
+
+
+def write_sample(dataset: str, out: os.PathLike, n: int, split: str = 'test', image_column: Optional[str] = None,
+                 label_column: Optional[str] = None) -> Path:
+    """Write the first ``n`` images of a split to a compressed ``.npz`` that :func:`load_split` reads by path.
+
+    The file holds ``images`` ``(n, H, W, C)`` uint8, ``labels``, ``class_names``, ``split``, ``source`` (what it was
+    cut from) and ``sha256`` (of the images and labels bytes), and is written atomically.
+    """
+    data = load_split(dataset, split, image_column, label_column, limit=n)
+    images = data.images.permute(0, 2, 3, 1).contiguous().numpy()  # (n, H, W, C)
+    labels = data.labels.numpy().astype(np.int64)
+    sha = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f'.{out.name}.tmp{os.getpid()}')
+    with open(tmp, 'wb') as f:
+        np.savez_compressed(f, images=images, labels=labels, class_names=np.array(data.class_names), split=split,
+                            source=f'first {n} rows of {data.source}', sha256=sha)
+    os.replace(tmp, out)
+    return out
 
 
 def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: Optional[torch.Generator] = None,
@@ -215,3 +268,30 @@ def write_synthetic_dataset(root: os.PathLike, n_train: int = 128, n_test: int =
         ds = datasets.Dataset.from_dict({image_column: imgs, label_column: labels.tolist()}, features=feats)
         ds.to_parquet(str(root / 'plain_text' / f'{split}-00000-of-00001.parquet'))
     return root
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m timm_mmc.data sample --dataset D --n N --out F.npz``: cut a sample file from a data set."""
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog='python -m timm_mmc.data', description=main.__doc__)
+    sub = p.add_subparsers(dest='cmd', required=True)
+    q = sub.add_parser('sample', help='write the first N images of a split to an .npz that --dataset accepts')
+    q.add_argument('--dataset', required=True, help='Hub id or local folder in the Hub layout')
+    q.add_argument('--split', default='test')
+    q.add_argument('--n', type=int, required=True)
+    q.add_argument('--out', required=True, help='output .npz path')
+    args = p.parse_args(argv)
+    if not args.out.endswith('.npz'):
+        p.error(f'--out must end in .npz (got {args.out!r}) so that --dataset recognises it.')
+    try:
+        out = write_sample(args.dataset, args.out, args.n, args.split)
+    except DataError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'wrote {out}: {load_split(str(out), args.split).source}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -19,7 +19,7 @@ Command line::
 
 Every number the card shows as a result comes from ``results/eval.json`` through :func:`eval_json_to_results` (the one
 place that knows the evaluation format). The paper's published numbers, shown beside ours and labelled as the paper's,
-come from ``hub_cards/paper_results.yaml`` with their citation.
+come from ``timm_mmc/cards/paper_results.yaml`` with their citation.
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ __all__ = [
     'render_card', 'write_card', 'write_plot', 'push', 'release_files', 'build_hf_cache', 'main',
 ]
 
-HUB_CARDS_DIR = Path(__file__).resolve().parents[1] / 'hub_cards'
-TEMPLATE_PATH = HUB_CARDS_DIR / 'template.md'
-PAPER_RESULTS_PATH = HUB_CARDS_DIR / 'paper_results.yaml'
+CARDS_DIR = Path(__file__).resolve().parent / 'cards'  # package data: works from a wheel, not only a checkout
+TEMPLATE_PATH = CARDS_DIR / 'template.md'
+PAPER_RESULTS_PATH = CARDS_DIR / 'paper_results.yaml'
 
 WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
@@ -973,7 +973,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     if not (folder / EVAL_FILE).is_file():
         raise HubError(f'{str(folder / EVAL_FILE)!r} is missing; export with --eval results/<model>.json.')
     if not TEMPLATE_PATH.is_file():
-        raise HubError(f'card template {str(TEMPLATE_PATH)!r} is missing; run from a source checkout of timm-mmc.')
+        raise HubError(f'card template {str(TEMPLATE_PATH)!r} is missing; reinstall timm-mmc (it is package data).')
     eval_data = _read_json(folder / EVAL_FILE, 'evaluation JSON')
     ev = parse_eval(eval_data)
     dataset = ev.dataset or _norm_dataset(tag) or tag

@@ -280,8 +280,11 @@ def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
 
 _ARCHS = [f'resnet{d}_{h}' for d in (20, 32, 56, 110) for h in ('sce', 'mmc', 'mmlda', 'lgm', 'mmc_rand')]
 _ARCHS += ['resnet32v2_sce', 'resnet32v2_mmc']
-default_cfgs = generate_default_cfgs({
-    f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS for tag in ('cifar10', 'cifar100')})
+# adversarially trained releases (FGSM-RS / PGD training, the inner attack on the head's own objective)
+_AT_ARCHS = ('resnet32_sce', 'resnet32_mmc')
+default_cfgs = generate_default_cfgs({  # the first tag of each architecture is its default
+    f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS
+    for tag in ('cifar10', 'cifar100') + (('cifar10_at',) if arch in _AT_ARCHS else ())})
 
 # head fields per registered suffix
 _HEADS = {'sce': dict(head='linear'), 'mmc': dict(head='mmc'), 'mmlda': dict(head='mmlda'),

@@ -1,0 +1,121 @@
+"""The committed releases in hub_cards/: registered, self-consistent, loadable offline, and their numbers reproducible.
+
+The fast tests check every release folder against its own files. The slow ones re-measure on the real CIFAR-10 copy
+(clean accuracy of each release through timm's offline HF-cache resolution) and re-run the README's main command on
+the bundled sample, comparing with the committed JSON.
+"""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import timm_mmc  # noqa: F401  registers the models
+from timm_mmc import hub
+from timm_mmc.io import file_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASES = sorted(p for p in (ROOT / 'hub_cards').iterdir() if (p / 'model.safetensors').is_file())
+SAMPLE_JSON = ROOT / 'hub_cards' / 'resnet32_mmc.cifar10' / 'results' / 'sample_quick.json'
+
+
+def test_the_mmc_release_exists():
+    assert 'resnet32_mmc.cifar10' in [p.name for p in RELEASES]
+
+
+@pytest.mark.parametrize('folder', RELEASES, ids=[p.name for p in RELEASES])
+def test_release_is_registered_and_self_consistent(folder):
+    arch, tag = folder.name.split('.', 1)
+    repo = f'{timm_mmc.models.cifar_resnet.HUB_NAMESPACE}/{folder.name}'
+    assert timm.models.get_pretrained_cfg(folder.name).hf_hub_id == repo  # default_cfgs point at this repo
+    assert json.loads((folder / 'config.json').read_text())['architecture'] == arch
+    hub._check_release(folder, repo)  # card parses, carries exactly eval.json's numbers, weights load
+    ev = json.loads((folder / 'results' / 'eval.json').read_text())
+    assert ev['checkpoint_sha256'] == file_sha256(folder / 'model.safetensors')
+    assert 'JPEG' in (folder / 'README.md').read_text()  # the data set's caveat is stated beside the numbers
+
+
+def _first_1000(ev):
+    return ev['split'] == 'test' and ev['indices'] == list(range(len(ev['indices']))) and len(ev['indices']) == 1000
+
+
+@pytest.mark.slow
+def test_pretrained_by_name_offline_reproduces_the_cards_clean_accuracy(cifar10_path, tmp_path):
+    """timm.create_model('<name>.<tag>', pretrained=True) through a hand-built HF cache, HF_HUB_OFFLINE=1."""
+    cache = tmp_path / 'hf_cache'
+    checked = {}
+    for folder in RELEASES:
+        ev = json.loads((folder / 'results' / 'eval.json').read_text())
+        if _first_1000(ev):
+            hub.build_hf_cache(folder, f'timm-mmc/{folder.name}', cache)
+            checked[folder.name] = round(ev['clean_accuracy'] * 1000)
+    assert 'resnet32_mmc.cifar10' in checked
+    script = textwrap.dedent(f'''
+        import json, torch, timm
+        import timm_mmc
+        from huggingface_hub import constants
+        from timm_mmc.data import load_split
+        assert constants.HF_HUB_OFFLINE
+        torch.set_num_threads(1)
+        data = load_split({cifar10_path!r}, 'test', limit=1000)
+        x = data.float_images()
+        res = {{}}
+        for name in {sorted(checked)!r}:
+            m = timm.create_model(name, pretrained=True).eval()
+            with torch.no_grad():
+                res[name] = int((m(x).argmax(1) == data.labels).sum())
+        print('RESULT' + json.dumps(res))
+    ''')
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / 'hf_home'))
+    proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.split('RESULT', 1)[1]) == checked
+
+
+def _readme_main_command():
+    text = (ROOT / 'README.md').read_text()
+    m = re.search(r'^(python -m eval\.robustness --model local-dir:hub_cards/resnet32_mmc\.cifar10 '
+                  r'--dataset cifar10-sample[^\n]*)$', text, re.M)
+    assert m, 'the README lost its main command'
+    return text, shlex.split(m.group(1))
+
+
+def test_readme_quotes_the_committed_sample_json():
+    text, argv = _readme_main_command()
+    ev = json.loads(SAMPLE_JSON.read_text())
+    assert ev['dataset'] == 'cifar10-sample' and ev['command'].split()[3:] == argv[3:]
+    rows = [f'| clean | {ev["n"]} | - | {100 * ev["clean_accuracy"]:.1f} |']
+    rows += [f'| {k} | {v["n"]} | {v["n_attacked"]} | {100 * v["accuracy"]:.1f} |' for k, v in ev['attacks'].items()]
+    rows += [f'| **worst case at {k}/255** | {v["n"]} | - | **{100 * v["accuracy"]:.1f}** |'
+             for k, v in ev['worst_case'].items()]
+    for row in rows:
+        assert row in text, row
+
+
+@pytest.mark.slow
+def test_readme_main_command_reproduces_its_numbers(tmp_path):
+    """Re-run the README's main command (offline, bundled sample) and compare with the committed JSON."""
+    from eval.robustness import main
+    _, argv = _readme_main_command()
+    args = argv[3:]
+    i = args.index('--out')
+    args[i + 1] = str(tmp_path)
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the command is written for the repo root
+    try:
+        assert main(args + ['--no-progress']) == 0
+    finally:
+        os.chdir(cwd)
+    new = json.loads(next(tmp_path.glob('*.json')).read_text())
+    old = json.loads(SAMPLE_JSON.read_text())
+    assert new['checkpoint_sha256'] == old['checkpoint_sha256'] and new['indices'] == old['indices']
+    assert new['clean_accuracy'] == old['clean_accuracy']
+    assert {k: v['accuracy'] for k, v in new['attacks'].items()} == {k: v['accuracy'] for k, v in old['attacks'].items()}
+    assert new['worst_case'] == old['worst_case']
