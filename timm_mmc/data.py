@@ -167,9 +167,14 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
                 os.replace(tmp, path)  # atomic: a killed run never leaves a torn cache file
         except OSError:
             pass  # a read-only cache is not fatal, we decoded already
-    imgs = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    imgs = _to_nchw(images)
     source = f'{dataset}:{split} [{image_column}, {label_column}] fingerprint {ds._fingerprint}'
     return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
+
+
+def _to_nchw(images: np.ndarray) -> torch.Tensor:
+    """``(N, H, W, C)`` uint8 array -> contiguous ``(N, C, H, W)`` tensor."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
 def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
@@ -189,7 +194,7 @@ def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
         if limit < 1 or limit > len(labels):
             raise DataError(f'asked for {limit} examples but {dataset} has {len(labels)}.')
         images, labels = images[:limit], labels[:limit]
-    imgs = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    imgs = _to_nchw(images)
     source = f'{dataset}:{split} [{path.name}, sha256 {sha[:16]}], from {origin}'
     return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
 
