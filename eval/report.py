@@ -68,6 +68,7 @@ class EvalReport:
     attacks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     columns: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     worst_case: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    worst_case_slice: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     diagnostics: Dict[str, Any] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
@@ -184,6 +185,13 @@ def render_markdown(rep: EvalReport) -> str:
         out += _table(['eps', 'n', 'robust accuracy', 'attacks'],
                       [[k, str(v['n']), _pct(v['accuracy']), str(len(v['attacks']))]
                        for k, v in rep.worst_case.items()])
+        out.append('')
+    if rep.worst_case_slice:
+        out += ['Some attacks ran on the first points only (AutoAttack with `aa_n`); on the points that every attack '
+                'covered, the worst case is:', '']
+        out += _table(['eps', 'n (first points)', 'robust accuracy', 'attacks'],
+                      [[k, str(v['n']), _pct(v['accuracy']), str(len(v['attacks']))]
+                       for k, v in rep.worst_case_slice.items()])
         out.append('')
     out += ['## Every attack', '']
     out += _table(['attack', 'n', 'attacked', 'accuracy', 'time s'],

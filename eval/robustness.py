@@ -311,7 +311,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         indices=indices.tolist(), options={k: (list(v) if isinstance(v, tuple) else v)
                                            for k, v in vars(opts).items()},
         clean_accuracy=summary['clean_accuracy'], attacks=summary['attacks'], columns=summary['columns'],
-        worst_case=summary['worst_case'], diagnostics=summary['diagnostics'], warnings=summary['warnings'],
+        worst_case=summary['worst_case'], worst_case_slice=summary['worst_case_slice'],
+        diagnostics=summary['diagnostics'], warnings=summary['warnings'],
         timings=dict({k: v for k, v in rec.times.items()}, total_s=time.perf_counter() - t_start),
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
@@ -347,6 +348,9 @@ def _print_claims(rep: EvalReport, say) -> None:
     for k, v in rep.worst_case.items():
         say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255: {100 * v["accuracy"]:.2f}% '
             f'(per-sample worst case over {len(v["attacks"])} attacks, n={v["n"]})')
+    for k, v in rep.worst_case_slice.items():
+        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255 on the first {v["n"]} points, where every one of '
+            f'the {len(v["attacks"])} attacks ran: {100 * v["accuracy"]:.2f}%')
     for w in rep.warnings:
         say(f'[eval] WARNING: {w}')
     say(f'[eval] total {rep.timings["total_s"]:.0f}s')
@@ -361,6 +365,9 @@ def _summary_table(rep: EvalReport) -> str:
             rows.append(f'| {k} | {v["n"]} | {v["n_attacked"]} | {100 * v["accuracy"]:.1f} |')
     for k, v in rep.worst_case.items():
         rows.append(f'| **worst case at {k}/255** | {v["n"]} | - | **{100 * v["accuracy"]:.1f}** |')
+    for k, v in rep.worst_case_slice.items():
+        rows.append(f'| **worst case at {k}/255, first {v["n"]} (every attack ran)** | {v["n"]} | - | '
+                    f'**{100 * v["accuracy"]:.1f}** |')
     return '\n'.join(rows)
 
 

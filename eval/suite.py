@@ -498,7 +498,8 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
     Returns:
         A dict with ``clean_accuracy``, ``attacks`` (name -> result dict), ``columns`` (table column -> accuracy,
         worst case over the objectives of that column), ``worst_case`` (eps label -> accuracy and the attacks in it),
-        ``diagnostics`` and ``warnings``.
+        ``worst_case_slice`` (the same on the points every one of those attacks covered, where some ran on a slice
+        only, e.g. AutoAttack with ``aa_n`` < n; empty otherwise), ``diagnostics`` and ``warnings``.
     """
     n = rec.clean.numel()
     clean_acc = rec.clean.double().mean().item() if n else math.nan
@@ -560,10 +561,22 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
                 names.append(s.name)
         robust_at[eps] = robust
         worst[_e(eps)] = dict(eps=eps, accuracy=robust.double().mean().item() if n else math.nan, n=n, attacks=names)
+    # the same worst case on the points every attack covered, where some Linf attack ran on the first k points only
+    # (AutoAttack with aa_n < n): over all n points those attacks count only on their slice
+    worst_slice: Dict[str, Dict[str, Any]] = {}
+    for eps, robust in robust_at.items():
+        covered = torch.ones_like(rec.clean)
+        for s in linf:
+            if s.eps <= eps + 1e-12:
+                covered &= rec.attacks[s.name]['in_slice']
+        k = int(covered.sum())
+        if 0 < k < n:
+            worst_slice[_e(eps)] = dict(eps=eps, accuracy=(robust & covered).double().sum().item() / k, n=k,
+                                        attacks=worst[_e(eps)]['attacks'])
     diags = _diagnostics(rec, specs, results, col_out, robust_at)
     warns.extend(diags.pop('warnings'))
     return dict(n=n, clean_accuracy=clean_acc, attacks=results, columns=col_out, worst_case=worst,
-                diagnostics=diags, warnings=warns)
+                worst_case_slice=worst_slice, diagnostics=diags, warnings=warns)
 
 
 def _diagnostics(rec: Records, specs, results, columns, robust_at) -> Dict[str, Any]:

@@ -109,6 +109,16 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite():
     for r in out['attacks'].values():
         assert r['accuracy'] == pytest.approx(23 / 30)
     assert out['worst_case']['0']['accuracy'] == pytest.approx(23 / 30)
+    assert out['worst_case_slice'] == {}  # every attack covered every point
+
+    # one attack on the first 10 points only (as AutoAttack with aa_n): the worst case over all 30 counts it there
+    # only, and the slice entry reports the first 10, where all attacks ran (7 of them misclassified clean)
+    specs[-1].n_limit = 10
+    out = summarise(run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False), specs)
+    assert out['worst_case']['0']['n'] == 30 and out['worst_case']['0']['accuracy'] == pytest.approx(23 / 30)
+    sl = out['worst_case_slice']['0']
+    assert sl['n'] == 10 and sl['accuracy'] == pytest.approx(3 / 10)
+    assert sl['attacks'] == out['worst_case']['0']['attacks']
 
 
 def test_cw_minimal_l2_on_linear_binary_classifier():

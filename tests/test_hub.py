@@ -83,6 +83,8 @@ def make_eval(sha=None):
         'worst_case': {'8': dict(eps=8 / 255, accuracy=5 / 64, n=N, attacks=linf8),
                        '16': dict(eps=16 / 255, accuracy=4 / 64, n=N,
                                   attacks=linf8 + [a['name'] for a in p10u16])},
+        # AutoAttack covered the first 32 points only: the worst case there, where every attack ran
+        'worst_case_slice': {'8': dict(eps=8 / 255, accuracy=2 / 32, n=32, attacks=linf8)},
         'diagnostics': {'zero_input_gradient_fraction': {'ce': 0.0, 'mm': 0.037, 'margin': 0.0}},
         'warnings': ["gradient masking: the 'mm' objective has an exactly zero input gradient on 3.7% of the "
                      "clean-correct points; attacks with it are unreliable on this model."],
@@ -95,7 +97,7 @@ def make_eval(sha=None):
 
 EVAL = make_eval()
 # the model-index values, in order: clean, the table columns, the worst cases
-EXPECTED_VALUES = [27 / 64, 25 / 64, 20 / 64, 17 / 64, 8 / 64, 15 / 64, 3 / 32, 5 / 64, 4 / 64]
+EXPECTED_VALUES = [27 / 64, 25 / 64, 20 / 64, 17 / 64, 8 / 64, 15 / 64, 3 / 32, 5 / 64, 4 / 64, 2 / 32]
 
 
 def _train_tiny(seed: int = 0) -> torch.nn.Module:
@@ -253,8 +255,11 @@ def test_card_parses_back_with_the_eval_json_numbers(release):
     aa = by_config['AA standard 8']
     assert 'version=standard' in aa.metric_config and aa.metric_args['version'] == 'standard'
     assert aa.metric_args['package'] == 'pyautoattack 0.2.1' and aa.metric_args['n'] == 32
-    assert results[-2].metric_config == 'worst_case, eps=8/255'
-    assert results[-2].metric_args == {'eps': 8 / 255, 'n': N, 'attacks': 7}
+    assert results[-3].metric_config == 'worst_case, eps=8/255'
+    assert results[-3].metric_args == {'eps': 8 / 255, 'n': N, 'attacks': 7}
+    assert results[-1].metric_config == 'worst_case_slice, eps=8/255'
+    assert results[-1].metric_args == {'eps': 8 / 255, 'n': 32, 'attacks': 7}
+    assert 'on the first 32 points, where every one of the 7 attacks ran' in results[-1].metric_name
     assert all('JPEG' in r.dataset_name and r.dataset_split == 'test' and r.dataset_args == {'n': N}
                for r in results)
 
@@ -303,7 +308,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     ours = _table_column(body, 'This model (%)')
     assert ours == ['42.19', '39.06', '31.25', '26.56', '12.50', '23.44', '9.38']  # clean + the 6 columns
     suite = body[body.index('| Robust accuracy under the whole suite'):]
-    assert _table_column(suite, 'This model (%)') == ['7.81', '6.25']
+    assert _table_column(suite, 'This model (%)') == ['7.81', '6.25', '6.25']  # 8/255, 16/255, 8/255 on the first 32
     # every decimal in the evaluation section is an evaluation-JSON number or a labelled paper figure
     section = body.split('## Robustness evaluation')[1].split('## Usage')[0]
     assert _numbers(section) <= _json_numbers(release['data']), _numbers(section) - _json_numbers(release['data'])
@@ -324,7 +329,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     new['clean_accuracy'] = 0.5123
     new['columns'] = {'PGD10 un 8': dict(new['columns']['PGD10 un 8'], accuracy=0.2001)}
     new['attacks'] = {k: v for k, v in new['attacks'].items() if k.startswith('pgd10-un-8')}
-    new['worst_case'], new['warnings'] = {}, []
+    new['worst_case'], new['worst_case_slice'], new['warnings'] = {}, {}, []
     (folder / 'results/eval.json').write_text(json.dumps(new))
     assert hub.main(['card', str(folder)]) == 0
     assert (folder / hub.PLOT_FILE).read_bytes() != (release['out'] / hub.PLOT_FILE).read_bytes()  # redrawn

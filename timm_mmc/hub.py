@@ -104,6 +104,7 @@ class WorstCase:
     accuracy: float
     n: Optional[int] = None
     n_attacks: Optional[int] = None
+    slice_only: bool = False  # over the first ``n`` points only, where every attack ran (``worst_case_slice``)
 
 
 @dataclass
@@ -276,6 +277,13 @@ def parse_eval(data: Dict[str, Any]) -> EvalSummary:
                 acc = _number(v['accuracy'], f'worst_case[{key!r}] accuracy')
                 worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=acc, n=_int(v.get('n')),
                                        n_attacks=len(v.get('attacks') or []) or None))
+    wcs = data.get('worst_case_slice')
+    if isinstance(wcs, dict):
+        for key, v in wcs.items():
+            if isinstance(v, dict) and v.get('accuracy') is not None:
+                acc = _number(v['accuracy'], f'worst_case_slice[{key!r}] accuracy')
+                worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=acc, n=_int(v.get('n')),
+                                       n_attacks=len(v.get('attacks') or []) or None, slice_only=True))
     if data.get('worst_case_accuracy') is not None:
         worst.append(WorstCase(eps=None, accuracy=_number(data['worst_case_accuracy'], 'worst_case_accuracy'),
                                n=_int(data.get('n'))))
@@ -320,6 +328,9 @@ def _worst_label(w: WorstCase) -> str:
     if w.eps is None:
         return 'worst case over all attacks (per image)'
     count = f' {w.n_attacks}' if w.n_attacks else ''
+    if w.slice_only:
+        return (f'whole suite at Linf eps={fmt_eps(w.eps)} on the first {w.n} points, where every one of the{count} '
+                f'attacks ran')
     return f'whole suite at Linf eps={fmt_eps(w.eps)} (per-image worst case over{count} attacks with eps <= it)'
 
 
@@ -368,7 +379,8 @@ def eval_json_to_results(data: Dict[str, Any], dataset: Optional[str] = None) ->
         args = {k: v for k, v in dict(eps=w.eps, n=w.n, attacks=w.n_attacks).items() if v is not None}
         results.append(EvalResult(metric_type='accuracy', metric_name=f'robust accuracy ({_worst_label(w)})',
                                   metric_value=w.accuracy,
-                                  metric_config='worst_case' + (f', eps={fmt_eps(w.eps)}' if w.eps else ''),
+                                  metric_config=('worst_case_slice' if w.slice_only else 'worst_case')
+                                  + (f', eps={fmt_eps(w.eps)}' if w.eps else ''),
                                   metric_args=args or None, **common))
     return results
 
@@ -1005,12 +1017,16 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     n_text = _subset_text(ev)
     summary = (f'`{arch}` trained on {info["pretty"]} with a `{head}` head, released with its robustness '
                f'evaluation. On {n_text} it has **{ev.pct(ev.clean)}% clean accuracy**')
-    suite = [w for w in ev.worst_case if w.eps is not None]
+    suite = [w for w in ev.worst_case if w.eps is not None and not w.slice_only]
+    on_slice = [w for w in ev.worst_case if w.eps is not None and w.slice_only]
     attacked = [r for r in ev.rows if r.family not in ('noise', 'rotation')]
     if suite:
         summary += '; robust accuracy under the whole evaluation suite (per image, the worst case over every Linf ' \
                    'attack within the budget): ' + ', '.join(f'**{ev.pct(w.accuracy)}% at eps {fmt_eps(w.eps)}**'
                                                              for w in suite) + '.'
+        if on_slice:
+            summary += ' Some attacks (AutoAttack) ran on the first points only; there, with every attack: ' + \
+                ', '.join(f'**{ev.pct(w.accuracy)}% at eps {fmt_eps(w.eps)} (first {w.n})**' for w in on_slice) + '.'
     elif attacked:
         worst = min(attacked, key=lambda r: r.accuracy)
         summary += f'; the strongest attack evaluated ({_row_label(worst)}) leaves **{ev.pct(worst.accuracy)}%**.'
@@ -1149,7 +1165,8 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
         label += f' {r.version}' if r.family == 'autoattack' and r.version else ''
         label += '' if r.targeted is None else (' targeted' if r.targeted else ' untargeted')
         groups.setdefault(label, []).append((r.eps * 255.0, r.accuracy * scale))
-    suite = sorted((w.eps * 255.0, w.accuracy * scale) for w in ev.worst_case if w.eps is not None)
+    suite = sorted((w.eps * 255.0, w.accuracy * scale) for w in ev.worst_case
+                   if w.eps is not None and not w.slice_only)
     path = folder / PLOT_FILE
     if not groups and not suite:
         path.unlink(missing_ok=True)  # a plot of earlier results must not outlive them
