@@ -187,10 +187,10 @@ def render_markdown(rep: EvalReport) -> str:
                        for k, v in rep.worst_case.items()])
         out.append('')
     if rep.worst_case_slice:
-        out += ['Some attacks ran on the first points only (AutoAttack with `aa_n`); on the points that every attack '
-                'covered, the worst case is:', '']
-        out += _table(['eps', 'n (first points)', 'robust accuracy', 'attacks'],
-                      [[k, str(v['n']), _pct(v['accuracy']), str(len(v['attacks']))]
+        out += ['Some attacks ran on the first points only (AutoAttack with `aa_n`, SPSA with `spsa_n`); the worst '
+                'case on the largest such prefix (attacks on fewer points count there only):', '']
+        out += _table(['eps', 'n (first points)', 'robust accuracy', 'attacks', 'on fewer points'],
+                      [[k, str(v['n']), _pct(v['accuracy']), str(len(v['attacks'])), ', '.join(v['partial']) or '-']
                        for k, v in rep.worst_case_slice.items()])
         out.append('')
     out += ['## Every attack', '']

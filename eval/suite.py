@@ -498,8 +498,9 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
     Returns:
         A dict with ``clean_accuracy``, ``attacks`` (name -> result dict), ``columns`` (table column -> accuracy,
         worst case over the objectives of that column), ``worst_case`` (eps label -> accuracy and the attacks in it),
-        ``worst_case_slice`` (the same on the points every one of those attacks covered, where some ran on a slice
-        only, e.g. AutoAttack with ``aa_n`` < n; empty otherwise), ``diagnostics`` and ``warnings``.
+        ``worst_case_slice`` (where some of those attacks ran on a prefix only, e.g. AutoAttack with ``aa_n`` < n:
+        the same on the largest such prefix, with ``partial`` naming the attacks that covered fewer points still;
+        empty otherwise), ``diagnostics`` and ``warnings``.
     """
     n = rec.clean.numel()
     clean_acc = rec.clean.double().mean().item() if n else math.nan
@@ -561,18 +562,22 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
                 names.append(s.name)
         robust_at[eps] = robust
         worst[_e(eps)] = dict(eps=eps, accuracy=robust.double().mean().item() if n else math.nan, n=n, attacks=names)
-    # the same worst case on the points every attack covered, where some Linf attack ran on the first k points only
-    # (AutoAttack with aa_n < n): over all n points those attacks count only on their slice
+    # where some Linf attack ran on the first k < n points only (AutoAttack with aa_n, SPSA with spsa_n), the figure
+    # above counts it there only; so also report the worst case on the largest such prefix (AutoAttack's, as a rule),
+    # naming the attacks that covered fewer points still
     worst_slice: Dict[str, Dict[str, Any]] = {}
     for eps, robust in robust_at.items():
-        covered = torch.ones_like(rec.clean)
-        for s in linf:
-            if s.eps <= eps + 1e-12:
-                covered &= rec.attacks[s.name]['in_slice']
+        limited = [rec.attacks[s.name]['in_slice'] for s in linf if s.eps <= eps + 1e-12
+                   and int(rec.attacks[s.name]['in_slice'].sum()) < n]
+        if not limited:
+            continue
+        covered = max(limited, key=lambda m: int(m.sum()))
         k = int(covered.sum())
-        if 0 < k < n:
+        if k:
+            partial = [s.name for s in linf if s.eps <= eps + 1e-12
+                       and bool((covered & ~rec.attacks[s.name]['in_slice']).any())]
             worst_slice[_e(eps)] = dict(eps=eps, accuracy=(robust & covered).double().sum().item() / k, n=k,
-                                        attacks=worst[_e(eps)]['attacks'])
+                                        attacks=worst[_e(eps)]['attacks'], partial=partial)
     diags = _diagnostics(rec, specs, results, col_out, robust_at)
     warns.extend(diags.pop('warnings'))
     return dict(n=n, clean_accuracy=clean_acc, attacks=results, columns=col_out, worst_case=worst,

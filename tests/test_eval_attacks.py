@@ -118,7 +118,13 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite():
     assert out['worst_case']['0']['n'] == 30 and out['worst_case']['0']['accuracy'] == pytest.approx(23 / 30)
     sl = out['worst_case_slice']['0']
     assert sl['n'] == 10 and sl['accuracy'] == pytest.approx(3 / 10)
-    assert sl['attacks'] == out['worst_case']['0']['attacks']
+    assert sl['attacks'] == out['worst_case']['0']['attacks'] and sl['partial'] == []
+
+    # a second attack on the first 4 only (as SPSA with spsa_n): the slice stays the largest prefix, naming it
+    specs[0].n_limit = 4
+    out = summarise(run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False), specs)
+    sl = out['worst_case_slice']['0']
+    assert sl['n'] == 10 and sl['accuracy'] == pytest.approx(3 / 10) and sl['partial'] == [specs[0].name]
 
 
 def test_cw_minimal_l2_on_linear_binary_classifier():

@@ -84,7 +84,7 @@ def make_eval(sha=None):
                        '16': dict(eps=16 / 255, accuracy=4 / 64, n=N,
                                   attacks=linf8 + [a['name'] for a in p10u16])},
         # AutoAttack covered the first 32 points only: the worst case there, where every attack ran
-        'worst_case_slice': {'8': dict(eps=8 / 255, accuracy=2 / 32, n=32, attacks=linf8)},
+        'worst_case_slice': {'8': dict(eps=8 / 255, accuracy=2 / 32, n=32, attacks=linf8, partial=[])},
         'diagnostics': {'zero_input_gradient_fraction': {'ce': 0.0, 'mm': 0.037, 'margin': 0.0}},
         'warnings': ["gradient masking: the 'mm' objective has an exactly zero input gradient on 3.7% of the "
                      "clean-correct points; attacks with it are unreliable on this model."],
@@ -259,7 +259,7 @@ def test_card_parses_back_with_the_eval_json_numbers(release):
     assert results[-3].metric_args == {'eps': 8 / 255, 'n': N, 'attacks': 7}
     assert results[-1].metric_config == 'worst_case_slice, eps=8/255'
     assert results[-1].metric_args == {'eps': 8 / 255, 'n': 32, 'attacks': 7}
-    assert 'on the first 32 points, where every one of the 7 attacks ran' in results[-1].metric_name
+    assert 'on the first 32 points (per-image worst case over 7 attacks)' in results[-1].metric_name
     assert all('JPEG' in r.dataset_name and r.dataset_split == 'test' and r.dataset_args == {'n': N}
                for r in results)
 
@@ -602,3 +602,19 @@ def test_local_dir_num_classes_change_rebuilds_centers(release):
     assert model.head.centers.equal(mm_centers(7, 256, 10.0))
     trained = release['model'].state_dict()
     assert all(v.equal(trained[k]) for k, v in model.state_dict().items())  # the whole backbone + fc1 came along
+
+
+def test_results_table_reads_every_figure_from_the_release(release, tmp_path):
+    table = hub.results_table([release['out']]).splitlines()
+    assert len(table) == 3 and table[0].count('|') == len(hub.RESULTS_COLUMNS) + 1
+    cells = [c.strip() for c in table[2].strip('|').split('|')]
+    row = dict(zip(hub.RESULTS_COLUMNS, cells))
+    assert row['training'] == '1 ep, 62 min'  # args.yaml and summary.json (3725 s)
+    assert row['clean, 10k test'] == '55.5' and row['n'] == '64' and row['clean'] == '42.2'
+    assert row['PGD-50 un 8 (worst over objectives)'] == '23.4'  # the column: 15/64
+    assert row['AutoAttack 8'] == '9.4 (standard, first 32)'
+    assert row['worst case 8'] == '**7.8; 6.2 on the first 32**' and row['worst case 16'] == '6.2'
+    assert row['C&W un mean L2 (n)'] == '0.123 (16)'
+    assert hub.main(['table', str(release['out'])]) == 0
+    with pytest.raises(hub.HubError, match='pass release folders'):
+        hub.results_table([tmp_path])

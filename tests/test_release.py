@@ -79,6 +79,16 @@ def test_pretrained_by_name_offline_reproduces_the_cards_clean_accuracy(cifar10_
     assert json.loads(proc.stdout.split('RESULT', 1)[1]) == checked
 
 
+def test_readme_results_table_is_generated_from_every_release():
+    """The README's results table is exactly `python -m timm_mmc.hub table <every release>` (numbers from the JSONs)."""
+    text = (ROOT / 'README.md').read_text()
+    m = re.search(r'^<!-- results table: python -m timm_mmc\.hub table ([^\n]*?) -->\n(.*?)\n\n', text, re.M | re.S)
+    assert m, 'the README lost its generated results table'
+    folders = [ROOT / f for f in m.group(1).split()]
+    assert sorted(folders) == RELEASES  # every release, each once
+    assert m.group(2) == hub.results_table(folders)
+
+
 def _readme_main_command():
     text = (ROOT / 'README.md').read_text()
     m = re.search(r'^(python -m eval\.robustness --model local-dir:hub_cards/resnet32_mmc\.cifar10 '
@@ -95,6 +105,8 @@ def test_readme_quotes_the_committed_sample_json():
     rows += [f'| {k} | {v["n"]} | {v["n_attacked"]} | {100 * v["accuracy"]:.1f} |' for k, v in ev['attacks'].items()]
     rows += [f'| **worst case at {k}/255** | {v["n"]} | - | **{100 * v["accuracy"]:.1f}** |'
              for k, v in ev['worst_case'].items()]
+    rows += [f'| **worst case at {k}/255, first {v["n"]}** | {v["n"]} | - | '
+             f'**{100 * v["accuracy"]:.1f}** |' for k, v in ev.get('worst_case_slice', {}).items()]
     for row in rows:
         assert row in text, row
 
@@ -119,3 +131,4 @@ def test_readme_main_command_reproduces_its_numbers(tmp_path):
     assert new['clean_accuracy'] == old['clean_accuracy']
     assert {k: v['accuracy'] for k, v in new['attacks'].items()} == {k: v['accuracy'] for k, v in old['attacks'].items()}
     assert new['worst_case'] == old['worst_case']
+    assert new['worst_case_slice'] == old['worst_case_slice']

@@ -104,7 +104,8 @@ class WorstCase:
     accuracy: float
     n: Optional[int] = None
     n_attacks: Optional[int] = None
-    slice_only: bool = False  # over the first ``n`` points only, where every attack ran (``worst_case_slice``)
+    slice_only: bool = False  # over the first ``n`` points only (``worst_case_slice``)
+    partial: List[str] = field(default_factory=list)  # with slice_only: attacks that covered fewer points still
 
 
 @dataclass
@@ -283,7 +284,8 @@ def parse_eval(data: Dict[str, Any]) -> EvalSummary:
             if isinstance(v, dict) and v.get('accuracy') is not None:
                 acc = _number(v['accuracy'], f'worst_case_slice[{key!r}] accuracy')
                 worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=acc, n=_int(v.get('n')),
-                                       n_attacks=len(v.get('attacks') or []) or None, slice_only=True))
+                                       n_attacks=len(v.get('attacks') or []) or None, slice_only=True,
+                                       partial=[str(p) for p in v.get('partial') or []]))
     if data.get('worst_case_accuracy') is not None:
         worst.append(WorstCase(eps=None, accuracy=_number(data['worst_case_accuracy'], 'worst_case_accuracy'),
                                n=_int(data.get('n'))))
@@ -329,8 +331,9 @@ def _worst_label(w: WorstCase) -> str:
         return 'worst case over all attacks (per image)'
     count = f' {w.n_attacks}' if w.n_attacks else ''
     if w.slice_only:
-        return (f'whole suite at Linf eps={fmt_eps(w.eps)} on the first {w.n} points, where every one of the{count} '
-                f'attacks ran')
+        fewer = f'; {", ".join(w.partial)} on fewer points' if w.partial else ''
+        return (f'whole suite at Linf eps={fmt_eps(w.eps)} on the first {w.n} points (per-image worst case over'
+                f'{count} attacks{fewer})')
     return f'whole suite at Linf eps={fmt_eps(w.eps)} (per-image worst case over{count} attacks with eps <= it)'
 
 
@@ -1200,6 +1203,66 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The README's results table, from the release folders
+# ----------------------------------------------------------------------------------------------------------------------
+
+RESULTS_COLUMNS = ('release', 'training', 'clean, 10k test', 'n', 'clean', 'PGD-10 un 8, authors\' objective',
+                   'PGD-10 un 8, margin', 'PGD-50 un 8 (worst over objectives)', 'AutoAttack 8',
+                   'worst case 8', 'worst case 16', 'C&W un mean L2 (n)')
+
+
+def results_table(folders: Sequence[os.PathLike]) -> str:
+    """One Markdown row per release folder, every figure read from its ``training/`` and ``results/eval.json``.
+
+    Accuracies in %, one decimal; eps in /255. "authors' objective" is the MMC paper's adaptive loss for MM heads
+    (``mm``) and cross-entropy for a linear head. ``-`` where the evaluation did not run that attack.
+
+    Raises:
+        HubError: A folder that is not a release (no ``results/eval.json``).
+    """
+    def pct(v: Any) -> str:
+        return '-' if v is None else f'{100.0 * float(v):.1f}'
+
+    rows = ['| ' + ' | '.join(RESULTS_COLUMNS) + ' |', '|' + ' --- |' * len(RESULTS_COLUMNS)]
+    for folder in map(Path, folders):
+        if not (folder / EVAL_FILE).is_file():
+            raise HubError(f'{str(folder)!r} has no {EVAL_FILE}; pass release folders (hub_cards/<name>).')
+        ev = _read_json(folder / EVAL_FILE, 'evaluation JSON')
+        tdir = folder / TRAINING_DIR
+        args = _read_yaml(tdir / 'args.yaml') if (tdir / 'args.yaml').is_file() else {}
+        summary = _read_json(tdir / 'summary.json', 'summary') if (tdir / 'summary.json').is_file() else {}
+        parts = [f'{args["epochs"]} ep' + (f' {args["schedule"]}' if args.get('schedule') else '')
+                 ] if args.get('epochs') else []
+        parts += [str(args['precision'])] if args.get('precision') else []
+        adv = str(args.get('adv') or 'none')
+        parts += [] if adv == 'none' else [f'{"FGSM-RS" if adv == "fgsm" else adv.upper()} AT']
+        if isinstance(summary.get('wall_time_s'), (int, float)):
+            parts.append(f'{summary["wall_time_s"] / 60:.0f} min')
+        training = ', '.join(parts) or '-'
+        attacks, columns = ev.get('attacks') or {}, ev.get('columns') or {}
+        own = 'mm' if ev.get('head') == 'mm' else 'ce'
+        acc = (lambda name: (attacks.get(name) or {}).get('accuracy'))
+        aa = next((a for a in attacks.values() if a.get('family') == 'autoattack'), None)
+        aa_text = '-'
+        if aa is not None:
+            where = f'first {aa["n"]}' if aa.get('n') != ev.get('n') else f'all {aa["n"]}'
+            aa_text = f'{pct(aa["accuracy"])} ({aa["config"]["version"]}, {where})'
+        worst = ev.get('worst_case') or {}
+        sl = ev.get('worst_case_slice') or {}
+        w8 = pct((worst.get('8') or {}).get('accuracy'))
+        if '8' in sl and aa is not None and sl['8']['n'] == aa.get('n') != ev.get('n'):  # AutoAttack's prefix
+            w8 += f'; {pct(sl["8"]["accuracy"])} on the first {sl["8"]["n"]}'
+        cw = attacks.get('cw-un')
+        cw_text = '-' if cw is None else f'{cw["l2_mean"]:.3f} ({cw["n"]})'
+        cells = [f'[`{folder.name}`](hub_cards/{folder.name})', training, pct(summary.get('test_acc')),
+                 str(ev.get('n')), pct(ev.get('clean_accuracy')), pct(acc(f'pgd10-un-8-{own}')),
+                 pct(acc('pgd10-un-8-margin')), pct((columns.get('PGD50 un 8') or {}).get('accuracy')), aa_text,
+                 f'**{w8}**', pct((worst.get('16') or {}).get('accuracy')), cw_text]
+        rows.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Push and the local cache
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -1446,6 +1509,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser('card', help='re-render README.md (and the plot) of a release folder from its files')
     c.add_argument('folder')
     c.add_argument('--repo-id', default=None, help='Hub repo the card names (default: keep the current one)')
+    t = sub.add_parser('table', help="print the README's results table (Markdown) from release folders")
+    t.add_argument('folders', nargs='+')
     k = sub.add_parser('cache', help='install a release folder into the local HF cache (offline use)')
     k.add_argument('folder')
     k.add_argument('--repo-id', default=None, help='default: the repo the card names')
@@ -1471,6 +1536,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             write_plot(folder)
             path = write_card(folder, repo_id=args.repo_id)
             print(f'wrote {path}')
+        elif args.cmd == 'table':
+            print(results_table(args.folders))
         elif args.cmd == 'cache':
             _check_release(Path(args.folder), None)
             repo_id = args.repo_id or _card_repo(Path(args.folder))
