@@ -58,7 +58,8 @@ def main() -> None:
             times[n].append(s())
     med = {n: statistics.median(t) for n, t in times.items()}
     print(machine_line())
-    print(f'batch {args.batch}, {args.precision}, channels_last, {args.steps} interleaved steps after {args.warmup} warm-up')
+    print(f'batch {args.batch}, {args.precision}, channels_last, {args.steps} interleaved steps after '
+          f'{args.warmup} warm-up')
     for n, m in med.items():
         print(f'{n:14s} median step {m * 1000:7.1f} ms  ({args.batch / m:6.0f} img/s)')
     print(f'ratio mmc / sce: {med["resnet32_mmc"] / med["resnet32_sce"]:.3f}  (target <= 1.02)')

@@ -124,7 +124,8 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'x 2 proc' in proc.stdout
-    a, b = load_file(str(tmp_path / 'one' / 'model.safetensors')), load_file(str(tmp_path / 'two' / 'model.safetensors'))
+    a = load_file(str(tmp_path / 'one' / 'model.safetensors'))
+    b = load_file(str(tmp_path / 'two' / 'model.safetensors'))
     for k in a:
         if a[k].is_floating_point():
             torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3, msg=k)

@@ -174,7 +174,10 @@ class PGD:
 
 
 class FGSMRandomStart(PGD):
-    """FGSM from a random start with step ``1.25 eps`` (Wong, Rice and Kolter, "Fast is better than free", ICLR 2020)."""
+    """FGSM from a random start with step ``1.25 eps``.
+
+    Wong, Rice and Kolter, "Fast is better than free: revisiting adversarial training", ICLR 2020.
+    """
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, loss: str = 'ce', targeted: bool = False,
                  num_classes: Optional[int] = None, seed: int = 0, alpha_ratio: float = 1.25) -> None:

@@ -124,6 +124,6 @@ def build_loss(name: str, num_classes: int, feature_dim: int, head: Optional[str
         raise ValueError(f'unknown loss {name!r}; choose one of {tuple(LOSSES)}.')
     if head is not None and head not in LOSS_HEADS[name]:
         raise ValueError(f'loss {name!r} needs a model with head in {LOSS_HEADS[name]}, but the model has head '
-                         f'{head!r}; pick a matching model (e.g. resnet32_{LOSS_HEADS[name][0].replace("linear", "sce")})'
-                         f' or leave the loss at its default.')
+                         f'{head!r}; pick a matching model (e.g. '
+                         f'resnet32_{LOSS_HEADS[name][0].replace("linear", "sce")}) or leave the loss at its default.')
     return LOSSES[name](num_classes, feature_dim, **kwargs)

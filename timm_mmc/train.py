@@ -324,7 +324,8 @@ class Trainer:
         return float(total[0] / total[1])
 
     def robust_accuracy(self) -> float:
-        """PGD-10 (eps 8/255, step 2/255, untargeted, the head's adaptive objective) on the first robust_n test images."""
+        """PGD-10 (eps 8/255, step 2/255, untargeted, the head's adaptive objective) on the first robust_n test
+        images."""
         self.model.eval()
         n = min(self.cfg.robust_n, len(self.test_set))
         idx = torch.arange(self.rank, n, self.world)
