@@ -614,7 +614,7 @@ def test_results_table_reads_every_figure_from_the_release(release, tmp_path):
     assert row['PGD-50 un 8 (worst over objectives)'] == '23.4'  # the column: 15/64
     assert row['AutoAttack 8'] == '9.4 (standard, first 32)'
     assert row['worst case 8'] == '**7.8; 6.2 on the first 32**' and row['worst case 16'] == '6.2'
-    assert row['C&W un mean L2 (n)'] == '0.123 (16)'
+    assert row["C&W un L2, paper's mean (n)"] == '0.062 (16)'  # l2_paper
     assert hub.main(['table', str(release['out'])]) == 0
     with pytest.raises(hub.HubError, match='pass release folders'):
         hub.results_table([tmp_path])

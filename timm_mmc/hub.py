@@ -1208,14 +1208,16 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
 
 RESULTS_COLUMNS = ('release', 'training', 'clean, 10k test', 'n', 'clean', 'PGD-10 un 8, authors\' objective',
                    'PGD-10 un 8, margin', 'PGD-50 un 8 (worst over objectives)', 'AutoAttack 8',
-                   'worst case 8', 'worst case 16', 'C&W un mean L2 (n)')
+                   'worst case 8', 'worst case 16', 'C&W un L2, paper\'s mean (n)')
 
 
 def results_table(folders: Sequence[os.PathLike]) -> str:
     """One Markdown row per release folder, every figure read from its ``training/`` and ``results/eval.json``.
 
     Accuracies in %, one decimal; eps in /255. "authors' objective" is the MMC paper's adaptive loss for MM heads
-    (``mm``) and cross-entropy for a linear head. ``-`` where the evaluation did not run that attack.
+    (``mm``) and cross-entropy for a linear head. The C&W figure is the paper's averaging (failures and clean
+    errors counted as 0 distortion), comparable with its Table B; the card has the mean over the successes too. ``-``
+    where the evaluation did not run that attack.
 
     Raises:
         HubError: A folder that is not a release (no ``results/eval.json``).
@@ -1253,7 +1255,7 @@ def results_table(folders: Sequence[os.PathLike]) -> str:
         if '8' in sl and aa is not None and sl['8']['n'] == aa.get('n') != ev.get('n'):  # AutoAttack's prefix
             w8 += f'; {pct(sl["8"]["accuracy"])} on the first {sl["8"]["n"]}'
         cw = attacks.get('cw-un')
-        cw_text = '-' if cw is None else f'{cw["l2_mean"]:.3f} ({cw["n"]})'
+        cw_text = '-' if cw is None else f'{cw["l2_paper"]:.3f} ({cw["n"]})'  # failures as 0, as the paper averaged
         cells = [f'[`{folder.name}`](hub_cards/{folder.name})', training, pct(summary.get('test_acc')),
                  str(ev.get('n')), pct(ev.get('clean_accuracy')), pct(acc(f'pgd10-un-8-{own}')),
                  pct(acc('pgd10-un-8-margin')), pct((columns.get('PGD50 un 8') or {}).get('accuracy')), aa_text,
