@@ -44,6 +44,35 @@ def test_forward_contract(name):
     torch.testing.assert_close(m.get_classifier()(z), logits)
 
 
+@pytest.mark.parametrize('name', ['resnet20_mmc', 'resnet32v2_sce'])
+def test_forward_intermediates_and_features_only(name):
+    m = timm.create_model(name).eval()
+    x = _x()
+    widths = [f['num_chs'] for f in m.feature_info]
+    with torch.no_grad():
+        final, maps = m.forward_intermediates(x)
+        torch.testing.assert_close(final, m.forward_features(x))
+        assert [t.shape[1:] for t in maps] == [(c, 32 // r, 32 // r) for c, r in
+                                               zip(widths, [f['reduction'] for f in m.feature_info])]
+        torch.testing.assert_close(maps[1], m.stages[0](m.stem(m.normalize(x))))  # normalised inside, as forward
+        last = m.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+        torch.testing.assert_close(last[0], final)  # the last map with the final norm is forward_features
+        early = m.forward_intermediates(x, indices=[0, 2], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[1], maps[2])
+    with pytest.raises(ValueError, match='NCHW'):
+        m.forward_intermediates(x, output_fmt='NHWC')
+
+    f = timm.create_model(name, features_only=True, out_indices=(1, 2)).eval()
+    assert f.feature_info.channels() == widths[1:3] and f.feature_info.reduction() == [1, 2]
+    missing, _ = f.model.load_state_dict(m.state_dict(), strict=False)  # the same weights, fewer stages
+    assert not missing
+    with torch.no_grad():
+        out = f(x)
+    assert len(out) == 2
+    torch.testing.assert_close(out[1], maps[2])
+    assert not any(k.startswith('stages.2') for k in f.model.state_dict())  # the unused stage was pruned
+
+
 @pytest.mark.parametrize('name', FAST)
 def test_backward_reaches_every_parameter(name):
     m = timm.create_model(name, feature_dim=16)

@@ -20,12 +20,13 @@ attacks and the timm data pipeline both work in pixel space (the pretrained cfgs
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
 from ..heads import HeadConfig, MMHead
 
@@ -139,6 +140,7 @@ class CifarResNet(nn.Module):
                 raise ValueError(f'basic-block CIFAR ResNets have depth 6n + 2 (20, 32, 56, 110), got {depth}.')
             n = (depth - 2) // 6
             chs = (16, 32, 64)
+            widths = list(chs)
             stages: List[nn.Module] = []
             in_chs = 16
             for i, c in enumerate(chs):
@@ -152,6 +154,7 @@ class CifarResNet(nn.Module):
                                  f'got {depth}.')
             n = (depth - 2) // 9
             stages = []
+            widths = []
             in_chs = 16
             for i in range(3):
                 out_chs = in_chs * 4 if i == 0 else in_chs * 2
@@ -159,11 +162,15 @@ class CifarResNet(nn.Module):
                                            stride=2 if (i > 0 and j == 0) else 1, preact=not (i == 0 and j == 0),
                                            project=j == 0) for j in range(n)]
                 stages.append(nn.Sequential(*blocks))
+                widths.append(out_chs)
                 in_chs = out_chs
             self.final_norm = nn.Sequential(nn.BatchNorm2d(in_chs), nn.ReLU())
         else:
             raise ValueError(f"unknown block {block!r}; choose 'basic' or 'preact_bottleneck'.")
         self.stages = nn.Sequential(*stages)
+        # what forward_intermediates / features_only=True return: the stem, then each stage (stride 1, 2, 2)
+        self.feature_info = [dict(num_chs=16, reduction=1, module='stem')] + [
+            dict(num_chs=w, reduction=2 ** i, module=f'stages.{i}') for i, w in enumerate(widths)]
         self.num_features = in_chs  # backbone width, (N, num_features, 8, 8) out of forward_features
         self.head_hidden_size = head_cfg.feature_dim  # width of the pre-logits feature z
         self.head = MMHead(self.num_features, num_classes, head_cfg, drop_rate)
@@ -218,6 +225,60 @@ class CifarResNet(nn.Module):
             x = self.stages(x)  # (N, num_features, 8, 8)
         return self.final_norm(x)
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Feature maps of the stem and of each stage (timm's feature-extraction interface).
+
+        Args:
+            x: Images in [0, 1], (N, C, H, W); normalised inside, as in ``forward``.
+            indices: Which of the 4 maps (0 stem, 1-3 stages): None all, an int the last n, a list those.
+            norm: Apply the final norm (pre-activation variant only) to the last stage's map.
+            stop_early: Stop after the last stage that is taken.
+            output_fmt: Only ``'NCHW'``.
+            intermediates_only: Return the list of maps only.
+
+        Returns:
+            The maps, or ``(forward_features output, maps)``.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"CIFAR ResNets return feature maps as 'NCHW' only (got output_fmt={output_fmt!r}).")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        x = self.stem(self.normalize(x))  # (N, 16, 32, 32)
+        if 0 in take_indices:
+            intermediates.append(x)
+        stages = self.stages[:max_index] if stop_early else self.stages
+        last = len(self.stages) - 1
+        for i, stage in enumerate(stages):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                from timm.models import checkpoint_seq
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if i + 1 in take_indices:
+                intermediates.append(self.final_norm(x) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        return (self.final_norm(x) if len(stages) == len(self.stages) else x), intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last map in ``indices`` (and the final norm / head); returns the indices."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        self.stages = self.stages[:max_index]
+        if prune_norm or max_index < len(self.feature_info) - 1:
+            self.final_norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3))  # global average pool, (N, num_features)
         return self.head(x, pre_logits=pre_logits)  # z (N, feature_dim) or logits (N, num_classes)
@@ -237,7 +298,8 @@ def _filter_fn(state_dict: Dict[str, torch.Tensor], model: CifarResNet) -> Dict[
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(CifarResNet, variant, pretrained, pretrained_filter_fn=_filter_fn, **kwargs)
+    return build_model_with_cfg(CifarResNet, variant, pretrained, pretrained_filter_fn=_filter_fn,
+                                feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
