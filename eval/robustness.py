@@ -212,6 +212,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     main_proc = rank == 0
     say = print if main_proc else (lambda *a, **k: None)
+    if device.type == 'cuda':  # full float32 numerics, as on a CPU: TF32 convolutions would shift logits ~1e-3
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')

@@ -329,6 +329,7 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
     """
     bs = opts.batch_size
     clean = _predict(model, x, bs) == y
+    positions = positions.to(clean.device)  # the slices (in_slice) are masks over x's points, on x's device
     rec = Records(positions.clone(), clean.clone())
     ok = clean.nonzero().squeeze(1)
     for obj in diagnostic_objectives:

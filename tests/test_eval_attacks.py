@@ -91,13 +91,16 @@ def test_pgd_linear_matches_closed_form_worst_case():
         assert torch.equal(robust, robust_exact), loss
 
 
-def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite():
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a GPU'))])
+def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
     x = torch.rand(30, 3, 4, 4)
     with torch.no_grad():
         y = model(x).argmax(1)
     y[:7] = (y[:7] + 1) % 10  # 7 wrong: clean accuracy 23/30
+    model, x, y = model.to(device), x.to(device), y.to(device)  # positions stay on the CPU, as eval.robustness has them
     x_adv = PGD(model, eps=0.0, steps=5).perturb(x, y)
     assert torch.equal(x_adv, x)
     opts = SuiteOptions(eps=(0.0,), pgd_steps=(5,), objectives=('ce', 'margin'), batch_size=8)
