@@ -169,8 +169,10 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
         logger.setLevel(old_level)
     x_adv = x_adv.detach()
     check_linf_batch(x_adv, x, eps)
-    with torch.no_grad():
-        robust = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
-                            for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else torch.zeros(0, dtype=bool)
+    robust = torch.zeros(0, dtype=torch.bool, device=x.device)
+    if x.shape[0]:
+        with torch.no_grad():
+            robust = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
+                                for i in range(0, x.shape[0], batch_size)])
     found = handler.warnings + [str(w.message) for w in caught]
     return AAOutcome(x_adv, robust, list(aa.attacks_to_run), handler.lines, found)

@@ -305,7 +305,7 @@ def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets
         losses = fn(model(xb).float(), y[i:i + batch_size], None)
         (g,) = torch.autograd.grad(losses.sum(), xb)
         out.append(g.flatten(1).abs().amax(1) == 0)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
 def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions, x: torch.Tensor, y: torch.Tensor,
@@ -423,7 +423,7 @@ def _run_linf(model, spec: AttackSpec, x, y, t, num_classes, seed, bs, progress,
         fwd_bs = bs
     else:
         raise ValueError(f'no Linf runner for family {spec.family}.')
-    robust = torch.zeros(x.shape[0], dtype=torch.bool)
+    robust = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     zero = []
     bar = _progress(x.shape[0], spec.name, progress)
     for i in range(0, x.shape[0], fwd_bs):
@@ -450,7 +450,7 @@ def _run_aa(model, spec: AttackSpec, x, y, x_clean, num_classes, seed, bs):
     wrapped = ScaledLogits(model, scale)
     extra: Dict[str, Any] = dict(logit_scale=scale, max_clean_margin=max_margin, n_attacked=int(x.shape[0]))
     if x.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.bool), extra, []
+        return torch.zeros(0, dtype=torch.bool, device=x.device), extra, []
     out = run_autoattack(wrapped, x, y, spec.eps, version=cfg['version'], seed=seed, batch_size=bs,
                          n_iter=cfg['n_iter'], n_target_classes=cfg['target_classes'], num_classes=num_classes)
     with torch.no_grad():  # judge with the raw model, not the wrapper
@@ -467,8 +467,8 @@ def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress
                   max_iter=cfg['max_iter'], lr=cfg['lr'], initial_const=cfg['initial_const'],
                   confidence=cfg['confidence'], abort_early=cfg['abort_early'], seed=seed)
     n = x.shape[0]
-    l2 = torch.full((n,), float('inf'))
-    success = torch.zeros(n, dtype=torch.bool)
+    l2 = torch.full((n,), float('inf'), device=x.device)
+    success = torch.zeros(n, dtype=torch.bool, device=x.device)
     idx = todo.nonzero().squeeze(1)
     grads = 0
     bar = _progress(idx.numel(), spec.name, progress)
