@@ -352,9 +352,9 @@ def _print_claims(rep: EvalReport, say) -> None:
         say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255: {100 * v["accuracy"]:.2f}% '
             f'(per-sample worst case over {len(v["attacks"])} attacks, n={v["n"]})')
     for k, v in rep.worst_case_slice.items():
-        fewer = f' (on fewer points: {", ".join(v["partial"])})' if v['partial'] else ''
-        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255 on the first {v["n"]} points, where the '
-            f'{len(v["attacks"])} attacks ran{fewer}: {100 * v["accuracy"]:.2f}%')
+        fewer = f', of which {", ".join(v["partial"])} on fewer points' if v['partial'] else ''
+        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255 on the first {v["n"]} points: '
+            f'{100 * v["accuracy"]:.2f}% (per-sample worst case over {len(v["attacks"])} attacks{fewer})')
     for w in rep.warnings:
         say(f'[eval] WARNING: {w}')
     say(f'[eval] total {rep.timings["total_s"]:.0f}s')

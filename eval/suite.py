@@ -500,8 +500,8 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
         A dict with ``clean_accuracy``, ``attacks`` (name -> result dict), ``columns`` (table column -> accuracy,
         worst case over the objectives of that column), ``worst_case`` (eps label -> accuracy and the attacks in it),
         ``worst_case_slice`` (where some of those attacks ran on a prefix only, e.g. AutoAttack with ``aa_n`` < n:
-        the same on the largest such prefix, with ``partial`` naming the attacks that covered fewer points still;
-        empty otherwise), ``diagnostics`` and ``warnings``.
+        the same on AutoAttack's prefix if it was limited, else on the largest such prefix, with ``partial`` naming
+        the attacks that covered fewer points still; empty otherwise), ``diagnostics`` and ``warnings``.
     """
     n = rec.clean.numel()
     clean_acc = rec.clean.double().mean().item() if n else math.nan
@@ -564,15 +564,16 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Any]:
         robust_at[eps] = robust
         worst[_e(eps)] = dict(eps=eps, accuracy=robust.double().mean().item() if n else math.nan, n=n, attacks=names)
     # where some Linf attack ran on the first k < n points only (AutoAttack with aa_n, SPSA with spsa_n), the figure
-    # above counts it there only; so also report the worst case on the largest such prefix (AutoAttack's, as a rule),
-    # naming the attacks that covered fewer points still
+    # above counts it there only; so also report the worst case on that prefix: AutoAttack's if it was limited, else
+    # the largest one, naming the attacks that covered fewer points still
     worst_slice: Dict[str, Dict[str, Any]] = {}
     for eps, robust in robust_at.items():
-        limited = [rec.attacks[s.name]['in_slice'] for s in linf if s.eps <= eps + 1e-12
+        limited = [(s.family == AttackFamily.AUTOATTACK, int(rec.attacks[s.name]['in_slice'].sum()),
+                    rec.attacks[s.name]['in_slice']) for s in linf if s.eps <= eps + 1e-12
                    and int(rec.attacks[s.name]['in_slice'].sum()) < n]
         if not limited:
             continue
-        covered = max(limited, key=lambda m: int(m.sum()))
+        covered = max(limited, key=lambda t: t[:2])[2]
         k = int(covered.sum())
         if k:
             partial = [s.name for s in linf if s.eps <= eps + 1e-12

@@ -342,3 +342,26 @@ def test_autoattack_versions_run_and_stay_in_the_ball(version):
                 'fast': ['apgd-ce', 'apgd-t']}[version]
     assert out.attacks == expected
     assert torch.equal(out.robust, model(out.x_adv).argmax(1) == y)
+
+
+def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
+    """Records written by hand: SPSA on the first 8 of 10 points, AutoAttack on the first 4."""
+    from eval.suite import AttackSpec, Records
+    from eval.threat import AttackFamily, ThreatModel
+
+    n, eps = 10, 8 / 255
+    pos = torch.arange(n)
+    clean = torch.ones(n, dtype=torch.bool)
+    spsa = AttackSpec('spsa', AttackFamily.SPSA, ThreatModel.LINF, eps, False, n_limit=8)
+    aa = AttackSpec('aa', AttackFamily.AUTOATTACK, ThreatModel.LINF, eps, False, n_limit=4)
+    rec = Records(pos, clean)
+    # SPSA breaks point 5; AutoAttack breaks points 0 and 1
+    rec.attacks['spsa'] = dict(robust=pos != 5, in_slice=pos < 8, attacked=pos < 8)
+    rec.attacks['aa'] = dict(robust=pos >= 2, in_slice=pos < 4, attacked=pos < 4)
+    out = summarise(rec, [spsa, aa])
+    assert out['worst_case']['8']['accuracy'] == pytest.approx(7 / 10)  # each attack counted on its own prefix
+    sl = out['worst_case_slice']['8']
+    assert sl['n'] == 4 and sl['accuracy'] == pytest.approx(2 / 4) and sl['partial'] == []
+    # without AutoAttack, the largest limited prefix (SPSA's 8), naming nothing on fewer points
+    out = summarise(rec, [spsa])
+    assert out['worst_case_slice']['8']['n'] == 8 and out['worst_case_slice']['8']['accuracy'] == pytest.approx(7 / 8)

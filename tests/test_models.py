@@ -70,7 +70,10 @@ def test_forward_intermediates_and_features_only(name):
         out = f(x)
     assert len(out) == 2
     torch.testing.assert_close(out[1], maps[2])
-    assert not any(k.startswith('stages.2') for k in f.model.state_dict())  # the unused stage was pruned
+    assert not any(k.startswith(('stages.2', 'head.')) for k in f.model.state_dict())  # unused parts pruned
+    f(x)[1].sum().backward()
+    assert all(p.grad is not None for p in f.parameters())  # no parameter left unused (DDP would refuse it)
+    assert f.model.num_features == widths[2]
 
 
 @pytest.mark.parametrize('name', FAST)

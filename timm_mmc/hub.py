@@ -379,7 +379,8 @@ def eval_json_to_results(data: Dict[str, Any], dataset: Optional[str] = None) ->
                                   metric_value=r.accuracy, metric_config=cfg_str,
                                   metric_args={k: v for k, v in args.items() if v is not None}, **common))
     for w in ev.worst_case:
-        args = {k: v for k, v in dict(eps=w.eps, n=w.n, attacks=w.n_attacks).items() if v is not None}
+        args = {k: v for k, v in dict(eps=w.eps, n=w.n, attacks=w.n_attacks,
+                                      on_fewer_points=w.partial or None).items() if v is not None}
         results.append(EvalResult(metric_type='accuracy', metric_name=f'robust accuracy ({_worst_label(w)})',
                                   metric_value=w.accuracy,
                                   metric_config=('worst_case_slice' if w.slice_only else 'worst_case')
@@ -1028,7 +1029,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
                    'attack within the budget): ' + ', '.join(f'**{ev.pct(w.accuracy)}% at eps {fmt_eps(w.eps)}**'
                                                              for w in suite) + '.'
         if on_slice:
-            summary += ' Some attacks (AutoAttack) ran on the first points only; there, with every attack: ' + \
+            summary += ' Some attacks ran on the first points only; the same worst case on those points: ' + \
                 ', '.join(f'**{ev.pct(w.accuracy)}% at eps {fmt_eps(w.eps)} (first {w.n})**' for w in on_slice) + '.'
     elif attacked:
         worst = min(attacked, key=lambda r: r.accuracy)
@@ -1237,29 +1238,39 @@ def results_table(folders: Sequence[os.PathLike]) -> str:
                  ] if args.get('epochs') else []
         parts += [str(args['precision'])] if args.get('precision') else []
         adv = str(args.get('adv') or 'none')
-        parts += [] if adv == 'none' else [f'{"FGSM-RS" if adv == "fgsm" else adv.upper()} AT']
+        if adv != 'none':
+            kind = '' if args.get('adv_targeted') is None else (' targeted' if args['adv_targeted'] else ' untargeted')
+            parts.append(f'{"FGSM-RS" if adv == "fgsm" else adv.upper()} AT{kind}')
         if isinstance(summary.get('wall_time_s'), (int, float)):
             parts.append(f'{summary["wall_time_s"] / 60:.0f} min')
         training = ', '.join(parts) or '-'
         attacks, columns = ev.get('attacks') or {}, ev.get('columns') or {}
+        if not isinstance(attacks, dict) or not isinstance(columns, dict):
+            raise HubError(f'{str(folder / EVAL_FILE)!r} is not in the layout of python -m eval.robustness '
+                           f'(attacks and columns by name); re-run the evaluation.')
         own = 'mm' if ev.get('head') == 'mm' else 'ce'
         acc = (lambda name: (attacks.get(name) or {}).get('accuracy'))
-        aa = next((a for a in attacks.values() if a.get('family') == 'autoattack'), None)
+        aa = next((a for a in attacks.values() if a.get('family') == 'autoattack'
+                   and abs(float(a.get('eps') or 0) * 255 - 8) < 1e-6), None)
         aa_text = '-'
         if aa is not None:
-            where = f'first {aa["n"]}' if aa.get('n') != ev.get('n') else f'all {aa["n"]}'
-            aa_text = f'{pct(aa["accuracy"])} ({aa["config"]["version"]}, {where})'
+            where = f'first {aa.get("n")}' if aa.get('n') != ev.get('n') else f'all {aa.get("n")}'
+            aa_text = f'{pct(aa.get("accuracy"))} ({(aa.get("config") or {}).get("version", "?")}, {where})'
         worst = ev.get('worst_case') or {}
         sl = ev.get('worst_case_slice') or {}
         w8 = pct((worst.get('8') or {}).get('accuracy'))
-        if '8' in sl and aa is not None and sl['8']['n'] == aa.get('n') != ev.get('n'):  # AutoAttack's prefix
-            w8 += f'; {pct(sl["8"]["accuracy"])} on the first {sl["8"]["n"]}'
-        cw = attacks.get('cw-un')
-        cw_text = '-' if cw is None else f'{cw["l2_paper"]:.3f} ({cw["n"]})'  # failures as 0, as the paper averaged
+        if w8 != '-' and aa is not None and aa.get('n') != ev.get('n'):  # AutoAttack judged its prefix only
+            if (sl.get('8') or {}).get('n') == aa.get('n'):
+                w8 += f'; {pct(sl["8"]["accuracy"])} on the first {aa.get("n")}'
+            else:
+                w8 += f' (AutoAttack on the first {aa.get("n")} only)'
+        w8 = w8 if w8 == '-' else f'**{w8}**'
+        cw = attacks.get('cw-un') or {}
+        cw_text = '-' if cw.get('l2_paper') is None else f'{cw["l2_paper"]:.3f} ({cw.get("n")})'  # failures as 0
         cells = [f'[`{folder.name}`](hub_cards/{folder.name})', training, pct(summary.get('test_acc')),
                  str(ev.get('n')), pct(ev.get('clean_accuracy')), pct(acc(f'pgd10-un-8-{own}')),
                  pct(acc('pgd10-un-8-margin')), pct((columns.get('PGD50 un 8') or {}).get('accuracy')), aa_text,
-                 f'**{w8}**', pct((worst.get('16') or {}).get('accuracy')), cw_text]
+                 w8, pct((worst.get('16') or {}).get('accuracy')), cw_text]
         rows.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(rows)
 

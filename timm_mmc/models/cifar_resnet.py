@@ -88,6 +88,18 @@ class PreActBottleneck(nn.Module):
         return out + self.proj(x)
 
 
+class _PrunedHead(nn.Module):
+    """What ``prune_intermediate_layers(prune_head=True)`` leaves: no parameters, features pass through."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg  # kept so model_args() still describes the head the weights came from
+        self.classifier = nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x
+
+
 class CifarResNet(nn.Module):
     """A CIFAR ResNet backbone (32x32 inputs in [0, 1]) with an :class:`~timm_mmc.heads.MMHead`.
 
@@ -270,13 +282,20 @@ class CifarResNet(nn.Module):
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last map in ``indices`` (and the final norm / head); returns the indices."""
+        """Drop what follows the last map in ``indices``: later stages, the final norm and the head.
+
+        As timm's models do, the head goes whenever stages go (it could not take the narrower features) or when
+        ``prune_head``; ``num_features`` then is the width of the last map kept. Returns the absolute indices.
+        """
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        prune_end = max_index < len(self.feature_info) - 1
         self.stages = self.stages[:max_index]
-        if prune_norm or max_index < len(self.feature_info) - 1:
+        if prune_norm or prune_end:
             self.final_norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
+        if prune_head or prune_end:
+            self.head = _PrunedHead(self.head.cfg)
+            self.num_classes = 0
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
