@@ -271,20 +271,13 @@ def parse_eval(data: Dict[str, Any]) -> EvalSummary:
         for name, acc, _ in detail:
             rows.append(_row_from_attack(by_name.get(name, {}), name, acc))
     worst: List[WorstCase] = []
-    wc = data.get('worst_case')
-    if isinstance(wc, dict):
-        for key, v in wc.items():
+    for field_name, slice_only in (('worst_case', False), ('worst_case_slice', True)):
+        entries = data.get(field_name)
+        for key, v in (entries.items() if isinstance(entries, dict) else ()):
             if isinstance(v, dict) and v.get('accuracy') is not None:
-                acc = _number(v['accuracy'], f'worst_case[{key!r}] accuracy')
+                acc = _number(v['accuracy'], f'{field_name}[{key!r}] accuracy')
                 worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=acc, n=_int(v.get('n')),
-                                       n_attacks=len(v.get('attacks') or []) or None))
-    wcs = data.get('worst_case_slice')
-    if isinstance(wcs, dict):
-        for key, v in wcs.items():
-            if isinstance(v, dict) and v.get('accuracy') is not None:
-                acc = _number(v['accuracy'], f'worst_case_slice[{key!r}] accuracy')
-                worst.append(WorstCase(eps=_eps_unit(v.get('eps')), accuracy=acc, n=_int(v.get('n')),
-                                       n_attacks=len(v.get('attacks') or []) or None, slice_only=True,
+                                       n_attacks=len(v.get('attacks') or []) or None, slice_only=slice_only,
                                        partial=[str(p) for p in v.get('partial') or []]))
     if data.get('worst_case_accuracy') is not None:
         worst.append(WorstCase(eps=None, accuracy=_number(data['worst_case_accuracy'], 'worst_case_accuracy'),
@@ -824,12 +817,18 @@ def _md(value: Any) -> str:
     return text.replace('|', '\\|').replace('\n', ' ')
 
 
+def _training_files(folder: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """A release's ``training/args.yaml`` and ``training/summary.json`` (empty dicts where absent)."""
+    tdir = folder / TRAINING_DIR
+    args = _read_yaml(tdir / 'args.yaml') if (tdir / 'args.yaml').is_file() else {}
+    summary = _read_json(tdir / 'summary.json', 'summary') if (tdir / 'summary.json').is_file() else {}
+    return args, summary if isinstance(summary, dict) else {}
+
+
 def _training_text(folder: Path, dataset: str) -> str:
     tdir = folder / TRAINING_DIR
     lines: List[str] = []
-    args = _read_yaml(tdir / 'args.yaml') if (tdir / 'args.yaml').is_file() else {}
-    summary = _read_json(tdir / 'summary.json', 'summary') if (tdir / 'summary.json').is_file() else {}
-    summary = summary if isinstance(summary, dict) else {}
+    args, summary = _training_files(folder)
     if args:
         lines.append('The resolved training configuration (`training/args.yaml`, written by `timm_mmc/train.py`):')
         lines.append('')
@@ -1231,9 +1230,7 @@ def results_table(folders: Sequence[os.PathLike]) -> str:
         if not (folder / EVAL_FILE).is_file():
             raise HubError(f'{str(folder)!r} has no {EVAL_FILE}; pass release folders (hub_cards/<name>).')
         ev = _read_json(folder / EVAL_FILE, 'evaluation JSON')
-        tdir = folder / TRAINING_DIR
-        args = _read_yaml(tdir / 'args.yaml') if (tdir / 'args.yaml').is_file() else {}
-        summary = _read_json(tdir / 'summary.json', 'summary') if (tdir / 'summary.json').is_file() else {}
+        args, summary = _training_files(folder)
         parts = [f'{args["epochs"]} ep' + (f' {args["schedule"]}' if args.get('schedule') else '')
                  ] if args.get('epochs') else []
         parts += [str(args['precision'])] if args.get('precision') else []
