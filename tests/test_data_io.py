@@ -56,12 +56,28 @@ def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():
         assert found or flipped
 
 
-def test_augment_slices_of_a_global_batch_match_the_whole():
+@pytest.mark.parametrize('cutout', [0, 8])
+def test_augment_slices_of_a_global_batch_match_the_whole(cutout):
     x = torch.rand(8, 3, 32, 32)
-    whole = augment_batch(x, generator=torch.Generator().manual_seed(1))
-    halves = [augment_batch(x[i * 4:(i + 1) * 4], generator=torch.Generator().manual_seed(1), offset=i * 4, total=8)
-              for i in range(2)]
+    whole = augment_batch(x, generator=torch.Generator().manual_seed(1), cutout=cutout)
+    halves = [augment_batch(x[i * 4:(i + 1) * 4], generator=torch.Generator().manual_seed(1), offset=i * 4, total=8,
+                            cutout=cutout) for i in range(2)]
     assert torch.equal(torch.cat(halves), whole)
+
+
+def test_cutout_zeroes_one_clipped_square_and_keeps_the_crop_and_flip_draws():
+    x = torch.rand(64, 3, 32, 32) + 0.1  # no pixel is zero before cutout
+    plain = augment_batch(x, generator=torch.Generator().manual_seed(5))
+    cut = augment_batch(x, generator=torch.Generator().manual_seed(5), cutout=8)
+    zero = cut == 0
+    assert torch.equal(zero[:, 0], zero[:, 1]) and torch.equal(zero[:, 0], zero[:, 2])  # all channels alike
+    assert torch.equal(cut[~zero], plain[~zero])  # only the square changed
+    for i in range(64):
+        rows, cols = zero[i, 0].any(1).nonzero().flatten(), zero[i, 0].any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 8 and 1 <= len(cols) <= 8  # a square of side 8, clipped at the border
+        assert int(zero[i, 0].sum()) == len(rows) * len(cols)  # a full rectangle, nothing else
+        assert rows[-1] - rows[0] + 1 == len(rows) and cols[-1] - cols[0] + 1 == len(cols)
+    assert int(zero[:, 0].sum(dim=(1, 2)).max()) == 64  # some squares lie fully inside
 
 
 class _Payload:

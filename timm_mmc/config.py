@@ -49,6 +49,8 @@ class TrainConfig:
     train_limit: Optional[int] = _f(None, 'use only the first N training images (smoke tests)')
     test_limit: Optional[int] = _f(None, 'use only the first N test images')
     cache_dir: Optional[str] = _f(None, 'where decoded uint8 arrays are cached (default ~/.cache/timm_mmc)')
+    cutout: int = _f(0, 'side in pixels of a zeroed square at a random place in each training image (DeVries & '
+                       'Taylor 2017); 0 = off')
     # optimisation
     epochs: int = _f(30, 'training epochs (paper: 200)')
     batch_size: int = _f(128, 'global batch size, split over processes (paper: 50)')
@@ -61,6 +63,8 @@ class TrainConfig:
     milestones: List[int] = _f([100, 150], 'step schedule: epochs where lr is multiplied by gamma')
     gamma: float = _f(0.1, 'step schedule factor')
     grad_clip: Optional[float] = _f(None, 'clip the gradient norm to this value')
+    ema_decay: float = _f(0.0, 'per-step decay of an exponential moving average of the weights and batch-norm '
+                          'statistics (timm ModelEmaV3), evaluated every epoch and exported when better; 0 = off')
     # adversarial training
     adv: str = _f('none', 'none | pgd | fgsm (FGSM with random start, Wong et al. 2020)')
     eps: float = _f(8 / 255, 'Linf radius in pixel units (8/255 = 0.0314)')
@@ -74,6 +78,7 @@ class TrainConfig:
     # speed and reproducibility
     precision: str = _f('bf16', 'bf16 (autocast) | fp32')
     channels_last: bool = _f(True, 'channels_last memory format')
+    compile: bool = _f(False, 'torch.compile the training step (inductor; a one-off compile of about a minute)')
     seed: int = _f(0, 'seed of init, data order, augmentation and attacks')
     threads: Optional[int] = _f(None, 'torch CPU threads per process (default: cores / processes)')
     # run folder
@@ -91,8 +96,8 @@ class TrainConfig:
             raise ConfigError(f'--epochs must be >= 1 (got {self.epochs}).')
         if self.batch_size < 1:
             raise ConfigError(f'--batch-size must be >= 1 (got {self.batch_size}).')
-        if not self.lr > 0:
-            raise ConfigError(f'--lr must be > 0 (got {self.lr}).')
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f'--lr must be a finite number > 0 (got {self.lr}).')
         if self.schedule not in ('onecycle', 'step', 'cosine'):
             raise ConfigError(f'--schedule must be onecycle, step or cosine (got {self.schedule!r}).')
         if self.adv not in ('none', 'pgd', 'fgsm'):
@@ -107,6 +112,10 @@ class TrainConfig:
             raise ConfigError(f'--adv-ratio must lie in (0, 1] (got {self.adv_ratio}).')
         if self.precision not in ('bf16', 'fp32'):
             raise ConfigError(f'--precision must be bf16 or fp32 (got {self.precision!r}).')
+        if self.cutout < 0:
+            raise ConfigError(f'--cutout must be >= 0 pixels (got {self.cutout}).')
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f'--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0.999 is typical, 0 turns it off.')
         if self.robust_every < 0 or self.robust_n < 1:
             raise ConfigError('--robust-every must be >= 0 and --robust-n >= 1.')
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:

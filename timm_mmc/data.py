@@ -221,8 +221,8 @@ def write_sample(dataset: str, out: os.PathLike, n: int, split: str = 'test', im
 
 
 def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: Optional[torch.Generator] = None,
-                  offset: int = 0, total: Optional[int] = None) -> torch.Tensor:
-    """Random ``pad``-pixel reflect-pad crop and horizontal flip of a float batch, on the batch's device.
+                  offset: int = 0, total: Optional[int] = None, cutout: int = 0) -> torch.Tensor:
+    """Random ``pad``-pixel reflect-pad crop, horizontal flip and cutout of a float batch, on the batch's device.
 
     Args:
         x: ``(N, C, H, W)`` float images.
@@ -232,6 +232,9 @@ def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: O
         offset: Index of ``x[0]`` within the global batch (distributed training: each process augments its slice
             with the draws a single process would have made for those images).
         total: Size of the global batch (default ``N``).
+        cutout: Side of a square set to zero at a random centre of each image, clipped at the border (DeVries &
+            Taylor 2017, arXiv:1708.04552); 0 leaves the images whole. Drawn after the crop and flip draws, so
+            turning it on does not change them.
     """
     n, _, h, w = x.shape
     total = n if total is None else total
@@ -246,6 +249,14 @@ def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: O
         x = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if flip:
         x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
+    if cutout > 0:
+        cy, cx = torch.randint(0, h, (total,), generator=generator), torch.randint(0, w, (total,), generator=generator)
+        cy, cx = cy[offset:offset + n].to(x.device), cx[offset:offset + n].to(x.device)
+        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        half = cutout // 2
+        in_y = (ys[None] >= (cy - half)[:, None]) & (ys[None] < (cy - half + cutout)[:, None])  # (N, H)
+        in_x = (xs[None] >= (cx - half)[:, None]) & (xs[None] < (cx - half + cutout)[:, None])  # (N, W)
+        x = x * ~(in_y[:, None, :, None] & in_x[:, None, None, :])
     return x.contiguous()
 
 

@@ -45,9 +45,11 @@ from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, ImageSplit, augment_batch, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
+from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
 
+EMA_FILE = 'ema.safetensors'  # the weight average inside a checkpoint folder
 RUN_FILES = ('args.yaml', 'metrics.jsonl', 'summary.json', 'model.safetensors', 'config.json', 'checkpoints')
 
 
@@ -125,6 +127,15 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
         epoch = step // steps_per_epoch
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     return f
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -208,6 +219,8 @@ class Trainer:
         self.net, self.optimizer = self.accelerator.prepare(self.net, optimizer)
         self.accelerator.register_for_checkpointing(self.scheduler)
         self.model = self.accelerator.unwrap_model(self.net).model
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self._step_net = torch.compile(self.net) if cfg.compile else self.net
         self.adv_loss = 'ce' if self.head == 'linear' else 'mm'
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else self.head != 'linear'
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -266,7 +279,8 @@ class Trainer:
         x = self.train_set.images[idx].to(self.device, non_blocking=True).float().div_(255)
         y = self.train_set.labels[idx].to(self.device, non_blocking=True)
         gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, 1))  # same draws on every process
-        return augment_batch(x, generator=gen, offset=self.rank * self.local_batch, total=cfg.batch_size), y
+        return augment_batch(x, generator=gen, offset=self.rank * self.local_batch, total=cfg.batch_size,
+                             cutout=cfg.cutout), y
 
     def adversarial(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         """Replace the first ``adv_ratio`` share of the batch by adversarial examples of the head's objective."""
@@ -292,32 +306,35 @@ class Trainer:
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            loss, logits = self.net(x, y)
+            loss, logits = self._step_net(x, y)
         self.accelerator.backward(loss)
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
     # -- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    def _predict(self, model: nn.Module, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
         preds = []
         for i in range(0, len(images), batch):
             x = images[i:i + batch].to(self.device).float().div_(255)
             if self.cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.autocast():
-                preds.append(self.model(x).argmax(1).cpu())
+                preds.append(model(x).argmax(1).cpu())
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
-    def test_accuracy(self) -> float:
-        """Clean accuracy on the test split, sharded over processes."""
-        self.model.eval()
+    def test_accuracy(self, model: Optional[nn.Module] = None) -> float:
+        """Clean accuracy on the test split, sharded over processes, of the trained model or ``model``."""
+        model = self.model if model is None else model
+        model.eval()
         idx = torch.arange(self.rank, len(self.test_set), self.world)
-        correct = (self._predict(self.test_set.images[idx]) == self.test_set.labels[idx]).sum().float()
+        correct = (self._predict(model, self.test_set.images[idx]) == self.test_set.labels[idx]).sum().float()
         total = self.accelerator.reduce(torch.stack([correct, torch.tensor(float(len(idx)))]).to(self.device),
                                         'sum')
         self.model.train()
@@ -362,6 +379,9 @@ class Trainer:
         acc.save_state(str(tmp), safe_serialization=True)
         acc.wait_for_everyone()
         if acc.is_main_process:
+            if self.ema is not None:
+                from safetensors.torch import save_file
+                save_file({k: v.contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp / EMA_FILE))
             _fault('save', self.global_step)
             state = dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                          history=self.history, sums=self.sums, model=self.cfg.model,
@@ -398,6 +418,11 @@ class Trainer:
             self.accelerator.load_state(str(ckpt))
         except Exception as e:
             raise TrainError(f'checkpoint {str(ckpt)!r} does not fit this model: {type(e).__name__}: {e}') from e
+        if self.ema is not None:
+            if not (ckpt / EMA_FILE).is_file():
+                raise TrainError(f'checkpoint {str(ckpt)!r} has no weight average ({EMA_FILE}): it was trained without '
+                                 f'--ema-decay; resume with the same options or --overwrite to start over.')
+            self.ema.module.load_state_dict(load_state_dict_safe(ckpt / EMA_FILE))
         self.epoch, self.step_in_epoch = state['epoch'], state['step_in_epoch']
         self.global_step, self.history, self.sums = state['global_step'], state['history'], state['sums']
         return True
@@ -431,7 +456,7 @@ class Trainer:
         self._prepare_output()
         if resumed:
             self.log(f'resumed from step {self.global_step} (epoch {self.epoch + 1}, step {self.step_in_epoch})')
-        hw = f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads x {self.world} proc'
+        hw = f'{cpu_name()}, {torch.get_num_threads()} threads x {self.world} proc'
         if self.device.type == 'cuda':
             hw = f'{torch.cuda.get_device_name()} x {self.world}'
         self.log(f'{cfg.model} ({self.head} head, loss {self.loss_name}, adv {cfg.adv}) on {self.train_set.source}: '
@@ -479,6 +504,7 @@ class Trainer:
             rec: Dict[str, Any] = dict(
                 epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
                 test_acc=self.test_accuracy(), robust_acc=None,
+                test_acc_ema=self.test_accuracy(self.ema.module) if self.ema is not None else None,
                 img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9),
                 lr=self.scheduler.get_last_lr()[0])
             if cfg.robust_every and ((epoch + 1) % cfg.robust_every == 0 or epoch + 1 == cfg.epochs):
@@ -486,8 +512,14 @@ class Trainer:
                 rec['robust_attack'] = (f'PGD-10 {self.adv_loss} untargeted eps 8/255, first '
                                         f'{min(cfg.robust_n, len(self.test_set))} test images')
             rec['elapsed_s'] = time.time() - start_wall
+            if not math.isfinite(rec['train_loss']):
+                raise TrainError(f'the training loss became non-finite ({rec["train_loss"]}) in epoch {epoch + 1}: '
+                                 f'nothing was exported. Lower --lr, set --grad-clip, or check the data; the last '
+                                 f'finite checkpoint is in {str(self.ckpt_root)!r}.')
             self.history.append(rec)
             robust = f', robust {rec["robust_acc"]:.4f}' if rec['robust_acc'] is not None else ''
+            if rec['test_acc_ema'] is not None:
+                robust += f', test EMA {rec["test_acc_ema"]:.4f}'
             self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec["train_loss"]:.4f}, train {rec["train_acc"]:.4f}, '
                      f'test {rec["test_acc"]:.4f}{robust}, {rec["img_per_s"]:.0f} img/s, lr {rec["lr"]:.4g}, '
                      f'{rec["elapsed_s"] / 60:.1f} min')
@@ -507,7 +539,12 @@ class Trainer:
     def export(self, wall: float, hardware: str) -> Dict[str, Any]:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
         acc = self.accelerator
-        summary = dict(model=self.cfg.model, test_acc=self.history[-1]['test_acc'] if self.history else None,
+        last = self.history[-1] if self.history else {}
+        use_ema = self.ema is not None and last.get('test_acc_ema') is not None \
+            and last['test_acc_ema'] > last['test_acc']
+        summary = dict(model=self.cfg.model, test_acc=last.get('test_acc_ema' if use_ema else 'test_acc'),
+                       weights='ema' if use_ema else 'last', test_acc_last=last.get('test_acc'),
+                       test_acc_ema=last.get('test_acc_ema'),
                        robust_acc=next((h['robust_acc'] for h in reversed(self.history)
                                         if h.get('robust_acc') is not None), None),
                        epochs=self.cfg.epochs, wall_time_s=wall, hardware=hardware, world_size=self.world,
@@ -516,7 +553,7 @@ class Trainer:
                        dataset=self.train_set.source)
         if acc.is_main_process:
             from timm.models import save_for_hf
-            model = self.model.to(memory_format=torch.contiguous_format)
+            model = (self.ema.module if use_ema else self.model).to(memory_format=torch.contiguous_format)
             for m in model.modules():
                 if type(m) is GlobalBatchNorm2d:
                     m.__class__ = nn.BatchNorm2d
@@ -528,10 +565,21 @@ class Trainer:
                 os.replace(tmp / f, self.out / f)
             shutil.rmtree(tmp, ignore_errors=True)
             _atomic_write(self.out / 'summary.json', json.dumps(summary, indent=2))
-            self.log(f'done: test accuracy {summary["test_acc"]:.4f} after {wall / 60:.1f} min; '
-                     f'weights in {self.out / "model.safetensors"}')
+            self.log(f'done: weights in {self.out / "model.safetensors"}')
+            self.log(claim_line(summary, len(self.test_set)))
         acc.wait_for_everyone()
         return summary
+
+
+def claim_line(summary: Dict[str, Any], n_test: int) -> str:
+    """The run's result in one line: model, epochs, wall time, machine, clean accuracy of the exported weights."""
+    other = ''
+    if summary.get('test_acc_ema') is not None:
+        other = (f' (weight average; last weights {100 * summary["test_acc_last"]:.2f}%)' if summary['weights'] == 'ema'
+                 else f' (last weights; weight average {100 * summary["test_acc_ema"]:.2f}%)')
+    return (f'claim: {summary["model"]}, {summary["epochs"]} epochs in {summary["wall_time_s"] / 60:.1f} min on '
+            f'{summary["hardware"]}: clean accuracy {100 * summary["test_acc"]:.2f}% on {n_test} test images'
+            f'{other}; torch {summary["versions"]["torch"]}, data {summary["dataset"]}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
