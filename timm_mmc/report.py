@@ -1,0 +1,473 @@
+"""The evaluation report: one typed schema that ``eval`` writes and everything else reads.
+
+``python -m eval.robustness`` builds an :class:`EvalReport` and writes it with :func:`dump`; the release tooling
+(:mod:`timm_mmc.hub`: model card, model-index, README results table, RobustBench file), the plot
+(:mod:`timm_mmc.plot`), eval's Markdown and the tests read it back with :func:`load`. Nobody else parses the JSON.
+
+Layout (schema ``version`` 2.0; accuracies are fractions in [0, 1], eps in pixel units of images in [0, 1])::
+
+    {"version": "2.0", "model": ..., "checkpoint_sha256": ..., "dataset": ..., "split": "test", "n": 1000,
+     "indices": [...], "head": "mm", "own_objective": "mm", "clean_accuracy": 0.85,
+     "attacks": {"pgd10-un-8-mm": {"family": "pgd", "threat": "Linf", "eps": 0.0314, "targeted": false,
+                                   "steps": 10, "objective": "mm", "n": 1000, "accuracy": 0.26, "config": {...}}},
+     "columns": {"PGD10 un 8": {"family": "pgd", "steps": 10, "eps": ..., "objectives": ["mm", "margin"], ...}},
+     "worst_case": {"8": {"eps": ..., "accuracy": ..., "n": ..., "attacks": [...]}}, "worst_case_slice": {...},
+     "diagnostics": {...}, "warnings": [...], "timings": {...}, "versions": {...}, "device": ..., "command": ...}
+
+Version 1.0 files (the first releases) load through :func:`_from_v1`, which fills the typed attributes from each
+attack's ``config``; nothing else is read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+__all__ = ['REPORT_VERSION', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load', 'loads',
+           'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'package_versions']
+
+REPORT_VERSION = '2.0'
+V1 = '1.0'
+
+# the attack families and threat models eval writes (eval.threat.AttackFamily / ThreatModel values)
+FAMILIES = ('pgd', 'cw', 'spsa', 'noise', 'rotation', 'transfer', 'autoattack')
+THREATS = ('Linf', 'L2', 'corruption')
+
+
+class ReportError(ValueError):
+    """A file that is not an evaluation report this code can read; the message names the key and the fix."""
+
+
+def eps_key(eps: float) -> str:
+    """eps in /255 units as the report's keys and attack names write it: 8/255 -> ``'8'``, 0.1/255 -> ``'0.1'``."""
+    v = eps * 255
+    return f'{v:.0f}' if abs(v - round(v)) < 1e-6 else f'{v:.3g}'
+
+
+def fmt_eps(eps: Optional[float]) -> str:
+    """``8/255`` for eps = 8/255, else the value with 4 significant digits; ``-`` when there is none."""
+    if eps is None:
+        return '-'
+    k = eps * 255
+    if abs(k - round(k)) < 1e-4 and round(k) > 0:
+        return f'{round(k)}/255'
+    return f'{eps:.4g}'
+
+
+def same_eps(a: Optional[float], b: Optional[float]) -> bool:
+    """Two radii in pixel units are the same budget (float tolerance)."""
+    return a is not None and b is not None and abs(a - b) < 1e-6
+
+
+@dataclass
+class AttackResult:
+    """One attack of the suite, as run: its settings as typed attributes and what it measured.
+
+    Attributes:
+        name: Unique key (``pgd10-un-8-mm``); for people, never parsed.
+        family: One of :data:`FAMILIES`.
+        threat: ``Linf`` (enters the worst case), ``L2`` (C&W, no budget) or ``corruption`` (not an attack).
+        eps: Linf radius in pixel units (None without a budget).
+        targeted: Toward a fixed random target != y.
+        n: Points in the attack's slice (the first ``n_limit`` or all).
+        n_attacked: Points actually attacked (clean-correct, not broken by a cheaper attack).
+        accuracy: Accuracy under the attack on its slice (C&W: points it failed on).
+        clean_accuracy: Clean accuracy on the slice.
+        steps: Iterations (PGD, SPSA, transfer).
+        objective: The loss the attack maximises (``mm``, ``margin``, ``ce``; transfer: on the source model).
+        version: AutoAttack version (``standard``, ``rand``, ``fast``).
+        method: Transfer method (``pgd`` or ``mim``).
+        config: Every setting as run (including the typed ones above).
+        n_limit: The attack ran on the first ``n_limit`` points only.
+        skip_after: Attacks whose broken points this one counted as broken without attacking them.
+        column: The table column it belongs to.
+        seed: Its seed.
+        time_s: Seconds it took.
+        success_rate, l2_mean, l2_median, l2_paper, gradient_steps, gradient_steps_per_point: C&W only.
+        logit_scale, max_clean_margin, components, log: AutoAttack only (``components``: its sub-attacks).
+        zero_grad_fraction_first_step, zero_grad_n: PGD only (share of exactly zero gradients at the first step).
+    """
+    name: str
+    family: str
+    threat: str
+    eps: Optional[float]
+    targeted: bool
+    n: int
+    n_attacked: int
+    accuracy: Optional[float]
+    clean_accuracy: Optional[float] = None
+    steps: Optional[int] = None
+    objective: Optional[str] = None
+    version: Optional[str] = None
+    method: Optional[str] = None
+    config: Dict[str, Any] = field(default_factory=dict)
+    n_limit: Optional[int] = None
+    skip_after: List[str] = field(default_factory=list)
+    column: Optional[str] = None
+    seed: Optional[int] = None
+    time_s: float = 0.0
+    success_rate: Optional[float] = None
+    l2_mean: Optional[float] = None
+    l2_median: Optional[float] = None
+    l2_paper: Optional[float] = None
+    gradient_steps: Optional[int] = None
+    gradient_steps_per_point: Optional[float] = None
+    logit_scale: Optional[float] = None
+    max_clean_margin: Optional[float] = None
+    components: Optional[List[str]] = None
+    log: Optional[List[str]] = None
+    zero_grad_fraction_first_step: Optional[float] = None
+    zero_grad_n: Optional[int] = None
+
+
+@dataclass
+class Column:
+    """A table column: per point, the worst case over the attacks (one per objective) that share it."""
+    name: str
+    family: str
+    eps: Optional[float]
+    targeted: bool
+    n: int
+    accuracy: float
+    attacks: List[str]
+    steps: Optional[int] = None
+    version: Optional[str] = None
+    method: Optional[str] = None
+    objectives: List[str] = field(default_factory=list)
+
+
+@dataclass
+class WorstCase:
+    """Robust accuracy under the suite at one eps: per point, the worst case over every Linf attack with eps <= it.
+
+    In ``worst_case_slice`` the same on the first ``n`` points, where some attacks ran on a prefix only;
+    ``partial`` names the attacks that covered fewer of those points still.
+    """
+    eps: float
+    accuracy: float
+    n: int
+    attacks: List[str]
+    partial: List[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalReport:
+    """Everything a reviewer needs to trust (or redo) an evaluation.
+
+    Attributes:
+        model: The model spec as typed (registered name, ``hf-hub:``, ``local-dir:``).
+        dataset: Data set as given; ``dataset_source`` what was loaded (split, columns, fingerprint).
+        split: Split name.
+        n: Evaluated examples.
+        suite: Suite name.
+        seed: Base seed (targets, random starts, noise, rotations derive from it).
+        version: Schema version.
+        checkpoint: Checkpoint path, if one was given.
+        checkpoint_sha256: SHA-256 of the weights file that was loaded (None if none could be identified).
+        pretrained: Registered pretrained weights were asked for.
+        head: ``mm`` (distance logits) or ``linear``.
+        own_objective: The head's own attack objective (the authors' adaptive ``mm`` for MM heads, ``ce`` else).
+        indices: Indices of the evaluated examples in the split, in evaluation order.
+        options: Every suite option.
+        clean_accuracy: Accuracy on the clean images (None with no example).
+        attacks: Per attack name, its :class:`AttackResult`.
+        columns: Per column name, its :class:`Column`.
+        worst_case: Per eps key (``'8'``), robust accuracy under the suite.
+        worst_case_slice: The same on the prefix where every attack had its say (see :class:`WorstCase`).
+        diagnostics: Gradient-masking checks.
+        warnings: Every warning (ours and AutoAttack's).
+        timings: Seconds per attack and ``total_s``.
+        versions: Package versions (None: not importable where the evaluation ran, or not recorded).
+        device: Hardware in words.
+        num_processes: Processes the examples were sharded over.
+        transfer_from: Source model of the transfer attacks.
+        command: The command line.
+    """
+    model: str
+    dataset: str
+    split: str
+    n: int
+    suite: str
+    seed: int
+    version: str = REPORT_VERSION
+    checkpoint: Optional[str] = None
+    checkpoint_sha256: Optional[str] = None
+    pretrained: bool = False
+    head: str = 'linear'
+    own_objective: str = 'ce'
+    dataset_source: str = ''
+    indices: List[int] = field(default_factory=list)
+    options: Dict[str, Any] = field(default_factory=dict)
+    clean_accuracy: Optional[float] = None
+    attacks: Dict[str, AttackResult] = field(default_factory=dict)
+    columns: Dict[str, Column] = field(default_factory=dict)
+    worst_case: Dict[str, WorstCase] = field(default_factory=dict)
+    worst_case_slice: Dict[str, WorstCase] = field(default_factory=dict)
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+    versions: Dict[str, Optional[str]] = field(default_factory=dict)
+    device: str = ''
+    num_processes: int = 1
+    transfer_from: Optional[str] = None
+    command: str = ''
+
+    # ------------------------------------------------------------------------------------------ look-ups by attribute
+
+    def find_attacks(self, **attrs: Any) -> List[AttackResult]:
+        """The attacks whose attributes equal ``attrs`` (``eps`` compared with a float tolerance), in suite order."""
+        return [a for a in self.attacks.values() if _matches(a, attrs)]
+
+    def find_attack(self, **attrs: Any) -> Optional[AttackResult]:
+        """The one attack matching ``attrs``, or None. Raises :class:`ReportError` when several match."""
+        return _one(self.find_attacks(**attrs), attrs)
+
+    def find_columns(self, **attrs: Any) -> List[Column]:
+        """The columns whose attributes equal ``attrs``, in suite order."""
+        return [c for c in self.columns.values() if _matches(c, attrs)]
+
+    def find_column(self, **attrs: Any) -> Optional[Column]:
+        """The one column matching ``attrs``, or None. Raises :class:`ReportError` when several match."""
+        return _one(self.find_columns(**attrs), attrs)
+
+    def worst_at(self, eps: float, on_slice: bool = False) -> Optional[WorstCase]:
+        """Robust accuracy under the suite at ``eps`` (on the limited attacks' prefix with ``on_slice``)."""
+        table = self.worst_case_slice if on_slice else self.worst_case
+        return next((w for w in table.values() if same_eps(w.eps, eps)), None)
+
+    # --------------------------------------------------------------------------------------------- serialisation
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (NaN and inf become null)."""
+        return _clean_json(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+
+def _matches(obj: Any, attrs: Dict[str, Any]) -> bool:
+    for k, v in attrs.items():
+        have = getattr(obj, k)
+        if k == 'eps' and v is not None:
+            if not same_eps(have, v):
+                return False
+        elif have != v:
+            return False
+    return True
+
+
+def _one(found: List[Any], attrs: Dict[str, Any]) -> Any:
+    if len(found) > 1:
+        raise ReportError(f'{len(found)} entries match {attrs} ({", ".join(f.name for f in found)}); add an '
+                          f'attribute that tells them apart.')
+    return found[0] if found else None
+
+
+def _clean_json(obj: Any) -> Any:
+    """NaN / inf become None (strict JSON); tuples become lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_json(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ reading, checked
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` against a type hint of the schema (str, int, float, bool, Any, Optional, List, Dict, dataclass)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _check_value(value, next(a for a in args if a is not type(None)), where)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ReportError(f'{where} must be a list, got {type(value).__name__}.')
+        return [_check_value(v, args[0], f'{where}[{i}]') for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ReportError(f'{where} must be an object, got {type(value).__name__}.')
+        return {k: _check_value(v, args[1], f'{where}[{k!r}]') for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ReportError(f'{where} must be a finite number, got {value!r}.')
+        return float(value)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ReportError(f'{where} must be an integer, got {value!r}.')
+    if hint in (str, bool) and not isinstance(value, hint):
+        raise ReportError(f'{where} must be a {hint.__name__}, got {value!r}.')
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ReportError(f'{where} must be an object, got {type(data).__name__}.')
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ReportError(f'{where} has keys the schema does not know: {unknown}.')
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ReportError(f'{where} lacks {missing}.')
+    return cls(**{k: _check_value(v, hints[k], f'{where}.{k}') for k, v in data.items()})
+
+
+def _check_accuracies(rep: EvalReport) -> None:
+    """Every accuracy lies in [0, 1]; families and threats are known."""
+    values = [('clean_accuracy', rep.clean_accuracy)]
+    values += [(f'attacks[{k!r}].accuracy', a.accuracy) for k, a in rep.attacks.items()]
+    values += [(f'columns[{k!r}].accuracy', c.accuracy) for k, c in rep.columns.items()]
+    values += [(f'{t}[{k!r}].accuracy', w.accuracy) for t in ('worst_case', 'worst_case_slice')
+               for k, w in getattr(rep, t).items()]
+    for where, v in values:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ReportError(f'{where} = {v!r} lies outside [0, 1] (accuracies are fractions).')
+    for k, a in list(rep.attacks.items()) + list(rep.columns.items()):
+        if a.family not in FAMILIES:
+            raise ReportError(f'{k!r} has family {a.family!r}; known: {FAMILIES}.')
+    for k, a in rep.attacks.items():
+        if a.threat not in THREATS:
+            raise ReportError(f'attacks[{k!r}] has threat {a.threat!r}; known: {THREATS}.')
+
+
+def from_dict(data: Any) -> EvalReport:
+    """An :class:`EvalReport` from parsed JSON of any readable version (2.0, or 1.0 converted).
+
+    Raises:
+        ReportError: Not a report, an unknown version, a missing or mistyped key, an accuracy outside [0, 1].
+    """
+    if not isinstance(data, dict):
+        raise ReportError('an evaluation report is a JSON object (the file python -m eval.robustness writes).')
+    version = data.get('version')
+    if version == V1:
+        data = _from_v1(data)
+    elif version != REPORT_VERSION:
+        raise ReportError(f'report version {version!r} is not one this timm-mmc reads ({V1}, {REPORT_VERSION}); '
+                          f're-run python -m eval.robustness or upgrade timm-mmc.')
+    rep = _build(EvalReport, data, 'report')
+    _check_accuracies(rep)
+    return rep
+
+
+def loads(text: str) -> EvalReport:
+    """Parse a report from JSON text (see :func:`from_dict`)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(f'not valid JSON ({e}); regenerate it with python -m eval.robustness.') from None
+    return from_dict(data)
+
+
+def load(path: os.PathLike) -> EvalReport:
+    """Read a report file.
+
+    Raises:
+        ReportError: Missing or unreadable file, or a bad report (the message names the file).
+    """
+    try:
+        text = Path(path).read_text(encoding='utf-8')
+    except FileNotFoundError:
+        raise ReportError(f'evaluation report {str(path)!r} does not exist.') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f'evaluation report {str(path)!r} cannot be read ({e}).') from None
+    try:
+        return loads(text)
+    except ReportError as e:
+        raise ReportError(f'evaluation report {str(path)!r}: {e}') from None
+
+
+def dump(report: EvalReport, path: os.PathLike) -> Path:
+    """Write ``report`` as JSON (schema :data:`REPORT_VERSION`), atomically."""
+    from .fileio import atomic_write_text
+
+    if report.version != REPORT_VERSION:
+        raise ReportError(f'refusing to write a report of version {report.version!r}; this code writes '
+                          f'{REPORT_VERSION}.')
+    return atomic_write_text(path, report.to_json() + '\n')
+
+
+# ----------------------------------------------------------------------------------------------- version 1.0 files
+
+_V1_ATTACK_EXTRA = ('success_rate', 'l2_mean', 'l2_median', 'l2_paper', 'gradient_steps', 'gradient_steps_per_point',
+                    'logit_scale', 'max_clean_margin', 'log', 'zero_grad_fraction_first_step', 'zero_grad_n')
+
+
+def _v1_attack(a: Dict[str, Any]) -> Dict[str, Any]:
+    cfg = a.get('config') or {}
+    out = {k: a[k] for k in ('name', 'family', 'threat', 'eps', 'targeted', 'n', 'n_attacked', 'accuracy',
+                             'clean_accuracy', 'n_limit', 'skip_after', 'column', 'seed', 'time_s') if k in a}
+    out.update(config=cfg, steps=cfg.get('steps'), objective=cfg.get('objective'),
+               version=cfg.get('version') if a.get('family') == 'autoattack' else None, method=cfg.get('method'),
+               components=a.get('attacks'))
+    out.update({k: a[k] for k in _V1_ATTACK_EXTRA if k in a})
+    return out
+
+
+def _v1_column(name: str, c: Dict[str, Any], attacks: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    members = [attacks[m] for m in c.get('attacks') or [] if m in attacks]
+    first = members[0] if members else {}
+    objectives = []
+    for m in members:
+        if m.get('objective') is not None and m['objective'] not in objectives:
+            objectives.append(m['objective'])
+    return dict(name=name, family=c.get('family'), eps=c.get('eps'), targeted=c.get('targeted'), n=c.get('n'),
+                accuracy=c.get('accuracy'), attacks=c.get('attacks') or [], steps=first.get('steps'),
+                version=first.get('version'), method=first.get('method'), objectives=objectives)
+
+
+def _from_v1(data: Dict[str, Any]) -> Dict[str, Any]:
+    """A version 1.0 report (eval of the first releases) in the 2.0 layout; its numbers unchanged.
+
+    1.0 kept steps / objective / version inside each attack's ``config`` and recorded a package its look-up missed
+    as ``"not installed"`` (even where it had run): such entries become None, "not recorded".
+    """
+    out = dict(data, version=REPORT_VERSION)
+    attacks = {k: _v1_attack(dict(a, name=a.get('name', k))) for k, a in (data.get('attacks') or {}).items()}
+    out['attacks'] = attacks
+    out['columns'] = {k: _v1_column(k, c, attacks) for k, c in (data.get('columns') or {}).items()}
+    out['own_objective'] = 'mm' if data.get('head') == 'mm' else 'ce'
+    out['versions'] = {k: (None if v == 'not installed' else v) for k, v in (data.get('versions') or {}).items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ package versions
+
+_MODULES = {'torch': 'torch', 'timm': 'timm', 'timm-mmc': 'timm_mmc', 'pyautoattack': 'autoattack',
+            'datasets': 'datasets', 'accelerate': 'accelerate', 'numpy': 'numpy'}
+
+
+def package_versions() -> Dict[str, Optional[str]]:
+    """Versions of the packages an evaluation depends on: the installed distribution's, else the importable
+    module's ``__version__`` (a checkout on ``PYTHONPATH``), else None (not importable)."""
+    import importlib
+    import importlib.util
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: Dict[str, Optional[str]] = {'python': platform.python_version()}
+    for dist, module in _MODULES.items():
+        try:
+            out[dist] = version(dist)
+            continue
+        except PackageNotFoundError:
+            pass
+        if importlib.util.find_spec(module) is None:
+            out[dist] = None
+            continue
+        mod_version = getattr(importlib.import_module(module), '__version__', None)
+        out[dist] = str(mod_version) if mod_version is not None else 'installed, version unknown'
+    return out
