@@ -310,13 +310,11 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rep = EvalReport(
         model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
         checkpoint=args.checkpoint, checkpoint_sha256=_checkpoint_sha(args.model, args.checkpoint, model),
-        pretrained=args.pretrained, head='mm' if mm else 'linear', dataset_source=data.source,
-        indices=indices.tolist(), options={k: (list(v) if isinstance(v, tuple) else v)
-                                           for k, v in vars(opts).items()},
-        clean_accuracy=summary['clean_accuracy'], attacks=summary['attacks'], columns=summary['columns'],
-        worst_case=summary['worst_case'], worst_case_slice=summary['worst_case_slice'],
-        diagnostics=summary['diagnostics'], warnings=summary['warnings'],
-        timings=dict({k: v for k, v in rec.times.items()}, total_s=time.perf_counter() - t_start),
+        pretrained=args.pretrained, head='mm' if mm else 'linear', own_objective=default_objectives(mm)[0],
+        dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
+        clean_accuracy=summary.clean_accuracy, attacks=summary.attacks, columns=summary.columns,
+        worst_case=summary.worst_case, worst_case_slice=summary.worst_case_slice, diagnostics=summary.diagnostics,
+        warnings=summary.warnings, timings=dict(rec.times, total_s=time.perf_counter() - t_start),
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
                                                                                     *argv]))
@@ -338,23 +336,22 @@ def _to_cpu(rec):
 
 def _print_claims(rep: EvalReport, say) -> None:
     say(f'[eval] clean accuracy {100 * rep.clean_accuracy:.2f}% (n={rep.n})')
-    for k, v in rep.attacks.items():
-        if v['family'] == 'cw':
-            say(f'[eval] {k:28s} success {100 * v["success_rate"]:.1f}%  mean L2 {v["l2_mean"]:.4f}  median '
-                f'{v["l2_median"]:.4f}  paper figure {v["l2_paper"]:.4f}  (n={v["n"]}, {v["time_s"]:.0f}s)')
+    for a in rep.attacks.values():
+        if a.family == 'cw':
+            say(f'[eval] {a.name:28s} success {100 * a.success_rate:.1f}%  mean L2 {a.l2_mean:.4f}  median '
+                f'{a.l2_median:.4f}  paper figure {a.l2_paper:.4f}  (n={a.n}, {a.time_s:.0f}s)')
         else:
-            say(f'[eval] {k:28s} {100 * v["accuracy"]:6.2f}%  (n={v["n"]}, attacked {v["n_attacked"]}, '
-                f'{v["time_s"]:.1f}s)')
-    for k, v in rep.columns.items():
-        if v['family'] == 'pgd' and len(v['attacks']) > 1:
-            say(f'[eval] {k:28s} {100 * v["accuracy"]:6.2f}%  worst case over {", ".join(v["attacks"])}')
-    for k, v in rep.worst_case.items():
-        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255: {100 * v["accuracy"]:.2f}% '
-            f'(per-sample worst case over {len(v["attacks"])} attacks, n={v["n"]})')
-    for k, v in rep.worst_case_slice.items():
-        fewer = f', of which {", ".join(v["partial"])} on fewer points' if v['partial'] else ''
-        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255 on the first {v["n"]} points: '
-            f'{100 * v["accuracy"]:.2f}% (per-sample worst case over {len(v["attacks"])} attacks{fewer})')
+            say(f'[eval] {a.name:28s} {100 * a.accuracy:6.2f}%  (n={a.n}, attacked {a.n_attacked}, {a.time_s:.1f}s)')
+    for c in rep.find_columns(family='pgd'):
+        if len(c.attacks) > 1:
+            say(f'[eval] {c.name:28s} {100 * c.accuracy:6.2f}%  worst case over {", ".join(c.attacks)}')
+    for k, w in rep.worst_case.items():
+        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255: {100 * w.accuracy:.2f}% '
+            f'(per-sample worst case over {len(w.attacks)} attacks, n={w.n})')
+    for k, w in rep.worst_case_slice.items():
+        fewer = f', of which {", ".join(w.partial)} on fewer points' if w.partial else ''
+        say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255 on the first {w.n} points: '
+            f'{100 * w.accuracy:.2f}% (per-sample worst case over {len(w.attacks)} attacks{fewer})')
     for w in rep.warnings:
         say(f'[eval] WARNING: {w}')
     say(f'[eval] total {rep.timings["total_s"]:.0f}s')
@@ -364,14 +361,12 @@ def _summary_table(rep: EvalReport) -> str:
     """One Markdown row per attack and the worst case, the numbers the README quotes."""
     rows = ['| attack | n | attacked | robust accuracy % |', '| --- | --- | --- | --- |',
             f'| clean | {rep.n} | - | {100 * rep.clean_accuracy:.1f} |']
-    for k, v in rep.attacks.items():
-        if v['family'] != 'cw':
-            rows.append(f'| {k} | {v["n"]} | {v["n_attacked"]} | {100 * v["accuracy"]:.1f} |')
-    for k, v in rep.worst_case.items():
-        rows.append(f'| **worst case at {k}/255** | {v["n"]} | - | **{100 * v["accuracy"]:.1f}** |')
-    for k, v in rep.worst_case_slice.items():
-        rows.append(f'| **worst case at {k}/255, first {v["n"]}** | {v["n"]} | - | '
-                    f'**{100 * v["accuracy"]:.1f}** |')
+    rows += [f'| {a.name} | {a.n} | {a.n_attacked} | {100 * a.accuracy:.1f} |' for a in rep.attacks.values()
+             if a.family != 'cw']
+    rows += [f'| **worst case at {k}/255** | {w.n} | - | **{100 * w.accuracy:.1f}** |'
+             for k, w in rep.worst_case.items()]
+    rows += [f'| **worst case at {k}/255, first {w.n}** | {w.n} | - | **{100 * w.accuracy:.1f}** |'
+             for k, w in rep.worst_case_slice.items()]
     return '\n'.join(rows)
 
 

@@ -108,26 +108,26 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
     specs = [s for s in specs if s.family.value == 'pgd']
     rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False)
     out = summarise(rec, specs)
-    assert out['clean_accuracy'] == pytest.approx(23 / 30)
-    for r in out['attacks'].values():
-        assert r['accuracy'] == pytest.approx(23 / 30)
-    assert out['worst_case']['0']['accuracy'] == pytest.approx(23 / 30)
-    assert out['worst_case_slice'] == {}  # every attack covered every point
+    assert out.clean_accuracy == pytest.approx(23 / 30)
+    for r in out.attacks.values():
+        assert r.accuracy == pytest.approx(23 / 30)
+    assert out.worst_case['0'].accuracy == pytest.approx(23 / 30)
+    assert out.worst_case_slice == {}  # every attack covered every point
 
     # one attack on the first 10 points only (as AutoAttack with aa_n): the worst case over all 30 counts it there
     # only, and the slice entry reports the first 10, where all attacks ran (7 of them misclassified clean)
     specs[-1].n_limit = 10
     out = summarise(run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False), specs)
-    assert out['worst_case']['0']['n'] == 30 and out['worst_case']['0']['accuracy'] == pytest.approx(23 / 30)
-    sl = out['worst_case_slice']['0']
-    assert sl['n'] == 10 and sl['accuracy'] == pytest.approx(3 / 10)
-    assert sl['attacks'] == out['worst_case']['0']['attacks'] and sl['partial'] == []
+    assert out.worst_case['0'].n == 30 and out.worst_case['0'].accuracy == pytest.approx(23 / 30)
+    sl = out.worst_case_slice['0']
+    assert sl.n == 10 and sl.accuracy == pytest.approx(3 / 10)
+    assert sl.attacks == out.worst_case['0'].attacks and sl.partial == []
 
     # a second attack on the first 4 only (as SPSA with spsa_n): the slice stays the largest prefix, naming it
     specs[0].n_limit = 4
     out = summarise(run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False), specs)
-    sl = out['worst_case_slice']['0']
-    assert sl['n'] == 10 and sl['accuracy'] == pytest.approx(3 / 10) and sl['partial'] == [specs[0].name]
+    sl = out.worst_case_slice['0']
+    assert sl.n == 10 and sl.accuracy == pytest.approx(3 / 10) and sl.partial == [specs[0].name]
 
 
 def test_cw_minimal_l2_on_linear_binary_classifier():
@@ -206,12 +206,12 @@ def test_mmc_adaptive_objective_breaks_what_ce_cannot():
     rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(40), 10, progress=False,
                     diagnostic_objectives=('ce', 'mm'))
     out = summarise(rec, specs)
-    assert out['diagnostics']['zero_input_gradient_fraction']['ce'] == 1.0
-    assert any('gradient masking' in w and "'ce'" in w for w in out['warnings'])
-    ce_acc = out['attacks']['pgd10-un-8-ce']['accuracy']
-    mm_acc = out['attacks']['pgd10-un-8-mm']['accuracy']
+    assert out.diagnostics['zero_input_gradient_fraction']['ce'] == 1.0
+    assert any('gradient masking' in w and "'ce'" in w for w in out.warnings)
+    ce_acc = out.attacks['pgd10-un-8-ce'].accuracy
+    mm_acc = out.attacks['pgd10-un-8-mm'].accuracy
     assert ce_acc == 1.0 and mm_acc <= 0.6
-    assert out['worst_case']['8']['accuracy'] <= mm_acc  # the worst case takes the adaptive objective (and targeted)
+    assert out.worst_case['8'].accuracy <= mm_acc  # the worst case takes the adaptive objective (and targeted)
 
 
 def test_scaled_logits_keep_predictions_and_dlr_and_unsaturate_ce():
@@ -306,11 +306,11 @@ def test_diagnostics_catch_gradient_masking():
     rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(40), 10, progress=False,
                     diagnostic_objectives=('ce', 'margin'))
     out = summarise(rec, specs)
-    assert out['diagnostics']['zero_input_gradient_fraction']['margin'] == 1.0
-    beat = out['diagnostics']['blackbox_beats_whitebox']
-    assert sum(beat.values()) > 0, out['attacks']
-    assert any('no model gradients' in w for w in out['warnings'])
-    assert out['worst_case']['16']['accuracy'] <= out['columns']['SPSA10 un 16']['accuracy']
+    assert out.diagnostics['zero_input_gradient_fraction']['margin'] == 1.0
+    beat = out.diagnostics['blackbox_beats_whitebox']
+    assert sum(beat.values()) > 0, out.attacks
+    assert any('no model gradients' in w for w in out.warnings)
+    assert out.worst_case['16'].accuracy <= out.columns['SPSA10 un 16'].accuracy
 
 
 def test_runtime_check_rejects_out_of_ball_examples(monkeypatch):
@@ -359,9 +359,9 @@ def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
     rec.attacks['spsa'] = dict(robust=pos != 5, in_slice=pos < 8, attacked=pos < 8)
     rec.attacks['aa'] = dict(robust=pos >= 2, in_slice=pos < 4, attacked=pos < 4)
     out = summarise(rec, [spsa, aa])
-    assert out['worst_case']['8']['accuracy'] == pytest.approx(7 / 10)  # each attack counted on its own prefix
-    sl = out['worst_case_slice']['8']
-    assert sl['n'] == 4 and sl['accuracy'] == pytest.approx(2 / 4) and sl['partial'] == []
+    assert out.worst_case['8'].accuracy == pytest.approx(7 / 10)  # each attack counted on its own prefix
+    sl = out.worst_case_slice['8']
+    assert sl.n == 4 and sl.accuracy == pytest.approx(2 / 4) and sl.partial == []
     # without AutoAttack, the largest limited prefix (SPSA's 8), naming nothing on fewer points
     out = summarise(rec, [spsa])
-    assert out['worst_case_slice']['8']['n'] == 8 and out['worst_case_slice']['8']['accuracy'] == pytest.approx(7 / 8)
+    assert out.worst_case_slice['8'].n == 8 and out.worst_case_slice['8'].accuracy == pytest.approx(7 / 8)

@@ -120,31 +120,38 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert 'ROBUST ACCURACY UNDER THE SUITE at eps 0.25/255' in printed and 'device cpu' in printed
-    rep = json.loads((out / 'tiny.json').read_text())
+    from timm_mmc import report
+
+    rep = report.load(out / 'tiny.json')  # through the schema: every key typed and checked
+    assert json.loads((out / 'tiny.json').read_text())['version'] == report.REPORT_VERSION
     assert (out / 'tiny.md').is_file() and (out / 'tiny.png').stat().st_size > 1000
     assert not list(out.glob('*.tmp*'))
-    assert rep['version'] == '1.0' and rep['n'] == 12 and rep['indices'] == list(range(12))
-    assert rep['clean_accuracy'] == 1.0 and rep['head'] == 'mm' and len(rep['checkpoint_sha256']) == 64
-    assert rep['versions']['torch'] and rep['device'] and rep['seed'] == 0 and rep['timings']['total_s'] > 0
-    fams = {a['family'] for a in rep['attacks'].values()}
+    assert rep.n == 12 and rep.indices == list(range(12))
+    assert rep.clean_accuracy == 1.0 and rep.head == 'mm' and rep.own_objective == 'mm'
+    assert len(rep.checkpoint_sha256) == 64
+    assert rep.versions['torch'] and rep.versions['timm-mmc'] and rep.device and rep.seed == 0
+    assert rep.timings['total_s'] > 0
+    fams = {a.family for a in rep.attacks.values()}
     assert fams == {'pgd', 'cw', 'spsa', 'noise', 'rotation', 'transfer', 'autoattack'}
     # MM head: the adaptive objectives and the margin, each reported, columns take the worst case
-    assert {'pgd2-un-0.1-mm', 'pgd2-un-0.1-margin', 'pgd3-tar-0.25-mm'} <= set(rep['attacks'])
-    col = rep['columns']['PGD2 un 0.1']
-    assert col['accuracy'] <= min(rep['attacks'][a]['accuracy'] for a in col['attacks'])
-    for eps_key, wc in rep['worst_case'].items():
-        linf = [a for a in rep['attacks'].values() if a['threat'] == 'Linf' and a['eps'] <= wc['eps'] + 1e-9
-                and a['n'] == rep['n']]
-        assert wc['accuracy'] <= min(a['accuracy'] for a in linf) + 1e-9
-        assert wc['accuracy'] <= rep['clean_accuracy']
-    assert rep['worst_case']['0.25']['accuracy'] < rep['worst_case']['0.1']['accuracy'] < 1  # attacks do work
-    cw = rep['attacks']['cw-un']
-    assert cw['n'] == 4 and 0 <= cw['success_rate'] <= 1
-    assert rep['attacks']['spsa10-un-0.1']['n'] == 4
-    assert cw['success_rate'] > 0 and cw['l2_mean'] > 0
-    aa = rep['attacks']['autoattack-fast-0.25']
-    assert 0 < aa['logit_scale'] <= 1 and aa['config']['version'] == 'fast'
-    assert 'zero_input_gradient_fraction' in rep['diagnostics']
+    assert {'pgd2-un-0.1-mm', 'pgd2-un-0.1-margin', 'pgd3-tar-0.25-mm'} <= set(rep.attacks)
+    pgd = rep.find_attack(family='pgd', steps=2, targeted=False, eps=0.1 / 255, objective='mm')
+    assert pgd.name == 'pgd2-un-0.1-mm' and pgd.config['alpha'] == pytest.approx(0.05 / 255)
+    col = rep.find_column(family='pgd', steps=2, targeted=False, eps=0.1 / 255)
+    assert col.objectives == ['mm', 'margin'] and col.name == 'PGD2 un 0.1'
+    assert col.accuracy <= min(rep.attacks[a].accuracy for a in col.attacks)
+    for wc in rep.worst_case.values():
+        linf = [a for a in rep.attacks.values() if a.threat == 'Linf' and a.eps <= wc.eps + 1e-9 and a.n == rep.n]
+        assert wc.accuracy <= min(a.accuracy for a in linf) + 1e-9
+        assert wc.accuracy <= rep.clean_accuracy
+    assert rep.worst_at(0.25 / 255).accuracy < rep.worst_at(0.1 / 255).accuracy < 1  # attacks do work
+    cw = rep.find_attack(family='cw', targeted=False)
+    assert cw.n == 4 and 0 < cw.success_rate <= 1 and cw.l2_mean > 0
+    assert rep.find_attack(family='spsa', targeted=False, eps=0.1 / 255).n == 4
+    aa = rep.find_attack(family='autoattack')
+    assert 0 < aa.logit_scale <= 1 and aa.version == 'fast' and aa.components == ['apgd-ce', 'apgd-t']
+    assert {c.method for c in rep.find_columns(family='transfer')} == {'pgd', 'mim'}
+    assert 'zero_input_gradient_fraction' in rep.diagnostics
     md = (out / 'tiny.md').read_text()
     assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md

@@ -1,0 +1,291 @@
+"""Running a suite: the cheapest-first runner and its per-sample records.
+
+The runner produces *per-sample* records (:class:`Records`): whether each point is still classified correctly after
+each attack, the C&W distance, zero-gradient flags. Records from several processes (``accelerate launch``) merge by
+concatenation (:func:`merge_records`); :mod:`eval.summary` turns them into the report's accuracies.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from timm_mmc.attacks import PGD, check_linf_batch, objective
+
+from .aa import ScaledLogits, choose_logit_scale, run_autoattack
+from .blackbox import MIM
+from .corruptions import gaussian_noise, random_rotation
+from .cw import CWL2
+from .specs import AttackSpec, SuiteOptions
+from .spsa import SPSA
+from .threat import AttackFamily, ThreatModel
+
+__all__ = ['Records', 'merge_records', 'run_suite']
+
+
+@dataclass
+class Records:
+    """Per-sample results of one process; merged across processes by :func:`merge_records`.
+
+    Attributes:
+        positions: Position of every sample in the evaluation order (0 .. n-1).
+        clean: Correct on the clean image.
+        attacks: Per attack: ``robust`` (still correct), ``in_slice``, ``attacked`` (bool tensors) and for C&W
+            ``l2`` / ``success``.
+        zero_grad: Per objective, whether the input gradient at the clean image is exactly zero (clean-correct points).
+        times: Seconds per attack (per process).
+        warnings: Warnings met while running (AutoAttack's own, prefixed).
+        extra: Per attack, extra facts (AutoAttack's logit scale and log, PGD's zero-gradient share).
+    """
+    positions: torch.Tensor
+    clean: torch.Tensor
+    attacks: Dict[str, Dict[str, torch.Tensor]] = field(default_factory=dict)
+    zero_grad: Dict[str, torch.Tensor] = field(default_factory=dict)
+    times: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    extra: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+def merge_records(parts: Sequence[Records]) -> Records:
+    """Concatenate per-process records and sort them by position; times are the max over processes."""
+    if len(parts) == 1:
+        return parts[0]
+    pos = torch.cat([p.positions for p in parts])
+    order = pos.argsort()
+    cat = lambda ts: torch.cat(ts)[order]  # noqa: E731
+    out = Records(pos[order], cat([p.clean for p in parts]))
+    for name in parts[0].attacks:
+        out.attacks[name] = {k: cat([p.attacks[name][k] for p in parts]) for k in parts[0].attacks[name]}
+    for obj in parts[0].zero_grad:
+        out.zero_grad[obj] = cat([p.zero_grad[obj] for p in parts])
+    for name in parts[0].times:
+        out.times[name] = max(p.times.get(name, 0.0) for p in parts)
+    seen = set()
+    for p in parts:
+        for w in p.warnings:
+            if w not in seen:
+                seen.add(w)
+                out.warnings.append(w)
+    for p in parts:
+        for name, d in p.extra.items():
+            into = out.extra.setdefault(name, {})
+            for k, v in d.items():
+                if k in ('gradient_steps', 'n_attacked') and k in into:
+                    into[k] += v  # per-process counts add up
+                else:
+                    into[k] = v
+    for d in out.extra.values():
+        if 'gradient_steps' in d:
+            d.pop('gradient_steps_per_point', None)  # recomputed from the merged counts by summarise
+    return out
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit='img', disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
+def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, obj: str,
+                     batch_size: int) -> torch.Tensor:
+    """Per sample: is the input gradient of objective ``obj`` (untargeted) at the clean image exactly zero?"""
+    fn = objective(obj)
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i:i + batch_size].clone().requires_grad_(True)
+        losses = fn(model(xb).float(), y[i:i + batch_size], None)
+        (g,) = torch.autograd.grad(losses.sum(), xb)
+        out.append(g.flatten(1).abs().amax(1) == 0)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions, x: torch.Tensor, y: torch.Tensor,
+              targets: torch.Tensor, positions: torch.Tensor, num_classes: int,
+              source_model: Optional[nn.Module] = None, progress: bool = True,
+              diagnostic_objectives: Sequence[str] = ('ce', 'mm', 'margin')) -> Records:
+    """Run ``specs`` in order on ``(x, y)`` (this process's share of the evaluation set).
+
+    Args:
+        model: The model under evaluation (eval mode), [0, 1] images to logits.
+        specs: From :func:`build_suite`.
+        opts: Suite options.
+        x: Images in [0, 1], float.
+        y: Labels.
+        targets: A fixed random target != y per sample (seeded over the whole evaluation set).
+        positions: Position of each sample in the evaluation order (for slices like ``cw_n``).
+        num_classes: Classes of the model.
+        source_model: Source of the transfer attacks.
+        progress: Show a progress bar per attack.
+        diagnostic_objectives: Objectives whose zero-gradient share is measured at the clean points.
+    """
+    bs = opts.batch_size
+    clean = _predict(model, x, bs) == y
+    positions = positions.to(clean.device)  # the slices (in_slice) are masks over x's points, on x's device
+    rec = Records(positions.clone(), clean.clone())
+    ok = clean.nonzero().squeeze(1)
+    for obj in diagnostic_objectives:
+        flags = torch.zeros_like(clean)
+        if ok.numel():
+            flags[ok] = _zero_grad_flags(model, x[ok], y[ok], targets[ok], obj, bs)
+        rec.zero_grad[obj] = flags
+    by_name: Dict[str, AttackSpec] = {}
+    for k, spec in enumerate(specs):
+        if spec.name in by_name:
+            raise ValueError(f'attack {spec.name!r} appears twice in the suite.')
+        by_name[spec.name] = spec
+        seed = opts.seed + 1000 * (k + 1)
+        in_slice = positions < spec.n_limit if spec.n_limit is not None else torch.ones_like(clean)
+        t0 = time.perf_counter()
+        if spec.threat == ThreatModel.CORRUPTION:
+            robust = _run_corruption(model, spec, x, y, in_slice, seed, bs, progress)
+            rec.attacks[spec.name] = dict(robust=robust, in_slice=in_slice, attacked=in_slice.clone())
+        elif spec.family == AttackFamily.CW:
+            cw_extra: Dict[str, Any] = {}
+            rec.attacks[spec.name] = _run_cw(model, spec, x, y, targets, clean & in_slice, in_slice, bs, progress,
+                                             num_classes, seed, cw_extra)
+            rec.extra[spec.name] = cw_extra
+        else:
+            broken_before = torch.zeros_like(clean)
+            for b in spec.skip_after:
+                if b not in rec.attacks:
+                    raise ValueError(f'{spec.name} skips after {b}, which has not run.')
+                broken_before |= ~rec.attacks[b]['robust'] & rec.attacks[b]['in_slice']
+            todo = clean & in_slice & ~broken_before
+            robust = clean & in_slice & ~broken_before
+            extra: Dict[str, Any] = {}
+            if spec.family == AttackFamily.AUTOATTACK:
+                robust_todo, extra, warns = _run_aa(model, spec, x[todo], y[todo], x[clean], num_classes, seed, bs)
+                rec.warnings.extend(f'AutoAttack: {w}' for w in warns)
+                robust[todo] = robust_todo
+            else:
+                robust[todo] = _run_linf(model, spec, x[todo], y[todo], targets[todo], num_classes, seed, bs,
+                                         progress, source_model, extra)
+            if (robust & ~clean).any():
+                raise RuntimeError(f'{spec.name}: a point counts as robust but is misclassified clean.')
+            rec.attacks[spec.name] = dict(robust=robust, in_slice=in_slice, attacked=todo)
+            if extra:
+                rec.extra[spec.name] = extra
+        rec.times[spec.name] = time.perf_counter() - t0
+        rec.extra.setdefault(spec.name, {})['seed'] = seed  # random start, targets, probes, noise all derive from it
+    return rec
+
+
+def _run_corruption(model, spec, x, y, in_slice, seed, bs, progress) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    robust = torch.zeros_like(in_slice)
+    idx = in_slice.nonzero().squeeze(1)
+    bar = _progress(idx.numel(), spec.name, progress)
+    for i in range(0, idx.numel(), bs):
+        j = idx[i:i + bs]
+        if spec.family == AttackFamily.NOISE:
+            xc = gaussian_noise(x[j], spec.config.sigma, gen)
+        else:
+            xc = random_rotation(x[j], spec.config.max_degrees, gen)
+        with torch.no_grad():
+            robust[j] = model(xc).argmax(1) == y[j]
+        bar.update(j.numel())
+    bar.close()
+    return robust
+
+
+def _run_linf(model, spec: AttackSpec, x, y, t, num_classes, seed, bs, progress, source_model,
+              extra: Dict[str, Any]) -> torch.Tensor:
+    cfg = spec.config
+    tgt = t if spec.targeted else None
+    if spec.family == AttackFamily.PGD:
+        attack = PGD(model, eps=spec.eps, alpha=cfg.alpha, steps=cfg.steps, loss=cfg.objective,
+                     random_start=cfg.random_start, targeted=spec.targeted, num_classes=num_classes,
+                     keep_best=cfg.keep_best, seed=seed, check=True)
+        fwd_bs = bs
+    elif spec.family == AttackFamily.SPSA:
+        attack = SPSA(model, eps=spec.eps, steps=cfg.steps, n_samples=cfg.n_samples, delta=cfg.delta,
+                      lr=cfg.lr, targeted=spec.targeted, num_classes=num_classes,
+                      random_start=cfg.random_start, loss=cfg.objective, seed=seed)
+        fwd_bs = max(1, min(bs, 2048 // cfg.n_samples) * 4)
+    elif spec.family == AttackFamily.TRANSFER:
+        if source_model is None:
+            raise ValueError(f'{spec.name} needs a source model (--transfer-from).')
+        if cfg.method == 'pgd':
+            attack = PGD(source_model, eps=spec.eps, alpha=cfg.alpha, steps=cfg.steps, loss=cfg.objective,
+                         random_start=True, targeted=False, keep_best=False, seed=seed, check=True)
+        else:
+            attack = MIM(source_model, eps=spec.eps, steps=cfg.steps, decay=cfg.decay,
+                         loss=cfg.objective, seed=seed)
+        fwd_bs = bs
+    else:
+        raise ValueError(f'no Linf runner for family {spec.family}.')
+    robust = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    zero = []
+    bar = _progress(x.shape[0], spec.name, progress)
+    for i in range(0, x.shape[0], fwd_bs):
+        xb, yb = x[i:i + fwd_bs], y[i:i + fwd_bs]
+        tb = None if tgt is None else tgt[i:i + fwd_bs]
+        x_adv = attack.perturb(xb, yb, tb)
+        check_linf_batch(x_adv, xb, spec.eps)  # every adversarial batch, whatever the attack checked itself
+        if isinstance(attack, PGD):
+            zero.append((attack.last_zero_grad_fraction, xb.shape[0]))
+        with torch.no_grad():
+            robust[i:i + fwd_bs] = model(x_adv).argmax(1) == yb
+        bar.update(xb.shape[0])
+    bar.close()
+    if zero and spec.family == AttackFamily.PGD:
+        total = sum(n for _, n in zero)
+        extra['zero_grad_fraction_first_step'] = sum(f * n for f, n in zero) / max(total, 1)
+        extra['zero_grad_n'] = total
+    return robust
+
+
+def _run_aa(model, spec: AttackSpec, x, y, x_clean, num_classes, seed, bs):
+    cfg = spec.config
+    scale, max_margin = choose_logit_scale(model, x_clean, cfg.target_margin, bs)
+    wrapped = ScaledLogits(model, scale)
+    extra: Dict[str, Any] = dict(logit_scale=scale, max_clean_margin=max_margin, n_attacked=int(x.shape[0]))
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=x.device), extra, []
+    out = run_autoattack(wrapped, x, y, spec.eps, version=cfg.version, seed=seed, batch_size=bs,
+                         n_iter=cfg.n_iter, n_target_classes=cfg.target_classes, num_classes=num_classes)
+    with torch.no_grad():  # judge with the raw model, not the wrapper
+        robust = _predict(model, out.x_adv, bs) == y
+    extra['attacks'] = out.attacks
+    extra['log'] = out.log
+    return robust, extra, out.warnings
+
+
+def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress, num_classes, seed,
+            extra: Dict[str, Any]):
+    cfg = spec.config
+    attack = CWL2(model, targeted=spec.targeted, num_classes=num_classes, binary_steps=cfg.binary_steps,
+                  max_iter=cfg.max_iter, lr=cfg.lr, initial_const=cfg.initial_const,
+                  confidence=cfg.confidence, abort_early=cfg.abort_early, seed=seed)
+    n = x.shape[0]
+    l2 = torch.full((n,), float('inf'), device=x.device)
+    success = torch.zeros(n, dtype=torch.bool, device=x.device)
+    idx = todo.nonzero().squeeze(1)
+    grads = 0
+    bar = _progress(idx.numel(), spec.name, progress)
+    for i in range(0, idx.numel(), bs):
+        j = idx[i:i + bs]
+        res = attack.perturb(x[j], y[j], targets[j] if spec.targeted else None)
+        if not torch.isfinite(res.x_adv).all() or res.x_adv.min() < -1e-5 or res.x_adv.max() > 1 + 1e-5:
+            raise RuntimeError(f'{spec.name}: adversarial batch leaves [0, 1].')
+        with torch.no_grad():
+            pred = model(res.x_adv).argmax(1)
+        really = (pred == targets[j]) if spec.targeted else (pred != y[j])
+        measured = (res.x_adv - x[j]).flatten(1).norm(dim=1)
+        ok = res.success & really  # re-check with a fresh forward
+        success[j] = ok
+        l2[j] = torch.where(ok, measured, torch.full_like(measured, float('inf')))
+        bar.update(j.numel())
+        grads += attack.sample_iterations
+    bar.close()
+    robust = ~success & todo  # still correct after C&W (no budget: any success breaks it)
+    extra['gradient_steps'] = grads
+    extra['gradient_steps_per_point'] = grads / max(int(idx.numel()), 1)
+    return dict(robust=robust, in_slice=in_slice, attacked=todo.clone(), l2=l2, success=success)

@@ -1,0 +1,303 @@
+"""Building a suite: its options, one typed configuration per attack family, and the attacks cheapest first.
+
+A suite is a list of :class:`AttackSpec`, each with a frozen configuration dataclass of its family (:class:`PGDConfig`,
+:class:`AutoAttackConfig`, ...): the runner reads attributes, the report records them (``config`` as a dict plus the
+typed ``steps`` / ``objective`` / ``version`` / ``method``).
+
+Skipping: a point an attack of the same family already broke at a smaller or equal budget (fewer steps, smaller eps,
+same objective and target) is not attacked again and counts as broken (that adversarial example is valid for the
+larger budget). AutoAttack runs only on the points that survived every cheaper Linf attack at its eps.
+``standalone=True`` turns skipping off.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+
+from timm_mmc.report import eps_key
+
+from .threat import AttackFamily, ThreatModel
+
+__all__ = ['SUITES', 'SuiteOptions', 'PGDConfig', 'TransferConfig', 'AutoAttackConfig', 'SPSAConfig', 'CWConfig',
+           'NoiseConfig', 'RotationConfig', 'AttackConfig', 'AttackSpec', 'build_suite', 'is_mm_model',
+           'default_objectives']
+
+SUITES = ('quick', 'paper', 'autoattack', 'full')
+
+
+def is_mm_model(model: nn.Module) -> bool:
+    """True when the model's logits are distances to class centers (MMC, MMLDA, L-GM heads)."""
+    from timm_mmc.heads import CenterClassifier
+    return any(isinstance(m, CenterClassifier) for m in model.modules())
+
+
+def default_objectives(mm: bool) -> Tuple[str, ...]:
+    """PGD objectives: the head's own one first (the authors' adaptive ``mm`` for MM heads, ``ce`` for linear
+    heads), then the logit margin."""
+    return ('mm', 'margin') if mm else ('ce', 'margin')
+
+
+@dataclass
+class SuiteOptions:
+    """Every knob of a suite; written to the report as is.
+
+    Attributes mirror the command-line flags of :mod:`eval.robustness`; eps values are in pixel units.
+    """
+    eps: Tuple[float, ...] = (8 / 255, 16 / 255)
+    pgd_steps: Tuple[int, ...] = (10, 50)
+    pgd_alpha: float = 2 / 255
+    objectives: Tuple[str, ...] = ('mm', 'margin')
+    cw_n: Optional[int] = 25
+    cw_binary_steps: int = 9
+    cw_max_iter: int = 1000
+    cw_lr: float = 5e-3
+    cw_initial_const: float = 0.01
+    spsa_n: Optional[int] = 25
+    spsa_steps: int = 10
+    spsa_samples: int = 128
+    spsa_delta: float = 0.01
+    spsa_lr: float = 0.01
+    noise_sigmas: Tuple[float, ...] = (0.05,)
+    rotation_degrees: float = 30.0
+    transfer_steps: int = 10
+    aa_version: str = 'fast'
+    aa_eps: float = 8 / 255
+    aa_n: Optional[int] = None
+    aa_n_iter: Optional[int] = None
+    aa_target_classes: Optional[int] = None
+    aa_target_margin: float = 10.0
+    standalone: bool = False
+    seed: int = 0
+    batch_size: int = 250
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """White-box PGD (Linf, step ``alpha``, random start, keeping the best point per sample)."""
+    steps: int
+    alpha: float
+    objective: str
+    random_start: bool = True
+    keep_best: bool = True
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """PGD or MIM on a source model, its adversarial examples judged on the target."""
+    method: str  # 'pgd' or 'mim'
+    steps: int
+    objective: str  # on the source model
+    alpha: float
+    random_start: bool
+    decay: Optional[float] = None  # MIM momentum
+
+
+@dataclass(frozen=True)
+class AutoAttackConfig:
+    """AutoAttack through ``pyautoattack`` on logits scaled so that the largest clean margin is ``target_margin``."""
+    version: str
+    n_iter: Optional[int] = None
+    target_classes: Optional[int] = None
+    target_margin: float = 10.0
+
+
+@dataclass(frozen=True)
+class SPSAConfig:
+    """SPSA (gradient-free) on the logit margin."""
+    steps: int
+    n_samples: int
+    delta: float
+    lr: float
+    objective: str = 'margin'
+    random_start: bool = True
+
+
+@dataclass(frozen=True)
+class CWConfig:
+    """Carlini & Wagner L2 (minimal distortion)."""
+    binary_steps: int
+    max_iter: int
+    lr: float
+    initial_const: float
+    confidence: float = 0.0
+    abort_early: bool = True
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Gaussian noise (a corruption, not an attack)."""
+    sigma: float
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    """Random rotation within +-``max_degrees`` (a corruption, not an attack)."""
+    max_degrees: float
+
+
+AttackConfig = Union[PGDConfig, TransferConfig, AutoAttackConfig, SPSAConfig, CWConfig, NoiseConfig, RotationConfig]
+
+
+@dataclass
+class AttackSpec:
+    """One attack of a suite.
+
+    Attributes:
+        name: Unique key (``pgd10-un-8-mm``), for people; code reads the attributes.
+        family: Attack family.
+        threat: Threat model (Linf results enter the worst case).
+        eps: Linf radius in pixel units (None for C&W and corruptions).
+        targeted: Targeted (random target != y, seeded) or not.
+        config: The family's typed configuration.
+        n_limit: Run on the first ``n_limit`` evaluated points only (None: all).
+        skip_after: Attacks whose broken points are not attacked again (counted as broken here).
+        column: Table column this attack belongs to (objectives of one PGD column share it).
+    """
+    name: str
+    family: AttackFamily
+    threat: ThreatModel
+    eps: Optional[float]
+    targeted: bool
+    config: Optional[AttackConfig] = None
+    n_limit: Optional[int] = None
+    skip_after: List[str] = field(default_factory=list)
+    column: Optional[str] = None
+
+    @property
+    def steps(self) -> Optional[int]:
+        return getattr(self.config, 'steps', None)
+
+    @property
+    def objective(self) -> Optional[str]:
+        return getattr(self.config, 'objective', None)
+
+    @property
+    def version(self) -> Optional[str]:
+        return getattr(self.config, 'version', None)
+
+    @property
+    def method(self) -> Optional[str]:
+        return getattr(self.config, 'method', None)
+
+    def config_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self.config) if self.config is not None else {}
+
+
+def _tu(targeted: bool) -> str:
+    return 'tar' if targeted else 'un'
+
+
+class _Builder:
+    """Appends a suite's attacks in order, computing what each skips after."""
+
+    def __init__(self, opts: SuiteOptions, eps_list: Sequence[float], steps_list: Sequence[int]) -> None:
+        self.opts, self.eps_list, self.steps_list = opts, eps_list, steps_list
+        self.skip = not opts.standalone
+        self.specs: List[AttackSpec] = []
+
+    def corruptions(self) -> None:
+        for sigma in self.opts.noise_sigmas:
+            self.specs.append(AttackSpec(f'noise-{sigma:g}', AttackFamily.NOISE, ThreatModel.CORRUPTION, None, False,
+                                         NoiseConfig(sigma), column=f'noise {sigma:g}'))
+        deg = self.opts.rotation_degrees
+        self.specs.append(AttackSpec(f'rotation-{deg:g}', AttackFamily.ROTATION, ThreatModel.CORRUPTION, None, False,
+                                     RotationConfig(deg), column=f'rotation {deg:g}'))
+
+    def pgd(self, steps_sel: Sequence[int]) -> None:
+        for steps in steps_sel:
+            for eps in self.eps_list:
+                for targeted in (True, False):
+                    for obj in self.opts.objectives:
+                        before = [f'pgd{s}-{_tu(targeted)}-{eps_key(e)}-{obj}' for s in self.steps_list
+                                  for e in self.eps_list if s <= steps and e <= eps and (s, e) != (steps, eps)]
+                        self.specs.append(AttackSpec(
+                            f'pgd{steps}-{_tu(targeted)}-{eps_key(eps)}-{obj}', AttackFamily.PGD, ThreatModel.LINF,
+                            eps, targeted, PGDConfig(steps, self.opts.pgd_alpha, obj),
+                            skip_after=before if self.skip else [], column=f'PGD{steps} {_tu(targeted)} {eps_key(eps)}'))
+
+    def transfer(self, source_objective: str) -> None:
+        steps = self.opts.transfer_steps
+        for method in ('pgd', 'mim'):
+            for eps in self.eps_list:
+                before = [f'transfer-{method}{steps}-un-{eps_key(e)}' for e in self.eps_list if e < eps]
+                cfg = TransferConfig(method, steps, source_objective,
+                                     self.opts.pgd_alpha if method == 'pgd' else eps / steps,
+                                     random_start=method == 'pgd', decay=1.0 if method == 'mim' else None)
+                self.specs.append(AttackSpec(f'transfer-{method}{steps}-un-{eps_key(eps)}', AttackFamily.TRANSFER,
+                                             ThreatModel.LINF, eps, False, cfg, skip_after=before if self.skip else [],
+                                             column=f'transfer {method.upper()}{steps} un {eps_key(eps)}'))
+
+    def autoattack(self) -> None:
+        o = self.opts
+        before = [s.name for s in self.specs if s.threat == ThreatModel.LINF and s.eps is not None
+                  and s.eps <= o.aa_eps + 1e-12]
+        self.specs.append(AttackSpec(f'autoattack-{o.aa_version}-{eps_key(o.aa_eps)}', AttackFamily.AUTOATTACK,
+                                     ThreatModel.LINF, o.aa_eps, False,
+                                     AutoAttackConfig(o.aa_version, o.aa_n_iter, o.aa_target_classes,
+                                                      o.aa_target_margin),
+                                     n_limit=o.aa_n, skip_after=before if self.skip else [],
+                                     column=f'AA {o.aa_version} {eps_key(o.aa_eps)}'))
+
+    def spsa_and_cw(self) -> None:
+        o = self.opts
+        for eps in self.eps_list:
+            for targeted in (True, False):
+                before = [f'spsa{o.spsa_steps}-{_tu(targeted)}-{eps_key(e)}' for e in self.eps_list if e < eps]
+                self.specs.append(AttackSpec(
+                    f'spsa{o.spsa_steps}-{_tu(targeted)}-{eps_key(eps)}', AttackFamily.SPSA, ThreatModel.LINF, eps,
+                    targeted, SPSAConfig(o.spsa_steps, o.spsa_samples, o.spsa_delta, o.spsa_lr),
+                    n_limit=o.spsa_n, skip_after=before if self.skip else [],
+                    column=f'SPSA{o.spsa_steps} {_tu(targeted)} {eps_key(eps)}'))
+        for targeted in (True, False):
+            self.specs.append(AttackSpec(f'cw-{_tu(targeted)}', AttackFamily.CW, ThreatModel.L2, None, targeted,
+                                         CWConfig(o.cw_binary_steps, o.cw_max_iter, o.cw_lr, o.cw_initial_const),
+                                         n_limit=o.cw_n, column=f'C&W {_tu(targeted)}'))
+
+
+def build_suite(suite: str, opts: SuiteOptions, families: Optional[Sequence[AttackFamily]] = None,
+                transfer: bool = False, source_objective: str = 'ce') -> List[AttackSpec]:
+    """The attacks of a suite, cheapest first.
+
+    Args:
+        suite: ``quick``, ``paper``, ``autoattack`` or ``full``.
+        opts: Suite options.
+        families: Keep only these attack families (None: all of the suite).
+        transfer: A source model is given (adds the transfer attacks to ``paper`` and ``full``).
+        source_objective: Objective of the transfer attacks on the source model.
+
+    Raises:
+        ValueError: Unknown suite.
+    """
+    if suite not in SUITES:
+        raise ValueError(f'unknown suite {suite!r}; choose one of {SUITES}.')
+    if suite == 'quick':
+        b = _Builder(opts, (opts.eps[0],), (opts.pgd_steps[0],))
+    else:
+        b = _Builder(opts, tuple(sorted(opts.eps)), tuple(sorted(opts.pgd_steps)))
+    with_pgd = suite in ('quick', 'paper', 'full')
+    if suite in ('paper', 'full'):
+        b.corruptions()
+    if with_pgd:
+        b.pgd(b.steps_list[:1])
+    if transfer and suite in ('paper', 'full'):
+        b.transfer(source_objective)
+    if with_pgd and len(b.steps_list) > 1:
+        b.pgd(b.steps_list[1:])
+    if suite in ('quick', 'autoattack', 'full'):
+        b.autoattack()
+    if suite in ('paper', 'full'):
+        b.spsa_and_cw()
+    specs = b.specs
+    if families is not None:
+        keep = set(families)
+        specs = [s for s in specs if s.family in keep]
+        names = {s.name for s in specs}
+        for s in specs:
+            s.skip_after = [n for n in s.skip_after if n in names]
+    return specs
