@@ -3,7 +3,7 @@
 ``import timm_mmc`` registers the CIFAR ResNets (``resnet32_mmc`` etc.) with timm.
 """
 from .centers import max_pairwise_cosine, mm_centers
-from .heads import HEAD_KINDS, HeadConfig, MMHead, distance_logits
+from .heads import HEAD_KINDS, HEADS, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
 from .losses import LOSSES, build_loss, default_loss_for_head
 from .models import CifarResNet, MMCWrapper, create_mmc_model
 

@@ -27,9 +27,55 @@ import torch.nn.functional as F
 
 from .centers import CENTER_KINDS, mm_centers
 
-__all__ = ['HEAD_KINDS', 'HeadConfig', 'MMHead', 'CenterClassifier', 'distance_logits']
+__all__ = ['HEAD_KINDS', 'HEADS', 'HeadSpec', 'HeadConfig', 'MMHead', 'CenterClassifier', 'distance_logits',
+           'head_spec']
 
-HEAD_KINDS = ('linear', 'mmc', 'mmlda', 'lgm')
+HEAD_KINDS = ('linear', 'mmc', 'mmlda', 'lgm')  # the module kinds; HEADS below names the trained variants
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One trained variant of a head: what it is built from, trained with and attacked with, and its paper row.
+
+    The single table :data:`HEADS` is the one place that maps a head to these; the model registry, the losses,
+    training, evaluation and the release tooling all ask it.
+    """
+    suffix: str  # the model-name suffix: resnet32_<suffix>
+    kind: str  # the module's head kind, one of HEAD_KINDS
+    center_kind: str  # 'mm' or 'random' (the paper's "MMC (rand)" baseline); unused by linear heads
+    loss: str  # default training loss, a name in timm_mmc.losses.LOSSES
+    objective: str  # the head's own attack objective: 'ce' (cross-entropy) or 'mm' (push z away from mu_y)
+    targeted_training: bool  # default inner attack of adversarial training (the paper: targeted for MM heads)
+    paper_row: str  # the row of Pang et al. (ICLR 2020), Table A, this variant corresponds to
+    paper_id: str  # the paper that defines the variant
+
+    @property
+    def distance_logits(self) -> bool:
+        """Whether the logits are ``-||z - mu_i||^2 / 2`` (saturating cross-entropy: attack with care)."""
+        return self.kind != 'linear'
+
+
+HEADS: Dict[str, HeadSpec] = {s.suffix: s for s in (
+    HeadSpec('sce', 'linear', 'mm', 'sce', 'ce', False, 'SCE', 'arXiv:1512.03385'),
+    HeadSpec('mmc', 'mmc', 'mm', 'mmc', 'mm', True, 'MMC-10', 'arXiv:1905.10626'),
+    HeadSpec('mmc_rand', 'mmc', 'random', 'mmc', 'mm', True, 'MMC-10 (rand)', 'arXiv:1905.10626'),
+    HeadSpec('mmlda', 'mmlda', 'mm', 'mmlda', 'mm', True, 'MMLDA', 'arXiv:1802.09308'),
+    HeadSpec('lgm', 'lgm', 'mm', 'lgm', 'mm', True, 'L-GM', 'arXiv:1905.10626'),  # Wan et al. as the paper's baseline
+)}
+
+
+def head_spec(kind: str, center_kind: str = 'mm') -> HeadSpec:
+    """The :class:`HeadSpec` of a head module kind (``HeadConfig.head``) and center kind.
+
+    Raises:
+        ValueError: An unknown kind.
+    """
+    if kind not in HEAD_KINDS:
+        raise ValueError(f'unknown head {kind!r}; choose one of {HEAD_KINDS}.')
+    for spec in HEADS.values():
+        if spec.kind == kind and (kind == 'linear' or spec.center_kind == center_kind):
+            return spec
+    return next(s for s in HEADS.values() if s.kind == kind)
 
 
 @dataclass

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .heads import head_spec
+
 __all__ = ['LOSSES', 'build_loss', 'default_loss_for_head', 'SCELoss', 'MMCLoss', 'CenterLoss', 'LGMLoss']
 
 
@@ -103,11 +105,8 @@ LOSS_HEADS = {'sce': ('linear',), 'center': ('linear',), 'mmlda': ('mmc', 'mmlda
 
 
 def default_loss_for_head(head: str) -> str:
-    """The objective a head is trained with unless told otherwise."""
-    table = {'linear': 'sce', 'mmc': 'mmc', 'mmlda': 'mmlda', 'lgm': 'lgm'}
-    if head not in table:
-        raise ValueError(f'unknown head {head!r}; choose one of {tuple(table)}.')
-    return table[head]
+    """The objective a head kind is trained with unless told otherwise (from :data:`timm_mmc.heads.HEADS`)."""
+    return head_spec(head).loss
 
 
 def build_loss(name: str, num_classes: int, feature_dim: int, head: Optional[str] = None, **kwargs: float) -> nn.Module:

@@ -44,6 +44,7 @@ from timm_mmc.attacks import PGD, FGSMRandomStart  # noqa: E402
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, ImageSplit, augment_batch, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
+from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -221,8 +222,9 @@ class Trainer:
         self.model = self.accelerator.unwrap_model(self.net).model
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
         self._step_net = torch.compile(self.net) if cfg.compile else self.net
-        self.adv_loss = 'ce' if self.head == 'linear' else 'mm'
-        self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else self.head != 'linear'
+        spec = head_spec(self.head, model.head_config.center_kind)
+        self.adv_loss = spec.objective
+        self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[Dict[str, Any]] = []
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..heads import HeadConfig, MMHead
+from ..heads import HEADS, HeadConfig, MMHead
 
 __all__ = ['CifarResNet', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD']
 
@@ -335,11 +335,6 @@ CIFAR100_LABELS = (
     'willow_tree', 'wolf', 'woman', 'worm')
 
 HUB_NAMESPACE = 'timm-mmc'
-PAPER_IDS = {
-    'sce': 'arXiv:1512.03385',
-    'mmc': 'arXiv:1905.10626', 'mmc_rand': 'arXiv:1905.10626', 'mmlda': 'arXiv:1802.09308',
-    'lgm': 'arXiv:1905.10626',  # L-GM (Wan et al., CVPR 2018) as the MMC paper's baseline
-}
 
 
 def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
@@ -352,14 +347,14 @@ def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
         'mean': (0.0, 0.0, 0.0), 'std': (1.0, 1.0, 1.0),  # normalisation is inside the model
         'first_conv': 'stem.0', 'classifier': 'head.classifier',
         'license': 'apache-2.0',
-        'paper_ids': PAPER_IDS[name.split('_', 1)[1]],
+        'paper_ids': HEADS[name.split('_', 1)[1]].paper_id,
         'label_names': CIFAR100_LABELS if cifar100 else CIFAR10_LABELS,
         'origin_url': 'https://github.com/P2333/Max-Mahalanobis-Training',
         **kwargs,
     }
 
 
-_ARCHS = [f'resnet{d}_{h}' for d in (20, 32, 56, 110) for h in ('sce', 'mmc', 'mmlda', 'lgm', 'mmc_rand')]
+_ARCHS = [f'resnet{d}_{h}' for d in (20, 32, 56, 110) for h in HEADS]
 _ARCHS += ['resnet32v2_sce', 'resnet32v2_mmc']
 # adversarially trained releases (FGSM-RS / PGD training, the inner attack on the head's own objective)
 _AT_ARCHS = ('resnet32_sce', 'resnet32_mmc')
@@ -367,14 +362,14 @@ default_cfgs = generate_default_cfgs({  # the first tag of each architecture is 
     f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS
     for tag in ('cifar10', 'cifar100') + (('cifar10_at',) if arch in _AT_ARCHS else ())})
 
-# head fields per registered suffix
-_HEADS = {'sce': dict(head='linear'), 'mmc': dict(head='mmc'), 'mmlda': dict(head='mmlda'),
-          'lgm': dict(head='lgm'), 'mmc_rand': dict(head='mmc', center_kind='random')}
 
 
 def _make(variant: str, pretrained: bool, depth: int, head: str, kwargs: Dict[str, Any],
           block: str = 'basic') -> CifarResNet:
-    args = dict(depth=depth, block=block, **_HEADS[head])
+    spec = HEADS[head]
+    args: Dict[str, Any] = dict(depth=depth, block=block, head=spec.kind)
+    if spec.center_kind != 'mm':
+        args['center_kind'] = spec.center_kind
     args.update(kwargs)  # the caller may override the head's defaults, e.g. center_norm
     return _create_cifar_resnet(variant, pretrained, **args)
 
