@@ -219,7 +219,8 @@ class _Builder:
                         self.specs.append(AttackSpec(
                             f'pgd{steps}-{_tu(targeted)}-{eps_key(eps)}-{obj}', AttackFamily.PGD, ThreatModel.LINF,
                             eps, targeted, PGDConfig(steps, self.opts.pgd_alpha, obj),
-                            skip_after=before if self.skip else [], column=f'PGD{steps} {_tu(targeted)} {eps_key(eps)}'))
+                            skip_after=before if self.skip else [],
+                            column=f'PGD{steps} {_tu(targeted)} {eps_key(eps)}'))
 
     def transfer(self, source_objective: str) -> None:
         steps = self.opts.transfer_steps

@@ -21,7 +21,7 @@ import yaml
 
 import timm
 import timm_mmc  # noqa: F401  registers the models
-from timm_mmc import hub
+from timm_mmc import hub, report
 from timm_mmc.centers import mm_centers
 from timm_mmc.io import file_sha256
 
@@ -32,72 +32,85 @@ N = 64
 
 
 def _attack(name, family, eps, targeted, config, accuracy, column=None, n=N, threat='Linf', **extra):
-    return dict(name=name, family=family, threat=threat, eps=eps, targeted=targeted, config=config, n_limit=None,
-                skip_after=[], column=column, n=n, n_attacked=n // 2, clean_accuracy=27 / 64, time_s=1.0,
-                accuracy=accuracy, **extra)
+    typed = {k: config.get(k) for k in ('steps', 'objective', 'method')}
+    typed['version'] = config.get('version') if family == 'autoattack' else None
+    return report.AttackResult(name=name, family=family, threat=threat, eps=eps, targeted=targeted, n=n,
+                               n_attacked=n // 2, accuracy=accuracy, clean_accuracy=27 / 64, config=config,
+                               column=column, time_s=1.0, **typed, **extra)
 
 
-def _pgd(steps, targeted, eps255, objective, accuracy):
+def _pgd(steps, targeted, eps255, objective, accuracy, skip_after=()):
     tu = 'tar' if targeted else 'un'
     return _attack(f'pgd{steps}-{tu}-{eps255}-{objective}', 'pgd', eps255 / 255, targeted,
                    dict(steps=steps, alpha=2 / 255, objective=objective, random_start=True, keep_best=True), accuracy,
-                   column=f'PGD{steps} {tu} {eps255}')
+                   column=f'PGD{steps} {tu} {eps255}', skip_after=list(skip_after))
 
 
-def _column(accuracy, attacks, family, eps=None, targeted=False, n=N):
-    return dict(accuracy=accuracy, n=n, attacks=[a['name'] for a in attacks], eps=eps, targeted=targeted,
-                family=family)
+def _column(name, accuracy, attacks, n=N):
+    a = attacks[0]
+    return report.Column(name=name, family=a.family, eps=a.eps, targeted=a.targeted, n=n, accuracy=accuracy,
+                         attacks=[m.name for m in attacks], steps=a.steps, version=a.version, method=a.method,
+                         objectives=[m.objective for m in attacks if m.objective])
 
 
-def make_eval(sha=None):
-    """An evaluation JSON laid out as eval/report.py (report version 1.0) writes it; fractions, n = 64."""
+def make_report(sha=None) -> report.EvalReport:
+    """An evaluation report built through the schema (timm_mmc.report), as eval.robustness builds one; n = 64."""
     noise = _attack('noise-0.05', 'noise', None, False, dict(sigma=0.05), 25 / 64, column='noise 0.05',
                     threat='corruption')
     p10t8 = [_pgd(10, True, 8, 'mm', 22 / 64), _pgd(10, True, 8, 'margin', 21 / 64)]
     p10u8 = [_pgd(10, False, 8, 'mm', 19 / 64), _pgd(10, False, 8, 'margin', 18 / 64)]
-    p10u16 = [_pgd(10, False, 16, 'mm', 10 / 64), _pgd(10, False, 16, 'margin', 9 / 64)]
-    p50u8 = [_pgd(50, False, 8, 'mm', 16 / 64), _pgd(50, False, 8, 'margin', 17 / 64)]
+    p10u16 = [_pgd(10, False, 16, o, a, [f'pgd10-un-8-{o}']) for o, a in (('mm', 10 / 64), ('margin', 9 / 64))]
+    p50u8 = [_pgd(50, False, 8, o, a, [f'pgd10-un-8-{o}']) for o, a in (('mm', 16 / 64), ('margin', 17 / 64))]
+    linf8 = p10t8 + p10u8 + p50u8
     aa = _attack('autoattack-standard-8', 'autoattack', 8 / 255, False,
                  dict(version='standard', n_iter=None, target_classes=None, target_margin=10.0), 3 / 32,
-                 column='AA standard 8', n=32)
+                 column='AA standard 8', n=32, skip_after=[a.name for a in linf8], logit_scale=0.05,
+                 max_clean_margin=190.0, components=['apgd-ce', 'apgd-t', 'fab-t', 'square'])
     cw = _attack('cw-un', 'cw', None, False, dict(binary_steps=9, max_iter=1000), 0.0, column='C&W un', n=16,
                  threat='L2', success_rate=1.0, l2_mean=0.1234, l2_median=0.1111, l2_paper=0.0617)
     attacks = [noise, *p10t8, *p10u8, *p10u16, *p50u8, aa, cw]
-    linf8 = [a['name'] for a in p10t8 + p10u8 + p50u8 + [aa]]
-    return {
-        'model': 'local-dir:runs/mmc', 'dataset': '../shared/data/cifar10', 'split': 'test', 'n': N, 'suite': 'full',
-        'seed': 0, 'version': '1.0', 'checkpoint': None, 'checkpoint_sha256': sha, 'pretrained': False,
-        'head': 'mm', 'dataset_source': '../shared/data/cifar10:test [img, label] fingerprint 0123456789abcdef',
-        'indices': list(range(N)), 'options': {'eps': [8 / 255, 16 / 255], 'pgd_steps': [10, 50],
-                                                'standalone': False},
-        'clean_accuracy': 27 / 64,
-        'attacks': {a['name']: a for a in attacks},
-        'columns': {
-            'noise 0.05': _column(25 / 64, [noise], 'noise'),
-            'PGD10 tar 8': _column(20 / 64, p10t8, 'pgd', 8 / 255, True),
-            'PGD10 un 8': _column(17 / 64, p10u8, 'pgd', 8 / 255),
-            'PGD10 un 16': _column(8 / 64, p10u16, 'pgd', 16 / 255),
-            'PGD50 un 8': _column(15 / 64, p50u8, 'pgd', 8 / 255),
-            'AA standard 8': _column(3 / 32, [aa], 'autoattack', 8 / 255, n=32),
-        },
-        'worst_case': {'8': dict(eps=8 / 255, accuracy=5 / 64, n=N, attacks=linf8),
-                       '16': dict(eps=16 / 255, accuracy=4 / 64, n=N,
-                                  attacks=linf8 + [a['name'] for a in p10u16])},
+    names8 = [a.name for a in linf8 + [aa]]
+    return report.EvalReport(
+        model='local-dir:runs/mmc', dataset='../shared/data/cifar10', split='test', n=N, suite='full', seed=0,
+        checkpoint_sha256=sha, head='mm', own_objective='mm',
+        dataset_source='../shared/data/cifar10:test [img, label] fingerprint 0123456789abcdef',
+        indices=list(range(N)), options={'eps': [8 / 255, 16 / 255], 'pgd_steps': [10, 50], 'standalone': False},
+        clean_accuracy=27 / 64, attacks={a.name: a for a in attacks},
+        columns={c.name: c for c in [
+            _column('noise 0.05', 25 / 64, [noise]), _column('PGD10 tar 8', 20 / 64, p10t8),
+            _column('PGD10 un 8', 17 / 64, p10u8), _column('PGD10 un 16', 8 / 64, p10u16),
+            _column('PGD50 un 8', 15 / 64, p50u8), _column('AA standard 8', 3 / 32, [aa], n=32)]},
+        worst_case={'8': report.WorstCase(8 / 255, 5 / 64, N, names8),
+                    '16': report.WorstCase(16 / 255, 4 / 64, N, names8 + [a.name for a in p10u16])},
         # AutoAttack covered the first 32 points only: the worst case there, where every attack ran
-        'worst_case_slice': {'8': dict(eps=8 / 255, accuracy=2 / 32, n=32, attacks=linf8, partial=[])},
-        'diagnostics': {'zero_input_gradient_fraction': {'ce': 0.0, 'mm': 0.037, 'margin': 0.0}},
-        'warnings': ["gradient masking: the 'mm' objective has an exactly zero input gradient on 3.7% of the "
-                     "clean-correct points; attacks with it are unreliable on this model."],
-        'timings': {'total_s': 12.0}, 'versions': {'python': '3.11', 'torch': torch.__version__,
-                                                    'pyautoattack': '0.2.1'},
-        'device': 'cpu: x86_64, 2 cores', 'num_processes': 1, 'transfer_from': None,
-        'command': 'python -m eval.robustness --model local-dir:runs/mmc --suite full',
-    }
+        worst_case_slice={'8': report.WorstCase(8 / 255, 2 / 32, 32, names8)},
+        diagnostics={'zero_input_gradient_fraction': {'ce': 0.0, 'mm': 0.037, 'margin': 0.0}},
+        warnings=["gradient masking: the 'mm' objective has an exactly zero input gradient on 3.7% of the "
+                  "clean-correct points; attacks with it are unreliable on this model."],
+        timings={'total_s': 12.0}, versions={'python': '3.11', 'torch': torch.__version__, 'pyautoattack': '0.2.1'},
+        device='cpu: x86_64, 2 cores', command='python -m eval.robustness --model local-dir:runs/mmc --suite full')
+
+
+def make_eval(sha=None) -> dict:
+    """The JSON of :func:`make_report`, as eval.robustness writes it."""
+    return make_report(sha).to_dict()
 
 
 EVAL = make_eval()
-# the model-index values, in order: clean, the table columns, the worst cases
-EXPECTED_VALUES = [27 / 64, 25 / 64, 20 / 64, 17 / 64, 8 / 64, 15 / 64, 3 / 32, 5 / 64, 4 / 64, 2 / 32]
+# the model-index values by (name, config, n): clean, the table columns, the worst cases
+EXPECTED = {('Clean accuracy', 'clean', 64): 27 / 64, ('Gaussian noise', 'corruption, sigma=0.05', 64): 25 / 64,
+            ('PGD-10', 'Linf, eps=8/255, targeted', 64): 20 / 64,
+            ('PGD-10', 'Linf, eps=8/255, untargeted', 64): 17 / 64,
+            ('PGD-10', 'Linf, eps=16/255, untargeted', 64): 8 / 64,
+            ('PGD-50', 'Linf, eps=8/255, untargeted', 64): 15 / 64,
+            ('AutoAttack standard on the survivors of the cheaper attacks', 'Linf, eps=8/255', 32): 3 / 32,
+            ('Worst case over the suite', 'Linf, eps=8/255', 64): 5 / 64,
+            ('Worst case over the suite', 'Linf, eps=16/255', 64): 4 / 64,
+            ('Worst case over the suite, on the first points where every attack ran', 'Linf, eps=8/255', 32): 2 / 32}
+
+
+def _by_key(results):
+    return {(r.metric_name, r.metric_config, r.metric_args['n']): r for r in results}
 
 
 def _train_tiny(seed: int = 0) -> torch.nn.Module:
@@ -155,8 +168,8 @@ def _leftovers(parent: Path):
 def test_export_writes_safetensors_timm_config_card_and_results(release):
     out = release['out']
     assert hub.release_files(out) == ['README.md', 'config.json', 'model.safetensors', 'results/eval.json',
-                                      'results/robust_accuracy.png', 'training/args.yaml', 'training/metrics.jsonl',
-                                      'training/summary.json']
+                                      'results/robust_accuracy.png', 'results/robustbench.json', 'training/args.yaml',
+                                      'training/metrics.jsonl', 'training/summary.json']
     assert not [f for f in hub.release_files(out) if f.endswith(hub.PICKLE_SUFFIXES)]
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['architecture'] == ARCH and cfg['num_classes'] == 10
@@ -245,23 +258,25 @@ def test_card_parses_back_with_the_eval_json_numbers(release):
     assert card.data.library_name == 'timm' and card.data.license == 'apache-2.0'
     assert card.data.datasets == ['uoft-cs/cifar10'] and card.data.model_name == REPO
     results = card.data.eval_results
-    assert results == hub.eval_json_to_results(release['data'])
-    assert [r.metric_value for r in results] == EXPECTED_VALUES  # the JSON's numbers, unchanged
-    by_config = {r.metric_config.split(',')[0]: r for r in results}
-    pgd = by_config['PGD10 un 8']
-    assert 'eps=8/255' in pgd.metric_config and 'steps=10' in pgd.metric_config
+    assert sorted(map(repr, results)) == sorted(map(repr, hub.eval_results(report.from_dict(release['data']),
+                                                                            'cifar10')))
+    got = _by_key(results)
+    assert {k: r.metric_value for k, r in got.items()} == EXPECTED  # the report's numbers, unchanged
+    pgd = got[('PGD-10', 'Linf, eps=8/255, untargeted', 64)]
+    assert pgd.metric_type == 'robust_accuracy'
     assert pgd.metric_args['eps'] == 8 / 255 and pgd.metric_args['steps'] == 10 and not pgd.metric_args['targeted']
     assert pgd.metric_args['attacks'] == ['pgd10-un-8-mm', 'pgd10-un-8-margin']
-    aa = by_config['AA standard 8']
-    assert 'version=standard' in aa.metric_config and aa.metric_args['version'] == 'standard'
-    assert aa.metric_args['package'] == 'pyautoattack 0.2.1' and aa.metric_args['n'] == 32
-    assert results[-3].metric_config == 'worst_case, eps=8/255'
-    assert results[-3].metric_args == {'eps': 8 / 255, 'n': N, 'attacks': 7}
-    assert results[-1].metric_config == 'worst_case_slice, eps=8/255'
-    assert results[-1].metric_args == {'eps': 8 / 255, 'n': 32, 'attacks': 7}
-    assert 'on the first 32 points (per-image worst case over 7 attacks)' in results[-1].metric_name
-    assert all('JPEG' in r.dataset_name and r.dataset_split == 'test' and r.dataset_args == {'n': N}
-               for r in results)
+    assert pgd.metric_args['composite'] == 'per point, the worst case over the objectives mm/margin'
+    assert 'smaller budgets' in got[('PGD-50', 'Linf, eps=8/255, untargeted', 64)].metric_args['composite']
+    aa = got[('AutoAttack standard on the survivors of the cheaper attacks', 'Linf, eps=8/255', 32)]
+    assert aa.metric_args['version'] == 'standard' and aa.metric_args['package'] == 'pyautoattack 0.2.1'
+    assert 'worst case over those attacks and AutoAttack' in aa.metric_args['composite']
+    assert got[('Clean accuracy', 'clean', 64)].metric_type == 'accuracy'
+    assert got[('Gaussian noise', 'corruption, sigma=0.05', 64)].metric_type == 'accuracy'
+    worst = got[('Worst case over the suite', 'Linf, eps=8/255', 64)]
+    assert worst.metric_args['eps'] == 8 / 255 and len(worst.metric_args['attacks']) == 7
+    assert all('JPEG' in r.dataset_name and r.dataset_split == 'test' and r.dataset_args == {'n': N} for r in results)
+    assert not any(re.search(r'\d+/255|n=\d', r.metric_name) for r in results)  # eps and n never in a name
 
 
 def _numbers(text: str):
@@ -318,7 +333,9 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     assert 'JPEG' in section and 'quality 75' in body and 'JPEG' in body.split('## What the model is')[0]
     assert '3.7% of the clean-correct points' in section  # the evaluation's own warnings are carried
     assert 'standalone = false' in section  # and how its figures compose
-    assert 'import timm_mmc' in body and 'pip install timm-mmc' in body and '@inproceedings{pang2020' in body
+    assert 'import timm_mmc' in body and '@inproceedings{pang2020' in body
+    assert 'pip install timm-mmc\n' not in body and 'not on PyPI' in body  # no claim of a package that does not exist
+    assert 'must come before' in body and 'it is this release\'s `model.safetensors`' in body
     assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True)' in body
     assert '2 CPU cores' in body and '1 h 02 min' in body  # hardware and wall time from summary.json
 
@@ -342,6 +359,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     assert _numbers(section2) - _json_numbers(new) == {'55.0', '43.48'} and 'Croce & Hein' in section2
     from huggingface_hub import ModelCard
     assert [r.metric_value for r in ModelCard.load(folder / 'README.md').data.eval_results] == [0.5123, 0.2001]
+    assert json.loads((folder / hub.ROBUSTBENCH_FILE).read_text())['clean_acc'] == '51.23'  # rewritten too
 
 
 def test_export_reads_what_eval_robustness_writes(release, tmp_path, monkeypatch):
@@ -366,34 +384,40 @@ def test_export_reads_what_eval_robustness_writes(release, tmp_path, monkeypatch
                     '--n-examples', '8', '--suite', 'quick', '--attacks', 'pgd', '--out', str(tmp_path / 'results'),
                     '--name', 'tiny', '--no-progress', '--batch-size', '8'])
     assert rc == 0
-    report = json.loads((tmp_path / 'results' / 'tiny.json').read_text())
+    rep = report.load(tmp_path / 'results' / 'tiny.json')
     out = hub.export(release['run'], tmp_path / 'results' / 'tiny.json', tmp_path / 'cards' / 'x', plot=False,
                      log=lambda s: None)
     from huggingface_hub import ModelCard
     results = ModelCard.load(out / 'README.md').data.eval_results
-    expected = [report['clean_accuracy']] + [c['accuracy'] for c in report['columns'].values()] + \
-        [w['accuracy'] for w in report['worst_case'].values()]
+    expected = [rep.clean_accuracy] + [c.accuracy for c in rep.columns.values()] + \
+        [w.accuracy for w in rep.worst_case.values()]
     assert [r.metric_value for r in results] == expected and len(results) >= 3
-    assert all('steps=10' in r.metric_config for r in results[1:len(report['columns']) + 1])
+    assert [r.metric_name for r in results[1:len(rep.columns) + 1]] == ['PGD-10'] * len(rep.columns)
 
 
 def test_paper_numbers_are_matched_and_labelled(release):
+    from timm_mmc.hub.paper import paper_rows, paper_value
+
     args = dict(head='mmc', center_norm=10.0, center_kind='mm')
-    pgd, aa, sources, caveat = hub._paper_rows('cifar10', 'resnet32v2_mmc', args, {'adv': 'none'})
+    pgd, aa, sources, caveat = paper_rows('cifar10', 'resnet32v2_mmc', args, {'adv': 'none'})
     assert pgd['label'] == 'MMC-10' and aa is None and caveat is None
     assert 'arXiv:1905.10626' in sources['pang2020']['cite']
-    rows = {r.name: r for r in hub.parse_eval(EVAL).rows}
-    assert hub._paper_value(rows['PGD10 tar 8'], pgd, aa) == '48.7 (Table A)'
-    assert hub._paper_value(rows['PGD10 un 16'], pgd, aa) == '25.2 (Table A)'
-    assert hub._paper_value(rows['PGD50 un 8'], pgd, aa) == '24.8 (Table A)'
-    assert hub._paper_value(rows['AA standard 8'], pgd, aa) == '-'
-    pgd, aa, _, caveat = hub._paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd', 'adv_targeted': False})
+    rep = make_report()
+    col = (lambda **kw: rep.find_column(**kw))
+    assert paper_value(col(family='pgd', steps=10, targeted=True, eps=8 / 255), {}, pgd, aa) == '48.7 (Table A)'
+    assert paper_value(col(family='pgd', steps=10, targeted=False, eps=16 / 255), {}, pgd, aa) == '25.2 (Table A)'
+    assert paper_value(col(family='pgd', steps=50, targeted=False, eps=8 / 255), {}, pgd, aa) == '24.8 (Table A)'
+    assert paper_value(col(family='noise'), {'sigma': 0.05}, pgd, aa) == '69.3 (Table B)'
+    assert paper_value(col(family='autoattack'), {}, pgd, aa) == '-'
+    pgd, aa, _, caveat = paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd', 'adv_targeted': False})
     assert pgd['label'] == 'AT-un (MMC-10)' and aa['autoattack'] == '43.48' and 'architecture-approximate' in caveat
-    assert hub._paper_value(rows['AA standard 8'], pgd, aa) == '43.48 (AutoAttack)'
-    assert hub._paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd', 'adv_targeted': True})[0]['label'] == \
+    assert paper_value(col(family='autoattack'), {}, pgd, aa) == '43.48 (AutoAttack)'
+    assert paper_rows('cifar10', 'resnet32_mmc', args, {'adv': 'pgd', 'adv_targeted': True})[0]['label'] == \
         'AT-tar (MMC-10)'
-    assert hub._paper_rows('cifar10', 'resnet32_mmc', dict(args, center_norm=5.0), {})[0] is None
-    assert hub._paper_rows('cifar10', 'resnet20_mmc', args, {})[0] is None
+    assert paper_rows('cifar10', 'resnet32_sce', dict(head='linear'), {})[0]['label'] == 'SCE'
+    assert paper_rows('cifar10', 'resnet32_mmc', dict(args, center_kind='random'), {})[0]['label'] == 'MMC-10 (rand)'
+    assert paper_rows('cifar10', 'resnet32_mmc', dict(args, center_norm=5.0), {})[0] is None
+    assert paper_rows('cifar10', 'resnet20_mmc', args, {})[0] is None
 
 
 def test_card_puts_the_papers_numbers_beside_ours_labelled(release, tmp_path):
@@ -421,8 +445,7 @@ def test_non_default_model_args_are_named_in_the_card(release, tmp_path):
     model = timm.create_model(ARCH, num_classes=10, feature_dim=8).eval()
     run = _write_run(tmp_path / 'run8', model)
     notes = []
-    flat = copy.deepcopy(EVAL)  # no checkpoint_sha256: any weights
-    (tmp_path / 'eval.json').write_text(json.dumps(flat))
+    (tmp_path / 'eval.json').write_text(json.dumps(make_eval(sha=file_sha256(run / 'model.safetensors'))))
     out = hub.export(run, tmp_path / 'eval.json', tmp_path / 'cards' / 'fd8', plot=False, log=notes.append)
     body = (out / 'README.md').read_text()
     assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True, feature_dim=8)' in body
@@ -431,22 +454,47 @@ def test_non_default_model_args_are_named_in_the_card(release, tmp_path):
     assert loaded.head.centers.shape == (10, 8)
 
 
-def test_eval_adapter_reads_the_flat_layout_and_rejects_bad_numbers():
-    flat = {'model': ARCH, 'dataset': 'cifar10', 'split': 'test', 'n': 100, 'clean_accuracy': 41.37,
-            'attacks': [{'name': 'pgd', 'config': {'eps': 8 / 255, 'steps': 10, 'targeted': False, 'loss': 'ce'},
-                         'accuracy': 29.69},
-                        {'name': 'fgsm', 'config': {'eps': 8 / 255}, 'accuracy': None}],  # not run: skipped
-            'worst_case_accuracy': 20.0}
-    ev = hub.parse_eval(flat)
-    assert ev.unit == 'percent' and len(ev.rows) == 1 and ev.rows[0].eps == pytest.approx(8 / 255)
-    assert [r.metric_value for r in hub.eval_json_to_results(flat)] == [41.37, 29.69, 20.0]
-    assert ev.pct(ev.rows[0].accuracy) == '29.69'
-    with pytest.raises(hub.HubError, match='clean_accuracy'):
-        hub.parse_eval({'attacks': {}})
-    with pytest.raises(hub.HubError, match='finite number'):
-        hub.parse_eval(dict(EVAL, clean_accuracy='high'))
-    with pytest.raises(hub.HubError, match=r'\[0, 1\]'):
-        hub.parse_eval(dict(EVAL, columns={'PGD10 un 8': dict(EVAL['columns']['PGD10 un 8'], accuracy=-0.5)}))
+def test_only_the_report_schema_is_read_and_bad_reports_fail_clearly(release, tmp_path, capsys):
+    bad = tmp_path / 'bad.json'
+    cases = [({'attacks': {}}, 'version'),  # no version: not a report eval.robustness wrote
+             (dict(EVAL, version='0.9'), "version '0.9'"),
+             (dict(EVAL, clean_accuracy='high'), 'report.clean_accuracy must be a finite number'),
+             (dict(EVAL, clean_accuracy=41.37), 'outside [0, 1]'),  # percentages are not fractions
+             (dict(EVAL, attacks=[{'name': 'pgd', 'accuracy': 0.3}]), 'report.attacks must be an object'),  # flat list
+             (dict(EVAL, clean_acc=0.5), "keys the schema does not know: ['clean_acc']"),
+             (dict(EVAL, columns={'PGD10 un 8': dict(EVAL['columns']['PGD10 un 8'], accuracy=-0.5)}),
+              'outside [0, 1]')]
+    out = tmp_path / 'cards' / 'x'
+    for data, message in cases:
+        bad.write_text(json.dumps(data))
+        assert hub.main(['export', '--run', str(release['run']), '--eval', str(bad), '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(bad) in err and 'Traceback' not in err, (message, err)
+    assert not out.exists() and _leftovers(out.parent) == []
+
+
+def test_export_requires_the_report_of_these_weights(release, tmp_path, capsys):
+    """A forged report (another weights hash, or none) is refused; --allow-unverified-eval exports and says so."""
+    forged = copy.deepcopy(release['data'])
+    forged['clean_accuracy'] = 0.99
+    forged['checkpoint_sha256'] = '0' * 64
+    path = tmp_path / 'forged.json'
+    out = tmp_path / 'cards' / f'{ARCH}.{TAG}'
+    for sha in ('0' * 64, None):
+        forged['checkpoint_sha256'] = sha
+        path.write_text(json.dumps(forged))
+        assert hub.main(['export', '--run', str(release['run']), '--eval', str(path), '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert '--allow-unverified-eval' in err and ('other weights' in err if sha else 'no weights sha256' in err)
+        assert not out.exists() and _leftovers(out.parent) == []
+    assert hub.main(['export', '--run', str(release['run']), '--eval', str(path), '--out', str(out),
+                     '--allow-unverified-eval', '--no-plot']) == 0
+    assert 'WARNING' in capsys.readouterr().out
+    body = (out / 'README.md').read_text()
+    assert '**Provenance not verified**' in body and 'records no weights sha256' in body
+    assert 'it is this release' not in body
+    assert 'Provenance not verified' not in (release['out'] / 'README.md').read_text()
+    hub.check_release(out, REPO)  # a consistent folder still: the card carries the (unverified) report's numbers
 
 
 # ------------------------------------------------------------------------------------------------------------ push
@@ -501,7 +549,7 @@ def test_push_calls_create_repo_and_upload_folder(release, monkeypatch, capsys):
     assert up['repo_id'] == REPO and up['folder_path'] == str(release['out']) and up['repo_type'] == 'model'
     assert up['allow_patterns'] == hub.release_files(release['out']) and up['delete_patterns'] == ['*']
     captured = capsys.readouterr()
-    assert FAKE_TOKEN not in captured.out + captured.err and 'pushed 8 files' in captured.out
+    assert FAKE_TOKEN not in captured.out + captured.err and 'pushed 9 files' in captured.out
 
 
 def test_push_offline_or_unreachable_fails_clearly(release, monkeypatch, capsys):

@@ -18,7 +18,7 @@ import timm
 import torch
 
 import timm_mmc  # noqa: F401  registers the models
-from timm_mmc import hub
+from timm_mmc import hub, report
 from timm_mmc.io import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +36,80 @@ def test_release_is_registered_and_self_consistent(folder):
     repo = f'{timm_mmc.models.cifar_resnet.HUB_NAMESPACE}/{folder.name}'
     assert timm.models.get_pretrained_cfg(folder.name).hf_hub_id == repo  # default_cfgs point at this repo
     assert json.loads((folder / 'config.json').read_text())['architecture'] == arch
-    hub._check_release(folder, repo)  # card parses, carries exactly eval.json's numbers, weights load
+    hub.check_release(folder, repo)  # card parses, carries exactly eval.json's numbers, weights load
     ev = json.loads((folder / 'results' / 'eval.json').read_text())
     assert ev['checkpoint_sha256'] == file_sha256(folder / 'model.safetensors')
     assert 'JPEG' in (folder / 'README.md').read_text()  # the data set's caveat is stated beside the numbers
+
+
+REPORTS = sorted((ROOT / 'hub_cards').glob('*/results/*.json'))
+REPORTS = [p for p in REPORTS if p.name != 'robustbench.json']
+
+
+@pytest.mark.parametrize('path', REPORTS, ids=[f'{p.parents[1].name}/{p.name}' for p in REPORTS])
+def test_every_committed_report_round_trips_through_the_schema(path):
+    """Every committed evaluation JSON loads through timm_mmc.report, dumps (version 2.0) and loads back equal."""
+    raw = json.loads(path.read_text())
+    rep = report.load(path)
+    assert rep.version == report.REPORT_VERSION and rep.n == raw['n'] == len(rep.indices)
+    again = report.loads(rep.to_json())
+    assert again == rep
+    # the numbers are the file's, unchanged, and every attack has its typed attributes
+    assert rep.clean_accuracy == raw['clean_accuracy']
+    assert {k: a.accuracy for k, a in rep.attacks.items()} == {k: a['accuracy'] for k, a in raw['attacks'].items()}
+    assert {k: w.accuracy for k, w in rep.worst_case.items()} == \
+        {k: w['accuracy'] for k, w in raw['worst_case'].items()}
+    for a in rep.attacks.values():
+        assert (a.steps is not None) == (a.family in ('pgd', 'spsa', 'transfer'))
+        assert (a.version is not None) == (a.family == 'autoattack')
+    assert 'not installed' not in rep.versions.values()
+    if any(a.family == 'autoattack' for a in rep.attacks.values()):
+        assert rep.versions['pyautoattack'] != 'not installed'
+
+
+def test_model_index_uses_one_vocabulary_across_releases():
+    """Every card's model-index parses with huggingface_hub and names the same measurement the same way."""
+    from huggingface_hub import ModelCard
+
+    from timm_mmc.hub import modelindex
+
+    names = {}
+    for folder in RELEASES:
+        results = ModelCard.load(folder / 'README.md').data.eval_results
+        assert results, folder
+        for r in results:
+            names.setdefault((r.metric_type, r.metric_name), set()).add(folder.name)
+            assert r.metric_args['n'] <= r.dataset_args['n']
+            assert not re.search(r'\d+/255|\bn=', r.metric_name), r.metric_name
+    allowed = {modelindex.CLEAN, modelindex.WORST_CASE, modelindex.WORST_CASE_SLICE, 'Gaussian noise',
+               'Random rotation'}
+    for (metric_type, name) in names:
+        assert name in allowed or re.fullmatch(r'(PGD|SPSA)-\d+|Transfer (PGD|MIM)-\d+|AutoAttack \w+'
+                                               r'( on the survivors of the cheaper attacks)?', name), name
+        assert metric_type == ('accuracy' if name in (modelindex.CLEAN, 'Gaussian noise', 'Random rotation')
+                               else 'robust_accuracy')
+    # the headline measurements appear in every release under one name
+    for name in (modelindex.CLEAN, 'PGD-10', 'PGD-50', modelindex.WORST_CASE):
+        assert {f for (t, n), fs in names.items() if n == name for f in fs} == {p.name for p in RELEASES}, name
+
+
+@pytest.mark.parametrize('folder', RELEASES, ids=[p.name for p in RELEASES])
+def test_robustbench_file_agrees_with_the_report(folder):
+    info = json.loads((folder / hub.ROBUSTBENCH_FILE).read_text())
+    rep = report.load(folder / hub.EVAL_FILE)
+    assert info['clean_acc'] == f'{100 * rep.clean_accuracy:.2f}' and info['eps'] == '8/255'
+    assert info['threat_model'] == 'Linf' and info['dataset'] == 'cifar10' and info['n_examples'] == rep.n
+    assert info['additional_data'] is False and info['number_forward_passes'] == 1
+    aa = rep.find_attack(family='autoattack', eps=8 / 255)
+    assert info['autoattack_version'] == aa.version and info['autoattack_n'] == aa.n
+    if aa.version == 'standard':
+        assert info['autoattack_acc'] == f'{100 * aa.accuracy:.2f}'
+    else:  # RobustBench's autoattack_acc means the standard version: never filled by another
+        assert info['autoattack_acc'] is None and aa.version in info['footnote']
+    assert info['worst_case_acc'] == f'{100 * rep.worst_at(8 / 255).accuracy:.2f}'
+    assert info['weights_sha256'] == rep.checkpoint_sha256
+    assert info == hub.model_info(rep, folder.name.split('.')[0], json.loads((folder / 'config.json').read_text())[
+        'model_args'], hub.common.training_files(folder)[0])
 
 
 def _first_1000(ev):

@@ -85,13 +85,13 @@ def plot_robustness(rep: EvalReport, path: os.PathLike, title: Optional[str] = N
         pts = sorted((w.eps * 255, 100 * w.accuracy) for w in table.values())
         n = next(iter(table.values())).n
         measured.update(p[0] for p in pts)
+        label = 'worst case over the suite' + (', first points where every attack ran' if on_slice else '')
         ax.plot(*zip(*pts), marker='s', ms=12 if on_slice else 7, color='black', mfc='none' if on_slice else 'black',
-                linestyle='--' if on_slice else '-', linewidth=1.0 if on_slice else 2.0, label=('worst case over the suite, first points where every '
-                                                           'attack ran' if on_slice else 'worst case over the suite')
-                + f' (n={n})', zorder=4)
+                linestyle='--' if on_slice else '-', linewidth=1.0 if on_slice else 2.0, label=f'{label} (n={n})',
+                zorder=4)
     for c in rep.find_columns(family='autoattack'):
         measured.add(c.eps * 255)
-        survivors = '' if rep.options.get('standalone') else ' on the survivors of the cheaper attacks'
+        survivors = ' on the survivors of the cheaper attacks' if rep.attacks[c.attacks[0]].skip_after else ''
         ax.plot([c.eps * 255], [100 * c.accuracy], marker='*', ms=16, color='tab:red', mec='black', mew=0.8,
                 linestyle='none', label=f'AutoAttack {c.version}{survivors} (n={c.n})', zorder=6)
     ticks = sorted(measured)

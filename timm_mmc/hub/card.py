@@ -1,0 +1,242 @@
+"""The model card: ``README.md`` of a release folder, rendered from the folder's own files and the card template.
+
+The prose is package data (``timm_mmc/cards/template.md`` and ``prose.yaml``); this module fills it with facts read
+from ``config.json``, ``results/eval.json`` (through :mod:`timm_mmc.report`) and ``training/``. Every accuracy the
+card shows comes from the report; the model-index is :func:`timm_mmc.hub.modelindex.eval_results`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..fileio import atomic_write_text
+from ..report import EvalReport, fmt_eps
+from .card_eval import eval_tables, pct, subset_text
+from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PLOT_FILE, TEMPLATE_PATH, TRAINING_DIR, WEIGHTS_FILE,
+                     HubError, dataset_info, folder_config, head_key, md, norm_dataset, prose, read_report,
+                     training_files)
+from .modelindex import eval_results
+from .paper import paper_rows
+
+__all__ = ['render_card', 'write_card', 'nondefault_args', 'weights_match']
+
+
+def nondefault_args(arch: str, tag: str, model: Any) -> Dict[str, Any]:
+    """Model arguments that differ from what ``timm.create_model(arch.tag)`` builds (needed by the named path)."""
+    import timm
+
+    default = timm.create_model(f'{arch}.{tag}', pretrained=False).model_args()
+    out = {}
+    for k, v in model.model_args().items():
+        if k in ('norm_mean', 'norm_std'):
+            continue  # persistent buffers: the weights carry them, loading by name restores them
+        d = default.get(k)
+        if isinstance(v, list) and isinstance(d, list) and len(v) == len(d):
+            if all(abs(a - b) < 1e-6 for a, b in zip(v, d)):
+                continue
+        elif v == d:
+            continue
+        out[k] = v
+    return out
+
+
+def weights_match(folder: Path, rep: EvalReport) -> bool:
+    """The report's weights hash is this release's ``model.safetensors``."""
+    from ..io import file_sha256
+
+    return rep.checkpoint_sha256 is not None and (folder / WEIGHTS_FILE).is_file() and \
+        rep.checkpoint_sha256.lower() == file_sha256(folder / WEIGHTS_FILE)
+
+
+def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
+    args, summary = training_files(folder)
+    lines: List[str] = []
+    if args:
+        lines += ['The resolved training configuration (`training/args.yaml`, written by `timm_mmc/train.py`):', '',
+                  '| option | value |', '| --- | --- |']
+        lines += [f'| `{md(k)}` | `{md(v)}` |' for k, v in args.items()]
+    else:
+        lines.append('The training configuration was not shipped with this release (no `training/args.yaml`).')
+    lines.append('')
+    facts = []
+    if summary.get('hardware') is not None:
+        facts.append(f'- Hardware: {md(summary["hardware"])}')
+    wall = summary.get('wall_time_s')
+    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
+        h, rem = divmod(int(round(wall)), 3600)
+        facts.append(f'- Wall time: {h} h {rem // 60:02d} min ({wall:g} s)')
+    if summary.get('versions') is not None:
+        facts.append(f'- Software: {md(summary["versions"])}')
+    if facts:
+        lines += ['From `training/summary.json`:', ''] + facts
+    else:
+        lines.append('Hardware and wall time were not recorded with this release (no `training/summary.json`).')
+    lines += ['', f'Data set: {info["pretty"]} (official train / test split, laid out like the Hub data set '
+                  f'`{info["hf_id"]}`). {caveat}']
+    if (folder / TRAINING_DIR / 'metrics.jsonl').is_file():
+        lines += ['', 'Per-epoch training logs are in `training/metrics.jsonl`.']
+    return '\n'.join(lines)
+
+
+def _summary(rep: EvalReport, arch: str, head: str, info: Dict[str, Any]) -> str:
+    """What the model does under attack, in one paragraph (numbers from the report only)."""
+    text = (f'`{arch}` trained on {info["pretty"]} with a `{head}` head, released with its robustness evaluation. '
+            f'On {subset_text(rep)} it has **{pct(rep.clean_accuracy)}% clean accuracy**')
+    attacked = [c for c in rep.columns.values() if c.family not in ('noise', 'rotation', 'cw')]
+    if rep.worst_case:
+        text += ('; robust accuracy under the whole evaluation suite (per image, the worst case over every Linf '
+                 'attack within the budget): ' + ', '.join(f'**{pct(w.accuracy)}% at eps {fmt_eps(w.eps)}**'
+                                                          for w in rep.worst_case.values()) + '.')
+        if rep.worst_case_slice:
+            text += (' Some attacks ran on the first points only; the same worst case on those points: '
+                     + ', '.join(f'**{pct(w.accuracy)}% at eps {fmt_eps(w.eps)} (first {w.n})**'
+                                 for w in rep.worst_case_slice.values()) + '.')
+    elif attacked:
+        worst = min(attacked, key=lambda c: c.accuracy)
+        text += f'; the strongest attack evaluated ({worst.name}) leaves **{pct(worst.accuracy)}%**.'
+    else:
+        text += '. **No attack was evaluated: this card makes no robustness claim.**'
+    return text + ' Every accuracy in this card is read from `results/eval.json`; see the data caveat below.'
+
+
+def _provenance(folder: Path, rep: EvalReport) -> str:
+    """Whether the report is the evaluation of exactly these weights (its sha256), said plainly."""
+    if weights_match(folder, rep):
+        return (f'The report records the sha256 of the weights it evaluated, `{rep.checkpoint_sha256}`: it is this '
+                f'release\'s `model.safetensors`.')
+    said = f'records weights sha256 `{rep.checkpoint_sha256}`' if rep.checkpoint_sha256 else \
+        'records no weights sha256'
+    return (f'**Provenance not verified**: `results/eval.json` {said}, which is not the sha256 of this release\'s '
+            f'`model.safetensors`, so its numbers cannot be tied to these weights (a release exported with '
+            f'`--allow-unverified-eval`, or whose weights changed after the evaluation). Re-evaluate these weights '
+            f'before relying on the figures.')
+
+
+def _usage(arch: str, tag: str, repo_id: str, default_repo: str, extra_args: Dict[str, Any], pretty: str) -> str:
+    kw = ''.join(f', {k}={v!r}' for k, v in extra_args.items())
+    if repo_id == default_repo:
+        lines = [f'model = timm.create_model("{arch}.{tag}", pretrained=True{kw}).eval()  # from {repo_id}',
+                 f'# or: timm.create_model("hf-hub:{repo_id}", pretrained=True)']
+    else:
+        lines = [f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()']
+    lines += ['# or, from a local copy of this repo:',
+              f'# timm.create_model("local-dir:path/to/{repo_id.split("/")[-1]}", pretrained=True)',
+              'x = torch.rand(8, 3, 32, 32)  # images in [0, 1], no normalisation', 'with torch.no_grad():',
+              '    pred = model(x).argmax(1)', f'labels = model.pretrained_cfg["label_names"]  # {pretty} class names']
+    return '\n'.join(lines)
+
+
+def _architecture(model: Any, arch: str) -> str:
+    if getattr(model, 'block', 'basic') == 'preact_bottleneck':
+        return (f'the MMC authors\' pre-activation bottleneck ResNet of depth {model.depth} (He et al., ECCV 2016), '
+                f'which their code calls "resnet32v2"')
+    return f'CIFAR ResNet-{model.depth} with basic blocks, 16/32/64 channels (He et al., CVPR 2016)'
+
+
+def _paper_keys(arch: str, model_args: Dict[str, Any], variant: str) -> List[str]:
+    keys = ['pang2020'] + list(prose().get('head_papers', {}).get(variant, []))
+    keys.append('he2016identity' if model_args.get('block') == 'preact_bottleneck' or 'v2' in arch else 'he2016')
+    return keys + ['croce2020']
+
+
+def _build(arch: str, model_args: Dict[str, Any], where: Path) -> Any:
+    import timm
+
+    import timm_mmc  # noqa: F401  registers the models
+
+    try:
+        return timm.create_model(arch, pretrained=False, **{k: v for k, v in model_args.items() if v is not None})
+    except Exception as e:
+        raise HubError(f'{str(where)!r} does not describe a timm-mmc model ({type(e).__name__}: {e}); re-export the '
+                       f'release.') from None
+
+
+def _repo_id(folder: Path, repo_id: Optional[str], default_repo: str) -> str:
+    from huggingface_hub import ModelCard
+
+    if repo_id is None and (folder / CARD_FILE).is_file():
+        try:
+            repo_id = ModelCard.load(folder / CARD_FILE).data.model_name
+        except Exception:
+            repo_id = None
+    return repo_id or default_repo
+
+
+def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
+                extra_args: Optional[Dict[str, Any]] = None) -> Any:
+    """Render the model card (a ``huggingface_hub.ModelCard``) of a release folder from its own files.
+
+    Args:
+        folder: Release folder with ``config.json`` and ``results/eval.json`` (``training/`` optional).
+        repo_id: Hub repo the card names; default the existing card's, else the registered ``hf_hub_id``.
+        extra_args: Model arguments the named ``create_model`` path needs (non-default ones); default: recomputed.
+
+    Raises:
+        HubError: Missing files or template.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+    from timm.models import get_pretrained_cfg
+
+    folder = Path(folder)
+    cfg, tag = folder_config(folder)
+    arch = cfg['architecture']
+    if not (folder / EVAL_FILE).is_file():
+        raise HubError(f'{str(folder / EVAL_FILE)!r} is missing; export with --eval results/<model>.json.')
+    if not TEMPLATE_PATH.is_file():
+        raise HubError(f'card template {str(TEMPLATE_PATH)!r} is missing; reinstall timm-mmc (it is package data).')
+    rep = read_report(folder / EVAL_FILE)
+    dataset = norm_dataset(rep.dataset) or norm_dataset(tag) or tag
+    info = dataset_info(dataset)
+    default_repo = get_pretrained_cfg(f'{arch}.{tag}').hf_hub_id
+    repo_id = _repo_id(folder, repo_id, default_repo)
+    model_args = dict(cfg.get('model_args') or {})
+    train_args = training_files(folder)[0]
+    model = _build(arch, model_args, folder / CONFIG_FILE)
+    extra_args = nondefault_args(arch, tag, model) if extra_args is None else extra_args
+    head, variant = model_args.get('head', 'mmc'), head_key(model_args)
+    caveat = info['caveat_text']
+    pgd_row, aa_row, sources, arch_caveat = paper_rows(dataset, arch, model_args, train_args)
+    eval_table, eval_notes = eval_tables(rep, pgd_row, aa_row, sources, arch_caveat, caveat)
+    text = prose()
+    limitations = [s.format(subset=subset_text(rep), caveat=caveat) for s in text['limitations']]
+    if extra_args:
+        limitations.append(f'The weights use non-default model arguments {sorted(extra_args)}; loading by registered '
+                           f'name needs them as keyword arguments (see Usage); hf-hub: and local-dir: read them from '
+                           f'config.json.')
+    keys = _paper_keys(arch, model_args, variant)
+    head_desc = (f'`{head}`, feature dim {model_args.get("feature_dim")}'
+                 + (f', center norm C = {model_args.get("center_norm"):g}, centers `{model_args.get("center_kind")}` '
+                    f'(fixed, rebuilt from config.json, never stored)' if head in ('mmc', 'mmlda') else '')
+                 + (', trainable means' if head == 'lgm' else ''))
+    card_data = ModelCardData(
+        library_name='timm', license=(cfg.get('pretrained_cfg') or {}).get('license', 'apache-2.0'),
+        tags=['image-classification', 'timm', 'timm-mmc', 'pytorch', 'adversarial-robustness', 'max-mahalanobis',
+              dataset],
+        datasets=[info['hf_id']], metrics=['accuracy'], pipeline_tag='image-classification', model_name=repo_id,
+        eval_results=eval_results(rep, dataset))
+    meta = [f'suite `{md(rep.suite)}`', f'seed {rep.seed}', f'device {md(rep.device)}' if rep.device else '',
+            f'report version {rep.version}']
+    return ModelCard.from_template(
+        card_data, template_path=str(TEMPLATE_PATH), model_title=f'{arch}.{tag}',
+        summary=_summary(rep, arch, head, info), data_caveat=caveat,
+        model_description=text['heads'].get(variant, '').format(center_norm=float(model_args.get('center_norm', 10))),
+        architecture=arch, arch_description=_architecture(model, arch), head_description=head_desc,
+        num_classes=cfg.get('num_classes'), dataset_pretty=info['pretty'],
+        num_params=f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M',
+        paper_list='; '.join(text['papers'][k]['text'] for k in keys) + '.',
+        training_text=_training_text(folder, caveat, info), subset=subset_text(rep),
+        jpeg=info['caveat'] == 'jpeg', eval_meta=', '.join(m for m in meta if m),
+        per_column=any(len(c.attacks) > 1 for c in rep.columns.values()), provenance=_provenance(folder, rep),
+        eval_table=eval_table, eval_notes=eval_notes, plot_file=PLOT_FILE if (folder / PLOT_FILE).is_file() else None,
+        usage_code=_usage(arch, tag, repo_id, default_repo, extra_args, info['pretty']),
+        limitations='\n'.join(f'- {x}' for x in limitations),
+        bibtex='\n\n'.join(text['papers'][k]['bibtex'] for k in keys))
+
+
+def write_card(folder: os.PathLike, repo_id: Optional[str] = None,
+               extra_args: Optional[Dict[str, Any]] = None) -> Path:
+    """Render and (atomically) write ``README.md`` of a release folder. Returns its path."""
+    folder = Path(folder)
+    card = render_card(folder, repo_id=repo_id, extra_args=extra_args)
+    return atomic_write_text(folder / CARD_FILE, str(card))

@@ -1,0 +1,257 @@
+"""Export: a training run and its evaluation report become a release folder, checked before it appears.
+
+Everything is written into a temporary folder beside the target and renamed into place at the end, so a failure
+leaves no half-written release. The report must be the evaluation of exactly the exported weights (its
+``checkpoint_sha256``); ``allow_unverified_eval`` overrides that, and the card then says so.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from ..fileio import current_umask
+from ..report import EvalReport
+from .card import nondefault_args, write_card
+from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, TRAINING_DIR, TRAINING_FILES, WEIGHTS_FILE, HubError,
+                     folder_config, norm_dataset, read_json, read_report, read_yaml)
+from .plot import write_plot
+from .robustbench import write_robustbench
+
+__all__ = ['read_run', 'export', 'self_check', 'write_side_files']
+
+
+def read_run(run_dir: os.PathLike) -> Dict[str, Any]:
+    """Read a training run folder written by ``timm_mmc/train.py``.
+
+    Requires ``model.safetensors`` and ``config.json``; ``args.yaml``, ``summary.json`` and ``metrics.jsonl`` are
+    optional.
+
+    Returns:
+        ``{'dir', 'config', 'args', 'files'}``; ``files`` maps the optional file names present to paths.
+
+    Raises:
+        HubError: Missing folder, weights or config; unreadable files.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise HubError(f'training run {str(run)!r} is not a folder; pass --run runs/<name> (written by '
+                       f'timm_mmc/train.py).')
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (run / name).is_file():
+            raise HubError(f'{str(run / name)!r} is missing: a run folder needs model.safetensors and config.json '
+                           f'(timm save_for_hf output). Re-run training or its final save step.')
+    config = read_json(run / CONFIG_FILE, 'config')
+    if not isinstance(config, dict) or not config.get('architecture'):
+        raise HubError(f'{str(run / CONFIG_FILE)!r} has no "architecture"; it must be timm\'s config.json '
+                       f'(save_for_hf).')
+    files = {name: run / name for name in TRAINING_FILES if (run / name).is_file()}
+    args = read_yaml(files['args.yaml']) if 'args.yaml' in files else {}
+    return dict(dir=run, config=config, args=args, files=files)
+
+
+def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Path) -> Any:
+    """Model ``arch.tag`` with ``model_args``, strict-loaded from a safetensors / weights-only checkpoint."""
+    import timm
+
+    import timm_mmc  # noqa: F401  registers the models
+
+    from ..io import ModelLoadError, load_state_dict_safe
+
+    try:
+        state = load_state_dict_safe(checkpoint)
+    except ModelLoadError as e:
+        raise HubError(str(e)) from None
+    try:
+        model = timm.create_model(f'{arch}.{tag}', pretrained=False,
+                                  **{k: v for k, v in model_args.items() if v is not None})
+    except Exception as e:
+        raise HubError(f'could not build {arch}.{tag} from config.json model_args ({type(e).__name__}: {e}).') from None
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        example = (wrong or missing or unexpected)[0]
+        raise HubError(f'checkpoint {str(checkpoint)!r} does not fit {arch} with the run\'s model_args '
+                       f'({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped keys, e.g. '
+                       f'{example!r}); export the run folder whose config.json matches these weights.')
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _resolve_tag(arch: str, tag: Optional[str], run: Dict[str, Any], rep: EvalReport) -> str:
+    import timm
+
+    import timm_mmc  # noqa: F401
+
+    if not timm.is_model(arch):
+        raise HubError(f'config.json names architecture {arch!r}, which timm_mmc does not register; see '
+                       f'timm.list_models("resnet*_mmc").')
+    run_ds, eval_ds = norm_dataset(run['args'].get('dataset')), norm_dataset(rep.dataset)
+    tag = next((c for c in (tag, run_ds, eval_ds, (run['config'].get('pretrained_cfg') or {}).get('tag')) if c), None)
+    known = [n.split('.', 1)[1] for n in timm.list_pretrained(f'{arch}.*')]
+    if tag not in known:
+        raise HubError(f'cannot tell which pretrained tag {arch} gets (found {tag!r}); pass --tag, one of {known}.')
+    for what, ds in (('training args.yaml', run_ds), ('evaluation report', eval_ds)):
+        if ds and ds != norm_dataset(tag):
+            raise HubError(f'the {what} says dataset {ds!r} but the release tag is {tag!r}; pass the matching '
+                           f'--run / --eval / --tag.')
+    return tag
+
+
+def _check_eval_model(rep: EvalReport, arch: str) -> None:
+    import timm
+
+    name = rep.model.split(':', 1)[-1].rstrip('/').split('/')[-1].split('.')[0]
+    if timm.is_model(name) and name != arch:
+        raise HubError(f'the evaluation report is for model {rep.model!r}, not {arch!r}; evaluate this run with '
+                       f'python -m eval.robustness and pass that report.')
+
+
+def _check_eval_weights(rep: EvalReport, source: Path, exported: Path, allow_unverified: bool) -> Optional[str]:
+    """The report's ``checkpoint_sha256`` must be the source or the exported weights'.
+
+    Returns:
+        None when verified, else what is wrong (only with ``allow_unverified``).
+
+    Raises:
+        HubError: A missing or different hash without ``allow_unverified``.
+    """
+    from ..io import file_sha256
+
+    sha = rep.checkpoint_sha256
+    if sha is not None and sha.lower() in (file_sha256(source), file_sha256(exported)):
+        return None
+    problem = (f'the evaluation report was computed on other weights (sha256 {sha[:12]}...) than {str(source)!r}'
+               if sha else 'the evaluation report records no weights sha256, so it cannot be tied to these weights')
+    if not allow_unverified:
+        raise HubError(f'{problem}; evaluate these weights (python -m eval.robustness --model local-dir:RUN) and pass '
+                       f'that report, or pass --allow-unverified-eval to export anyway (the card will say the '
+                       f'figures are unverified).')
+    return problem
+
+
+def _verify_weights(path: Path, model: Any) -> None:
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    own = model.state_dict()
+    if set(saved) != set(own) or any(not saved[k].equal(own[k].cpu()) for k in own):
+        raise HubError(f'internal error: {path} does not hold the model\'s weights; nothing was exported.')
+
+
+def self_check(folder: Path) -> None:
+    """The card must parse back and carry exactly the report's numbers (in any order the model-index groups them)."""
+    from huggingface_hub import ModelCard
+
+    from .modelindex import eval_results
+
+    card = ModelCard.load(folder / CARD_FILE)
+    dataset = norm_dataset(read_report(folder / EVAL_FILE).dataset) or norm_dataset(folder_config(folder)[1])
+    expected = eval_results(read_report(folder / EVAL_FILE), dataset)
+    key = (lambda r: repr(sorted(vars(r).items())))
+    if sorted(map(key, card.data.eval_results or [])) != sorted(map(key, expected)):
+        raise HubError('internal error: the rendered card\'s model-index differs from the evaluation report; '
+                       'nothing was written.')
+
+
+def write_side_files(folder: Path, repo_id: Optional[str] = None, extra_args: Optional[Dict[str, Any]] = None,
+                     plot: bool = True) -> None:
+    """(Re)write everything a release derives from its report: the plot, the RobustBench file, the card."""
+    if plot:
+        write_plot(folder)
+    write_robustbench(folder)
+    write_card(folder, repo_id=repo_id, extra_args=extra_args)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    os.chmod(tmp, 0o777 & ~current_umask())
+    for p in tmp.rglob('*'):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
+    if out.exists():
+        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *, tag: Optional[str] = None,
+           checkpoint: Optional[os.PathLike] = None, repo_id: Optional[str] = None, overwrite: bool = False,
+           plot: bool = True, allow_unverified_eval: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Build a release folder (the exact content of a Hub repo) from a training run and its evaluation report.
+
+    Args:
+        run_dir: Training run folder (``model.safetensors`` + ``config.json``; optional ``args.yaml``,
+            ``summary.json``, ``metrics.jsonl``).
+        eval_path: Evaluation report from ``python -m eval.robustness`` for these weights.
+        out_dir: Release folder to create, e.g. ``hub_cards/resnet32_mmc.cifar10``.
+        tag: Pretrained tag (``cifar10`` / ``cifar100``); by default from the run's data set.
+        checkpoint: Weights to export instead of ``run_dir/model.safetensors`` (safetensors, or a ``.pth`` read with
+            ``torch.load(weights_only=True)``; a pickle that would run code is refused).
+        repo_id: Hub repo the card's usage names; default the model's registered ``hf_hub_id``.
+        overwrite: Replace an existing ``out_dir``.
+        plot: Write ``results/robust_accuracy.png``.
+        allow_unverified_eval: Export even when the report's weights hash is missing or names other weights; the
+            card then states that its figures are not verified against these weights.
+        log: Where progress lines go.
+
+    Returns:
+        The release folder.
+
+    Raises:
+        HubError: Bad or inconsistent input; nothing is left behind.
+    """
+    from timm.models import get_pretrained_cfg, save_for_hf
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise HubError(f'{str(out)!r} exists; pass --overwrite to replace it or choose another --out.')
+    run = read_run(run_dir)
+    rep = read_report(eval_path)
+    arch = run['config']['architecture']
+    tag = _resolve_tag(arch, tag, run, rep)
+    weights = Path(checkpoint) if checkpoint is not None else run['dir'] / WEIGHTS_FILE
+    _check_eval_model(rep, arch)
+    model_args = dict(run['config'].get('model_args') or {})
+    model_args.setdefault('num_classes', run['config'].get('num_classes'))
+    model = _build_model(arch, tag, model_args, weights)
+    default_repo = get_pretrained_cfg(f'{arch}.{tag}').hf_hub_id
+    extra_args = nondefault_args(arch, tag, model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    try:
+        labels = model.pretrained_cfg.get('label_names')
+        model_config = {'label_names': list(labels)} if labels and len(labels) == model.num_classes else None
+        save_for_hf(model, str(tmp), model_config=model_config, model_args=model.model_args(),
+                    safe_serialization=True)
+        _verify_weights(tmp / WEIGHTS_FILE, model)
+        unverified = _check_eval_weights(rep, weights, tmp / WEIGHTS_FILE, allow_unverified_eval)
+        (tmp / 'results').mkdir()
+        shutil.copyfile(eval_path, tmp / EVAL_FILE)
+        if run['files']:
+            (tmp / TRAINING_DIR).mkdir()
+            for name, path in run['files'].items():
+                shutil.copyfile(path, tmp / TRAINING_DIR / name)
+        write_side_files(tmp, repo_id=repo_id or default_repo, extra_args=extra_args, plot=plot)
+        self_check(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if unverified:
+        log(f'WARNING: {unverified}; exported anyway (--allow-unverified-eval) and the card says its figures are '
+            f'unverified.')
+    if extra_args:
+        log(f'note: this model differs from the registered {arch}.{tag} defaults in {sorted(extra_args)}; '
+            f'timm.create_model("{arch}.{tag}", pretrained=True) needs them as keyword arguments (the card says so), '
+            f'hf-hub: and local-dir: read them from config.json.')
+    if (repo_id or default_repo) != default_repo:
+        log(f'note: timm.create_model("{arch}.{tag}", pretrained=True) downloads from {default_repo}; this card '
+            f'names {repo_id}, reachable as hf-hub:{repo_id}.')
+    from .push import release_files
+    log(f'exported {arch}.{tag} to {out}: ' + ', '.join(release_files(out)))
+    return out

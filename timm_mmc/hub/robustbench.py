@@ -1,0 +1,68 @@
+"""``results/robustbench.json``: a release's results in the fields of a RobustBench ``model_info`` entry.
+
+Written from the same report as the card. Accuracies are percentages with two decimals as strings, as RobustBench
+writes them. ``autoattack_acc`` is filled only by AutoAttack *standard* at eps 8/255 (the RobustBench Linf CIFAR
+protocol); the fields RobustBench does not have (``n_examples``, ``autoattack_composite``, ``worst_case_acc``, ...)
+say how our figure differs from a leaderboard entry (fewer test points, AutoAttack on the survivors of our attacks).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..fileio import atomic_write_text
+from ..report import EvalReport, fmt_eps
+from .common import EVAL_FILE, ROBUSTBENCH_FILE, folder_config, head_key, norm_dataset, read_report, training_files
+
+__all__ = ['model_info', 'write_robustbench']
+
+EPS = 8 / 255  # the RobustBench Linf threat model on CIFAR
+_PAPER = dict(link='https://arxiv.org/abs/1905.10626',
+              name='Rethinking Softmax Cross-Entropy Loss for Adversarial Robustness',
+              authors='Tianyu Pang, Kun Xu, Yinpeng Dong, Chao Du, Ning Chen, Jun Zhu', venue='ICLR 2020')
+
+
+def _pct(v: Optional[float]) -> Optional[str]:
+    return None if v is None else f'{100 * v:.2f}'
+
+
+def _architecture(arch: str, model_args: Dict[str, Any]) -> str:
+    depth = ''.join(ch for ch in arch.split('_')[0] if ch.isdigit())
+    kind = 'pre-activation bottleneck' if 'v2' in arch.split('_')[0] else 'basic-block'
+    return f'ResNet-{depth} ({kind}) + {head_key(model_args)} head'
+
+
+def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_args: Dict[str, Any]) -> Dict[str, Any]:
+    """The RobustBench ``model_info`` fields of a release, from its report, config and training arguments."""
+    aa = rep.find_attack(family='autoattack', eps=EPS)
+    standard = aa is not None and aa.version == 'standard'
+    worst = rep.worst_at(EPS)
+    composite = None
+    if aa is not None:
+        composite = (f'AutoAttack {aa.version}' + (' on the points every cheaper Linf attack of the suite left '
+                                                    'standing (a worst case of those attacks and AutoAttack)'
+                                                    if aa.skip_after else '')
+                     + f', on {aa.n} of the {rep.n} evaluated test images')
+    return dict(
+        _PAPER, additional_data=False, number_forward_passes=1, dataset=norm_dataset(rep.dataset),
+        threat_model='Linf', architecture=_architecture(arch, model_args), eps=fmt_eps(EPS),
+        clean_acc=_pct(rep.clean_accuracy), reported=None, autoattack_acc=_pct(aa.accuracy) if standard else None,
+        footnote=('Trained and evaluated by timm-mmc (not the authors\' model); '
+                  + (f'AutoAttack {aa.version} only, not the standard version: no autoattack_acc. '
+                     if aa is not None and not standard else '' if aa is not None else 'no AutoAttack run. ')
+                  + 'MM-head logits must be scaled for APGD-CE (eval/aa.py ScaledLogits).'),
+        n_examples=rep.n, split=rep.split, autoattack_version=aa.version if aa else None,
+        autoattack_n=aa.n if aa else None, autoattack_composite=composite,
+        worst_case_acc=_pct(worst.accuracy) if worst else None, adversarial_training=train_args.get('adv', 'none'),
+        weights_sha256=rep.checkpoint_sha256, source=EVAL_FILE)
+
+
+def write_robustbench(folder: os.PathLike) -> Path:
+    """Write ``results/robustbench.json`` of a release folder from its ``results/eval.json``."""
+    folder = Path(folder)
+    cfg, _ = folder_config(folder)
+    info = model_info(read_report(folder / EVAL_FILE), cfg['architecture'], dict(cfg.get('model_args') or {}),
+                      training_files(folder)[0])
+    return atomic_write_text(folder / ROBUSTBENCH_FILE, json.dumps(info, indent=2) + '\n')
