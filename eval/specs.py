@@ -35,9 +35,15 @@ def is_mm_model(model: nn.Module) -> bool:
 
 
 def default_objectives(mm: bool) -> Tuple[str, ...]:
-    """PGD objectives: the head's own one first (the authors' adaptive ``mm`` for MM heads, ``ce`` for linear
-    heads), then the logit margin."""
-    return ('mm', 'margin') if mm else ('ce', 'margin')
+    """PGD objectives: the head's own one first (:data:`timm_mmc.heads.HEADS`: the authors' adaptive ``mm`` for
+    heads with distance logits, ``ce`` for linear heads), then the logit margin."""
+    from timm_mmc.heads import HEADS
+
+    own = {s.objective for s in HEADS.values() if s.distance_logits == mm}
+    if len(own) != 1:
+        raise ValueError(f'timm_mmc.heads.HEADS gives {sorted(own)} as the own objective of '
+                         f'{"distance" if mm else "linear"} heads; the suite needs exactly one.')
+    return (own.pop(), 'margin')
 
 
 @dataclass

@@ -420,6 +420,17 @@ def test_paper_numbers_are_matched_and_labelled(release):
     assert paper_rows('cifar10', 'resnet20_mmc', args, {})[0] is None
 
 
+def test_paper_rows_follow_the_heads_table():
+    """Every head variant of timm_mmc.heads.HEADS finds the paper's Table A row HEADS names (no adversarial training)."""
+    from timm_mmc.heads import HEADS
+    from timm_mmc.hub.paper import paper_rows
+
+    for suffix, spec in HEADS.items():
+        args = dict(head=spec.kind, center_kind=spec.center_kind, center_norm=10.0)
+        row = paper_rows('cifar10', f'resnet32_{suffix}', args, {'adv': 'none'})[0]
+        assert row is not None and row['label'] == spec.paper_row, suffix
+
+
 def test_card_puts_the_papers_numbers_beside_ours_labelled(release, tmp_path):
     """A release of the paper's architecture (config.json says resnet32v2_mmc): the Paper column fills in."""
     folder = tmp_path / 'resnet32v2_mmc.cifar10'

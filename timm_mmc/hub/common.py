@@ -122,13 +122,14 @@ def dataset_info(dataset: str) -> Dict[str, Any]:
 
 
 def head_key(model_args: Dict[str, Any]) -> str:
-    """The trained head variant (``sce``, ``mmc``, ``mmc_rand``, ``mmlda``, ``lgm``) of a model's arguments."""
-    head = model_args.get('head', 'mmc')
-    if head == 'linear':
-        return 'sce'
-    if head == 'mmc' and model_args.get('center_kind') == 'random':
-        return 'mmc_rand'
-    return head
+    """The head variant (a key of :data:`timm_mmc.heads.HEADS`: ``sce``, ``mmc``, ``mmc_rand``, ...) of a model's
+    arguments; it keys the card's head description and the paper's rows."""
+    from ..heads import head_spec
+
+    try:
+        return head_spec(model_args.get('head', 'mmc'), model_args.get('center_kind', 'mm')).suffix
+    except ValueError as e:
+        raise HubError(f'config.json model_args: {e}') from None
 
 
 @functools.lru_cache(maxsize=1)
