@@ -508,6 +508,27 @@ def test_export_requires_the_report_of_these_weights(release, tmp_path, capsys):
     hub.check_release(out, REPO)  # a consistent folder still: the card carries the (unverified) report's numbers
 
 
+def test_plot_draws_measured_points_only_with_n_in_every_label():
+    from timm_mmc.plot import robustness_figure
+
+    rep = make_report()
+    ax = robustness_figure(rep).axes[0]
+    measured = {0.0, 8.0, 16.0}  # clean, and the two budgets the report has
+    assert sorted(ax.get_xticks()) == sorted(measured)
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith('_')]
+    labels = [ln.get_label() for ln in lines]
+    assert len(set(labels)) == len(labels) and all(re.search(r'\(n=\d+\)$', lab) for lab in labels), labels
+    for ln in lines:
+        assert {round(float(x), 6) for x in ln.get_xdata()} <= measured and ln.get_marker() not in (None, 'None', '')
+    by_label = {ln.get_label(): ln for ln in lines}
+    aa = by_label['AutoAttack standard on the survivors of the cheaper attacks (n=32)']
+    worst = by_label['worst case over the suite (n=64)']
+    assert aa.get_zorder() > worst.get_zorder() and aa.get_markersize() > worst.get_markersize()  # stays visible
+    assert 'PGD-10 untargeted, worst of mm/margin (n=64)' in by_label
+    assert list(by_label['PGD-10 untargeted, worst of mm/margin (n=64)'].get_ydata()) == [100 * 17 / 64, 100 * 8 / 64]
+    assert 'worst case over the suite, first points where every attack ran (n=32)' in by_label
+
+
 # ------------------------------------------------------------------------------------------------------------ push
 
 def test_push_dry_run_lists_files_offline_without_the_token(release, monkeypatch, capsys):

@@ -112,6 +112,18 @@ def test_robustbench_file_agrees_with_the_report(folder):
         'model_args'], hub.common.training_files(folder)[0])
 
 
+@pytest.mark.parametrize('folder', RELEASES, ids=[p.name for p in RELEASES])
+def test_release_plot_labels_are_distinct_and_at_measured_eps(folder):
+    from timm_mmc.plot import robustness_figure
+
+    rep = report.load(folder / hub.EVAL_FILE)
+    ax = robustness_figure(rep).axes[0]
+    measured = {0.0} | {round(c.eps * 255, 6) for c in rep.columns.values() if c.eps is not None}
+    assert {round(float(t), 6) for t in ax.get_xticks()} == measured
+    labels = [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith('_')]
+    assert len(set(labels)) == len(labels) and all('(n=' in lab for lab in labels), labels
+
+
 def _first_1000(ev):
     return ev['split'] == 'test' and ev['indices'] == list(range(len(ev['indices']))) and len(ev['indices']) == 1000
 
@@ -169,14 +181,14 @@ def _readme_main_command():
 
 def test_readme_quotes_the_committed_sample_json():
     text, argv = _readme_main_command()
-    ev = json.loads(SAMPLE_JSON.read_text())
-    assert ev['dataset'] == 'cifar10-sample' and ev['command'].split()[3:] == argv[3:]
-    rows = [f'| clean | {ev["n"]} | - | {100 * ev["clean_accuracy"]:.1f} |']
-    rows += [f'| {k} | {v["n"]} | {v["n_attacked"]} | {100 * v["accuracy"]:.1f} |' for k, v in ev['attacks'].items()]
-    rows += [f'| **worst case at {k}/255** | {v["n"]} | - | **{100 * v["accuracy"]:.1f}** |'
-             for k, v in ev['worst_case'].items()]
-    rows += [f'| **worst case at {k}/255, first {v["n"]}** | {v["n"]} | - | '
-             f'**{100 * v["accuracy"]:.1f}** |' for k, v in ev.get('worst_case_slice', {}).items()]
+    ev = report.load(SAMPLE_JSON)
+    assert ev.dataset == 'cifar10-sample' and ev.command.split()[3:] == argv[3:]
+    rows = [f'| clean | {ev.n} | - | {100 * ev.clean_accuracy:.1f} |']
+    rows += [f'| {a.name} | {a.n} | {a.n_attacked} | {100 * a.accuracy:.1f} |' for a in ev.attacks.values()]
+    rows += [f'| **worst case at {k}/255** | {w.n} | - | **{100 * w.accuracy:.1f}** |'
+             for k, w in ev.worst_case.items()]
+    rows += [f'| **worst case at {k}/255, first {w.n}** | {w.n} | - | **{100 * w.accuracy:.1f}** |'
+             for k, w in ev.worst_case_slice.items()]
     for row in rows:
         assert row in text, row
 
@@ -195,11 +207,11 @@ def test_readme_main_command_reproduces_its_numbers(tmp_path):
         assert main(args + ['--no-progress']) == 0
     finally:
         os.chdir(cwd)
-    new = json.loads(next(tmp_path.glob('*.json')).read_text())
-    old = json.loads(SAMPLE_JSON.read_text())
-    assert new['checkpoint_sha256'] == old['checkpoint_sha256'] and new['indices'] == old['indices']
-    assert new['clean_accuracy'] == old['clean_accuracy']
-    accuracy = (lambda ev: {k: v['accuracy'] for k, v in ev['attacks'].items()})
+    new = report.load(next(tmp_path.glob('*.json')))
+    old = report.load(SAMPLE_JSON)
+    assert new.checkpoint_sha256 == old.checkpoint_sha256 and new.indices == old.indices
+    assert new.clean_accuracy == old.clean_accuracy
+    accuracy = (lambda ev: {k: a.accuracy for k, a in ev.attacks.items()})
     assert accuracy(new) == accuracy(old)
-    assert new['worst_case'] == old['worst_case']
-    assert new['worst_case_slice'] == old['worst_case_slice']
+    assert new.worst_case == old.worst_case
+    assert new.worst_case_slice == old.worst_case_slice

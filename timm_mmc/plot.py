@@ -11,11 +11,11 @@ import io
 import os
 import textwrap
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .report import Column, EvalReport, fmt_eps
 
-__all__ = ['series_label', 'plot_robustness']
+__all__ = ['series_label', 'robustness_figure', 'plot_robustness']
 
 _MARKERS = ('o', 'v', '^', 's', 'D', 'P', 'X', '<', '>', 'h', 'p', '8')
 
@@ -50,21 +50,15 @@ def _series(rep: EvalReport) -> Dict[Tuple[str, int], List[Column]]:
     return groups
 
 
-def plot_robustness(rep: EvalReport, path: os.PathLike, title: Optional[str] = None) -> Path:
-    """Draw ``rep`` into a PNG at ``path`` (written atomically).
+def robustness_figure(rep: EvalReport, title: Optional[str] = None) -> Any:
+    """The plot of ``rep`` as a matplotlib ``Figure`` (Agg canvas; no global pyplot state).
 
     Args:
         rep: The evaluation report.
-        path: The PNG to write.
         title: First title line; default the model spec's last part. The second line names data, split and n.
-
-    Returns:
-        ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from .fileio import atomic_write_bytes
 
     fig = Figure(figsize=(9.5, 4.8), dpi=100)
     FigureCanvasAgg(fig)
@@ -106,6 +100,14 @@ def plot_robustness(rep: EvalReport, path: os.PathLike, title: Optional[str] = N
     sub = f'{Path(rep.dataset).name or rep.dataset}, split {rep.split}, n={rep.n}'
     ax.set_title('\n'.join(textwrap.wrap(name, 70) + [sub]), fontsize=9)
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def plot_robustness(rep: EvalReport, path: os.PathLike, title: Optional[str] = None) -> Path:
+    """Draw ``rep`` (:func:`robustness_figure`) into a PNG at ``path``, written atomically. Returns ``path``."""
+    from .fileio import atomic_write_bytes
+
+    fig = robustness_figure(rep, title)
     buf = io.BytesIO()
     fig.savefig(buf, format='png', bbox_inches='tight', metadata={'Software': None})
     return atomic_write_bytes(path, buf.getvalue())
