@@ -11,13 +11,13 @@ from typing import Dict, List, Optional
 
 from timm_mmc.fileio import atomic_write_text
 from timm_mmc.plot import plot_robustness
-from timm_mmc.report import REPORT_VERSION, EvalReport, dump, eps_key, package_versions
+from timm_mmc.report import REPORT_VERSION, EvalReport, dump, eps_key, package_versions, percent
 
 __all__ = ['REPORT_VERSION', 'EvalReport', 'package_versions', 'render_markdown', 'write_outputs']
 
 
 def _pct(v: Optional[float]) -> str:
-    return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{100 * v:.1f}'
+    return percent(v, 1)
 
 
 def _num(v: Optional[float], digits: int = 3) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 __all__ = ['REPORT_VERSION', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load', 'loads',
-           'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'package_versions']
+           'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent', 'package_versions']
 
 REPORT_VERSION = '2.0'
 V1 = '1.0'
@@ -57,6 +57,13 @@ def fmt_eps(eps: Optional[float]) -> str:
     if abs(k - round(k)) < 1e-4 and round(k) > 0:
         return f'{round(k)}/255'
     return f'{eps:.4g}'
+
+
+def percent(value: Optional[float], digits: int = 1) -> str:
+    """A fraction as a percentage with ``digits`` decimals (``0.2975`` -> ``'29.8'``); ``-`` for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    return f'{100.0 * value:.{digits}f}'
 
 
 def same_eps(a: Optional[float], b: Optional[float]) -> bool:

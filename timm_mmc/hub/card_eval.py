@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..report import AttackResult, Column, EvalReport, WorstCase, fmt_eps
+from ..report import AttackResult, Column, EvalReport, WorstCase, fmt_eps, percent
 from .common import md
 from .modelindex import WORST_CASE, WORST_CASE_SLICE, metric_name
 from .paper import paper_value
@@ -13,7 +13,7 @@ __all__ = ['pct', 'subset_text', 'worst_label', 'eval_tables']
 
 def pct(value: Optional[float]) -> str:
     """A report accuracy (fraction) as a percentage with two decimals: the only way the card prints one."""
-    return '-' if value is None else f'{value * 100.0:.2f}'
+    return percent(value, 2)
 
 
 def _n(n: Optional[int]) -> str:

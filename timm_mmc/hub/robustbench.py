@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..fileio import atomic_write_text
-from ..report import EvalReport, fmt_eps
+from ..report import EvalReport, fmt_eps, percent
 from .common import EVAL_FILE, ROBUSTBENCH_FILE, folder_config, head_key, norm_dataset, read_report, training_files
 
 __all__ = ['model_info', 'write_robustbench']
@@ -25,7 +25,7 @@ _PAPER = dict(link='https://arxiv.org/abs/1905.10626',
 
 
 def _pct(v: Optional[float]) -> Optional[str]:
-    return None if v is None else f'{100 * v:.2f}'
+    return None if v is None else percent(v, 2)  # RobustBench writes percentages as strings; null when not measured
 
 
 def _architecture(arch: str, model_args: Dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..report import EvalReport
+from ..report import EvalReport, percent
 from .common import EVAL_FILE, HubError, read_report, training_files
 
 __all__ = ['RESULTS_COLUMNS', 'results_table']
@@ -20,8 +20,8 @@ RESULTS_COLUMNS = ('release', 'training', 'clean, 10k test', 'n', 'clean', 'PGD-
 EPS8, EPS16 = 8 / 255, 16 / 255
 
 
-def _pct(v: Any) -> str:
-    return '-' if v is None else f'{100.0 * float(v):.1f}'
+def _pct(v: Optional[float]) -> str:
+    return percent(v, 1)
 
 
 def _training(args: Dict[str, Any], summary: Dict[str, Any]) -> str:
