@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from timm_mmc.fileio import atomic_write_text
-from timm_mmc.plot import plot_robustness
-from timm_mmc.report import REPORT_VERSION, EvalReport, dump, eps_key, package_versions, percent
+from timm_mmc.fileio import atomic_write_bytes, atomic_write_text
+from timm_mmc.plot import robustness_png
+from timm_mmc.report import REPORT_VERSION, EvalReport, eps_key, package_versions, percent
 
 __all__ = ['REPORT_VERSION', 'EvalReport', 'package_versions', 'render_markdown', 'write_outputs']
 
@@ -144,11 +144,17 @@ def output_paths(out_dir: Path, stem: str) -> Dict[str, Path]:
 
 
 def write_outputs(rep: EvalReport, out_dir: Path, stem: str) -> Dict[str, Path]:
-    """Write ``stem.json``, ``stem.md`` and ``stem.png`` into ``out_dir`` (each atomically; the JSON last)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``stem.json``, ``stem.md`` and ``stem.png`` into ``out_dir``.
+
+    All three are rendered in memory first (where anything can fail), then each is written atomically, the JSON
+    last: a failure leaves either no new file or, at worst, a new PNG / Markdown beside an older JSON.
+    """
     paths = output_paths(out_dir, stem)
+    text_json = rep.to_json() + '\n'
     text_md = render_markdown(rep)
-    plot_robustness(rep, paths['png'])
+    png = robustness_png(rep)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(paths['png'], png)
     atomic_write_text(paths['md'], text_md)
-    dump(rep, paths['json'])
+    atomic_write_text(paths['json'], text_json)
     return paths

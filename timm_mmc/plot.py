@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .report import Column, EvalReport, fmt_eps
 
-__all__ = ['series_label', 'robustness_figure', 'plot_robustness']
+__all__ = ['series_label', 'robustness_figure', 'robustness_png', 'plot_robustness']
 
 _MARKERS = ('o', 'v', '^', 's', 'D', 'P', 'X', '<', '>', 'h', 'p', '8')
 
@@ -103,11 +103,15 @@ def robustness_figure(rep: EvalReport, title: Optional[str] = None) -> Any:
     return fig
 
 
+def robustness_png(rep: EvalReport, title: Optional[str] = None) -> bytes:
+    """:func:`robustness_figure` as PNG bytes (no time stamp or software tag: the same report gives the same bytes)."""
+    buf = io.BytesIO()
+    robustness_figure(rep, title).savefig(buf, format='png', bbox_inches='tight', metadata={'Software': None})
+    return buf.getvalue()
+
+
 def plot_robustness(rep: EvalReport, path: os.PathLike, title: Optional[str] = None) -> Path:
-    """Draw ``rep`` (:func:`robustness_figure`) into a PNG at ``path``, written atomically. Returns ``path``."""
+    """Draw ``rep`` into a PNG at ``path``, written atomically. Returns ``path``."""
     from .fileio import atomic_write_bytes
 
-    fig = robustness_figure(rep, title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', bbox_inches='tight', metadata={'Software': None})
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, robustness_png(rep, title))
