@@ -40,6 +40,10 @@ def test_release_is_registered_and_self_consistent(folder):
     ev = json.loads((folder / 'results' / 'eval.json').read_text())
     assert ev['checkpoint_sha256'] == file_sha256(folder / 'model.safetensors')
     assert 'JPEG' in (folder / 'README.md').read_text()  # the data set's caveat is stated beside the numbers
+    usage = (folder / 'README.md').read_text().split('## Usage', 1)[1].split('## Limitations', 1)[0]
+    assert 'not on PyPI' in usage and not re.search(r'pip install timm-mmc\s', usage)  # no package that does not exist
+    code = usage.split('```python', 1)[1].split('```', 1)[0]
+    assert code.index('import timm_mmc') < code.index('timm.create_model(')  # timm has no plugin discovery
 
 
 REPORTS = sorted((ROOT / 'hub_cards').glob('*/results/*.json'))
