@@ -124,7 +124,7 @@ def render_markdown(rep: EvalReport) -> str:
     name = rep.model + (f' + {Path(rep.checkpoint).name}' if rep.checkpoint else '')
     out = [f'# Robustness of `{name}`', '',
            f'Data set `{rep.dataset}` split `{rep.split}`, n = {rep.n}, suite `{rep.suite}`, seed {rep.seed}, '
-           f'head `{rep.head}`, device {rep.device}, {rep.num_processes} process(es).  ',
+           f'{rep.logits} logits, device {rep.device}, {rep.num_processes} process(es).  ',
            f'Checkpoint sha256: `{rep.checkpoint_sha256 or "n/a"}`. Report version {rep.version}.', '',
            'Accuracies in %; eps in /255 units. Within one objective an attack skips points that a smaller budget '
            'already broke (its adversarial example is valid for the larger one)'

@@ -310,7 +310,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rep = EvalReport(
         model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
         checkpoint=args.checkpoint, checkpoint_sha256=_checkpoint_sha(args.model, args.checkpoint, model),
-        pretrained=args.pretrained, head='mm' if mm else 'linear', own_objective=default_objectives(mm)[0],
+        pretrained=args.pretrained, logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
         dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
         clean_accuracy=summary.clean_accuracy, attacks=summary.attacks, columns=summary.columns,
         worst_case=summary.worst_case, worst_case_slice=summary.worst_case_slice, diagnostics=summary.diagnostics,

@@ -127,7 +127,7 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert (out / 'tiny.md').is_file() and (out / 'tiny.png').stat().st_size > 1000
     assert not list(out.glob('*.tmp*'))
     assert rep.n == 12 and rep.indices == list(range(12))
-    assert rep.clean_accuracy == 1.0 and rep.head == 'mm' and rep.own_objective == 'mm'
+    assert rep.clean_accuracy == 1.0 and rep.logits == 'distance' and rep.own_objective == 'mm'
     assert len(rep.checkpoint_sha256) == 64
     assert rep.versions['torch'] and rep.versions['timm-mmc'] and rep.device and rep.seed == 0
     assert rep.timings['total_s'] > 0
@@ -182,10 +182,12 @@ def test_real_cifar_plumbing(tmp_path, capsys):
             '--pgd-steps', '3', '--aa-n', '8', '--aa-n-iter', '3', '--out', str(tmp_path), '--no-progress',
             '--batch-size', '32', '--name', 'real']
     assert main(argv) == 0
-    rep = json.loads((tmp_path / 'real.json').read_text())
-    assert rep['n'] == 32 and 'cifar10' in rep['dataset_source'] and rep['head'] == 'linear'
-    assert set(rep['options']['objectives']) == {'ce', 'margin'}
-    assert rep['worst_case']['8']['accuracy'] <= rep['clean_accuracy']
+    from timm_mmc import report
+
+    rep = report.load(tmp_path / 'real.json')
+    assert rep.n == 32 and 'cifar10' in rep.dataset_source and rep.logits == 'linear' and rep.own_objective == 'ce'
+    assert set(rep.options['objectives']) == {'ce', 'margin'}
+    assert rep.worst_at(8 / 255).accuracy <= rep.clean_accuracy
 
 
 @pytest.mark.slow
@@ -203,9 +205,11 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
                                '--name', 'sharded')],
                        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    rep = json.loads((out / 'sharded.json').read_text())
-    assert rep['num_processes'] == 2 and rep['n'] == 11 and rep['indices'] == list(range(11))
-    assert rep['clean_accuracy'] == 1.0
-    for a in rep['attacks'].values():
-        assert a['n'] == 11 and a['n_attacked'] == 11  # both shards' examples were attacked and gathered
-    assert rep['worst_case']['0.25']['accuracy'] < 1.0
+    from timm_mmc import report
+
+    rep = report.load(out / 'sharded.json')
+    assert rep.num_processes == 2 and rep.n == 11 and rep.indices == list(range(11))
+    assert rep.clean_accuracy == 1.0
+    for a in rep.attacks.values():
+        assert a.n == 11 and a.n_attacked == 11  # both shards' examples were attacked and gathered
+    assert rep.worst_at(0.25 / 255).accuracy < 1.0

@@ -72,7 +72,7 @@ def make_report(sha=None) -> report.EvalReport:
     names8 = [a.name for a in linf8 + [aa]]
     return report.EvalReport(
         model='local-dir:runs/mmc', dataset='../shared/data/cifar10', split='test', n=N, suite='full', seed=0,
-        checkpoint_sha256=sha, head='mm', own_objective='mm',
+        checkpoint_sha256=sha, logits='distance', own_objective='mm',
         dataset_source='../shared/data/cifar10:test [img, label] fingerprint 0123456789abcdef',
         indices=list(range(N)), options={'eps': [8 / 255, 16 / 255], 'pgd_steps': [10, 50], 'standalone': False},
         clean_accuracy=27 / 64, attacks={a.name: a for a in attacks},

@@ -7,7 +7,7 @@
 Layout (schema ``version`` 2.0; accuracies are fractions in [0, 1], eps in pixel units of images in [0, 1])::
 
     {"version": "2.0", "model": ..., "checkpoint_sha256": ..., "dataset": ..., "split": "test", "n": 1000,
-     "indices": [...], "head": "mm", "own_objective": "mm", "clean_accuracy": 0.85,
+     "indices": [...], "logits": "distance", "own_objective": "mm", "clean_accuracy": 0.85,
      "attacks": {"pgd10-un-8-mm": {"family": "pgd", "threat": "Linf", "eps": 0.0314, "targeted": false,
                                    "steps": 10, "objective": "mm", "n": 1000, "accuracy": 0.26, "config": {...}}},
      "columns": {"PGD10 un 8": {"family": "pgd", "steps": 10, "eps": ..., "objectives": ["mm", "margin"], ...}},
@@ -177,8 +177,9 @@ class EvalReport:
         checkpoint: Checkpoint path, if one was given.
         checkpoint_sha256: SHA-256 of the weights file that was loaded (None if none could be identified).
         pretrained: Registered pretrained weights were asked for.
-        head: ``mm`` (distance logits) or ``linear``.
-        own_objective: The head's own attack objective (the authors' adaptive ``mm`` for MM heads, ``ce`` else).
+        logits: ``distance`` (``-||z - mu_i||^2 / 2``: MMC, MMLDA, L-GM heads) or ``linear``.
+        own_objective: The head's own attack objective (the authors' adaptive ``mm`` for distance logits, ``ce``
+            for linear ones; :data:`timm_mmc.heads.HEADS`).
         indices: Indices of the evaluated examples in the split, in evaluation order.
         options: Every suite option.
         clean_accuracy: Accuracy on the clean images (None with no example).
@@ -205,7 +206,7 @@ class EvalReport:
     checkpoint: Optional[str] = None
     checkpoint_sha256: Optional[str] = None
     pretrained: bool = False
-    head: str = 'linear'
+    logits: str = 'linear'
     own_objective: str = 'ce'
     dataset_source: str = ''
     indices: List[int] = field(default_factory=list)
@@ -346,6 +347,8 @@ def _check_accuracies(rep: EvalReport) -> None:
     for k, a in list(rep.attacks.items()) + list(rep.columns.items()):
         if a.family not in FAMILIES:
             raise ReportError(f'{k!r} has family {a.family!r}; known: {FAMILIES}.')
+    if rep.logits not in ('distance', 'linear'):
+        raise ReportError(f'logits = {rep.logits!r}; known: distance, linear.')
     for k, a in rep.attacks.items():
         if a.threat not in THREATS:
             raise ReportError(f'attacks[{k!r}] has threat {a.threat!r}; known: {THREATS}.')
@@ -439,14 +442,17 @@ def _v1_column(name: str, c: Dict[str, Any], attacks: Dict[str, Dict[str, Any]])
 def _from_v1(data: Dict[str, Any]) -> Dict[str, Any]:
     """A version 1.0 report (eval of the first releases) in the 2.0 layout; its numbers unchanged.
 
-    1.0 kept steps / objective / version inside each attack's ``config`` and recorded a package its look-up missed
-    as ``"not installed"`` (even where it had run): such entries become None, "not recorded".
+    1.0 kept steps / objective / version inside each attack's ``config``, called the logits kind ``head``
+    (``mm`` / ``linear``) and recorded a package its look-up missed as ``"not installed"`` (even where it had run):
+    such entries become None, "not recorded".
     """
     out = dict(data, version=REPORT_VERSION)
     attacks = {k: _v1_attack(dict(a, name=a.get('name', k))) for k, a in (data.get('attacks') or {}).items()}
     out['attacks'] = attacks
     out['columns'] = {k: _v1_column(k, c, attacks) for k, c in (data.get('columns') or {}).items()}
-    out['own_objective'] = 'mm' if data.get('head') == 'mm' else 'ce'
+    head = out.pop('head', None)  # 1.0 said 'mm' or 'linear'
+    out['logits'] = 'distance' if head == 'mm' else 'linear'
+    out['own_objective'] = 'mm' if head == 'mm' else 'ce'
     out['versions'] = {k: (None if v == 'not installed' else v) for k, v in (data.get('versions') or {}).items()}
     return out
 
