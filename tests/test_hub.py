@@ -209,6 +209,12 @@ def test_export_bad_input_fails_cleanly(release, tmp_path, capsys):
     bad.write_text(json.dumps(make_eval(sha='0' * 64)))
     with pytest.raises(hub.HubError, match='other weights'):
         hub.export(release['run'], bad, out, log=lambda s: None)
+    # weights of another architecture
+    from safetensors.torch import save_file
+    other = tmp_path / 'sce.safetensors'
+    save_file({k: v.contiguous() for k, v in timm.create_model('resnet20_sce').state_dict().items()}, str(other))
+    with pytest.raises(hub.HubError, match='does not fit .*Export the run folder whose config.json matches'):
+        hub.export(release['run'], release['eval'], out, checkpoint=other, log=lambda s: None)
     # existing folder without --overwrite
     with pytest.raises(hub.HubError, match='--overwrite'):
         hub.export(release['run'], release['eval'], release['out'], log=lambda s: None)

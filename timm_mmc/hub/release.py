@@ -58,7 +58,7 @@ def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Pa
 
     import timm_mmc  # noqa: F401  registers the models
 
-    from ..io import ModelLoadError, load_state_dict_safe
+    from ..io import ModelLoadError, check_state_dict_fits, load_state_dict_safe
 
     try:
         state = load_state_dict_safe(checkpoint)
@@ -69,14 +69,10 @@ def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Pa
                                   **{k: v for k, v in model_args.items() if v is not None})
     except Exception as e:
         raise HubError(f'could not build {arch}.{tag} from config.json model_args ({type(e).__name__}: {e}).') from None
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        example = (wrong or missing or unexpected)[0]
-        raise HubError(f'checkpoint {str(checkpoint)!r} does not fit {arch} with the run\'s model_args '
-                       f'({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped keys, e.g. '
-                       f'{example!r}); export the run folder whose config.json matches these weights.')
+    try:
+        check_state_dict_fits(model, state, checkpoint, f'{arch} with the run\'s model_args')
+    except ModelLoadError as e:
+        raise HubError(f'{e} Export the run folder whose config.json matches these weights.') from None
     model.load_state_dict(state)
     return model.eval()
 
