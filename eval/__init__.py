@@ -10,8 +10,11 @@ Modules:
     blackbox: Momentum iterative method (MIM) and transfer from a source model.
     corruptions: Gaussian noise and random rotation.
     aa: AutoAttack through ``pyautoattack`` with non-saturating scaled logits and captured warnings.
-    suite: Suites, the cheapest-first runner, per-sample worst case, gradient-masking diagnostics.
-    report: The JSON report (dataclasses), the Markdown tables in the paper's layout, the plot.
+    specs: Building a suite: options, typed per-family attack configurations, the attacks cheapest first.
+    runner: Running a suite into per-sample records (merged across processes).
+    summary: Records into the report's dataclasses: accuracies, columns, the worst case, diagnostics.
+    suite: The public names of the three above.
+    report: The report's files: JSON (schema :mod:`timm_mmc.report`), Markdown in the paper's layout, the plot.
     robustness: The command line.
 """
 from .threat import AttackFamily, ThreatModel
