@@ -129,7 +129,8 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert rep.n == 12 and rep.indices == list(range(12))
     assert rep.clean_accuracy == 1.0 and rep.logits == 'distance' and rep.own_objective == 'mm'
     assert len(rep.checkpoint_sha256) == 64
-    assert rep.versions['torch'] and rep.versions['timm-mmc'] and rep.device and rep.seed == 0
+    assert all(rep.versions.values()) and 'not installed' not in rep.versions.values()  # every package is here
+    assert rep.device and rep.seed == 0
     assert rep.timings['total_s'] > 0
     fams = {a.family for a in rep.attacks.values()}
     assert fams == {'pgd', 'cw', 'spsa', 'noise', 'rotation', 'transfer', 'autoattack'}
@@ -155,6 +156,29 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     md = (out / 'tiny.md').read_text()
     assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md
+
+
+def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatch):
+    """Run from a checkout (no installed distribution, as on a rented GPU): versions come from the modules, and only
+    a package that cannot be imported is None; never "not installed" for one that ran."""
+    import importlib.metadata
+
+    import accelerate  # noqa: F401  imported before the metadata goes away, as in a process that ran them
+    import pyautoattack  # noqa: F401
+    import datasets  # noqa: F401
+
+    from timm_mmc import report
+
+    def no_metadata(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, 'version', no_metadata)
+    versions = report.package_versions()
+    import timm
+    import timm_mmc
+    assert versions['timm-mmc'] == timm_mmc.__version__ and versions['timm'] == timm.__version__
+    assert versions['torch'] == torch.__version__ and versions['pyautoattack'] == pyautoattack.__version__
+    assert 'not installed' not in versions.values()
 
 
 def test_merge_records_orders_by_position():

@@ -459,7 +459,7 @@ def _from_v1(data: Dict[str, Any]) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ package versions
 
-_MODULES = {'torch': 'torch', 'timm': 'timm', 'timm-mmc': 'timm_mmc', 'pyautoattack': 'autoattack',
+_MODULES = {'torch': 'torch', 'timm': 'timm', 'timm-mmc': 'timm_mmc', 'pyautoattack': 'pyautoattack',
             'datasets': 'datasets', 'accelerate': 'accelerate', 'numpy': 'numpy'}
 
 
@@ -481,6 +481,9 @@ def package_versions() -> Dict[str, Optional[str]]:
         if importlib.util.find_spec(module) is None:
             out[dist] = None
             continue
-        mod_version = getattr(importlib.import_module(module), '__version__', None)
+        try:
+            mod_version = getattr(importlib.import_module(module), '__version__', None)
+        except Exception:  # present but not importable here: its version is unknown, not "not installed"
+            mod_version = None
         out[dist] = str(mod_version) if mod_version is not None else 'installed, version unknown'
     return out
