@@ -557,6 +557,11 @@ def test_push_refuses_a_card_that_does_not_match_its_results(release, tmp_path, 
     assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
     assert f'python -m timm_mmc.hub card {folder}' in capsys.readouterr().err
     shutil.copyfile(release['out'] / 'README.md', folder / 'README.md')
+    info = json.loads((folder / hub.ROBUSTBENCH_FILE).read_text())
+    (folder / hub.ROBUSTBENCH_FILE).write_text(json.dumps(dict(info, clean_acc='99.00')))  # a hand "fix" there too
+    assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
+    assert 'robustbench.json' in capsys.readouterr().err
+    shutil.copyfile(release['out'] / hub.ROBUSTBENCH_FILE, folder / hub.ROBUSTBENCH_FILE)
     (folder / 'model.pth').write_bytes(b'not uploaded')
     assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
     assert 'safetensors only' in capsys.readouterr().err

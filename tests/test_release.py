@@ -112,8 +112,7 @@ def test_robustbench_file_agrees_with_the_report(folder):
         assert info['autoattack_acc'] is None and aa.version in info['footnote']
     assert info['worst_case_acc'] == f'{100 * rep.worst_at(8 / 255).accuracy:.2f}'
     assert info['weights_sha256'] == rep.checkpoint_sha256
-    assert info == hub.model_info(rep, folder.name.split('.')[0], json.loads((folder / 'config.json').read_text())[
-        'model_args'], hub.common.training_files(folder)[0])
+    assert info == hub.robustbench.folder_model_info(folder)  # what python -m timm_mmc.hub card writes
 
 
 @pytest.mark.parametrize('folder', RELEASES, ids=[p.name for p in RELEASES])

@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from .common import CARD_FILE, CONFIG_FILE, EVAL_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, HubError
+from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PICKLE_SUFFIXES, ROBUSTBENCH_FILE, WEIGHTS_FILE, HubError,
+                     read_json, read_report)
 from .release import self_check
+from .robustbench import folder_model_info as robustbench_info
 
 __all__ = ['release_files', 'check_release', 'card_repo', 'push']
 
@@ -27,14 +29,27 @@ def release_files(folder: os.PathLike) -> List[str]:
 
 
 def check_release(folder: Path, repo_id: Optional[str]) -> List[str]:
+    """Check a release folder before it leaves this machine (push) or enters a cache.
+
+    It must hold the weights, config, card, report and RobustBench file, no pickle, a card that parses and carries
+    exactly the report's numbers (and the RobustBench file likewise), weights that load as users load them, and a
+    card naming ``repo_id`` (when given).
+
+    Returns:
+        The files to upload.
+
+    Raises:
+        HubError: What is wrong, with the command that fixes it.
+    """
     from huggingface_hub import ModelCard
 
     if not folder.is_dir():
         raise HubError(f'{str(folder)!r} is not a release folder; create it with python -m timm_mmc.hub export.')
     files = release_files(folder)
-    for need in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, EVAL_FILE):
+    for need in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, EVAL_FILE, ROBUSTBENCH_FILE):
         if need not in files:
-            raise HubError(f'{str(folder / need)!r} is missing; re-run python -m timm_mmc.hub export.')
+            raise HubError(f'{str(folder / need)!r} is missing; re-run python -m timm_mmc.hub export (or, for the '
+                           f'card, its plot and {ROBUSTBENCH_FILE}: python -m timm_mmc.hub card {folder}).')
     pickles = [f for f in files if f.lower().endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise HubError(f'refusing to upload pickle-based files {pickles}: releases carry safetensors only. Remove '
@@ -47,11 +62,15 @@ def check_release(folder: Path, repo_id: Optional[str]) -> List[str]:
     if not card.data.eval_results:
         raise HubError(f'{str(folder / CARD_FILE)!r} has no evaluation results; re-render it with '
                        f'python -m timm_mmc.hub card {folder}.')
+    read_report(folder / EVAL_FILE)  # a bad report is named as such, not as a stale card
     try:
         self_check(folder)
     except HubError:
         raise HubError(f'{str(folder / CARD_FILE)!r} does not carry exactly the numbers of {EVAL_FILE}; re-render '
                        f'it: python -m timm_mmc.hub card {folder}') from None
+    if read_json(folder / ROBUSTBENCH_FILE, 'RobustBench file') != robustbench_info(folder):
+        raise HubError(f'{str(folder / ROBUSTBENCH_FILE)!r} does not match {EVAL_FILE}; re-render it: '
+                       f'python -m timm_mmc.hub card {folder}')
     _check_weights_load(folder)
     if repo_id is not None and card.data.model_name != repo_id:
         raise HubError(f'the card names repo {card.data.model_name!r}, not {repo_id!r}; re-render it for this repo: '
@@ -73,6 +92,7 @@ def _check_weights_load(folder: Path) -> None:
 
 
 def card_repo(folder: Path) -> str:
+    """The Hub repo a release's card names (``model_name``)."""
     from huggingface_hub import ModelCard
 
     repo_id = ModelCard.load(folder / CARD_FILE).data.model_name

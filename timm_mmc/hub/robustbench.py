@@ -16,7 +16,7 @@ from ..fileio import atomic_write_text
 from ..report import EvalReport, fmt_eps, percent
 from .common import EVAL_FILE, ROBUSTBENCH_FILE, folder_config, head_key, norm_dataset, read_report, training_files
 
-__all__ = ['model_info', 'write_robustbench']
+__all__ = ['model_info', 'folder_model_info', 'write_robustbench']
 
 EPS = 8 / 255  # the RobustBench Linf threat model on CIFAR
 _PAPER = dict(link='https://arxiv.org/abs/1905.10626',
@@ -59,10 +59,14 @@ def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_arg
         weights_sha256=rep.checkpoint_sha256, source=EVAL_FILE)
 
 
-def write_robustbench(folder: os.PathLike) -> Path:
-    """Write ``results/robustbench.json`` of a release folder from its ``results/eval.json``."""
+def folder_model_info(folder: os.PathLike) -> Dict[str, Any]:
+    """:func:`model_info` of a release folder, from its ``results/eval.json``, ``config.json`` and ``training/``."""
     folder = Path(folder)
     cfg, _ = folder_config(folder)
-    info = model_info(read_report(folder / EVAL_FILE), cfg['architecture'], dict(cfg.get('model_args') or {}),
+    return model_info(read_report(folder / EVAL_FILE), cfg['architecture'], dict(cfg.get('model_args') or {}),
                       training_files(folder)[0])
-    return atomic_write_text(folder / ROBUSTBENCH_FILE, json.dumps(info, indent=2) + '\n')
+
+
+def write_robustbench(folder: os.PathLike) -> Path:
+    """Write ``results/robustbench.json`` of a release folder from its ``results/eval.json``."""
+    return atomic_write_text(Path(folder) / ROBUSTBENCH_FILE, json.dumps(folder_model_info(folder), indent=2) + '\n')
