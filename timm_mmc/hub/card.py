@@ -102,15 +102,12 @@ def _summary(rep: EvalReport, arch: str, head: str, info: Dict[str, Any]) -> str
 
 def _provenance(folder: Path, rep: EvalReport) -> str:
     """Whether the report is the evaluation of exactly these weights (its sha256), said plainly."""
+    notes = prose()['notes']
     if weights_match(folder, rep):
-        return (f'The report records the sha256 of the weights it evaluated, `{rep.checkpoint_sha256}`: it is this '
-                f'release\'s `model.safetensors`.')
+        return notes['verified'].format(sha=rep.checkpoint_sha256)
     said = f'records weights sha256 `{rep.checkpoint_sha256}`' if rep.checkpoint_sha256 else \
         'records no weights sha256'
-    return (f'**Provenance not verified**: `results/eval.json` {said}, which is not the sha256 of this release\'s '
-            f'`model.safetensors`, so its numbers cannot be tied to these weights (a release exported with '
-            f'`--allow-unverified-eval`, or whose weights changed after the evaluation). Re-evaluate these weights '
-            f'before relying on the figures.')
+    return notes['unverified'].format(said=said)
 
 
 def _usage(arch: str, tag: str, repo_id: str, default_repo: str, extra_args: Dict[str, Any], pretty: str) -> str:
@@ -201,9 +198,7 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     text = prose()
     limitations = [s.format(subset=subset_text(rep), caveat=caveat) for s in text['limitations']]
     if extra_args:
-        limitations.append(f'The weights use non-default model arguments {sorted(extra_args)}; loading by registered '
-                           f'name needs them as keyword arguments (see Usage); hf-hub: and local-dir: read them from '
-                           f'config.json.')
+        limitations.append(text['notes']['nondefault_args'].format(args=sorted(extra_args)))
     keys = _paper_keys(arch, model_args, variant)
     head_desc = (f'`{head}`, feature dim {model_args.get("feature_dim")}'
                  + (f', center norm C = {model_args.get("center_norm"):g}, centers `{model_args.get("center_kind")}` '

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..report import AttackResult, Column, EvalReport, WorstCase, fmt_eps, percent
-from .common import md
+from .common import md, prose
 from .modelindex import WORST_CASE, WORST_CASE_SLICE, metric_name
 from .paper import paper_value
 
@@ -68,8 +68,9 @@ def _cw_table(rep: EvalReport, pgd_row: Optional[Dict[str, Any]]) -> List[str]:
 
 
 def _paper_notes(pgd_row, aa_row, sources, arch_caveat) -> List[str]:
+    notes = prose()['notes']
     if pgd_row is None and aa_row is None:
-        return ['"Paper" column: the MMC paper reports no figure for this model configuration, so none is shown.']
+        return [notes['no_paper_row']]
     used = []
     if pgd_row is not None:
         used.append(f'{sources.get(pgd_row["source"], {}).get("cite", pgd_row["source"])}, {pgd_row["table"]}, '
@@ -77,31 +78,20 @@ def _paper_notes(pgd_row, aa_row, sources, arch_caveat) -> List[str]:
     if aa_row is not None:
         used.append(f'{sources.get(aa_row["source"], {}).get("cite", aa_row["source"])}: {aa_row["label"]}, '
                     f'clean {aa_row["clean"]}, reported {aa_row["reported"]}, AutoAttack {aa_row["autoattack"]}')
-    notes = ['"Paper" column: published figures, not ours: ' + '; '.join(used) + '. They were measured on the '
-             'original PNG CIFAR data with the authors\' adaptive white-box attacks and are matched to our rows by '
-             'attack, steps, targeting and eps only: context, not a reproduction.']
-    return notes + ([f'Architecture: {arch_caveat}.'] if arch_caveat else [])
+    return [notes['paper_context'].format(used='; '.join(used))] + ([f'Architecture: {arch_caveat}.'] if arch_caveat
+                                                                     else [])
 
 
 def _autoattack_notes(rep: EvalReport) -> List[str]:
+    text = prose()['notes']
     aa = rep.find_attacks(family='autoattack')
     if not aa:
-        return ['No AutoAttack result is in the report; PGD-only numbers can overstate robustness (Croce & Hein, '
-                'ICML 2020, lowered the MMC paper\'s adversarially trained model from 55.0% to 43.48% at eps 8/255).']
+        return [text['no_autoattack']]
     pkg = rep.versions.get('pyautoattack')
     pkg = f' (package pyautoattack {pkg})' if pkg else ' (package version not recorded)'
-    notes = []
-    for a in aa:
-        if a.version != 'standard':
-            notes.append(f'{a.name}: AutoAttack version "{a.version}"{pkg}, not the standard AutoAttack of '
-                         f'RobustBench (APGD-CE, APGD-T, FAB-T, Square); a standard run can only lower the figure.')
-        else:
-            notes.append(f'{a.name}: AutoAttack version "{a.version}"{pkg}.')
-    notes.append('AutoAttack saw the logits times a positive constant that brings the largest clean margin to 10 '
-                 '(same predictions and DLR loss): Max-Mahalanobis logits saturate cross-entropy, so APGD-CE on the '
-                 'raw logits of such a model has exactly zero gradients and overstates robustness. Evaluating these '
-                 'weights with AutoAttack or RobustBench directly needs the same scaling (eval/aa.py, ScaledLogits).')
-    return notes
+    notes = [text['autoattack_standard' if a.version == 'standard' else 'autoattack_not_standard'].format(
+        name=a.name, version=a.version, package=pkg) for a in aa]
+    return notes + [text['autoattack_scaling']]
 
 
 def eval_tables(rep: EvalReport, pgd_row: Optional[Dict[str, Any]], aa_row: Optional[Dict[str, Any]],
@@ -134,9 +124,6 @@ def eval_tables(rep: EvalReport, pgd_row: Optional[Dict[str, Any]], aa_row: Opti
     notes = _paper_notes(pgd_row, aa_row, sources, arch_caveat) + [f'Data caveat: {caveat}']
     notes += _autoattack_notes(rep)
     if not standalone:
-        notes.append('The evaluation ran cheapest first (option standalone = false): an attack skips points that a '
-                     'smaller budget of the same attack already broke, and AutoAttack runs only on points that '
-                     'survived every cheaper Linf attack at its eps, so each figure is the accuracy under that '
-                     'composite attack (never higher than the attack alone would give).')
+        notes.append(prose()['notes']['cheapest_first'])
     notes += [f'Evaluation warning (from the report): {md(w)}' for w in rep.warnings]
     return '\n'.join(lines), '\n'.join(f'- {n}' for n in notes)
