@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from torch import Tensor
 
 from timm_mmc.attacks import PGD, check_linf_batch, objective
 
@@ -83,7 +84,7 @@ def merge_records(parts: Sequence[Records]) -> Records:
     return out
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit='img', disable=not enabled, leave=False, dynamic_ncols=True)
 
@@ -177,7 +178,8 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
     return rec
 
 
-def _run_corruption(model, spec, x, y, in_slice, seed, bs, progress) -> torch.Tensor:
+def _run_corruption(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, in_slice: Tensor, seed: int, bs: int,
+                    progress: bool) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     robust = torch.zeros_like(in_slice)
     idx = in_slice.nonzero().squeeze(1)
@@ -195,8 +197,8 @@ def _run_corruption(model, spec, x, y, in_slice, seed, bs, progress) -> torch.Te
     return robust
 
 
-def _run_linf(model, spec: AttackSpec, x, y, t, num_classes, seed, bs, progress, source_model,
-              extra: Dict[str, Any]) -> torch.Tensor:
+def _run_linf(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, t: Tensor, num_classes: int, seed: int,
+              bs: int, progress: bool, source_model: Optional[nn.Module], extra: Dict[str, Any]) -> Tensor:
     cfg = spec.config
     tgt = t if spec.targeted else None
     if spec.family == AttackFamily.PGD:
@@ -242,7 +244,8 @@ def _run_linf(model, spec: AttackSpec, x, y, t, num_classes, seed, bs, progress,
     return robust
 
 
-def _run_aa(model, spec: AttackSpec, x, y, x_clean, num_classes, seed, bs):
+def _run_aa(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, x_clean: Tensor, num_classes: int, seed: int,
+            bs: int) -> Tuple[Tensor, Dict[str, Any], List[str]]:
     cfg = spec.config
     scale, max_margin = choose_logit_scale(model, x_clean, cfg.target_margin, bs)
     wrapped = ScaledLogits(model, scale)
@@ -258,8 +261,8 @@ def _run_aa(model, spec: AttackSpec, x, y, x_clean, num_classes, seed, bs):
     return robust, extra, out.warnings
 
 
-def _run_cw(model, spec: AttackSpec, x, y, targets, todo, in_slice, bs, progress, num_classes, seed,
-            extra: Dict[str, Any]):
+def _run_cw(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, targets: Tensor, todo: Tensor, in_slice: Tensor,
+            bs: int, progress: bool, num_classes: int, seed: int, extra: Dict[str, Any]) -> Dict[str, Tensor]:
     cfg = spec.config
     attack = CWL2(model, targeted=spec.targeted, num_classes=num_classes, binary_steps=cfg.binary_steps,
                   max_iter=cfg.max_iter, lr=cfg.lr, initial_const=cfg.initial_const,

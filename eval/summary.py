@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -97,7 +97,7 @@ def _columns(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Column]:
     return out
 
 
-def _worst_cases(rec: Records, linf: Sequence[AttackSpec]):
+def _worst_cases(rec: Records, linf: Sequence[AttackSpec]) -> Tuple[Dict[str, WorstCase], Dict[float, torch.Tensor]]:
     """Per eps, the per-sample worst case over every Linf attack with eps <= it, and the robust masks."""
     n = rec.clean.numel()
     worst: Dict[str, WorstCase] = {}

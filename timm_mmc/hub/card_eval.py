@@ -67,7 +67,8 @@ def _cw_table(rep: EvalReport, pgd_row: Optional[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def _paper_notes(pgd_row, aa_row, sources, arch_caveat) -> List[str]:
+def _paper_notes(pgd_row: Optional[Dict[str, Any]], aa_row: Optional[Dict[str, Any]], sources: Dict[str, Any],
+                 arch_caveat: Optional[str]) -> List[str]:
     notes = prose()['notes']
     if pgd_row is None and aa_row is None:
         return [notes['no_paper_row']]
