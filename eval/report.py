@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from timm_mmc.fileio import atomic_write_bytes, atomic_write_text
+from timm_mmc.fileio import atomic_write_set
 from timm_mmc.plot import robustness_png
 from timm_mmc.report import REPORT_VERSION, EvalReport, eps_key, package_versions, percent
 
@@ -144,17 +144,14 @@ def output_paths(out_dir: Path, stem: str) -> Dict[str, Path]:
 
 
 def write_outputs(rep: EvalReport, out_dir: Path, stem: str) -> Dict[str, Path]:
-    """Write ``stem.json``, ``stem.md`` and ``stem.png`` into ``out_dir``.
+    """Write ``stem.json``, ``stem.md`` and ``stem.png`` into ``out_dir``, whole or not at all.
 
-    All three are rendered in memory first (where anything can fail), then each is written atomically, the JSON
-    last: a failure leaves either no new file or, at worst, a new PNG / Markdown beside an older JSON.
+    All three are rendered in memory first (where anything can fail), then written together by
+    :func:`timm_mmc.fileio.atomic_write_set`: a failure leaves none of the new files behind.
     """
     paths = output_paths(out_dir, stem)
-    text_json = rep.to_json() + '\n'
-    text_md = render_markdown(rep)
-    png = robustness_png(rep)
+    files = {paths['json']: (rep.to_json() + '\n').encode(), paths['md']: render_markdown(rep).encode(),
+             paths['png']: robustness_png(rep)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(paths['png'], png)
-    atomic_write_text(paths['md'], text_md)
-    atomic_write_text(paths['json'], text_json)
+    atomic_write_set(files)
     return paths

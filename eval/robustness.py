@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .report import EvalReport, package_versions, write_outputs
+from .report import EvalReport, output_paths, package_versions, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
     summarise
 from .threat import AttackFamily, parse_eps
@@ -139,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                    'machine).')
     g.add_argument('--device', help='cpu, cuda, ... (default: cuda if available).')
     g.add_argument('--out', default='results', help='output folder for JSON, Markdown and PNG (default results/).')
-    g.add_argument('--name', help='stem of the output files (default: from the model and suite).')
+    g.add_argument('--name', help='stem of the output files, a plain file name (default: from the model, the '
+                   'checkpoint\'s folder and file, and the suite).')
+    g.add_argument('--overwrite', action='store_true', help='replace an existing report of the same --out and --name '
+                   '(refused otherwise).')
     g.add_argument('--no-progress', action='store_true')
     return p
 
@@ -169,7 +172,39 @@ def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str
 
 
 def _slug(text: str) -> str:
-    return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_')[:80] or 'model'
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_.')[:120] or 'model'
+
+
+def default_name(model: str, checkpoint: Optional[str], suite: str) -> str:
+    """The report's file stem: the model, the checkpoint's folder and file (so two checkpoints of one model never
+    share a report), and the suite."""
+    parts = [Path(model.split(':', 1)[-1]).name]
+    if checkpoint:
+        ck = Path(checkpoint)
+        parts += [ck.parent.name, ck.stem] if ck.stem not in ('model', 'pytorch_model') else [ck.parent.name]
+    return _slug('_'.join(p for p in parts + [suite] if p))
+
+
+def check_outputs(out: str, name: str, overwrite: bool) -> None:
+    """Before any work: the report can be written where asked, and does not silently replace another.
+
+    Raises:
+        EvalError: The message names the problem and the fix.
+    """
+    if not name or name in ('.', '..') or Path(name).name != name or '/' in name or '\\' in name:
+        raise EvalError(f'--name {name!r} must be a plain file name without folders (the report goes to --out); '
+                        f'e.g. --name resnet32_mmc_full.')
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EvalError(f'--out {out!r} is a file; name a folder for the report.')
+    probe = out_dir if out_dir.is_dir() else next((p for p in out_dir.absolute().parents if p.exists()), None)
+    if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise EvalError(f'--out {out!r} cannot be written ({str(probe)!r} is not a writable folder); choose a folder '
+                        f'you can write to.')
+    existing = [str(p) for p in output_paths(out_dir, name).values() if p.exists()]
+    if existing and not overwrite:
+        raise EvalError(f'a report named {name!r} already exists ({", ".join(existing)}); pass --overwrite to '
+                        f'replace it or choose another --name.')
 
 
 def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.device):
@@ -216,6 +251,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
+    stem = args.name if args.name is not None else default_name(args.model, args.checkpoint, args.suite)
+    if main_proc:
+        check_outputs(args.out, stem, args.overwrite)
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
     if args.start < 0:
@@ -231,7 +269,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except DataError as e:
         msg = str(e)
         if 'asked for' in msg:
-            msg += f' Lower --n-examples (and --start) to fit the split.'
+            msg += ' Lower --n-examples (and --start) to fit the split.'
         raise EvalError(msg) from None
     if num_classes is None:
         raise EvalError(f'{args.model} does not say how many classes it has (model.num_classes).')
@@ -318,7 +356,6 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
                                                                                     *argv]))
-    stem = args.name or _slug(f'{Path(args.model.split(":", 1)[-1]).name}_{args.suite}')
     paths = write_outputs(rep, Path(args.out), stem)
     _print_claims(rep, say)
     say(_summary_table(rep))

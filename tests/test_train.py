@@ -102,7 +102,7 @@ def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
     assert (ckpts / 'latest').read_text() == 'step_00000003'  # the half-written one was never named
     assert any(p.name.startswith('.tmp_') for p in ckpts.iterdir())
     resumed = _run([*base, '--resume'])
-    assert 'resumed from step 3' in resumed.stdout
+    assert 'resumed from step_00000003' in resumed.stdout
     ref = tmp_path / 'ref'
     _run([*base[:-1], str(ref)])
     a, b = load_file(str(ref / 'model.safetensors')), load_file(str(tmp_path / 'cut' / 'model.safetensors'))
@@ -211,3 +211,99 @@ def test_yaml_config_and_cli_override(synth, tmp_path):
     cfg_file.write_text('modle: resnet20_sce\n')
     with pytest.raises(SystemExit):
         parse_config(['-c', str(cfg_file)])
+
+
+class _Payload:
+    """Unpickling this creates ``path``: proof that a pickle ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_resume_never_unpickles_what_is_planted_in_the_run_folder(synth, tmp_path):
+    import pickle
+    out = tmp_path / 'run'
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), '--precision', 'fp32',
+            '--ema-decay', '0.9', *TINY]
+    assert main(base) == 0
+    marker = tmp_path / 'payload_ran'
+    ckpt = out / 'checkpoints' / (out / 'checkpoints' / 'latest').read_text()
+    # every name accelerate or torch would look for, plus ours replaced by pickles
+    for name in ('random_states_0.pkl', 'optimizer.bin', 'scheduler.bin', 'custom_checkpoint_0.pkl', 'pytorch_model.bin'):
+        (ckpt / name).write_bytes(pickle.dumps(_Payload(marker)))
+    assert main([*base, '--resume']) == 0  # the run is complete: resume re-exports without training
+    assert not marker.exists()
+    for c in (out / 'checkpoints').glob('step_*'):  # ours, replaced by pickles: refused, never unpickled
+        (c / 'optimizer.safetensors').write_bytes(pickle.dumps(_Payload(marker)))
+    assert main([*base, '--resume']) == 2
+    assert not marker.exists()
+
+
+def test_resume_refuses_changed_options_records_allowed_ones_and_keeps_args(synth, tmp_path, capsys):
+    out = tmp_path / 'run'
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY]
+    assert main(base) == 0
+    args_before = (out / 'args.yaml').read_text()
+    for flag, value in (('--lr', '0.5'), ('--epochs', '3'), ('--cutout', '4'), ('--precision', 'fp32')):
+        assert main([*base, '--resume', flag, value]) == 2
+        err = capsys.readouterr().err
+        assert flag.lstrip('-').replace('-', '_') in err and '--overwrite' in err
+    # options left out come from the run itself; a changed --threads is allowed and recorded
+    assert main(['--output', str(out), '--resume', '--threads', '2', '--no-progress']) == 0
+    assert (out / 'args.yaml').read_text() == args_before
+    rec = json.loads((out / 'resumes.jsonl').read_text().splitlines()[-1])
+    assert rec['changed'] == {'threads': {'was': 1, 'now': 2}} and rec['resumed_at_step'] == 8
+
+
+def test_resume_of_nothing_is_refused(synth, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), '--resume', *TINY]) == 2
+    assert 'no complete checkpoint' in capsys.readouterr().err and not out.exists()
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(synth, tmp_path):
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
+            '--keep-checkpoints', '3', *TINY]
+    _run([*base, '--output', str(tmp_path / 'ref')])
+    killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
+    assert killed.returncode == -9
+    ckpts = tmp_path / 'cut' / 'checkpoints'
+    assert (ckpts / 'latest').read_text() == 'step_00000004'
+    weights = ckpts / 'step_00000004' / 'model.safetensors'
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    resumed = _run([*base, '--output', str(tmp_path / 'cut'), '--resume'])
+    assert 'step_00000004' in resumed.stdout and 'falling back' in resumed.stdout
+    assert 'resumed from step_00000003' in resumed.stdout
+    a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
+    b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_the_run_without_an_export(synth, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--lr', '1e30']) == 2
+    err = capsys.readouterr().err
+    assert 'non-finite' in err and '--lr' in err
+    assert not (out / 'model.safetensors').exists() and not (out / 'summary.json').exists()
+
+
+def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path):
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
+            '--ema-decay', '0.5', '--cutout', '8', *TINY]
+    _run([*base, '--output', str(tmp_path / 'ref')])
+    hist = _history(tmp_path / 'ref')
+    assert all(h['test_acc_ema'] is not None for h in hist)
+    summary = json.loads((tmp_path / 'ref' / 'summary.json').read_text())
+    assert summary['weights'] == ('ema' if hist[-1]['test_acc_ema'] > hist[-1]['test_acc'] else 'last')
+    assert summary['test_acc'] == max(hist[-1]['test_acc_ema'], hist[-1]['test_acc'])
+    killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
+    assert killed.returncode == -9
+    out = _run([*base, '--output', str(tmp_path / 'cut'), '--resume']).stdout
+    assert 'claim: resnet20_mmc, 2 epochs' in out
+    a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
+    b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _history(tmp_path / 'cut')[-1]['test_acc_ema'] == hist[-1]['test_acc_ema']

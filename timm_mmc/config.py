@@ -1,6 +1,6 @@
 """One dataclass for every training option; the CLI flags and YAML configs are generated from it.
 
-``python -m timm_mmc.train -c configs/cpu/resnet32_mmc.yaml --epochs 10``: the YAML sets fields, flags given on the
+``python -m timm_mmc.train -c resnet32_mmc --epochs 10``: the YAML sets fields, flags given on the
 command line override them, and the resolved config is written to ``args.yaml`` in the run folder.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ['TrainConfig', 'parse_config', 'ConfigError']
+__all__ = ['TrainConfig', 'parse_config', 'ConfigError', 'recipe_names', 'resolve_recipe', 'RECIPES_DIR']
 
 
 class ConfigError(ValueError):
@@ -32,7 +32,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     # what to train
     model: str = _f('resnet32_mmc', 'registered model name, e.g. resnet32_mmc, resnet32_sce, resnet110_mmlda')
-    loss: Optional[str] = _f(None, 'sce | mmlda | mmc | center | lgm; default follows the head')
+    loss: Optional[str] = _f(None, 'training loss; default follows the head (timm_mmc.heads.HEADS)',
+                             choices=('sce', 'mmlda', 'mmc', 'center', 'lgm'))
     center_norm: Optional[float] = _f(None, 'override the MM center norm C (model default 10: "MMC-10")')
     feature_dim: Optional[int] = _f(None, 'override the feature width that meets the centers (default 256)')
     drop_rate: float = _f(0.0, 'dropout before the feature layer')
@@ -58,7 +59,8 @@ class TrainConfig:
     momentum: float = _f(0.9, 'SGD momentum')
     nesterov: bool = _f(True, 'Nesterov momentum')
     weight_decay: float = _f(5e-4, 'weight decay on conv / linear weights only (not BN, biases, centers)')
-    schedule: str = _f('onecycle', 'onecycle (linear up then down) | step | cosine')
+    schedule: str = _f('onecycle', 'lr schedule: onecycle (linear up then down), step or cosine',
+                       choices=('onecycle', 'step', 'cosine'))
     warmup_frac: float = _f(0.25, 'one-cycle: fraction of steps spent warming up')
     milestones: List[int] = _f([100, 150], 'step schedule: epochs where lr is multiplied by gamma')
     gamma: float = _f(0.1, 'step schedule factor')
@@ -66,7 +68,8 @@ class TrainConfig:
     ema_decay: float = _f(0.0, 'per-step decay of an exponential moving average of the weights and batch-norm '
                           'statistics (timm ModelEmaV3), evaluated every epoch and exported when better; 0 = off')
     # adversarial training
-    adv: str = _f('none', 'none | pgd | fgsm (FGSM with random start, Wong et al. 2020)')
+    adv: str = _f('none', 'adversarial training: none, pgd or fgsm (FGSM with random start, Wong et al. 2020)',
+                  choices=('none', 'pgd', 'fgsm'))
     eps: float = _f(8 / 255, 'Linf radius in pixel units (8/255 = 0.0314)')
     adv_step: float = _f(2 / 255, 'PGD step size')
     adv_steps: int = _f(10, 'PGD steps')
@@ -76,7 +79,8 @@ class TrainConfig:
     robust_every: int = _f(5, 'measure PGD-10 (adaptive objective) robust accuracy every K epochs; 0 = never')
     robust_n: int = _f(500, 'test images used for that robust accuracy')
     # speed and reproducibility
-    precision: str = _f('bf16', 'bf16 (autocast) | fp32')
+    precision: str = _f('bf16', 'bf16 (autocast) or fp32; the only precision setting (accelerate\'s own is not used)',
+                        choices=('bf16', 'fp32'))
     channels_last: bool = _f(True, 'channels_last memory format')
     compile: bool = _f(False, 'torch.compile the training step (inductor; a one-off compile of about a minute)')
     seed: int = _f(0, 'seed of init, data order, augmentation and attacks')
@@ -91,17 +95,19 @@ class TrainConfig:
     progress: bool = _f(True, 'progress bar on the main process')
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for values that cannot run."""
+        """Raise :class:`ConfigError` for values of the wrong type or that cannot run."""
+        check_types(self)
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get('choices')
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f'{_flag(f.name)} must be one of {", ".join(choices)} (got {value!r}).')
         if self.epochs < 1:
             raise ConfigError(f'--epochs must be >= 1 (got {self.epochs}).')
         if self.batch_size < 1:
             raise ConfigError(f'--batch-size must be >= 1 (got {self.batch_size}).')
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f'--lr must be a finite number > 0 (got {self.lr}).')
-        if self.schedule not in ('onecycle', 'step', 'cosine'):
-            raise ConfigError(f'--schedule must be onecycle, step or cosine (got {self.schedule!r}).')
-        if self.adv not in ('none', 'pgd', 'fgsm'):
-            raise ConfigError(f'--adv must be none, pgd or fgsm (got {self.adv!r}).')
         if not (math.isfinite(self.eps) and 0 < self.eps <= 1):
             raise ConfigError(f'--eps must lie in (0, 1] in pixel units (got {self.eps}); 8/255 is 0.0314.')
         if self.adv_steps < 1:
@@ -110,8 +116,6 @@ class TrainConfig:
             raise ConfigError(f'--adv-step must be > 0 (got {self.adv_step}).')
         if not 0 < self.adv_ratio <= 1:
             raise ConfigError(f'--adv-ratio must lie in (0, 1] (got {self.adv_ratio}).')
-        if self.precision not in ('bf16', 'fp32'):
-            raise ConfigError(f'--precision must be bf16 or fp32 (got {self.precision!r}).')
         if self.cutout < 0:
             raise ConfigError(f'--cutout must be >= 0 pixels (got {self.cutout}).')
         if not 0 <= self.ema_decay < 1:
@@ -129,6 +133,53 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _flag(name: str) -> str:
+    return '--' + name.replace('_', '-')
+
+
+def _type_name(tp: Any) -> str:
+    return {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string'}.get(tp, str(tp))
+
+
+def check_types(cfg: 'TrainConfig') -> None:
+    """Check every field against its annotation; ints are not floats (``epochs: 1.5``), bools are not ints.
+
+    Raises:
+        ConfigError: Naming the option (as its YAML key and flag), the expected type and the value found.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, value = hints[f.name], getattr(cfg, f.name)
+        optional = typing.get_origin(tp) is typing.Union and type(None) in typing.get_args(tp)
+        base = _base_type(tp)
+        if value is None:
+            if optional:
+                continue
+            ok = False
+        elif typing.get_origin(base) in (list, List):
+            item = typing.get_args(base)[0]
+            ok = isinstance(value, list) and all(_is(v, item) for v in value)
+            base = f'a list of {_type_name(item).split(" ", 1)[1]}s'
+        else:
+            ok = _is(value, base)
+        if not ok:
+            want = base if isinstance(base, str) else _type_name(base)
+            raise ConfigError(f'option {f.name} ({_flag(f.name)}) must be {want}{" or null" if optional else ""}, '
+                              f'got {value!r} ({type(value).__name__}).')
+        if base is float:
+            setattr(cfg, f.name, float(value))
+
+
+def _is(value: Any, tp: Any) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
 def _base_type(tp: Any) -> Any:
     if typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -136,49 +187,98 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
+RECIPES_DIR = Path(__file__).parent / 'recipes'  # shipped as package data: cpu/*.yaml, paper/*.yaml
+
+
+def recipe_names() -> List[str]:
+    """Names ``-c`` takes besides a path: ``resnet32_mmc`` (the CPU recipes) and ``paper/resnet32_mmc``."""
+    cpu = sorted(p.stem for p in (RECIPES_DIR / 'cpu').glob('*.yaml'))
+    paper = sorted(f'paper/{p.stem}' for p in (RECIPES_DIR / 'paper').glob('*.yaml'))
+    return cpu + paper
+
+
+def resolve_recipe(spec: str) -> Path:
+    """A YAML path, or a recipe name from :func:`recipe_names` (``cpu/`` is the default folder).
+
+    Raises:
+        ConfigError: Neither a file nor a known recipe; the message lists the recipes.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    name = spec[:-len('.yaml')] if spec.endswith('.yaml') else spec
+    name = name.removeprefix('configs/').removeprefix('cpu/')
+    cand = RECIPES_DIR / (name + '.yaml' if name.startswith('paper/') else f'cpu/{name}.yaml')
+    if '..' not in Path(name).parts and cand.is_file():
+        return cand
+    raise ConfigError(f'config {spec!r} is neither a file nor a recipe name; recipes: {", ".join(recipe_names())}.')
+
+
+def _help(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    choices = f.metadata.get('choices')
+    text = f.metadata.get('help', '')
+    if choices:
+        text += f' [choices: {", ".join(choices)}]'
+    return f'{text} (default: {default})'.replace('%', '%%')
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='timm_mmc.train', description='Standard and adversarial Max-Mahalanobis training.',
-        argument_default=argparse.SUPPRESS)
-    p.add_argument('-c', '--config', help='YAML file of TrainConfig fields; flags override it')
+        argument_default=argparse.SUPPRESS,
+        epilog='recipes for -c: ' + ', '.join(recipe_names()) + f' (in {RECIPES_DIR}).')
+    p.add_argument('-c', '--config', help='a recipe name (listed below) or a YAML file of these options; flags '
+                                          'given on the command line override it')
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        flag = '--' + f.name.replace('_', '-')
         tp = _base_type(hints[f.name])
-        help_ = f.metadata.get('help', '')
         if tp is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=_help(f))
         elif typing.get_origin(tp) in (list, List):
-            p.add_argument(flag, type=typing.get_args(tp)[0], nargs='+', help=help_)
+            p.add_argument(_flag(f.name), type=typing.get_args(tp)[0], nargs='+', help=_help(f))
         else:
-            p.add_argument(flag, type=tp, help=help_)
+            p.add_argument(_flag(f.name), type=tp, help=_help(f), choices=f.metadata.get('choices'),
+                           metavar=f.name.upper() if f.metadata.get('choices') else None)
     return p
 
 
+def _read_yaml(spec: str) -> Dict[str, Any]:
+    path = resolve_recipe(spec)
+    try:
+        with open(path) as fh:
+            loaded = yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        raise ConfigError(f'config {str(path)!r} is not valid YAML: {e}') from e
+    except OSError as e:
+        raise ConfigError(f'cannot read config {str(path)!r}: {e}') from e
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise ConfigError(f'config {str(path)!r} must hold a mapping of option: value (see --help).')
+    loaded = {k.replace('-', '_'): v for k, v in loaded.items()}
+    unknown = sorted(set(loaded) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ConfigError(f'unknown options in {str(path)!r}: {unknown}; see --help for the valid ones.')
+    return loaded
+
+
 def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Defaults < YAML (``-c``) < command-line flags. Exits with status 2 on unknown or invalid values."""
+    """Defaults < YAML (``-c``) < command-line flags. Exits with status 2 on unknown or invalid values.
+
+    The options set by the YAML or the command line (not left at their defaults) are in ``cfg.given``, so that a
+    resumed run can tell what the command asked for from what it left to the run.
+    """
     parser = _parser()
     ns = vars(parser.parse_args(argv))
     values: Dict[str, Any] = {}
     cfg_path = ns.pop('config', None)
-    if cfg_path:
-        path = Path(cfg_path)
-        if not path.is_file():
-            parser.error(f'config file {cfg_path!r} does not exist.')
-        with open(path) as fh:
-            loaded = yaml.safe_load(fh) or {}
-        if not isinstance(loaded, dict):
-            parser.error(f'config file {cfg_path!r} must hold a mapping of option: value.')
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        loaded = {k.replace('-', '_'): v for k, v in loaded.items()}
-        unknown = sorted(set(loaded) - names)
-        if unknown:
-            parser.error(f'unknown options in {cfg_path}: {unknown}; see --help for the valid ones.')
-        values.update(loaded)
-    values.update(ns)
     try:
+        if cfg_path:
+            values.update(_read_yaml(cfg_path))
+        values.update(ns)
         cfg = TrainConfig(**values)
         cfg.validate()
     except (ConfigError, TypeError) as e:
         parser.error(str(e))
+    cfg.given = frozenset(values)
     return cfg

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'default_cache_dir', 'write_synthetic_dataset',
+__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'check_arrays', 'default_cache_dir', 'write_synthetic_dataset',
            'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
@@ -167,9 +168,45 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
                 os.replace(tmp, path)  # atomic: a killed run never leaves a torn cache file
         except OSError:
             pass  # a read-only cache is not fatal, we decoded already
+    check_arrays(images, labels, len(class_names), f'{dataset}:{split}')
     imgs = _to_nchw(images)
     source = f'{dataset}:{split} [{image_column}, {label_column}] fingerprint {ds._fingerprint}'
     return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, what: str) -> None:
+    """Refuse images and labels that would give a silently wrong number.
+
+    Args:
+        images: ``(N, H, W, C)`` pixels; must be uint8 in [0, 255] (the models divide by 255 themselves).
+        labels: ``(N,)`` integer class indices in ``[0, num_classes)``.
+        num_classes: Number of classes the data set declares.
+        what: The data set's name for the messages.
+
+    Raises:
+        DataError: Wrong dtype, shape, range, or label count; the message says how to fix it.
+    """
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        shape = getattr(images, 'shape', None)
+        raise DataError(f'{what}: images must be an array of shape (N, H, W, 1 or 3), got shape {shape}; store '
+                        f'them channels-last.')
+    if images.dtype != np.uint8:
+        lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+        hint = ('they look like floats in [0, 1]: store np.round(images * 255).astype(np.uint8)' if hi <= 1.0
+                else 'store them as uint8 pixels in [0, 255]')
+        raise DataError(f'{what}: images are {images.dtype} with values in [{lo:g}, {hi:g}], but uint8 pixels in '
+                        f'[0, 255] are expected (the model divides by 255); {hint}.')
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f'{what}: labels must be a 1-D array with one label per image ({len(images)} images, labels '
+                        f'of shape {getattr(labels, "shape", None)}).')
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f'{what}: labels are {labels.dtype}, but integer class indices are expected; store '
+                        f'labels.astype(np.int64) if they are whole numbers.')
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = int(((labels < 0) | (labels >= num_classes)).sum())
+        raise DataError(f'{what}: {bad} labels lie outside [0, {num_classes - 1}] (min {int(labels.min())}, max '
+                        f'{int(labels.max())}) for its {num_classes} classes; drop or fix those rows (unlabelled rows '
+                        f'marked -1 cannot be trained on or evaluated).')
 
 
 def _to_nchw(images: np.ndarray) -> torch.Tensor:
@@ -182,11 +219,30 @@ def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
     if not path.is_file():
         raise DataError(f'sample file {str(path)!r} does not exist; bundled samples: {", ".join(BUNDLED_SAMPLES)}, '
                         f'or write one with `python -m timm_mmc.data sample`.')
-    with np.load(path, allow_pickle=False) as f:
-        images, labels = f['images'], f['labels'].astype(np.int64)
-        class_names = [str(c) for c in f['class_names']]
-        sample_split, sha = str(f['split']), str(f['sha256'])
-        origin = str(f['source'])
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ('images', 'labels') if k not in f.files]
+            if missing:
+                raise DataError(f'{str(path)!r} has no {" or ".join(missing)} array (it holds {sorted(f.files)}); '
+                                f'an .npz data set needs images (N, H, W, C) uint8 and labels (N,) int, and may add '
+                                f'class_names, split, source and sha256 (`python -m timm_mmc.data sample` writes all).')
+            images, labels = f['images'], f['labels']
+            if 'class_names' in f.files:
+                class_names = [str(c) for c in f['class_names']]
+            else:
+                n_cls = int(labels.max()) + 1 if labels.size and np.issubdtype(labels.dtype, np.integer) else 0
+                class_names = [str(i) for i in range(n_cls)]
+            sample_split = str(f['split']) if 'split' in f.files else split
+            sha = str(f['sha256']) if 'sha256' in f.files else hashlib.sha256(
+                images.tobytes() + labels.tobytes()).hexdigest()
+            origin = str(f['source']) if 'source' in f.files else 'an .npz without provenance'
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f'{str(path)!r} is not a readable .npz ({type(e).__name__}: {e}); write one with '
+                        f'`python -m timm_mmc.data sample`.') from e
+    check_arrays(images, labels, len(class_names), str(path))
+    labels = labels.astype(np.int64)
     if split != sample_split:
         raise DataError(f'{dataset} holds only the {sample_split!r} split (asked for {split!r}); pass --split '
                         f'{sample_split}.')

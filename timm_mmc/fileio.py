@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Dict
 
-__all__ = ['atomic_write_bytes', 'atomic_write_text', 'current_umask']
+__all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_write_set', 'current_umask']
 
 
 def current_umask() -> int:
@@ -45,3 +46,36 @@ def atomic_write_bytes(path: os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_write_set(files: Dict[Path, bytes]) -> None:
+    """Write several files so that they appear together or not at all (as far as a file system allows).
+
+    Every file is first written in full to a temporary file beside its target; only when all of them are on disk
+    are they renamed into place. A failure before the renames leaves nothing new; a failure during them removes the
+    files this call had already put in place (files that were there before are not restored).
+    """
+    tmps: Dict[Path, str] = {}
+    placed = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+            tmps[path] = tmp
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())
+        for path, tmp in tmps.items():
+            existed = path.exists()
+            os.replace(tmp, path)
+            if not existed:
+                placed.append(path)
+    except BaseException:
+        for tmp in tmps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise

@@ -51,7 +51,11 @@ def load_state_dict_safe(path: os.PathLike) -> Dict[str, torch.Tensor]:
         raise ModelLoadError(f'checkpoint {str(path)!r} does not exist.')
     if path.suffix == '.safetensors':
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError, OSError: truncated, not safetensors at all, unreadable
+            raise ModelLoadError(f'{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e}); it may '
+                                 f'be truncated or of another format: download or export it again.') from e
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
@@ -100,10 +104,18 @@ def _unwrap_training_state(state: Dict[str, torch.Tensor], own: Dict[str, Any]) 
 def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
     """The timm ``config.json`` beside a checkpoint file, if there is one."""
     cfg = Path(checkpoint).parent / 'config.json'
-    if cfg.is_file():
+    if not cfg.is_file():
+        return None
+    try:
         with open(cfg) as f:
-            return json.load(f)
-    return None
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f'{str(cfg)!r} beside the checkpoint is not readable JSON ({type(e).__name__}: {e}); fix '
+                             f'or remove it (it supplies the model arguments).') from e
+    if not isinstance(data, dict) or not isinstance(data.get('model_args', {}), dict):
+        raise ModelLoadError(f'{str(cfg)!r} beside the checkpoint is not a timm config (a JSON object whose '
+                             f'model_args is an object); fix or remove it.')
+    return data
 
 
 def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: bool = False,
@@ -154,7 +166,11 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
         args.setdefault('num_classes', cfg.get('num_classes'))
         args = {k: v for k, v in args.items() if v is not None}
     args.update(kwargs)
-    model = timm.create_model(spec, pretrained=False, **args)
+    try:
+        model = timm.create_model(spec, pretrained=False, **args)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f'cannot build {spec!r} with the model_args of {str(checkpoint.parent / "config.json")!r} '
+                             f'({type(e).__name__}: {e}); fix model_args there or remove the file.') from e
     state = _unwrap_training_state(state, model.state_dict())
     check_state_dict_fits(model, state, checkpoint, spec)
     model.load_state_dict(state)

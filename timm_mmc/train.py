@@ -16,11 +16,9 @@ Design:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
-import shutil
 import signal
 import sys
 import time
@@ -31,8 +29,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
-import yaml
 
 if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/train.py): import the installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,16 +38,15 @@ import timm  # noqa: E402
 import timm_mmc  # noqa: E402,F401  registers the models
 from timm_mmc.attacks import PGD, FGSMRandomStart  # noqa: E402
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
-from timm_mmc.data import DataError, ImageSplit, augment_batch, load_split  # noqa: E402
+from timm_mmc.data import DataError, augment_batch, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
+from timm_mmc.runfolder import RunError, RunFolder, TrainerState, resolve_resume  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
 
-EMA_FILE = 'ema.safetensors'  # the weight average inside a checkpoint folder
-RUN_FILES = ('args.yaml', 'metrics.jsonl', 'summary.json', 'model.safetensors', 'config.json', 'checkpoints')
 
 
 class TrainError(ValueError):
@@ -139,22 +134,20 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Trainer:
     """One training run. ``Trainer(cfg).fit()``; the pieces are public for benchmarks and tests."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, resume_changes: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
         from accelerate import Accelerator
         self.cfg = cfg
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.resume_changes = resume_changes or {}
+        # --precision is the one precision setting: accelerate's own (ACCELERATE_MIXED_PRECISION, `accelerate launch
+        # --mixed_precision`) would autocast the forward pass behind our back, so it is switched off here
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='no')
+        env_mp = os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')
+        if env_mp not in ('no', {'bf16': 'bf16', 'fp32': 'no'}[cfg.precision]):
+            self.accelerator.print(f'note: accelerate asked for mixed precision {env_mp!r}; this run uses --precision '
+                                   f'{cfg.precision} as its args.yaml records (set --precision to change it).')
         acc = self.accelerator
         self.device = acc.device
         self.world = acc.num_processes
@@ -163,8 +156,12 @@ class Trainer:
             raise TrainError(f'--batch-size {cfg.batch_size} must divide evenly over {self.world} processes.')
         if self.device.type == 'cpu':
             torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // self.world))
-        self.out = Path(cfg.output)
-        self._check_output()
+        self.run = RunFolder(cfg.output)
+        self.out = self.run.path
+        try:
+            self.run.check_usable(cfg.resume, cfg.overwrite)
+        except RunError as e:
+            raise TrainError(str(e)) from e
         name = cfg.model.split('.', 1)[0]
         if not timm.is_model(name):
             raise TrainError(f'unknown model {cfg.model!r}; list them with timm.list_models("*_mmc") '
@@ -218,7 +215,6 @@ class Trainer:
         self.steps_per_epoch = len(self.train_set) // cfg.batch_size
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps_per_epoch))
         self.net, self.optimizer = self.accelerator.prepare(self.net, optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
         self.model = self.accelerator.unwrap_model(self.net).model
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
         self._step_net = torch.compile(self.net) if cfg.compile else self.net
@@ -230,23 +226,6 @@ class Trainer:
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
 
     # -- set-up -------------------------------------------------------------------------------------------------
-    def _check_output(self) -> None:
-        cfg, out = self.cfg, self.out
-        if out.exists() and not out.is_dir():
-            raise TrainError(f'--output {str(out)!r} is a file; name a folder.')
-        holds_run = out.is_dir() and any((out / f).exists() for f in RUN_FILES)
-        if holds_run and not (cfg.resume or cfg.overwrite):
-            raise TrainError(f'--output {str(out)!r} already holds a run; pass --resume to continue it, '
-                             f'--overwrite to replace it, or choose another folder.')
-        if holds_run and cfg.resume and (out / 'args.yaml').is_file():
-            with open(out / 'args.yaml') as f:
-                old = yaml.safe_load(f) or {}
-            for key in ('model', 'dataset', 'loss', 'feature_dim', 'center_norm', 'batch_size', 'epochs', 'adv'):
-                if key in old and getattr(cfg, key) is not None and old[key] != getattr(cfg, key):
-                    raise TrainError(f'cannot resume {str(out)!r}: it was trained with {key}={old[key]!r}, this '
-                                     f'command asks for {key}={getattr(cfg, key)!r}. Use the same options, or '
-                                     f'--overwrite to start over.')
-
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
         x = self.train_set.images
@@ -365,69 +344,41 @@ class Trainer:
         return float(total[0] / total[1])
 
     # -- checkpoints --------------------------------------------------------------------------------------------
-    @property
-    def ckpt_root(self) -> Path:
-        return self.out / 'checkpoints'
-
     def save_checkpoint(self) -> None:
-        """Atomically write a complete checkpoint; ``latest`` then names it. Old ones beyond the keep count go."""
+        """Write a complete checkpoint (safetensors + JSON, atomically); ``latest`` then names it."""
         acc = self.accelerator
-        name = f'step_{self.global_step:08d}'
-        tmp = self.ckpt_root / f'.tmp_{name}'
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=True)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if self.ema is not None:
-                from safetensors.torch import save_file
-                save_file({k: v.contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp / EMA_FILE))
-            _fault('save', self.global_step)
-            state = dict(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-                         history=self.history, sums=self.sums, model=self.cfg.model,
-                         num_classes=self.num_classes)
-            _atomic_write(tmp / 'trainer_state.json', json.dumps(state))
-            final = self.ckpt_root / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            _atomic_write(self.ckpt_root / 'latest', name)
-            done = sorted(p for p in self.ckpt_root.glob('step_*') if (p / 'trainer_state.json').is_file())
-            for old in done[:-self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            state = TrainerState(epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                                 history=self.history, sums=self.sums, model=self.cfg.model,
+                                 num_classes=self.num_classes)
+            self.run.save_checkpoint(
+                state, acc.unwrap_model(self.net).state_dict(), self.optimizer.state_dict(),
+                self.scheduler.state_dict(), self.ema.module.state_dict() if self.ema is not None else None,
+                self.cfg.keep_checkpoints, before_rename=lambda: _fault('save', self.global_step))
         acc.wait_for_everyone()
 
-    def _latest_checkpoint(self) -> Optional[Path]:
-        latest = self.ckpt_root / 'latest'
-        if latest.is_file():
-            cand = self.ckpt_root / latest.read_text().strip()
-            if (cand / 'trainer_state.json').is_file():
-                return cand
-        done = sorted(p for p in self.ckpt_root.glob('step_*') if (p / 'trainer_state.json').is_file())
-        return done[-1] if done else None
-
-    def load_checkpoint(self) -> bool:
-        ckpt = self._latest_checkpoint()
-        if ckpt is None:
-            return False
-        state = json.loads((ckpt / 'trainer_state.json').read_text())
-        if state.get('model') != self.cfg.model or state.get('num_classes') != self.num_classes:
-            raise TrainError(f'checkpoint {str(ckpt)!r} is from {state.get("model")!r} with '
-                             f'{state.get("num_classes")} classes, not {self.cfg.model!r} with {self.num_classes}; '
-                             f'use --overwrite to start over.')
+    def load_checkpoint(self) -> str:
+        """Continue from the newest readable checkpoint; returns its folder name."""
         try:
-            self.accelerator.load_state(str(ckpt))
-        except Exception as e:
-            raise TrainError(f'checkpoint {str(ckpt)!r} does not fit this model: {type(e).__name__}: {e}') from e
-        if self.ema is not None:
-            if not (ckpt / EMA_FILE).is_file():
-                raise TrainError(f'checkpoint {str(ckpt)!r} has no weight average ({EMA_FILE}): it was trained without '
-                                 f'--ema-decay; resume with the same options or --overwrite to start over.')
-            self.ema.module.load_state_dict(load_state_dict_safe(ckpt / EMA_FILE))
-        self.epoch, self.step_in_epoch = state['epoch'], state['step_in_epoch']
-        self.global_step, self.history, self.sums = state['global_step'], state['history'], state['sums']
-        return True
+            ckpt = self.run.load_latest(with_ema=self.ema is not None, log=self.log)
+        except RunError as e:
+            raise TrainError(str(e)) from e
+        st = ckpt.state
+        if st.model != self.cfg.model or st.num_classes != self.num_classes:
+            raise TrainError(f'checkpoint {str(ckpt.path)!r} is from {st.model!r} with {st.num_classes} classes, not '
+                             f'{self.cfg.model!r} with {self.num_classes}; use --overwrite to start over.')
+        try:
+            self.accelerator.unwrap_model(self.net).load_state_dict(ckpt.model)
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            if self.ema is not None:
+                self.ema.module.load_state_dict(ckpt.ema)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise TrainError(f'checkpoint {str(ckpt.path)!r} does not fit this model: {type(e).__name__}: {e}') from e
+        self.scheduler.load_state_dict(dict(ckpt.scheduler, lr_lambdas=[None] * len(self.optimizer.param_groups)))
+        self.epoch, self.step_in_epoch, self.global_step = st.epoch, st.step_in_epoch, st.global_step
+        self.history, self.sums = st.history, st.sums
+        return ckpt.path.name
 
     # -- the run ----------------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -435,29 +386,30 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         if self.accelerator.is_main_process:
-            _atomic_write(self.out / 'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in self.history))
+            self.run.write_metrics(self.history)
 
     def _prepare_output(self) -> None:
+        """A new run writes ``args.yaml``; a resumed one records what it changed in ``resumes.jsonl``."""
         acc = self.accelerator
         if acc.is_main_process:
-            if self.cfg.overwrite and self.out.is_dir():
-                for f in RUN_FILES:
-                    p = self.out / f
-                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            self.out.mkdir(parents=True, exist_ok=True)
             resolved = dict(self.cfg.to_dict(), loss=self.loss_name, adv_loss=self.adv_loss,
                             adv_targeted=self.adv_targeted, num_classes=self.num_classes,
                             train_source=self.train_set.source, test_source=self.test_set.source,
                             world_size=self.world)
-            _atomic_write(self.out / 'args.yaml', yaml.safe_dump(resolved, sort_keys=False))
+            self.run.prepare(self.cfg.overwrite, resolved)
         acc.wait_for_everyone()
 
     def fit(self) -> Dict[str, Any]:
         cfg, acc = self.cfg, self.accelerator
-        resumed = cfg.resume and self.load_checkpoint()
-        self._prepare_output()
-        if resumed:
-            self.log(f'resumed from step {self.global_step} (epoch {self.epoch + 1}, step {self.step_in_epoch})')
+        if cfg.resume:
+            name = self.load_checkpoint()
+            if acc.is_main_process:
+                self.run.record_resume(self.global_step, self.resume_changes, name)
+            changed = ', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in self.resume_changes.items())
+            self.log(f'resumed from {name}: step {self.global_step} (epoch {self.epoch + 1}, step '
+                     f'{self.step_in_epoch}){"; changed: " + changed if changed else ""}')
+        else:
+            self._prepare_output()
         hw = f'{cpu_name()}, {torch.get_num_threads()} threads x {self.world} proc'
         if self.device.type == 'cuda':
             hw = f'{torch.cuda.get_device_name()} x {self.world}'
@@ -517,7 +469,7 @@ class Trainer:
             if not math.isfinite(rec['train_loss']):
                 raise TrainError(f'the training loss became non-finite ({rec["train_loss"]}) in epoch {epoch + 1}: '
                                  f'nothing was exported. Lower --lr, set --grad-clip, or check the data; the last '
-                                 f'finite checkpoint is in {str(self.ckpt_root)!r}.')
+                                 f'finite checkpoint is in {str(self.run.ckpt_root)!r}.')
             self.history.append(rec)
             robust = f', robust {rec["robust_acc"]:.4f}' if rec['robust_acc'] is not None else ''
             if rec['test_acc_ema'] is not None:
@@ -554,19 +506,11 @@ class Trainer:
                                      python=platform.python_version()),
                        dataset=self.train_set.source)
         if acc.is_main_process:
-            from timm.models import save_for_hf
             model = (self.ema.module if use_ema else self.model).to(memory_format=torch.contiguous_format)
             for m in model.modules():
                 if type(m) is GlobalBatchNorm2d:
                     m.__class__ = nn.BatchNorm2d
-            tmp = self.out / '.export_tmp'
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_for_hf(model, tmp, model_args=model.model_args(), safe_serialization=True,
-                        model_config=dict(label_names=list(self.train_set.class_names)))
-            for f in ('model.safetensors', 'config.json'):
-                os.replace(tmp / f, self.out / f)
-            shutil.rmtree(tmp, ignore_errors=True)
-            _atomic_write(self.out / 'summary.json', json.dumps(summary, indent=2))
+            self.run.export(model, model.model_args(), self.train_set.class_names, summary)
             self.log(f'done: weights in {self.out / "model.safetensors"}')
             self.log(claim_line(summary, len(self.test_set)))
         acc.wait_for_everyone()
@@ -587,8 +531,12 @@ def claim_line(summary: Dict[str, Any], n_test: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(argv)
     try:
-        Trainer(cfg).fit()
-    except (TrainError, ConfigError, DataError, ModelLoadError) as e:
+        changes: Dict[str, Tuple[Any, Any]] = {}
+        if cfg.resume:
+            RunFolder(cfg.output).check_usable(resume=True, overwrite=cfg.overwrite)
+            cfg, changes = resolve_resume(cfg, set(getattr(cfg, 'given', ())))
+        Trainer(cfg, changes).fit()
+    except (TrainError, ConfigError, DataError, ModelLoadError, RunError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

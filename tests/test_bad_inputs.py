@@ -1,0 +1,218 @@
+"""Bad input, one row each, for every command: a non-zero exit, a message that names the problem, nothing written.
+
+To add a case, add a row to TRAIN, EVAL or HUB: an id, the arguments (``{data}``: a tiny image data set, ``{tmp}``:
+this test's folder, ``{weights}``: weights of a tiny model with its config.json, ``{report}``: an evaluation report
+of those weights), the words the message must contain, and optionally a setup function that plants files in
+``{tmp}`` first. The test runs the command in-process and checks that ``{tmp}/out`` was not created.
+"""
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import eval.robustness as robustness
+from timm_mmc import hub
+from timm_mmc import train
+from timm_mmc.data import write_synthetic_dataset
+
+
+@dataclass
+class Case:
+    id: str
+    argv: List[str]
+    needles: Sequence[str]
+    setup: Optional[Callable[[Path], None]] = None
+    extra: List[str] = field(default_factory=list)
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    def f(tmp: Path) -> None:
+        (tmp / name).write_text(text)
+    return f
+
+
+def _npz(images: np.ndarray, labels: np.ndarray, **more) -> Callable[[Path], None]:
+    def f(tmp: Path) -> None:
+        np.savez(tmp / 'bad.npz', images=images, labels=labels, **more)
+    return f
+
+
+def _weights_copy(mutate: Callable[[Path], None]) -> Callable[[Path], None]:
+    """A copy of the tiny model's folder in {tmp}/w, then ``mutate`` it."""
+    def f(tmp: Path) -> None:
+        import shutil
+        shutil.copytree(WEIGHTS_DIR, tmp / 'w')
+        mutate(tmp / 'w')
+    return f
+
+
+def _truncate(folder: Path) -> None:
+    p = folder / 'model.safetensors'
+    p.write_bytes(p.read_bytes()[:200])
+
+
+def _pickle_weights(folder: Path) -> None:
+    (folder / 'model.safetensors').write_bytes(pickle.dumps({'a': 1}))
+
+
+def _bad_config(text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / 'config.json').write_text(text)
+
+
+def _file(name: str) -> Callable[[Path], None]:
+    return _write(name, 'not a folder')
+
+
+def _existing_report(tmp: Path) -> None:
+    (tmp / 'res').mkdir()
+    (tmp / 'res' / 'r.json').write_text('{}')
+
+
+U8 = np.zeros((8, 32, 32, 3), np.uint8)
+NAMES = np.array(['a', 'b', 'c', 'd'])
+WEIGHTS_DIR: Path  # set by the fixture below
+# no --epochs / --batch-size here, so that the YAML rows can set them (flags override YAML); batch 128 is one step
+TRAIN_BASE = ['--model', 'resnet20_mmc', '--dataset', '{data}', '--output', '{tmp}/out', '--feature-dim', '16',
+              '--robust-every', '0', '--no-progress', '--threads', '1']
+
+TRAIN = [
+    Case('unknown-model', ['--model', 'resnet33_mmc'], ['unknown model']),
+    Case('missing-dataset', ['--dataset', '{tmp}/nope'], ['does not exist']),
+    Case('epochs-zero', ['--epochs', '0'], ['--epochs']),
+    Case('lr-inf', ['--lr', 'inf'], ['--lr', 'finite']),
+    Case('lr-nan', ['--lr', 'nan'], ['--lr', 'finite']),
+    Case('cutout-negative', ['--cutout', '-1'], ['--cutout']),
+    Case('ema-decay-one', ['--ema-decay', '1'], ['--ema-decay']),
+    Case('schedule-choice', ['--schedule', 'linear'], ['schedule', 'onecycle']),
+    Case('yaml-epochs-float', ['-c', '{tmp}/c.yaml'], ['epochs', 'integer', '1.5'], _write('c.yaml', 'epochs: 1.5\n')),
+    Case('yaml-batch-float', ['-c', '{tmp}/c.yaml'], ['batch_size', 'integer'], _write('c.yaml', 'batch_size: 64.0\n')),
+    Case('yaml-bool-as-string', ['-c', '{tmp}/c.yaml'], ['nesterov', 'true or false'],
+         _write('c.yaml', 'nesterov: "yes"\n')),
+    Case('yaml-malformed', ['-c', '{tmp}/c.yaml'], ['not valid YAML', 'c.yaml'], _write('c.yaml', 'epochs: [1,\n')),
+    Case('yaml-not-mapping', ['-c', '{tmp}/c.yaml'], ['mapping'], _write('c.yaml', '- 1\n- 2\n')),
+    Case('yaml-unknown-key', ['-c', '{tmp}/c.yaml'], ['unknown options', 'epochz'], _write('c.yaml', 'epochz: 3\n')),
+    Case('recipe-unknown', ['-c', 'resnet99_mmc'], ['recipes', 'resnet32_mmc']),
+    Case('resume-nothing', ['--resume'], ['no complete checkpoint', '--resume']),
+    Case('resume-and-overwrite', ['--resume', '--overwrite'], ['contradict']),
+    Case('output-is-file', ['--output', '{tmp}/f'], ['is a file'], _file('f')),
+    Case('output-under-file', ['--output', '{tmp}/f/run'], ['cannot be written'], _file('f')),
+    Case('feature-dim-too-small', ['--feature-dim', '1'], ['too small', 'feature_dim']),
+    Case('npz-float-images', ['--dataset', '{tmp}/bad.npz'], ['uint8', '255'],
+         _npz(np.random.rand(8, 32, 32, 3).astype(np.float32), np.arange(8) % 4, class_names=NAMES)),
+    Case('npz-negative-labels', ['--dataset', '{tmp}/bad.npz'], ['outside', '-1'],
+         _npz(U8, np.arange(8) % 4 - 1, class_names=NAMES)),
+    Case('npz-missing-keys', ['--dataset', '{tmp}/bad.npz'], ['no labels'],
+         lambda tmp: np.savez(tmp / 'bad.npz', images=U8)),
+    Case('npz-not-npz', ['--dataset', '{tmp}/bad.npz'], ['not a readable .npz'], _write('bad.npz', 'hello')),
+    Case('init-from-truncated', ['--init-from', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
+         _weights_copy(_truncate)),
+    Case('init-from-pickle', ['--init-from', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
+         _weights_copy(_pickle_weights)),
+    Case('init-from-bad-config', ['--init-from', '{tmp}/w/model.safetensors'], ['not readable JSON'],
+         _weights_copy(_bad_config('{"architecture": '))),
+]
+
+EVAL_BASE = ['--model', 'resnet20_mmc', '--checkpoint', '{weights}', '--dataset', '{data}', '--n-examples', '8',
+             '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1', '--eps', '8/255', '--out', '{tmp}/out',
+             '--no-progress', '--threads', '1']
+
+EVAL = [
+    Case('out-is-file', ['--out', '{tmp}/f'], ['is a file'], _file('f')),
+    Case('out-under-file', ['--out', '{tmp}/f/res'], ['cannot be written'], _file('f')),
+    Case('name-with-folder', ['--name', '../x'], ['plain file name']),
+    Case('name-dotdot', ['--name', '..'], ['plain file name']),
+    Case('existing-report', ['--out', '{tmp}/res', '--name', 'r'], ['already exists', '--overwrite'],
+         _existing_report),
+    Case('bad-out-before-bad-checkpoint', ['--out', '{tmp}/f', '--checkpoint', '{tmp}/none.safetensors'],
+         ['is a file'], _file('f')),  # output checks come before any loading
+    Case('checkpoint-missing', ['--checkpoint', '{tmp}/none.safetensors'], ['does not exist']),
+    Case('checkpoint-truncated', ['--checkpoint', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
+         _weights_copy(_truncate)),
+    Case('checkpoint-pickle', ['--checkpoint', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
+         _weights_copy(_pickle_weights)),
+    Case('config-corrupt', ['--checkpoint', '{tmp}/w/model.safetensors'], ['not readable JSON'],
+         _weights_copy(_bad_config('{oops'))),
+    Case('config-bad-model-args', ['--checkpoint', '{tmp}/w/model.safetensors'], ['model_args'],
+         _weights_copy(_bad_config(json.dumps(dict(architecture='resnet20_mmc', num_classes=4,
+                                                   model_args=dict(feature_dim='wide')))))),
+    Case('npz-float-images', ['--dataset', '{tmp}/bad.npz'], ['uint8'],
+         _npz(np.random.rand(8, 32, 32, 3).astype(np.float32), np.arange(8) % 4, class_names=NAMES, split='test')),
+    Case('npz-labels-out-of-range', ['--dataset', '{tmp}/bad.npz'], ['outside'],
+         _npz(U8, np.arange(8) % 4 + 1, class_names=NAMES, split='test')),
+    Case('unknown-model', ['--model', 'resnet33_mmc'], ['unknown model']),
+]
+
+HUB = [
+    Case('export-run-missing', ['export', '--run', '{tmp}/none', '--eval', '{report}', '--out', '{tmp}/out'],
+         ['not a folder']),
+    Case('export-eval-missing', ['export', '--run', '{weights_dir}', '--eval', '{tmp}/none.json', '--out',
+                                 '{tmp}/out'], ['none.json']),
+    Case('export-eval-not-json', ['export', '--run', '{weights_dir}', '--eval', '{tmp}/r.json', '--out', '{tmp}/out'],
+         ['r.json'], _write('r.json', '{not json')),
+    Case('card-not-a-release', ['card', '{tmp}'], ['not a release folder']),
+    Case('push-not-a-release', ['push', '{tmp}', '--repo-id', 'me/x', '--dry-run'], ['model.safetensors', 'missing']),
+]
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    global WEIGHTS_DIR
+    root = tmp_path_factory.mktemp('bad_inputs')
+    data = write_synthetic_dataset(root / 'ds')
+    from timm.models import save_for_hf
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_mmc', num_classes=4, feature_dim=16)
+    WEIGHTS_DIR = root / 'weights'
+    save_for_hf(model, WEIGHTS_DIR, model_args=model.model_args(), safe_serialization=True)
+    return dict(data=str(data), weights=str(WEIGHTS_DIR / 'model.safetensors'), weights_dir=str(WEIGHTS_DIR),
+                report=str(root / 'report.json'))
+
+
+def _fill(args: Sequence[str], values) -> List[str]:
+    return [a.format(**values) for a in args]
+
+
+def _call(fn, argv) -> int:
+    try:
+        return fn(argv)
+    except SystemExit as e:  # argparse
+        return e.code
+
+
+def _check(case: Case, fn, base: Sequence[str], env, tmp_path, capsys) -> None:
+    values = dict(env, tmp=str(tmp_path))
+    if case.setup:
+        case.setup(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob('*'))
+    code = _call(fn, _fill([*base, *case.argv], values))
+    err = capsys.readouterr().err
+    assert code not in (0, None), err
+    for needle in case.needles:
+        assert needle in err, (needle, err)
+    assert 'Traceback' not in err
+    assert sorted(str(p) for p in tmp_path.rglob('*')) == before  # nothing written, not even an empty folder
+
+
+@pytest.mark.parametrize('case', TRAIN, ids=[c.id for c in TRAIN])
+def test_train_bad_input(case, env, tmp_path, capsys):
+    _check(case, train.main, TRAIN_BASE, env, tmp_path, capsys)
+
+
+@pytest.mark.parametrize('case', EVAL, ids=[c.id for c in EVAL])
+def test_eval_bad_input(case, env, tmp_path, capsys):
+    _check(case, robustness.main, EVAL_BASE, env, tmp_path, capsys)
+
+
+@pytest.mark.parametrize('case', HUB, ids=[c.id for c in HUB])
+def test_hub_bad_input(case, env, tmp_path, capsys):
+    _check(case, hub.main, [], env, tmp_path, capsys)
+
+
+def test_the_table_is_large_enough():
+    assert len(TRAIN) + len(EVAL) + len(HUB) >= 30

@@ -1,0 +1,270 @@
+"""The run folder: the one module that writes and reads what a training run leaves on disk.
+
+    runs/NAME/
+        args.yaml         the resolved options the run started with; never rewritten by a resume
+        resumes.jsonl     one record per resume: the step it continued from and the options it changed
+        metrics.jsonl     one record per epoch
+        checkpoints/
+            step_00001170/    a complete checkpoint (written to .tmp_step_... and renamed into place):
+                model.safetensors      the model and the loss's parameters
+                optimizer.safetensors  the optimizer's tensors (momentum buffers)
+                state.json             optimizer hyper-parameters, scheduler, counters, history
+                ema.safetensors        the weight average, when the run keeps one
+            latest                 names the newest complete checkpoint
+        model.safetensors, config.json   timm's ``save_for_hf`` export of the final weights
+        summary.json      the run's result (the release tooling reads it)
+
+Nothing here is read with pickle: tensors come from safetensors, everything else from JSON or YAML (``safe_load``),
+so a file planted in a run folder cannot run code when the run is resumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import torch
+import yaml
+
+from .config import ConfigError, TrainConfig
+from .fileio import atomic_write_text
+
+__all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RESUME_MUTABLE', 'resolve_resume']
+
+# options a resumed run may change: they do not change what is computed, only how it is run and recorded
+RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
+                            'overwrite', 'output'})
+_EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
+RUN_FILES = ('args.yaml', 'resumes.jsonl', 'metrics.jsonl', 'checkpoints') + _EXPORT_FILES
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked; the message says how to fix it."""
+
+
+@dataclass
+class TrainerState:
+    """The counters and records a checkpoint carries besides tensors (JSON)."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    sums: Dict[str, float] = field(default_factory=lambda: dict(loss=0.0, correct=0.0, seen=0.0, time=0.0))
+    model: str = ''
+    num_classes: int = 0
+
+
+@dataclass
+class Checkpoint:
+    """What one checkpoint holds, as read back."""
+    path: Path
+    state: TrainerState
+    model: Dict[str, torch.Tensor]
+    optimizer: Dict[str, Any]  # a torch optimizer state_dict
+    scheduler: Dict[str, Any]  # a torch lr_scheduler state_dict without its lr functions
+    ema: Optional[Dict[str, torch.Tensor]]
+
+
+def _flatten_optimizer(sd: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Split an optimizer state_dict into safetensors-ready tensors and JSON-ready values."""
+    tensors, scalars = {}, {}
+    for pid, st in sd['state'].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f'{pid}.{k}'] = v.detach().contiguous().cpu()
+            else:
+                scalars[f'{pid}.{k}'] = v
+    return tensors, dict(param_groups=sd['param_groups'], scalars=scalars)
+
+
+def _unflatten_optimizer(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Dict[str, Any]:
+    state: Dict[int, Dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta['scalars'].items()):
+        pid, name = key.split('.', 1)
+        state.setdefault(int(pid), {})[name] = v
+    return dict(state=state, param_groups=meta['param_groups'])
+
+
+class RunFolder:
+    """One training run's folder (see the module docstring for the layout)."""
+
+    def __init__(self, path: os.PathLike) -> None:
+        self.path = Path(path)
+        self.ckpt_root = self.path / 'checkpoints'
+
+    # -- before any work ------------------------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        return self.path.is_dir() and any((self.path / f).exists() for f in RUN_FILES)
+
+    def check_usable(self, resume: bool, overwrite: bool) -> None:
+        """Refuse a folder that is a file, unwritable, or holds a run that neither --resume nor --overwrite names."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise RunError(f'--output {str(out)!r} is a file; name a folder.')
+        if resume and overwrite:
+            raise RunError('--resume and --overwrite contradict each other; pass one.')
+        if self.holds_run() and not (resume or overwrite):
+            raise RunError(f'--output {str(out)!r} already holds a run; pass --resume to continue it, '
+                           f'--overwrite to replace it, or choose another folder.')
+        if resume and not self.complete_checkpoints():
+            raise RunError(f'--resume: {str(out)!r} holds no complete checkpoint to continue from; drop --resume to '
+                           f'start a new run there.')
+        probe = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path('.'))
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise RunError(f'--output {str(out)!r} cannot be written ({str(probe)!r} is not writable); choose a folder '
+                           f'you can write to.')
+
+    def read_args(self) -> Dict[str, Any]:
+        try:
+            with open(self.path / 'args.yaml') as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError) as e:
+            raise RunError(f'cannot read {str(self.path / "args.yaml")!r} ({type(e).__name__}: {e}); the run cannot be '
+                           f'resumed, start over with --overwrite.') from e
+        if not isinstance(data, dict):
+            raise RunError(f'{str(self.path / "args.yaml")!r} is not a mapping; start over with --overwrite.')
+        return data
+
+    def prepare(self, overwrite: bool, resolved: Dict[str, Any]) -> None:
+        """A new run: clear the run files when overwriting, then write ``args.yaml``."""
+        if overwrite and self.path.is_dir():
+            for f in RUN_FILES:
+                p = self.path / f
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / 'args.yaml', yaml.safe_dump(resolved, sort_keys=False))
+
+    def record_resume(self, step: int, changed: Dict[str, Tuple[Any, Any]], checkpoint: str) -> None:
+        rec = dict(resumed_at_step=step, checkpoint=checkpoint,
+                   changed={k: dict(was=a, now=b) for k, (a, b) in sorted(changed.items())})
+        old = (self.path / 'resumes.jsonl').read_text() if (self.path / 'resumes.jsonl').is_file() else ''
+        atomic_write_text(self.path / 'resumes.jsonl', old + json.dumps(rec) + '\n')
+
+    def write_metrics(self, history: List[Dict[str, Any]]) -> None:
+        atomic_write_text(self.path / 'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in history))
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def complete_checkpoints(self) -> List[Path]:
+        """Complete checkpoints, newest first (``latest`` first when it names a complete one)."""
+        done = sorted((p for p in self.ckpt_root.glob('step_*') if (p / 'state.json').is_file()), reverse=True)
+        latest = self.ckpt_root / 'latest'
+        if latest.is_file():
+            named = self.ckpt_root / latest.read_text().strip()
+            if named in done:
+                done.remove(named)
+                done.insert(0, named)
+        return done
+
+    def save_checkpoint(self, state: TrainerState, model: Dict[str, torch.Tensor], optimizer: Dict[str, Any],
+                        scheduler: Dict[str, Any], ema: Optional[Dict[str, torch.Tensor]], keep: int,
+                        before_rename: Optional[Callable[[], None]] = None) -> Path:
+        """Write a complete checkpoint atomically (temporary folder, then rename), then point ``latest`` at it."""
+        from safetensors.torch import save_file
+        name = f'step_{state.global_step:08d}'
+        tmp = self.ckpt_root / f'.tmp_{name}'
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.items()}, str(tmp / 'model.safetensors'))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+        save_file(opt_tensors, str(tmp / 'optimizer.safetensors'))
+        if ema is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / 'ema.safetensors'))
+        sched = {k: v for k, v in scheduler.items() if k != 'lr_lambdas'}
+        if before_rename is not None:
+            before_rename()
+        atomic_write_text(tmp / 'state.json', json.dumps(dict(trainer=dataclasses.asdict(state), optimizer=opt_meta,
+                                                              scheduler=sched)))
+        final = self.ckpt_root / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        atomic_write_text(self.ckpt_root / 'latest', name)
+        for old in sorted(self.complete_checkpoints())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def read_checkpoint(path: Path, with_ema: bool) -> Checkpoint:
+        """Read one checkpoint; any unreadable or missing part raises :class:`RunError`."""
+        from safetensors.torch import load_file
+        try:
+            meta = json.loads((path / 'state.json').read_text())
+            state = TrainerState(**meta['trainer'])
+            model = load_file(str(path / 'model.safetensors'))
+            optimizer = _unflatten_optimizer(load_file(str(path / 'optimizer.safetensors')), meta['optimizer'])
+            ema = load_file(str(path / 'ema.safetensors')) if with_ema else None
+            scheduler = dict(meta['scheduler'])
+        except FileNotFoundError as e:
+            raise RunError(f'checkpoint {str(path)!r} lacks {Path(e.filename).name} (written by an older timm_mmc '
+                           f'or without --ema-decay)') from e
+        except Exception as e:  # safetensors, JSON and key errors alike: the checkpoint is unusable
+            raise RunError(f'checkpoint {str(path)!r} is unreadable ({type(e).__name__}: {e})') from e
+        return Checkpoint(path, state, model, optimizer, scheduler, ema)
+
+    def load_latest(self, with_ema: bool, log: Callable[[str], None]) -> Checkpoint:
+        """The newest checkpoint that reads back whole, falling back to older ones and saying so."""
+        problems = []
+        for path in self.complete_checkpoints():
+            try:
+                ckpt = self.read_checkpoint(path, with_ema)
+            except RunError as e:
+                problems.append(str(e))
+                log(f'warning: {e}; falling back to the previous complete checkpoint.')
+                continue
+            return ckpt
+        raise RunError(f'no usable checkpoint in {str(self.ckpt_root)!r}: {"; ".join(problems) or "none written"}. '
+                       f'Start over with --overwrite.')
+
+    # -- the end ----------------------------------------------------------------------------------------------
+    def export(self, model: torch.nn.Module, model_args: Dict[str, Any], class_names: List[str],
+               summary: Dict[str, Any]) -> None:
+        """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``) and ``summary.json``, each atomically."""
+        from timm.models import save_for_hf
+        tmp = self.path / '.export_tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_for_hf(model, tmp, model_args=model_args, safe_serialization=True,
+                    model_config=dict(label_names=list(class_names)))
+        for f in ('model.safetensors', 'config.json'):
+            os.replace(tmp / f, self.path / f)
+        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_text(self.path / 'summary.json', json.dumps(summary, indent=2))
+
+
+def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict[str, Tuple[Any, Any]]]:
+    """The options of a resumed run: the run's own (``args.yaml``), with what this command changed on top.
+
+    Options the command left unset come from the run. Options it sets to another value are refused unless they are
+    in :data:`RESUME_MUTABLE` (they change how the run is carried on, not what it computes).
+
+    Returns:
+        The config to resume with, and ``{option: (was, now)}`` for the options this command changed.
+
+    Raises:
+        RunError: A changed option that would rewrite the run's history.
+    """
+    folder = RunFolder(cfg.output)
+    old = folder.read_args()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in old.items() if k in names}
+    changed, refused = {}, []
+    for key in sorted(given & names - {'resume', 'overwrite', 'output'}):
+        now = getattr(cfg, key)
+        if key in values and values[key] != now and not (key in ('loss', 'adv_targeted') and now is None):
+            (changed.__setitem__(key, (values[key], now)) if key in RESUME_MUTABLE else refused.append(key))
+        values[key] = now if key not in ('loss', 'adv_targeted') or now is not None else values.get(key)
+    if refused:
+        detail = ', '.join(f'{k}={old[k]!r} (asked: {getattr(cfg, k)!r})' for k in refused)
+        raise RunError(f'cannot resume {str(folder.path)!r} with other options: it was started with {detail}. '
+                       f'Leave them out (the run keeps its own), or start over with --overwrite. Only '
+                       f'{", ".join(sorted(RESUME_MUTABLE - {"resume", "overwrite", "output"}))} may change on a resume.')
+    values.update(resume=True, overwrite=False, output=cfg.output)
+    try:
+        merged = TrainConfig(**values)
+        merged.validate()
+    except (ConfigError, TypeError) as e:
+        raise RunError(f'{str(folder.path / "args.yaml")!r} no longer makes a valid config ({e}); start over with '
+                       f'--overwrite.') from e
+    return merged, changed
