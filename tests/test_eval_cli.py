@@ -237,3 +237,26 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     for a in rep.attacks.values():
         assert a.n == 11 and a.n_attacked == 11  # both shards' examples were attacked and gathered
     assert rep.worst_at(0.25 / 255).accuracy < 1.0
+
+
+def test_flip_tta_is_reported_beside_the_single_pass_figure(tiny, tmp_path, capsys):
+    import timm
+
+    from timm_mmc import report
+    from timm_mmc.data import load_split
+    out = tmp_path / 'res'
+    assert main(_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1', '--eps', '0.1/255',
+                      '--n-examples', '24', '--tta-flip', '--name', 'tta')) == 0
+    assert 'flip test-time augmentation' in capsys.readouterr().out
+    rep = report.load(out / 'tta.json')
+    model = timm.create_model('resnet20_mmc', pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(tiny['ckpt']))).eval()
+    data = load_split(str(tiny['data']), 'test')
+    x = data.float_images()
+    with torch.no_grad():
+        want = ((model(x) + model(x.flip(3))).argmax(1) == data.labels).double().mean().item()
+        single = (model(x).argmax(1) == data.labels).double().mean().item()
+    assert rep.clean_accuracy_flip_tta == pytest.approx(want) and rep.clean_accuracy == pytest.approx(single)
+    assert main(_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1', '--eps', '0.1/255',
+                      '--n-examples', '4', '--name', 'no_tta')) == 0
+    assert report.load(out / 'no_tta.json').clean_accuracy_flip_tta is None

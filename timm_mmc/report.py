@@ -182,7 +182,9 @@ class EvalReport:
             for linear ones; :data:`timm_mmc.heads.HEADS`).
         indices: Indices of the evaluated examples in the split, in evaluation order.
         options: Every suite option.
-        clean_accuracy: Accuracy on the clean images (None with no example).
+        clean_accuracy: Accuracy on the clean images (None with no example), one forward pass each: the headline.
+        clean_accuracy_flip_tta: Clean accuracy with flip test-time augmentation (the mean of the logits of an image
+            and of its mirror image: twice the forward passes), when asked for; never used for robust figures.
         attacks: Per attack name, its :class:`AttackResult`.
         columns: Per column name, its :class:`Column`.
         worst_case: Per eps key (``'8'``), robust accuracy under the suite.
@@ -212,6 +214,7 @@ class EvalReport:
     indices: List[int] = field(default_factory=list)
     options: Dict[str, Any] = field(default_factory=dict)
     clean_accuracy: Optional[float] = None
+    clean_accuracy_flip_tta: Optional[float] = None
     attacks: Dict[str, AttackResult] = field(default_factory=dict)
     columns: Dict[str, Column] = field(default_factory=dict)
     worst_case: Dict[str, WorstCase] = field(default_factory=dict)
@@ -336,7 +339,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _check_accuracies(rep: EvalReport) -> None:
     """Every accuracy lies in [0, 1]; families and threats are known."""
-    values = [('clean_accuracy', rep.clean_accuracy)]
+    values = [('clean_accuracy', rep.clean_accuracy), ('clean_accuracy_flip_tta', rep.clean_accuracy_flip_tta)]
     values += [(f'attacks[{k!r}].accuracy', a.accuracy) for k, a in rep.attacks.items()]
     values += [(f'columns[{k!r}].accuracy', c.accuracy) for k, c in rep.columns.items()]
     values += [(f'{t}[{k!r}].accuracy', w.accuracy) for t in ('worst_case', 'worst_case_slice')

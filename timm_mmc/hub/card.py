@@ -83,6 +83,9 @@ def _summary(rep: EvalReport, arch: str, head: str, info: Dict[str, Any]) -> str
     """What the model does under attack, in one paragraph (numbers from the report only)."""
     text = (f'`{arch}` trained on {info["pretty"]} with a `{head}` head, released with its robustness evaluation. '
             f'On {subset_text(rep)} it has **{pct(rep.clean_accuracy)}% clean accuracy**')
+    if rep.clean_accuracy_flip_tta is not None:
+        text += (f' ({pct(rep.clean_accuracy_flip_tta)}% with flip test-time augmentation, which doubles the forward '
+                 f'passes; every other figure is single-pass)')
     attacked = [c for c in rep.columns.values() if c.family not in ('noise', 'rotation', 'cw')]
     if rep.worst_case:
         text += ('; robust accuracy under the whole evaluation suite (per image, the worst case over every Linf '
