@@ -4,7 +4,9 @@ Max-Mahalanobis logits ``h_i = -||z - mu_i||^2 / 2`` have margins of ~100-200. C
 softmax of every wrong class underflows, so the input gradient of APGD-CE is *exactly* zero in float32 and APGD-CE
 silently does nothing (AutoAttack only checks for zero gradients on its DLR losses). Multiplying the logits by a
 positive constant changes neither the prediction nor the (scale-invariant) DLR losses, but brings CE back into its
-working range. :func:`choose_logit_scale` picks the constant from the clean margins; :class:`ScaledLogits` applies it.
+working range. :func:`timm_mmc.choose_logit_scale` picks the constant from the clean margins;
+:class:`timm_mmc.ScaledLogits` applies it (both in :mod:`timm_mmc.attacks`, for AutoAttack and RobustBench users
+outside this evaluation too; re-exported here).
 
 ``pyautoattack`` API notes: keyword-only constructor arguments, ``attacks=`` only with ``version='custom'``,
 ``run_standard_evaluation(x, y, batch_size=...)`` returns ``(x_adv, y_adv)``, and messages (including its warnings:
@@ -16,50 +18,16 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 
-from timm_mmc.attacks import check_linf_batch
+from timm_mmc import ScaledLogits, check_linf_batch, choose_logit_scale, predict
 
 __all__ = ['AA_VERSIONS', 'ScaledLogits', 'choose_logit_scale', 'run_autoattack', 'AAOutcome']
 
 AA_VERSIONS = ('standard', 'rand', 'fast')
-
-
-class ScaledLogits(nn.Module):
-    """``model(x) * scale`` with ``scale > 0``: same predictions and DLR, non-saturated cross-entropy."""
-
-    def __init__(self, model: nn.Module, scale: float) -> None:
-        super().__init__()
-        if not scale > 0:
-            raise ValueError(f'the logit scale must be > 0 (got {scale}).')
-        self.model = model
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float() * self.scale
-
-
-@torch.no_grad()
-def choose_logit_scale(model: nn.Module, x: torch.Tensor, target_margin: float = 10.0,
-                       batch_size: int = 256) -> Tuple[float, float]:
-    """A scale that brings the largest clean top-1 / top-2 logit margin down to ``target_margin``.
-
-    A margin of 10 leaves the wrong-class softmax at ~5e-5, far above float32's underflow (CE gradients vanish from
-    margins of ~90 on). Models whose margins are already below ``target_margin`` keep scale 1.
-
-    Returns:
-        ``(scale, max_margin)``.
-    """
-    margins = []
-    for i in range(0, x.shape[0], batch_size):
-        top2 = model(x[i:i + batch_size]).float().topk(2, dim=1).values
-        margins.append(top2[:, 0] - top2[:, 1])
-    max_margin = torch.cat(margins).max().item() if margins else 0.0
-    scale = min(1.0, target_margin / max_margin) if max_margin > 0 else 1.0
-    return scale, max_margin
 
 
 @dataclass
@@ -169,10 +137,6 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
         logger.setLevel(old_level)
     x_adv = x_adv.detach()
     check_linf_batch(x_adv, x, eps)
-    robust = torch.zeros(0, dtype=torch.bool, device=x.device)
-    if x.shape[0]:
-        with torch.no_grad():
-            robust = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
-                                for i in range(0, x.shape[0], batch_size)])
+    robust = predict(model, x_adv, batch_size) == y
     found = handler.warnings + [str(w.message) for w in caught]
     return AAOutcome(x_adv, robust, list(aa.attacks_to_run), handler.lines, found)

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc.attacks import check_linf_batch, objective, resolve_targets
+from timm_mmc import check_eps, check_linf_batch, objective, project_linf, resolve_targets
 
 __all__ = ['MIM']
 
@@ -34,8 +34,7 @@ class MIM:
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 10, alpha: Optional[float] = None,
                  decay: float = 1.0, loss: str = 'ce', targeted: bool = False, num_classes: Optional[int] = None,
                  seed: int = 0, check: bool = True) -> None:
-        if not 0 <= eps <= 1:
-            raise ValueError(f'eps must lie in [0, 1] in pixel units (got {eps!r}).')
+        check_eps(eps)
         self.model = model
         self.eps, self.steps = float(eps), steps
         self.alpha = float(alpha) if alpha is not None else self.eps / steps
@@ -57,8 +56,7 @@ class MIM:
             with torch.no_grad():
                 norm = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
                 g = self.decay * g + grad / norm
-                x_adv = x_adv.detach() + self.alpha * g.sign()
-                x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+                x_adv = project_linf(x_adv.detach() + self.alpha * g.sign(), x, self.eps)
         x_adv = x_adv.detach()
         if self.check:
             check_linf_batch(x_adv, x, self.eps)

@@ -12,9 +12,8 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from timm_mmc.attacks import random_targets
+from timm_mmc import BestAdversarial, is_fooled, logit_margin, resolve_targets
 
 __all__ = ['CWL2', 'CWResult']
 
@@ -66,35 +65,25 @@ class CWL2:
         self.sample_iterations = 0  # Adam steps summed over samples (the cost: one input gradient each)
 
     def _hinge(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        cls = target if self.targeted else y
-        onehot = F.one_hot(cls, logits.shape[1]).bool()
-        real = logits.gather(1, cls[:, None]).squeeze(1)
-        other = logits.masked_fill(onehot, float('-inf')).max(1).values
-        if self.targeted:
-            return (other - real + self.confidence).clamp_min(0)
-        return (real - other + self.confidence).clamp_min(0)
+        """``max(0, confidence - margin)``: zero once the logit margin towards success reaches ``confidence``."""
+        return (self.confidence - logit_margin(logits, y, target)).clamp_min(0)
 
     def _success(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        pred = logits.argmax(1)
         if self.confidence == 0:
-            return pred == target if self.targeted else pred != y
+            return is_fooled(logits.argmax(1), y, target)
         return self._hinge(logits, y, target) <= 0
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> CWResult:
         """Minimal-distortion adversarial examples for ``(x, y)``, ``x`` in [0, 1]."""
         x = x.detach().float()
         n = x.shape[0]
-        if self.targeted and target is None:
-            if self.num_classes is None:
-                raise ValueError('a targeted C&W without explicit targets needs num_classes.')
-            target = random_targets(y, self.num_classes, self.generator)
+        target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'C&W')
         dims = tuple(range(1, x.dim()))
         w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
         lower = torch.zeros(n, device=x.device)
         upper = torch.full((n,), 1e10, device=x.device)
         const = torch.full((n,), self.initial_const, device=x.device)
-        best_l2 = torch.full((n,), float('inf'), device=x.device)
-        best_adv = x.clone()
+        best = BestAdversarial(x)  # the fooling iterate of smallest L2 per sample (its score)
         self.iterations_run = 0
         self.sample_iterations = 0
         check_every = max(1, self.max_iter // 10)
@@ -120,11 +109,7 @@ class CWL2:
                 self.sample_iterations += active.numel()
                 with torch.no_grad():
                     fooled = self._success(logits, ya, ta)
-                    l2 = dist_sq.sqrt()
-                    better = fooled & (l2 < best_l2[active])
-                    idx = active[better]
-                    best_l2[idx] = l2[better]
-                    best_adv[idx] = x_new.detach()[better]
+                    best.update(x_new, fooled, score=dist_sq.sqrt(), rows=active)
                     step_success[active[fooled]] = True
                     t = it + 1  # Adam (Kingma & Ba) on the active rows only; the others stay where they stopped
                     m_a = 0.9 * adam_m[active] + 0.1 * grad
@@ -145,5 +130,4 @@ class CWL2:
                 lower = torch.where(step_success, lower, torch.maximum(lower, const))
                 bounded = upper < 1e9
                 const = torch.where(bounded, (lower + upper) / 2, const * 10)
-        success = torch.isfinite(best_l2)
-        return CWResult(best_adv.detach(), best_l2, success)
+        return CWResult(best.x, best.score, best.found)

@@ -9,9 +9,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from timm_mmc.fileio import atomic_write_set
-from timm_mmc.plot import robustness_png
-from timm_mmc.report import REPORT_VERSION, EvalReport, eps_key, package_versions, percent
+from timm_mmc import (REPORT_VERSION, EvalReport, atomic_write_set, eps_key, package_versions, percent,
+                      robustness_png)
 
 __all__ = ['REPORT_VERSION', 'EvalReport', 'package_versions', 'render_markdown', 'write_outputs']
 

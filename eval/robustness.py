@@ -33,6 +33,9 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from timm_mmc import (OBJECTIVES, DataError, ModelLoadError, file_sha256, load_model, load_split,
+                      random_targets)
+
 from .report import EvalReport, output_paths, package_versions, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
     summarise
@@ -71,7 +74,6 @@ def _attack_arg(text: str) -> AttackFamily:
 
 
 def _objective_arg(text: str) -> str:
-    from timm_mmc.attacks import OBJECTIVES
     if text not in OBJECTIVES:
         raise argparse.ArgumentTypeError(f'unknown objective {text!r}; choose from {", ".join(OBJECTIVES)}.')
     return text
@@ -151,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str]:
-    from timm_mmc.io import file_sha256
     if checkpoint:
         return file_sha256(checkpoint)
     if spec.startswith('local-dir:'):
@@ -211,7 +212,6 @@ def check_outputs(out: str, name: str, overwrite: bool) -> None:
 
 
 def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.device):
-    from timm_mmc.io import ModelLoadError, load_model
     try:
         model = load_model(spec, checkpoint=checkpoint, pretrained=pretrained)
     except ModelLoadError as e:
@@ -265,7 +265,6 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     mm = is_mm_model(model)
     num_classes = getattr(model, 'num_classes', None)
 
-    from timm_mmc.data import DataError, load_split
     try:
         data = load_split(args.dataset, args.split, args.image_column, args.label_column,
                           limit=None if args.n_examples is None else args.start + args.n_examples)
@@ -326,7 +325,6 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     torch.manual_seed(args.seed)
     y_all = data.labels[indices]
-    from timm_mmc.attacks import random_targets
     targets_all = random_targets(y_all, num_classes, torch.Generator().manual_seed(args.seed + 1))
     positions = torch.arange(n)[rank::world]
     x = data.float_images(indices[positions]).to(device)

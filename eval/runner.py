@@ -14,9 +14,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from timm_mmc.attacks import PGD, check_linf_batch, objective
+from timm_mmc import (PGD, ScaledLogits, check_box, check_linf_batch, choose_logit_scale, is_fooled, objective,
+                      predict)
 
-from .aa import ScaledLogits, choose_logit_scale, run_autoattack
+from .aa import run_autoattack
 from .blackbox import MIM
 from .corruptions import gaussian_noise, random_rotation
 from .cw import CWL2
@@ -89,11 +90,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit='img', disable=not enabled, leave=False, dynamic_ncols=True)
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
-
-
 def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, obj: str,
                      batch_size: int) -> torch.Tensor:
     """Per sample: is the input gradient of objective ``obj`` (untargeted) at the clean image exactly zero?"""
@@ -127,7 +123,7 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
         diagnostic_objectives: Objectives whose zero-gradient share is measured at the clean points.
     """
     bs = opts.batch_size
-    clean = _predict(model, x, bs) == y
+    clean = predict(model, x, bs) == y
     positions = positions.to(clean.device)  # the slices (in_slice) are masks over x's points, on x's device
     rec = Records(positions.clone(), clean.clone())
     ok = clean.nonzero().squeeze(1)
@@ -255,7 +251,7 @@ def _run_aa(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, x_clean: T
     out = run_autoattack(wrapped, x, y, spec.eps, version=cfg.version, seed=seed, batch_size=bs,
                          n_iter=cfg.n_iter, n_target_classes=cfg.target_classes, num_classes=num_classes)
     with torch.no_grad():  # judge with the raw model, not the wrapper
-        robust = _predict(model, out.x_adv, bs) == y
+        robust = predict(model, out.x_adv, bs) == y
     extra['attacks'] = out.attacks
     extra['log'] = out.log
     return robust, extra, out.warnings
@@ -276,11 +272,10 @@ def _run_cw(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, targets: T
     for i in range(0, idx.numel(), bs):
         j = idx[i:i + bs]
         res = attack.perturb(x[j], y[j], targets[j] if spec.targeted else None)
-        if not torch.isfinite(res.x_adv).all() or res.x_adv.min() < -1e-5 or res.x_adv.max() > 1 + 1e-5:
-            raise RuntimeError(f'{spec.name}: adversarial batch leaves [0, 1].')
+        check_box(res.x_adv)  # C&W has no eps-ball, only the box
         with torch.no_grad():
             pred = model(res.x_adv).argmax(1)
-        really = (pred == targets[j]) if spec.targeted else (pred != y[j])
+        really = is_fooled(pred, y[j], targets[j] if spec.targeted else None)
         measured = (res.x_adv - x[j]).flatten(1).norm(dim=1)
         ok = res.success & really  # re-check with a fresh forward
         success[j] = ok

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
-from timm_mmc.report import eps_key
+from timm_mmc import HEADS, CenterClassifier, eps_key
 
 from .threat import AttackFamily, ThreatModel
 
@@ -30,15 +30,12 @@ SUITES = ('quick', 'paper', 'autoattack', 'full')
 
 def is_mm_model(model: nn.Module) -> bool:
     """True when the model's logits are distances to class centers (MMC, MMLDA, L-GM heads)."""
-    from timm_mmc.heads import CenterClassifier
     return any(isinstance(m, CenterClassifier) for m in model.modules())
 
 
 def default_objectives(mm: bool) -> Tuple[str, ...]:
     """PGD objectives: the head's own one first (:data:`timm_mmc.heads.HEADS`: the authors' adaptive ``mm`` for
     heads with distance logits, ``ce`` for linear heads), then the logit margin."""
-    from timm_mmc.heads import HEADS
-
     own = {s.objective for s in HEADS.values() if s.distance_logits == mm}
     if len(own) != 1:
         raise ValueError(f'timm_mmc.heads.HEADS gives {sorted(own)} as the own objective of '

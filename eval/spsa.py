@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc.attacks import check_linf_batch, objective, resolve_targets
+from timm_mmc import (BestAdversarial, check_eps, check_linf_batch, is_fooled, objective, project_linf,
+                      resolve_targets, uniform_start)
 
 __all__ = ['SPSA']
 
@@ -40,8 +41,7 @@ class SPSA:
                  delta: float = 0.01, lr: float = 0.01, targeted: bool = False, num_classes: Optional[int] = None,
                  random_start: bool = True, loss: str = 'margin', max_forward: int = 2048, seed: int = 0,
                  check: bool = True) -> None:
-        if not 0 <= eps <= 1:
-            raise ValueError(f'eps must lie in [0, 1] in pixel units (got {eps!r}).')
+        check_eps(eps)
         if n_samples < 2 or n_samples % 2:
             raise ValueError(f'n_samples must be even and >= 2 (got {n_samples}).')
         self.model = model
@@ -69,25 +69,16 @@ class SPSA:
         if self.eps == 0:
             return x.clone()
         n, shape = x.shape[0], x.shape[1:]
-        if self.random_start:
-            noise = torch.rand(x.shape, generator=self.generator).to(x.device)
-            x_adv = (x + (2 * noise - 1) * self.eps).clamp(0, 1)
-        else:
-            x_adv = x.clone()
+        x_adv = uniform_start(x, self.eps, self.generator) if self.random_start else x.clone()
         m = torch.zeros_like(x)
         v = torch.zeros_like(x)
         b1, b2, tiny = 0.9, 0.999, 1e-8
-        best = x_adv.clone()
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        best = BestAdversarial(x_adv)
         half = self.n_samples // 2
         rep_y = y.repeat_interleave(2 * half)
         rep_t = None if target is None else target.repeat_interleave(2 * half)
         for step in range(1, self.steps + 1):
-            logits = self.model(x_adv)
-            fooled = (logits.argmax(1) == target) if target is not None else (logits.argmax(1) != y)
-            new = fooled & ~done
-            best[new] = x_adv[new]
-            done |= new
+            best.update(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
             signs = torch.randint(0, 2, (n, half, *shape), generator=self.generator).to(x.device).float() * 2 - 1
             probes = torch.cat([x_adv[:, None] + self.delta * signs, x_adv[:, None] - self.delta * signs], 1)
             losses = self._loss(probes.flatten(0, 1), rep_y, rep_t).view(n, 2 * half)
@@ -98,11 +89,8 @@ class SPSA:
             m_hat = m / (1 - b1 ** step)
             v_hat = v / (1 - b2 ** step)
             x_adv = x_adv + self.lr * m_hat / (v_hat.sqrt() + tiny)
-            x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
-        logits = self.model(x_adv)
-        fooled = (logits.argmax(1) == target) if target is not None else (logits.argmax(1) != y)
-        keep_last = ~done | fooled
-        best[keep_last] = x_adv[keep_last]
+            x_adv = project_linf(x_adv, x, self.eps)
+        x_adv = best.finish(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
         if self.check:
-            check_linf_batch(best, x, self.eps)
-        return best
+            check_linf_batch(x_adv, x, self.eps)
+        return x_adv

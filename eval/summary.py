@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from timm_mmc.report import AttackResult, Column, WorstCase, eps_key
+from timm_mmc import AttackResult, Column, WorstCase, eps_key
 
 from .runner import Records
 from .specs import AttackSpec

@@ -1,10 +1,38 @@
 """timm-mmc: Max-Mahalanobis training for timm models.
 
 ``import timm_mmc`` registers the CIFAR ResNets (``resnet32_mmc`` etc.) with timm.
+
+The public surface is :data:`__all__`: the names below are what :mod:`eval` and the users of the package import
+(``from timm_mmc import PGD``); the submodules themselves are internal, and may move what they do not export here.
 """
+from .attacks import (OBJECTIVES, PGD, BestAdversarial, FGSMRandomStart, ScaledLogits, check_box, check_eps,
+                      check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective, predict, project_linf,
+                      random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
-from .heads import HEAD_KINDS, HEADS, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
+from .data import DataError, ImageSplit, load_split
+from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
+from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
+from .io import ModelLoadError, file_sha256, load_model
 from .losses import LOSSES, build_loss, default_loss_for_head
 from .models import CifarResNet, MMCWrapper, create_mmc_model
+from .plot import robustness_png
+from .report import REPORT_VERSION, AttackResult, Column, EvalReport, WorstCase, eps_key, package_versions, percent
 
 __version__ = '0.1.0'
+
+__all__ = [
+    # centers, heads and losses
+    'mm_centers', 'max_pairwise_cosine', 'HEAD_KINDS', 'HEADS', 'HeadConfig', 'HeadSpec', 'MMHead', 'CenterClassifier',
+    'distance_logits', 'head_spec', 'LOSSES', 'build_loss', 'default_loss_for_head',
+    # models and their weights
+    'CifarResNet', 'MMCWrapper', 'create_mmc_model', 'load_model', 'ModelLoadError', 'file_sha256',
+    # data
+    'load_split', 'ImageSplit', 'DataError',
+    # attacks and what every attack shares
+    'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'project_linf', 'uniform_start', 'is_fooled',
+    'BestAdversarial', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets', 'predict',
+    'ScaledLogits', 'choose_logit_scale',
+    # the evaluation report (schema), its plot, whole-or-nothing writes
+    'REPORT_VERSION', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent', 'package_versions',
+    'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
+]

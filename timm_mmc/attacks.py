@@ -1,22 +1,28 @@
-"""White-box Linf attacks in [0, 1] pixel space, shared by adversarial training and :mod:`eval`.
+"""White-box Linf attacks in [0, 1] pixel space, and the pieces every attack of the project shares.
 
 Objectives are per-sample and *maximised* by the attacker. For Max-Mahalanobis heads the logits are
 ``h_i = -||z - mu_i||^2 / 2``, so the authors' adaptive objectives (Pang et al., ICLR 2020, section 5) are read off
 the logits: untargeted, push ``z`` away from ``mu_y`` (maximise ``-h_y``); targeted, pull ``z`` to ``mu_t``
 (maximise ``h_t``). Cross-entropy on these logits saturates (margins of ~100 give exactly zero gradients in float32)
 so it must never be the only objective; ``margin`` (Carlini & Wagner's logit margin) works for every head.
+
+Shared by :class:`PGD` here and the attacks of :mod:`eval` (SPSA, MIM, C&W, AutoAttack): :func:`project_linf` (the one
+Linf projection), :func:`uniform_start`, :func:`is_fooled`, :class:`BestAdversarial` (the one keep-best rule),
+:func:`check_eps`, :func:`check_linf_batch`, :func:`resolve_targets`, :func:`predict`, and :class:`ScaledLogits` with
+:func:`choose_logit_scale`, which make AutoAttack's APGD-CE work on MM heads.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['OBJECTIVES', 'objective', 'PGD', 'FGSMRandomStart', 'check_linf_batch', 'random_targets',
-           'resolve_targets']
+__all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'check_linf_batch', 'check_box',
+           'check_eps', 'random_targets', 'resolve_targets', 'project_linf', 'uniform_start', 'is_fooled',
+           'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale']
 
 Objective = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -39,13 +45,15 @@ def _mm(logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = 
     return logits.gather(1, target[:, None]).squeeze(1)  # -||z - mu_t||^2 / 2, grow it (shrink the distance)
 
 
-def _margin(logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+def logit_margin(logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Carlini & Wagner's logit margin towards success, per sample: the best other logit minus the label's
+    (untargeted), or the target's logit minus the best other one (targeted). Positive once the attack succeeds."""
     if target is None:
         return _other_max(logits, y) - logits.gather(1, y[:, None]).squeeze(1)
     return logits.gather(1, target[:, None]).squeeze(1) - _other_max(logits, target)
 
 
-OBJECTIVES: Dict[str, Objective] = {'ce': _ce, 'mm': _mm, 'margin': _margin}
+OBJECTIVES: Dict[str, Objective] = {'ce': _ce, 'mm': _mm, 'margin': logit_margin}
 
 
 def objective(name: str) -> Objective:
@@ -73,23 +81,142 @@ def resolve_targets(targeted: bool, target: Optional[torch.Tensor], y: torch.Ten
     return target
 
 
-def check_linf_batch(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-5) -> None:
-    """Raise if an adversarial batch leaves the Linf ball of radius ``eps`` around ``x`` or the box [0, 1]."""
-    if x_adv.shape != x.shape:
-        raise RuntimeError(f'adversarial batch has shape {tuple(x_adv.shape)}, clean batch {tuple(x.shape)}.')
+def is_fooled(pred: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per sample: the prediction is the target (targeted, ``target`` given) or is not the label (untargeted)."""
+    return pred == target if target is not None else pred != y
+
+
+def check_eps(eps: float) -> None:
+    """Raise ``ValueError`` unless ``eps`` is a finite Linf radius in [0, 1] (pixel units)."""
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 <= eps <= 1):
+        raise ValueError(f'eps must lie in [0, 1] in pixel units (got {eps!r}); 8/255 is {8 / 255:.5f}.')
+
+
+def check_box(x_adv: torch.Tensor, tol: float = 1e-5) -> None:
+    """Raise ``RuntimeError`` if an adversarial batch holds NaN or inf or leaves the box [0, 1] (float tolerance)."""
     if not torch.isfinite(x_adv).all():
         raise RuntimeError('adversarial batch holds NaN or inf.')
+    if x_adv.numel():
+        lo, hi = x_adv.min().item(), x_adv.max().item()
+        if lo < -tol or hi > 1 + tol:
+            raise RuntimeError(f'adversarial batch leaves [0, 1]: min {lo:.6g}, max {hi:.6g}.')
+
+
+def check_linf_batch(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-5) -> None:
+    """Raise ``RuntimeError`` if an adversarial batch leaves the Linf ball of radius ``eps`` around ``x`` or the box
+    [0, 1]."""
+    if x_adv.shape != x.shape:
+        raise RuntimeError(f'adversarial batch has shape {tuple(x_adv.shape)}, clean batch {tuple(x.shape)}.')
+    check_box(x_adv, tol)
     dist = (x_adv.float() - x.float()).abs().amax().item() if x.numel() else 0.0
     if dist > eps + tol:
         raise RuntimeError(f'adversarial batch leaves the eps-ball: max |x_adv - x| = {dist:.6g} > eps = {eps:.6g}.')
-    lo, hi = x_adv.min().item(), x_adv.max().item()
-    if lo < -tol or hi > 1 + tol:
-        raise RuntimeError(f'adversarial batch leaves [0, 1]: min {lo:.6g}, max {hi:.6g}.')
 
 
-def _check_eps(eps: float, alpha: float, steps: int) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 <= eps <= 1):
-        raise ValueError(f'eps must lie in [0, 1] in pixel units (got {eps!r}); 8/255 is {8 / 255:.5f}.')
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x_adv`` clipped to the Linf ball of radius ``eps`` around ``x``, then to the box [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+def uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """A point drawn uniformly from the Linf ball around ``x`` (noise from the CPU ``generator``), clipped to [0, 1]."""
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return (x + (2 * noise - 1) * eps).clamp(0, 1)
+
+
+class BestAdversarial:
+    """Per sample, the best adversarial example an attack has met so far: the one keep-best rule of the project.
+
+    Without scores (PGD, SPSA) the first candidate that fools the model is kept; with scores (C&W's L2 distance) the
+    fooling candidate of the smallest score. A sample that nothing fooled keeps its starting point.
+
+    Attributes:
+        x: The kept examples, ``x_start`` where nothing fooled the model.
+        found: Per sample, whether a fooling candidate was kept.
+        score: Per sample, the kept candidate's score (``inf`` where none, or where no scores are given).
+    """
+
+    def __init__(self, x_start: torch.Tensor) -> None:
+        n = x_start.shape[0]
+        self.x = x_start.detach().clone()
+        self.found = torch.zeros(n, dtype=torch.bool, device=x_start.device)
+        self.score = torch.full((n,), math.inf, device=x_start.device)
+
+    def update(self, x_new: torch.Tensor, fooled: torch.Tensor, score: Optional[torch.Tensor] = None,
+               rows: Optional[torch.Tensor] = None) -> None:
+        """Offer candidates ``x_new`` for the samples ``rows`` (indices; all samples when None).
+
+        Args:
+            x_new: Candidates, one per row.
+            fooled: Per row, whether the candidate fools the model.
+            score: Per row, lower is better (None: the first fooling candidate wins).
+            rows: Sample indices of the candidates.
+        """
+        sel = slice(None) if rows is None else rows
+        better = fooled & (~self.found[sel] if score is None else score < self.score[sel])
+        idx = better if rows is None else rows[better]
+        self.x[idx] = x_new.detach()[better]
+        self.found[idx] = True
+        if score is not None:
+            self.score[idx] = score[better]
+
+    def finish(self, x_last: torch.Tensor, last_fooled: torch.Tensor) -> torch.Tensor:
+        """The attack's answer: per sample the last iterate when it fools the model or nothing fooled it before,
+        else the kept example."""
+        keep_last = ~self.found | last_fooled
+        self.x[keep_last] = x_last.detach()[keep_last]
+        return self.x
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's predicted classes for ``x``, ``batch_size`` images at a time."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+
+
+class ScaledLogits(nn.Module):
+    """``model(x) * scale`` with ``scale > 0``: same predictions and DLR, non-saturated cross-entropy.
+
+    Max-Mahalanobis logits have margins of ~100-200, where the cross-entropy's input gradient is exactly zero in
+    float32; AutoAttack's APGD-CE (and RobustBench, which runs AutoAttack) must see scaled logits (see
+    :func:`choose_logit_scale`).
+    """
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f'the logit scale must be > 0 (got {scale}).')
+        self.model = model
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float() * self.scale
+
+
+@torch.no_grad()
+def choose_logit_scale(model: nn.Module, x: torch.Tensor, target_margin: float = 10.0,
+                       batch_size: int = 256) -> Tuple[float, float]:
+    """A scale that brings the largest clean top-1 / top-2 logit margin down to ``target_margin``.
+
+    A margin of 10 leaves the wrong-class softmax at ~5e-5, far above float32's underflow (CE gradients vanish from
+    margins of ~90 on). Models whose margins are already below ``target_margin`` keep scale 1.
+
+    Returns:
+        ``(scale, max_margin)``.
+    """
+    margins = []
+    for i in range(0, x.shape[0], batch_size):
+        top2 = model(x[i:i + batch_size]).float().topk(2, dim=1).values
+        margins.append(top2[:, 0] - top2[:, 1])
+    max_margin = torch.cat(margins).max().item() if margins else 0.0
+    scale = min(1.0, target_margin / max_margin) if max_margin > 0 else 1.0
+    return scale, max_margin
+
+
+def _check_pgd(eps: float, alpha: float, steps: int) -> None:
+    check_eps(eps)
     if not (isinstance(alpha, (int, float)) and alpha > 0):
         raise ValueError(f'step size must be > 0 (got {alpha!r}); the paper uses 2/255.')
     if not isinstance(steps, int) or steps < 1:
@@ -117,7 +244,7 @@ class PGD:
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
                  loss: str = 'margin', random_start: bool = True, targeted: bool = False,
                  num_classes: Optional[int] = None, keep_best: bool = True, seed: int = 0, check: bool = True) -> None:
-        _check_eps(eps, alpha, steps)
+        _check_pgd(eps, alpha, steps)
         self.model = model
         self.eps, self.alpha, self.steps = float(eps), float(alpha), steps
         self.loss_name = loss
@@ -130,43 +257,28 @@ class PGD:
         self.generator = torch.Generator().manual_seed(seed)
         self.last_zero_grad_fraction = 0.0  # share of samples whose input gradient was exactly zero at step 1
 
-    def _fooled(self, logits: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        pred = logits.argmax(1)
-        return pred == target if target is not None else pred != y
-
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Adversarial examples for the batch ``(x, y)`` (``x`` in [0, 1])."""
         x = x.detach()
         target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'PGD')
         if self.eps == 0:
             return x.clone()
-        if self.random_start:
-            noise = torch.rand(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
-            x_adv = (x + (2 * noise - 1) * self.eps).clamp(0, 1)
-        else:
-            x_adv = x.clone()
-        best = x_adv.clone()
-        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        x_adv = uniform_start(x, self.eps, self.generator) if self.random_start else x.clone()
+        best = BestAdversarial(x_adv) if self.keep_best else None
         for step in range(self.steps):
             x_adv.requires_grad_(True)
             logits = self.model(x_adv)
-            if self.keep_best:
-                fooled = self._fooled(logits.detach(), y, target) & ~done
-                best[fooled] = x_adv.detach()[fooled]
-                done |= fooled
+            if best is not None:
+                best.update(x_adv, is_fooled(logits.detach().argmax(1), y, target))
             losses = self.loss_fn(logits.float(), y, target)
             (grad,) = torch.autograd.grad(losses.sum(), x_adv)
             if step == 0:
                 self.last_zero_grad_fraction = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
             with torch.no_grad():
-                x_adv = x_adv.detach() + self.alpha * grad.sign()
-                x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
-        if self.keep_best:
+                x_adv = project_linf(x_adv.detach() + self.alpha * grad.sign(), x, self.eps)
+        if best is not None:
             with torch.no_grad():
-                last_fooled = self._fooled(self.model(x_adv), y, target)
-            keep_last = ~done | last_fooled  # fooled at the end, or never fooled before: keep the last iterate
-            best[keep_last] = x_adv[keep_last]
-            x_adv = best
+                x_adv = best.finish(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
         x_adv = x_adv.detach()
         if self.check:
             check_linf_batch(x_adv, x, self.eps)
