@@ -25,12 +25,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..heads import HEADS, HeadConfig, MMHead
+from ._pretrained import HUB_NAMESPACE, RELEASED, build_pretrained, hub_repo_id
 
-__all__ = ['CifarResNet', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD']
+__all__ = ['CifarResNet', 'HUB_NAMESPACE', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -317,8 +318,9 @@ def _filter_fn(state_dict: Dict[str, torch.Tensor], model: CifarResNet) -> Dict[
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_model_with_cfg(CifarResNet, variant, pretrained, pretrained_filter_fn=_filter_fn,
-                                feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
+    return build_pretrained(CifarResNet, variant, pretrained, release_name=lambda tag: f'{variant}.{tag}',
+                            display_name=variant, pretrained_filter_fn=_filter_fn,
+                            feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -334,13 +336,15 @@ CIFAR100_LABELS = (
     'telephone', 'television', 'tiger', 'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale',
     'willow_tree', 'wolf', 'woman', 'worm')
 
-HUB_NAMESPACE = 'timm-mmc'
 
 
 def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
+    """A tag's pretrained cfg; only released tags name a source (``hf_hub_id``), so only they are listed by
+    ``timm.list_pretrained`` and ``pretrained=True`` of the others says that no weights are released."""
     cifar100 = tag.startswith('cifar100')
+    source = {'hf_hub_id': hub_repo_id(f'{name}.{tag}')} if f'{name}.{tag}' in RELEASED else {}
     return {
-        'hf_hub_id': f'{HUB_NAMESPACE}/{name}.{tag}',
+        **source,
         'num_classes': 100 if cifar100 else 10,
         'input_size': (3, 32, 32), 'fixed_input_size': False, 'pool_size': (8, 8),
         'crop_pct': 1.0, 'interpolation': 'bilinear',
@@ -358,7 +362,7 @@ _ARCHS = [f'resnet{d}_{h}' for d in (20, 32, 56, 110) for h in HEADS]
 _ARCHS += ['resnet32v2_sce', 'resnet32v2_mmc']
 # adversarially trained releases (FGSM-RS / PGD training, the inner attack on the head's own objective)
 _AT_ARCHS = ('resnet32_sce', 'resnet32_mmc')
-default_cfgs = generate_default_cfgs({  # the first tag of each architecture is its default
+default_cfgs = generate_default_cfgs({  # the first tag with weights, else the first tag, is an architecture's default
     f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS
     for tag in ('cifar10', 'cifar100') + (('cifar10_at',) if arch in _AT_ARCHS else ())})
 

@@ -1,0 +1,95 @@
+"""Where a timm_mmc model's pretrained weights come from, and a clear error when they cannot be had.
+
+timm lists a tag in ``timm.list_pretrained`` exactly when its cfg names a source (``hf_hub_id``, ``url`` or ``file``),
+so only tags with released weights (:data:`RELEASED`) get an ``hf_hub_id``; the other tags stay creatable with
+``pretrained=False``. timm itself answers ``pretrained=True`` without a source with a warning and random weights, and
+an unreachable Hub with an error that names neither the repo nor a way out: :func:`build_pretrained` replaces both
+with a :class:`PretrainedWeightsError` that says what to do.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable
+
+from timm.models import build_model_with_cfg, get_arch_pretrained_cfgs, resolve_pretrained_cfg
+
+__all__ = ['HUB_NAMESPACE', 'RELEASED', 'PretrainedWeightsError', 'hub_repo_id', 'build_pretrained', 'arch_tags',
+           'released_tags']
+
+HUB_NAMESPACE = 'timm-mmc'
+# the release folders in the repository's hub_cards/ (ARCH.TAG): the only tags with weights, once pushed on the Hub
+RELEASED = ('resnet32_sce.cifar10', 'resnet32_mmlda.cifar10', 'resnet32_mmc.cifar10', 'resnet32_sce.cifar10_at',
+            'resnet32_mmc.cifar10_at')
+
+
+class PretrainedWeightsError(RuntimeError):
+    """``pretrained=True`` for weights that are not released, or not reachable; the message names the way out."""
+
+
+def hub_repo_id(release_name: str) -> str:
+    """The Hub repo of a release folder name (``resnet32_mmc.cifar10`` -> ``timm-mmc/resnet32_mmc.cifar10``)."""
+    return f'{HUB_NAMESPACE}/{release_name}'
+
+
+def _hub_errors() -> tuple:
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+    return EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+
+
+def _no_weights_message(name: str, arch: str) -> str:
+    tags = [n for n in RELEASED if n.split('.', 1)[0] == arch]
+    released = f'{arch} has {", ".join(tags)}' if tags else f'released: {", ".join(RELEASED)}'
+    return (f'{name} has no released weights ({released}; timm.list_pretrained() lists them). Build it with '
+            f'pretrained=False and train it (python -m timm_mmc.train --model ...), or load weights you have: '
+            f'timm.create_model("local-dir:FOLDER", pretrained=True) for a folder with config.json and '
+            f'model.safetensors, or pretrained_cfg_overlay=dict(file="model.safetensors").')
+
+
+def _unreachable_message(name: str, repo_id: str, release_name: str, error: BaseException) -> str:
+    return (f'the pretrained weights of {name} are the Hub repo {repo_id}, which is not in the local Hugging Face '
+            f'cache and could not be fetched ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})'
+            f'. Until it is published (or without a network), use the release folder hub_cards/{release_name} of the '
+            f'timm-mmc repository: `python -m timm_mmc.hub cache hub_cards/{release_name}` fills the HF cache so '
+            f'that this call works offline (HF_HUB_OFFLINE=1), or load it directly with '
+            f'timm.create_model("local-dir:hub_cards/{release_name}", pretrained=True).')
+
+
+def build_pretrained(model_cls: Callable[..., Any], variant: str, pretrained: bool, release_name: Callable[[str], str],
+                     display_name: str, **kwargs: Any) -> Any:
+    """timm's ``build_model_with_cfg`` with an error that names the way out when the weights cannot be had.
+
+    Args:
+        model_cls: The model class.
+        variant: The registered architecture.
+        pretrained: Load weights from the resolved pretrained cfg.
+        release_name: Maps the resolved tag to the release folder / Hub repo name (``ARCH.TAG``).
+        display_name: The model's name in messages (``resnet32_mmc``, ``resnet18+mmc``).
+        **kwargs: ``build_model_with_cfg`` arguments and model arguments (``pretrained_cfg`` may be a tag or cfg).
+
+    Raises:
+        PretrainedWeightsError: ``pretrained=True`` for a tag without released weights, or a Hub repo that is neither
+            reachable nor cached.
+    """
+    if not pretrained:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                 pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    name = release_name(cfg.tag or '')
+    if not (cfg.has_weights or cfg.state_dict is not None):
+        raise PretrainedWeightsError(_no_weights_message(f'{display_name}.{cfg.tag}', variant))
+    from_hub = cfg.hf_hub_id and not cfg.file and not cfg.url and cfg.state_dict is None
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except _hub_errors() as e:
+        if not from_hub:
+            raise
+        raise PretrainedWeightsError(_unreachable_message(f'{display_name}.{cfg.tag}', cfg.hf_hub_id, name, e)) from e
+
+
+def arch_tags(arch: str) -> Iterable[str]:
+    """Every registered tag of an architecture, with or without weights."""
+    return list(get_arch_pretrained_cfgs(arch))
+
+
+def released_tags(arch: str) -> Dict[str, str]:
+    """``{tag: hub repo id}`` of the released tags of an architecture."""
+    return {n.split('.', 1)[1]: hub_repo_id(n) for n in RELEASED if n.split('.', 1)[0] == arch}
