@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,16 @@ SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifa
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Decoded data-set caches go to a per-session temp folder, never the user's cache."""
     monkeypatch.setenv('TIMM_MMC_CACHE', str(tmp_path_factory.getbasetemp() / 'timm_mmc_cache'))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts on one thread (tiny models: more only adds overhead) and gives back what it found, so a test
+    that sets threads itself (``--threads``) does not leak them into the next."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture

@@ -1,26 +1,20 @@
 """Exact-answer tests of the evaluation attacks on tiny models (linear classifiers, toy MMC heads)."""
 from __future__ import annotations
 
+from typing import Any, List, Tuple
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.aa import ScaledLogits, choose_logit_scale, run_autoattack
+from eval.aa import run_autoattack
 from eval.cw import CWL2
 from eval.spsa import SPSA
-from eval.suite import SuiteOptions, build_suite, run_suite, summarise
+from eval.suite import AttackSpec, Records, SuiteOptions, SuiteSummary, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc.attacks import PGD, check_linf_batch
-from timm_mmc.heads import CenterClassifier, HeadConfig
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead (and the CPU is shared)
-    yield
-    torch.set_num_threads(old)
+from timm_mmc import (PGD, BestAdversarial, CenterClassifier, HeadConfig, ScaledLogits, check_linf_batch,
+                      choose_logit_scale, project_linf, uniform_start)
 
 
 class Linear2(nn.Module):
@@ -35,6 +29,28 @@ class Linear2(nn.Module):
         return torch.stack([torch.zeros_like(s), s], 1)
 
 
+def _frozen(model: nn.Module) -> nn.Module:
+    """The model in eval mode with no parameter gradients (attacks need input gradients only)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _self_labelled(model: nn.Module, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random 3x4x4 images labelled by the model's own predictions (clean accuracy 100%)."""
+    x = torch.rand(n, 3, 4, 4)
+    with torch.no_grad():
+        return x, model(x).argmax(1)
+
+
+def _summary(model: nn.Module, specs: List[AttackSpec], opts: SuiteOptions, x: torch.Tensor, y: torch.Tensor,
+             **kwargs: Any) -> SuiteSummary:
+    """Run ``specs`` on ``(x, y)`` (targets ``y + 1``, positions 0..n-1, 10 classes) and summarise the records."""
+    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(len(x)), 10, progress=False, **kwargs)
+    return summarise(rec, specs)
+
+
 def _toy_mmc(center_norm: float = 30.0, seed: int = 0, d_in: int = 48, feat: int = 9, gain: float = 45.0):
     """A linear feature map and a Max-Mahalanobis head whose clean margins (~1.1 C^2) saturate cross-entropy.
 
@@ -46,9 +62,7 @@ def _toy_mmc(center_norm: float = 30.0, seed: int = 0, d_in: int = 48, feat: int
         lin.weight.copy_(torch.randn(feat, d_in, generator=g) * gain)
         lin.bias.copy_(-lin.weight.sum(1) * 0.5)  # z(0.5) = 0
     head = CenterClassifier(10, HeadConfig(head='mmc', feature_dim=feat, center_norm=center_norm))
-    model = nn.Sequential(nn.Flatten(), lin, head).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = _frozen(nn.Sequential(nn.Flatten(), lin, head))
     # clean points whose feature is (near) the center of their class: margins ~1000, far past float32 saturation
     y = torch.arange(40) % 10
     x = 0.5 + head.mu[y] @ torch.linalg.pinv(lin.weight).t() + 0.002 * torch.randn(40, d_in, generator=g)
@@ -65,6 +79,43 @@ def test_parse_eps_units():
     for bad in ('0', '-1/255', '8', '1.5', 'abc', '1/0'):
         with pytest.raises(ValueError):
             parse_eps(bad)
+
+
+def test_project_linf_and_uniform_start_stay_in_the_ball_and_the_box():
+    x = torch.tensor([[0.0, 0.02, 0.5, 0.99, 1.0]])
+    eps = 0.03
+    far = torch.tensor([[-1.0, 0.5, 0.45, 2.0, 0.9]])
+    expected = torch.tensor([[0.0, 0.05, 0.47, 1.0, 0.97]])  # the ball first, then the box
+    torch.testing.assert_close(project_linf(far, x, eps), expected)
+    inside = torch.tensor([[0.01, 0.0, 0.52, 0.98, 0.99]])
+    assert torch.equal(project_linf(inside, x, eps), inside)
+    g = torch.Generator().manual_seed(0)
+    xs = torch.rand(64, 3, 4, 4)
+    start = uniform_start(xs, eps, g)
+    check_linf_batch(start, xs, eps)
+    assert (start - xs).abs().amax() > 0.9 * eps  # it does move (and fills the ball)
+    assert torch.equal(start, uniform_start(xs, eps, torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_best_adversarial_keeps_the_first_fooling_iterate_or_the_smallest_score():
+    start = torch.zeros(4, 1)
+    first = BestAdversarial(start)
+    first.update(torch.full((4, 1), 1.0), torch.tensor([True, False, False, False]))
+    first.update(torch.full((4, 1), 2.0), torch.tensor([True, True, False, False]))
+    # the last iterate wins where it fools the model (sample 2) or nothing fooled it before (sample 3)
+    out = first.finish(torch.full((4, 1), 3.0), torch.tensor([False, False, True, False]))
+    assert out.squeeze(1).tolist() == [1.0, 2.0, 3.0, 3.0]
+    assert first.found.tolist() == [True, True, False, False]
+
+    scored = BestAdversarial(start)  # C&W: the fooling candidate of smallest distance, on a subset of rows
+    scored.update(torch.tensor([[5.0], [6.0]]), torch.tensor([True, True]), score=torch.tensor([0.5, 0.6]),
+                  rows=torch.tensor([1, 3]))
+    scored.update(torch.tensor([[7.0], [8.0]]), torch.tensor([True, False]), score=torch.tensor([0.7, 0.1]),
+                  rows=torch.tensor([1, 3]))
+    scored.update(torch.tensor([[9.0]]), torch.tensor([True]), score=torch.tensor([0.2]), rows=torch.tensor([1]))
+    assert scored.x.squeeze(1).tolist() == [0.0, 9.0, 0.0, 6.0]
+    assert scored.score.tolist() == [float('inf'), pytest.approx(0.2), float('inf'), pytest.approx(0.6)]
+    assert scored.found.tolist() == [False, True, False, True]
 
 
 def test_pgd_linear_matches_closed_form_worst_case():
@@ -95,10 +146,8 @@ def test_pgd_linear_matches_closed_form_worst_case():
     not torch.cuda.is_available(), reason='needs a GPU'))])
 def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
-    x = torch.rand(30, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(48, 10)))
+    x, y = _self_labelled(model, 30)
     y[:7] = (y[:7] + 1) % 10  # 7 wrong: clean accuracy 23/30
     model, x, y = model.to(device), x.to(device), y.to(device)  # positions stay on the CPU, as eval.robustness has them
     x_adv = PGD(model, eps=0.0, steps=5).perturb(x, y)
@@ -106,9 +155,9 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
     opts = SuiteOptions(eps=(0.0,), pgd_steps=(5,), objectives=('ce', 'margin'), batch_size=8)
     specs = build_suite('quick', opts, families=None)
     specs = [s for s in specs if s.family.value == 'pgd']
-    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False)
-    out = summarise(rec, specs)
+    out = _summary(model, specs, opts, x, y)
     assert out.clean_accuracy == pytest.approx(23 / 30)
+    assert len(out.attacks) == 4  # targeted and untargeted, two objectives
     for r in out.attacks.values():
         assert r.accuracy == pytest.approx(23 / 30)
     assert out.worst_case['0'].accuracy == pytest.approx(23 / 30)
@@ -117,7 +166,7 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
     # one attack on the first 10 points only (as AutoAttack with aa_n): the worst case over all 30 counts it there
     # only, and the slice entry reports the first 10, where all attacks ran (7 of them misclassified clean)
     specs[-1].n_limit = 10
-    out = summarise(run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False), specs)
+    out = _summary(model, specs, opts, x, y)
     assert out.worst_case['0'].n == 30 and out.worst_case['0'].accuracy == pytest.approx(23 / 30)
     sl = out.worst_case_slice['0']
     assert sl.n == 10 and sl.accuracy == pytest.approx(3 / 10)
@@ -125,7 +174,7 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
 
     # a second attack on the first 4 only (as SPSA with spsa_n): the slice stays the largest prefix, naming it
     specs[0].n_limit = 4
-    out = summarise(run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(30), 10, progress=False), specs)
+    out = _summary(model, specs, opts, x, y)
     sl = out.worst_case_slice['0']
     assert sl.n == 10 and sl.accuracy == pytest.approx(3 / 10) and sl.partial == [specs[0].name]
 
@@ -157,10 +206,8 @@ def test_cw_minimal_l2_on_linear_binary_classifier():
 
 def test_cw_targeted_reaches_the_target():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 5)).eval()
-    x = torch.rand(6, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(48, 5)))
+    x, y = _self_labelled(model, 6)
     t = (y + 1) % 5
     res = CWL2(model, targeted=True, binary_steps=5, max_iter=200, lr=0.05).perturb(x, y, t)
     assert res.success.all()
@@ -169,12 +216,8 @@ def test_cw_targeted_reaches_the_target():
 
 def test_spsa_close_to_pgd_on_a_smooth_model():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.Tanh(), nn.Linear(32, 10)).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(64, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)  # clean accuracy 100%
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.Tanh(), nn.Linear(32, 10)))
+    x, y = _self_labelled(model, 64)
     eps = 0.06
     pgd_acc = (model(PGD(model, eps=eps, alpha=eps / 8, steps=40, loss='margin', seed=0).perturb(x, y))
                .argmax(1) == y).float().mean().item()
@@ -203,9 +246,7 @@ def test_mmc_adaptive_objective_breaks_what_ce_cannot():
     # the suite's diagnostics flag it
     opts = SuiteOptions(eps=(eps,), pgd_steps=(10,), objectives=('ce', 'mm'), batch_size=40)
     specs = [s for s in build_suite('quick', opts) if s.family.value == 'pgd']
-    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(40), 10, progress=False,
-                    diagnostic_objectives=('ce', 'mm'))
-    out = summarise(rec, specs)
+    out = _summary(model, specs, opts, x, y, diagnostic_objectives=('ce', 'mm'))
     assert out.diagnostics['zero_input_gradient_fraction']['ce'] == 1.0
     assert any('gradient masking' in w and "'ce'" in w for w in out.warnings)
     ce_acc = out.attacks['pgd10-un-8-ce'].accuracy
@@ -238,18 +279,27 @@ def test_scaled_logits_keep_predictions_and_dlr_and_unsaturate_ce():
     assert (g_sc.flatten(1).abs().amax(1) > 0).all()  # scaled: alive
 
 
-def test_autoattack_scaled_logits_break_a_saturated_mmc_model():
+def test_apgd_ce_on_scaled_logits_differs_from_raw_on_an_mm_model():
+    """What eval/README.md tells AutoAttack and RobustBench users (issue 15): on an MM head, APGD-CE on the raw logits
+    has exactly zero gradients and finds nothing; on :class:`timm_mmc.ScaledLogits` it breaks the model. Both the
+    robust accuracy and the adversarial examples differ."""
     model, x, y = _toy_mmc()
     x, y = x[:20], y[:20]
     eps = 8 / 255
     raw = run_autoattack(model, x, y, eps, version='custom', attacks=['apgd-ce'], n_iter=20, batch_size=20)
-    assert raw.robust.float().mean().item() == 1.0  # APGD-CE on raw logits: zero gradients, nothing found
-    scale, _ = choose_logit_scale(model, x)
-    out = run_autoattack(ScaledLogits(model, scale), x, y, eps, version='custom', attacks=['apgd-ce'], n_iter=20,
-                         batch_size=20)
-    check_linf_batch(out.x_adv, x, eps)
-    assert out.robust.float().mean().item() <= 0.2
-    assert out.log  # AutoAttack's own log was captured
+    scale, max_margin = choose_logit_scale(model, x)
+    scaled = run_autoattack(ScaledLogits(model, scale), x, y, eps, version='custom', attacks=['apgd-ce'],
+                            n_iter=20, batch_size=20)
+    check_linf_batch(raw.x_adv, x, eps)
+    check_linf_batch(scaled.x_adv, x, eps)
+    acc_raw, acc_scaled = raw.robust.float().mean().item(), scaled.robust.float().mean().item()
+    assert max_margin > 500 and scale < 0.05  # a saturating MM head, as the released ones
+    assert acc_raw == 1.0  # APGD-CE on raw logits: zero gradients, nothing found
+    assert torch.equal(raw.x_adv, x)  # not one pixel moved
+    assert acc_scaled <= 0.2 and acc_raw - acc_scaled >= 0.8, (acc_raw, acc_scaled)
+    with torch.no_grad():  # judged on the raw model: the scale changes no prediction
+        assert torch.equal(scaled.robust, model(scaled.x_adv).argmax(1) == y)
+    assert scaled.log  # AutoAttack's own log was captured
 
 
 def test_autoattack_warnings_are_captured():
@@ -293,19 +343,13 @@ class Quantised(nn.Module):
 
 
 def test_diagnostics_catch_gradient_masking():
-    model = Quantised().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(40, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model = _frozen(Quantised())
+    x, y = _self_labelled(model, 40)
     opts = SuiteOptions(eps=(16 / 255, 32 / 255), pgd_steps=(5,), objectives=('ce', 'margin'), spsa_n=40,
                         spsa_samples=32, spsa_steps=10, spsa_lr=0.02, batch_size=40)
     from eval.threat import AttackFamily
     specs = build_suite('paper', opts, families=[AttackFamily.PGD, AttackFamily.SPSA])
-    rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(40), 10, progress=False,
-                    diagnostic_objectives=('ce', 'margin'))
-    out = summarise(rec, specs)
+    out = _summary(model, specs, opts, x, y, diagnostic_objectives=('ce', 'margin'))
     assert out.diagnostics['zero_input_gradient_fraction']['margin'] == 1.0
     beat = out.diagnostics['blackbox_beats_whitebox']
     assert sum(beat.values()) > 0, out.attacks
@@ -314,27 +358,21 @@ def test_diagnostics_catch_gradient_masking():
 
 
 def test_runtime_check_rejects_out_of_ball_examples(monkeypatch):
-    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
-    x = torch.rand(8, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(48, 10)))
+    x, y = _self_labelled(model, 8)
     monkeypatch.setattr(PGD, 'perturb', lambda self, xb, yb, t=None: (xb + 2 * self.eps).clamp(0, 1))
     opts = SuiteOptions(eps=(8 / 255,), pgd_steps=(2,), objectives=('margin',), batch_size=8)
     specs = build_suite('quick', opts)
     specs = [s for s in specs if s.family.value == 'pgd']
     with pytest.raises(RuntimeError, match='eps-ball'):
-        run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(8), 10, progress=False)
+        _summary(model, specs, opts, x, y)
 
 
 @pytest.mark.parametrize('version', ['standard', 'rand', 'fast'])
 def test_autoattack_versions_run_and_stay_in_the_ball(version):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(6, 3, 4, 4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(48, 10)))
+    x, y = _self_labelled(model, 6)
     eps = 4 / 255
     out = run_autoattack(model, x, y, eps, version=version, n_iter=5, batch_size=6, num_classes=10)
     check_linf_batch(out.x_adv, x, eps)
@@ -346,7 +384,6 @@ def test_autoattack_versions_run_and_stay_in_the_ball(version):
 
 def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
     """Records written by hand: SPSA on the first 8 of 10 points, AutoAttack on the first 4."""
-    from eval.suite import AttackSpec, Records
     from eval.threat import AttackFamily, ThreatModel
 
     n, eps = 10, 8 / 255

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from timm_mmc.centers import mm_centers
 from timm_mmc.heads import distance_logits
 from timm_mmc.losses import build_loss, default_loss_for_head
 
@@ -21,10 +22,18 @@ def test_distance_logits_exact():
 
 
 def test_distance_logits_stay_float32_under_autocast():
-    z, mu, _ = _setup()
+    """MMC-10 features near their centers (logits ~-170): under bf16 autocast the logits must still match a float64
+    reference to 1e-3, which the same formula in bf16 misses by ~0.5 (so the test fails without the guard)."""
+    g = torch.Generator().manual_seed(0)
+    mu = mm_centers(10, 256)  # norm 10, as the released heads
+    z = mu[torch.arange(64) % 10] + 0.5 * torch.randn(64, 256, generator=g)
+    reference = -0.5 * ((z.double()[:, None] - mu.double()[None]) ** 2).sum(-1)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = distance_logits(z.bfloat16(), mu)
+        out = distance_logits(z, mu)
+        unguarded = -0.5 * ((z * z).sum(1, keepdim=True) - 2.0 * (z @ mu.t()) + (mu * mu).sum(1)[None])
     assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), reference, atol=1e-3, rtol=0)
+    assert (unguarded.double() - reference).abs().max() > 1e-2  # bf16 cannot meet the tolerance above
 
 
 def test_mmc_is_half_squared_distance():
