@@ -32,6 +32,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     # what to train
     model: str = _f('resnet32_mmc', 'registered model name, e.g. resnet32_mmc, resnet32_sce, resnet110_mmlda')
+    pretrained_backbone: Optional[str] = _f(None, 'for an MM head on a timm backbone (--model BACKBONE+HEAD, e.g. '
+                                            'resnet18+mmc): start the backbone from "timm" (its timm weights; the HF '
+                                            'cache when offline) or a safetensors file of them; default: from scratch')
     loss: Optional[str] = _f(None, 'training loss; default follows the head (timm_mmc.heads.HEADS)',
                              choices=('sce', 'mmlda', 'mmc', 'center', 'lgm'))
     center_norm: Optional[float] = _f(None, 'override the MM center norm C (model default 10: "MMC-10")')

@@ -2,7 +2,8 @@
 
 Weights come only from safetensors or ``torch.load(weights_only=True)``: a pickle that would run code is refused
 before anything of it runs. ``load_model`` accepts what users type: a registered name (``resnet32_mmc``, optionally
-``.tag`` and ``pretrained=True``), ``hf-hub:org/repo``, ``local-dir:path``, or a name plus a checkpoint file (a
+``.tag`` and ``pretrained=True``; ``BACKBONE+HEAD`` such as ``resnet18+mmc`` for an MM head on a timm backbone),
+``hf-hub:org/repo``, ``local-dir:path``, or a name plus a checkpoint file (a
 ``config.json`` beside the checkpoint, as our exports and training runs write, supplies the model arguments).
 """
 from __future__ import annotations
@@ -118,12 +119,35 @@ def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
     return data
 
 
+def _config_model_args(checkpoint: Path, spec: str, arch: str, name_args: Dict[str, Any]) -> Dict[str, Any]:
+    """The model arguments of the ``config.json`` beside a checkpoint, checked against the model name given."""
+    from .models import model_display_name
+
+    cfg = checkpoint_config(checkpoint)
+    if cfg is None:
+        return {}
+    args = {k: v for k, v in dict(cfg.get('model_args', {}), num_classes=cfg.get('num_classes')).items()
+            if v is not None}
+    saved = cfg.get('architecture')
+    if saved:
+        try:
+            saved_name, asked = model_display_name(saved, args), model_display_name(arch, name_args)
+        except ValueError as e:
+            raise ModelLoadError(f'{str(checkpoint.parent / "config.json")!r}: {e}; fix model_args there or remove '
+                                 f'the file.') from None
+        if saved_name != asked:
+            raise ModelLoadError(f'checkpoint {str(checkpoint)!r} is a {saved_name!r} (its config.json says so), not '
+                                 f'a {spec.split(".", 1)[0]!r}; pass --model {saved_name}.')
+    return args
+
+
 def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: bool = False,
                **kwargs: Any) -> nn.Module:
     """Build a model from what a user typed and load its weights.
 
     Args:
-        spec: ``name[.tag]``, ``hf-hub:org/repo`` or ``local-dir:path``.
+        spec: ``name[.tag]`` (a registered name, or ``BACKBONE+HEAD`` for an MM head on a timm backbone, see
+            :func:`timm_mmc.models.resolve_model_name`), ``hf-hub:org/repo`` or ``local-dir:path``.
         checkpoint: A weights file for ``spec`` (safetensors preferred).
         pretrained: Load the registered pretrained weights of ``name[.tag]``.
         **kwargs: Extra model arguments (e.g. ``num_classes``).
@@ -133,7 +157,7 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
     """
     import timm
 
-    import timm_mmc  # noqa: F401  registers the models
+    from .models import resolve_model_name  # importing it registers the models
 
     if spec.startswith(('hf-hub:', 'local-dir:')):
         if checkpoint is not None:
@@ -145,29 +169,22 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
             return timm.create_model(spec, pretrained=True, **kwargs)
         except Exception as e:
             raise ModelLoadError(f'could not load {spec!r}: {type(e).__name__}: {e}') from e
-    name = spec.split('.', 1)[0]
-    if not timm.is_model(name):
-        raise ModelLoadError(f'unknown model {spec!r}; see timm.list_models("*_mmc") or timm.list_models().')
+    try:
+        timm_name, name_args = resolve_model_name(spec)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
+    arch = timm_name.split('.', 1)[0]
     if checkpoint is None:
         try:
-            return timm.create_model(spec, pretrained=pretrained, **kwargs)
+            return timm.create_model(timm_name, pretrained=pretrained, **name_args, **kwargs)
         except Exception as e:
             raise ModelLoadError(f'could not create {spec!r}: {type(e).__name__}: {e}') from e
     checkpoint = Path(checkpoint)
     state = load_state_dict_safe(checkpoint)
-    cfg = checkpoint_config(checkpoint)
-    args: Dict[str, Any] = {}
-    if cfg is not None:
-        arch = cfg.get('architecture')
-        if arch and arch != name:
-            raise ModelLoadError(f'checkpoint {str(checkpoint)!r} is a {arch!r} (its config.json says so), not a '
-                                 f'{name!r}; pass --model {arch}.')
-        args = dict(cfg.get('model_args', {}))
-        args.setdefault('num_classes', cfg.get('num_classes'))
-        args = {k: v for k, v in args.items() if v is not None}
+    args = dict(_config_model_args(checkpoint, spec, arch, name_args), **name_args)
     args.update(kwargs)
     try:
-        model = timm.create_model(spec, pretrained=False, **args)
+        model = timm.create_model(timm_name, pretrained=False, **args)
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f'cannot build {spec!r} with the model_args of {str(checkpoint.parent / "config.json")!r} '
                              f'({type(e).__name__}: {e}); fix model_args there or remove the file.') from e

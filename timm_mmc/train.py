@@ -42,6 +42,7 @@ from timm_mmc.data import DataError, augment_batch, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
+from timm_mmc.models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name  # noqa: E402
 from timm_mmc.runfolder import RunError, RunFolder, TrainerState, resolve_resume  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -162,13 +163,7 @@ class Trainer:
             self.run.check_usable(cfg.resume, cfg.overwrite)
         except RunError as e:
             raise TrainError(str(e)) from e
-        name = cfg.model.split('.', 1)[0]
-        if not timm.is_model(name):
-            raise TrainError(f'unknown model {cfg.model!r}; list them with timm.list_models("*_mmc") '
-                             f'(e.g. resnet32_mmc, resnet32_sce).')
-        if name not in timm.list_models(module='cifar_resnet'):
-            raise TrainError(f'{cfg.model!r} is not a timm_mmc model; train.py trains the registered *_sce / *_mmc '
-                             f'/ *_mmlda / *_lgm models (use timm_mmc.create_mmc_model in your own loop otherwise).')
+        self.timm_name, self.name_args = self._resolve_model()
         # data before anything is written: a bad data set must leave no trace
         self.train_set = load_split(cfg.dataset, cfg.train_split, cfg.image_column, cfg.label_column,
                                     cfg.cache_dir, cfg.train_limit)
@@ -226,6 +221,26 @@ class Trainer:
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
 
     # -- set-up -------------------------------------------------------------------------------------------------
+    def _resolve_model(self) -> Tuple[str, Dict[str, Any]]:
+        """``--model`` as timm name and arguments (:func:`timm_mmc.models.resolve_model_name`), checked before work."""
+        cfg = self.cfg
+        try:
+            timm_name, name_args = resolve_model_name(cfg.model)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
+        arch = timm_name.split('.', 1)[0]
+        if arch not in timm.list_models(module=['cifar_resnet', 'wrapper']):
+            raise TrainError(f'{cfg.model!r} has no MM / SCE head of timm_mmc; train it with one: {arch}+mmc (or '
+                             f'+sce, +mmlda, ...) puts the head on that timm backbone.')
+        if cfg.pretrained_backbone is not None:
+            if arch != WRAPPER_ARCH:
+                raise TrainError(f'--pretrained-backbone is for an MM head on a timm backbone (--model BACKBONE+HEAD, '
+                                 f'e.g. resnet18+mmc), not {cfg.model!r}; use --init-from for weights of it.')
+            if cfg.pretrained_backbone != 'timm' and not Path(cfg.pretrained_backbone).is_file():
+                raise TrainError(f'--pretrained-backbone {cfg.pretrained_backbone!r}: give "timm" (the backbone\'s '
+                                 f'timm weights) or an existing safetensors file of them.')
+        return timm_name, name_args
+
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
         x = self.train_set.images
@@ -233,7 +248,7 @@ class Trainer:
         sample = x[:: max(1, len(x) // 10000)].float().div_(255)
         mean = [float(v) for v in sample.mean((0, 2, 3))]
         std = [float(v) for v in sample.std((0, 2, 3))]
-        kwargs: Dict[str, Any] = dict(num_classes=self.num_classes, norm_mean=mean, norm_std=std,
+        kwargs: Dict[str, Any] = dict(self.name_args, num_classes=self.num_classes, norm_mean=mean, norm_std=std,
                                       drop_rate=cfg.drop_rate)
         if cfg.center_norm is not None:
             kwargs['center_norm'] = cfg.center_norm
@@ -241,9 +256,16 @@ class Trainer:
             kwargs['feature_dim'] = cfg.feature_dim
         torch.manual_seed(cfg.seed)
         try:
-            return timm.create_model(cfg.model, pretrained=False, **kwargs)
+            model = timm.create_model(self.timm_name, pretrained=False, **kwargs)
         except ValueError as e:
             raise TrainError(f'cannot build {cfg.model!r}: {e}') from e
+        if cfg.pretrained_backbone is not None:
+            try:
+                where = model.load_backbone_weights(cfg.pretrained_backbone)
+            except (PretrainedWeightsError, ModelLoadError) as e:
+                raise TrainError(f'--pretrained-backbone: {e}') from e
+            self.accelerator.print(f'backbone weights: {where}')
+        return model
 
     def autocast(self):
         if self.cfg.precision == 'bf16':

@@ -1,6 +1,7 @@
 """What every part of the release tooling shares: the release folder's layout, its error, and reading its files.
 
-A release folder (``hub_cards/<architecture>.<tag>/``) is exactly the content of one Hub repo::
+A release folder (``hub_cards/<release name>/``: ``resnet32_mmc.cifar10``, or ``resnet18-mmc.cifar10`` for an MM head
+on a timm backbone, see :func:`timm_mmc.models.release_name`) is exactly the content of one Hub repo::
 
     model.safetensors             weights (never a pickle)
     config.json                   timm's config (architecture, num_classes, label_names, model_args, pretrained_cfg)
@@ -23,7 +24,7 @@ from .. import report as schema
 __all__ = ['HubError', 'CARDS_DIR', 'TEMPLATE_PATH', 'PAPER_RESULTS_PATH', 'PROSE_PATH', 'WEIGHTS_FILE', 'CONFIG_FILE',
            'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'TRAINING_DIR', 'TRAINING_FILES',
            'PICKLE_SUFFIXES', 'DATASETS', 'read_json', 'read_yaml', 'read_report', 'folder_config', 'training_files',
-           'norm_dataset', 'dataset_info', 'head_key', 'prose', 'md']
+           'norm_dataset', 'dataset_info', 'head_key', 'prose', 'md', 'default_repo_id', 'wrapped_backbone_text']
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / 'cards'  # package data: works from a wheel, not only a checkout
 TEMPLATE_PATH = CARDS_DIR / 'template.md'
@@ -130,6 +131,28 @@ def head_key(model_args: Dict[str, Any]) -> str:
         return head_spec(model_args.get('head', 'mmc'), model_args.get('center_kind', 'mm')).suffix
     except ValueError as e:
         raise HubError(f'config.json model_args: {e}') from None
+
+
+def default_repo_id(arch: str, tag: str, model_args: Dict[str, Any]) -> str:
+    """The Hub repo a release is published as: ``timm-mmc/<release name>`` (the ``hf_hub_id`` of a released tag)."""
+    from ..models import hub_repo_id, release_name
+
+    try:
+        return hub_repo_id(release_name(arch, model_args, tag))
+    except ValueError as e:
+        raise HubError(f'config.json model_args: {e}') from None
+
+
+def wrapped_backbone_text(arch: str, model_args: Dict[str, Any]) -> Optional[str]:
+    """What a wrapped timm backbone is, in a sentence for cards and RobustBench files; None for other models."""
+    from ..models import WRAPPER_ARCH, model_display_name
+
+    if arch != WRAPPER_ARCH:
+        return None
+    backbone = model_args.get('backbone')
+    return (f'the timm backbone `{backbone}` (its classifier removed, its pooled features into the head; '
+            f'`{model_display_name(arch, model_args)}` in timm-mmc\'s commands, timm.create_model("{WRAPPER_ARCH}", '
+            f'backbone="{backbone}", ...))')
 
 
 @functools.lru_cache(maxsize=1)

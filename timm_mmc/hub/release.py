@@ -16,7 +16,7 @@ from ..fileio import current_umask
 from ..report import EvalReport
 from .card import nondefault_args, write_card
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, TRAINING_DIR, TRAINING_FILES, WEIGHTS_FILE, HubError,
-                     folder_config, norm_dataset, read_json, read_report, read_yaml)
+                     default_repo_id, folder_config, norm_dataset, read_json, read_report, read_yaml)
 from .plot import write_plot
 from .robustbench import write_robustbench
 
@@ -80,14 +80,14 @@ def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Pa
 def _resolve_tag(arch: str, tag: Optional[str], run: Dict[str, Any], rep: EvalReport) -> str:
     import timm
 
-    import timm_mmc  # noqa: F401
+    from ..models import arch_tags
 
     if not timm.is_model(arch):
         raise HubError(f'config.json names architecture {arch!r}, which timm_mmc does not register; see '
-                       f'timm.list_models("resnet*_mmc").')
+                       f'timm.list_models("resnet*_mmc") and timm.list_models("mmc_wrapper").')
     run_ds, eval_ds = norm_dataset(run['args'].get('dataset')), norm_dataset(rep.dataset)
     tag = next((c for c in (tag, run_ds, eval_ds, (run['config'].get('pretrained_cfg') or {}).get('tag')) if c), None)
-    known = [n.split('.', 1)[1] for n in timm.list_pretrained(f'{arch}.*')]
+    known = arch_tags(arch)  # every registered tag: a release may be the first of its tag
     if tag not in known:
         raise HubError(f'cannot tell which pretrained tag {arch} gets (found {tag!r}); pass --tag, one of {known}.')
     for what, ds in (('training args.yaml', run_ds), ('evaluation report', eval_ds)):
@@ -97,12 +97,17 @@ def _resolve_tag(arch: str, tag: Optional[str], run: Dict[str, Any], rep: EvalRe
     return tag
 
 
-def _check_eval_model(rep: EvalReport, arch: str) -> None:
-    import timm
+def _check_eval_model(rep: EvalReport, name: str) -> None:
+    """The report's model, where it names one (``resnet32_mmc``, ``resnet18+mmc``, a release folder), is ``name``."""
+    from ..models import model_display_name, resolve_model_name
 
-    name = rep.model.split(':', 1)[-1].rstrip('/').split('/')[-1].split('.')[0]
-    if timm.is_model(name) and name != arch:
-        raise HubError(f'the evaluation report is for model {rep.model!r}, not {arch!r}; evaluate this run with '
+    given = rep.model.split(':', 1)[-1].rstrip('/').split('/')[-1].split('.')[0]
+    try:
+        timm_name, args = resolve_model_name(given)
+    except ValueError:
+        return  # a run folder or file name that names no model
+    if model_display_name(timm_name.split('.', 1)[0], args) != name:
+        raise HubError(f'the evaluation report is for model {rep.model!r}, not {name!r}; evaluate this run with '
                        f'python -m eval.robustness and pass that report.')
 
 
@@ -184,8 +189,9 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
         run_dir: Training run folder (``model.safetensors`` + ``config.json``; optional ``args.yaml``,
             ``summary.json``, ``metrics.jsonl``).
         eval_path: Evaluation report from ``python -m eval.robustness`` for these weights.
-        out_dir: Release folder to create, e.g. ``hub_cards/resnet32_mmc.cifar10``.
-        tag: Pretrained tag (``cifar10`` / ``cifar100``); by default from the run's data set.
+        out_dir: Release folder to create, named as its Hub repo (:func:`timm_mmc.models.release_name`): e.g.
+            ``hub_cards/resnet32_mmc.cifar10``, ``hub_cards/resnet18-mmc.cifar10`` for ``resnet18+mmc``.
+        tag: Pretrained tag (``cifar10`` / ``cifar100`` / ``cifar10_at``); by default from the run's data set.
         checkpoint: Weights to export instead of ``run_dir/model.safetensors`` (safetensors, or a ``.pth`` read with
             ``torch.load(weights_only=True)``; a pickle that would run code is refused).
         repo_id: Hub repo the card's usage names; default the model's registered ``hf_hub_id``.
@@ -201,7 +207,9 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     Raises:
         HubError: Bad or inconsistent input; nothing is left behind.
     """
-    from timm.models import get_pretrained_cfg, save_for_hf
+    from timm.models import save_for_hf
+
+    from ..models import model_display_name
 
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -211,11 +219,12 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     arch = run['config']['architecture']
     tag = _resolve_tag(arch, tag, run, rep)
     weights = Path(checkpoint) if checkpoint is not None else run['dir'] / WEIGHTS_FILE
-    _check_eval_model(rep, arch)
     model_args = dict(run['config'].get('model_args') or {})
     model_args.setdefault('num_classes', run['config'].get('num_classes'))
+    model_name = model_display_name(arch, model_args)
+    _check_eval_model(rep, model_name)
     model = _build_model(arch, tag, model_args, weights)
-    default_repo = get_pretrained_cfg(f'{arch}.{tag}').hf_hub_id
+    default_repo = default_repo_id(arch, tag, model_args)
     extra_args = nondefault_args(arch, tag, model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
@@ -241,6 +250,9 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     if unverified:
         log(f'WARNING: {unverified}; exported anyway (--allow-unverified-eval) and the card says its figures are '
             f'unverified.')
+    if out.name != default_repo.split('/')[-1]:
+        log(f'note: the release of {model_name}.{tag} is named {default_repo.split("/")[-1]} (its Hub repo '
+            f'{default_repo}); this folder is {out.name}.')
     if extra_args:
         log(f'note: this model differs from the registered {arch}.{tag} defaults in {sorted(extra_args)}; '
             f'timm.create_model("{arch}.{tag}", pretrained=True) needs them as keyword arguments (the card says so), '
@@ -249,5 +261,5 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
         log(f'note: timm.create_model("{arch}.{tag}", pretrained=True) downloads from {default_repo}; this card '
             f'names {repo_id}, reachable as hf-hub:{repo_id}.')
     from .push import release_files
-    log(f'exported {arch}.{tag} to {out}: ' + ', '.join(release_files(out)))
+    log(f'exported {model_name}.{tag} to {out}: ' + ', '.join(release_files(out)))
     return out

@@ -3,8 +3,10 @@
 timm lists a tag in ``timm.list_pretrained`` exactly when its cfg names a source (``hf_hub_id``, ``url`` or ``file``),
 so only tags with released weights (:data:`RELEASED`) get an ``hf_hub_id``; the other tags stay creatable with
 ``pretrained=False``. timm itself answers ``pretrained=True`` without a source with a warning and random weights, and
-an unreachable Hub with an error that names neither the repo nor a way out: :func:`build_pretrained` replaces both
-with a :class:`PretrainedWeightsError` that says what to do.
+an unreachable Hub with an error that names neither the repo nor a way out. :func:`build_pretrained` instead looks for
+an unreleased tag in its conventional repo (``timm-mmc/<release name>``: found once ``python -m timm_mmc.hub cache``
+put a release folder into the HF cache, or once it is published) and raises a :class:`PretrainedWeightsError` that
+says what to do when the weights cannot be had.
 """
 from __future__ import annotations
 
@@ -35,20 +37,26 @@ def _hub_errors() -> tuple:
     return EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
 
 
-def _no_weights_message(name: str, arch: str) -> str:
+def _error_text(error: BaseException) -> str:
+    first = str(error).splitlines()[0] if str(error) else ''
+    return f'{type(error).__name__}: {first}'
+
+
+def _no_weights_message(name: str, arch: str, repo_id: str, error: BaseException) -> str:
     tags = [n for n in RELEASED if n.split('.', 1)[0] == arch]
     released = f'{arch} has {", ".join(tags)}' if tags else f'released: {", ".join(RELEASED)}'
-    return (f'{name} has no released weights ({released}; timm.list_pretrained() lists them). Build it with '
+    return (f'{name} has no released weights ({released}; timm.list_pretrained() lists them), and its repo {repo_id} '
+            f'is neither in the local Hugging Face cache nor reachable ({_error_text(error)}). Build it with '
             f'pretrained=False and train it (python -m timm_mmc.train --model ...), or load weights you have: '
-            f'timm.create_model("local-dir:FOLDER", pretrained=True) for a folder with config.json and '
-            f'model.safetensors, or pretrained_cfg_overlay=dict(file="model.safetensors").')
+            f'`python -m timm_mmc.hub cache FOLDER` puts a release folder into the HF cache, '
+            f'timm.create_model("local-dir:FOLDER", pretrained=True) loads one directly, '
+            f'pretrained_cfg_overlay=dict(file="model.safetensors") loads a weights file.')
 
 
 def _unreachable_message(name: str, repo_id: str, release_name: str, error: BaseException) -> str:
     return (f'the pretrained weights of {name} are the Hub repo {repo_id}, which is not in the local Hugging Face '
-            f'cache and could not be fetched ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})'
-            f'. Until it is published (or without a network), use the release folder hub_cards/{release_name} of the '
-            f'timm-mmc repository: `python -m timm_mmc.hub cache hub_cards/{release_name}` fills the HF cache so '
+            f'cache and could not be fetched ({_error_text(error)}). Until it is published (or without a network), '
+            f'use the release folder hub_cards/{release_name} of the timm-mmc repository: `python -m timm_mmc.hub cache hub_cards/{release_name}` fills the HF cache so '
             f'that this call works offline (HF_HUB_OFFLINE=1), or load it directly with '
             f'timm.create_model("local-dir:hub_cards/{release_name}", pretrained=True).')
 
@@ -74,20 +82,25 @@ def build_pretrained(model_cls: Callable[..., Any], variant: str, pretrained: bo
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
                                  pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     name = release_name(cfg.tag or '')
-    if not (cfg.has_weights or cfg.state_dict is not None):
-        raise PretrainedWeightsError(_no_weights_message(f'{display_name}.{cfg.tag}', variant))
+    if not (cfg.has_weights or cfg.state_dict is not None):  # not released: its repo, if cached or published since
+        kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, hf_hub_id=hub_repo_id(name))
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                     pretrained_cfg_overlay=kwargs['pretrained_cfg_overlay'])
     from_hub = cfg.hf_hub_id and not cfg.file and not cfg.url and cfg.state_dict is None
     try:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except _hub_errors() as e:
         if not from_hub:
             raise
+        if name not in RELEASED:
+            raise PretrainedWeightsError(_no_weights_message(f'{display_name}.{cfg.tag}', variant, cfg.hf_hub_id,
+                                                             e)) from e
         raise PretrainedWeightsError(_unreachable_message(f'{display_name}.{cfg.tag}', cfg.hf_hub_id, name, e)) from e
 
 
 def arch_tags(arch: str) -> Iterable[str]:
     """Every registered tag of an architecture, with or without weights."""
-    return list(get_arch_pretrained_cfgs(arch))
+    return [name.split('.', 1)[-1] for name in get_arch_pretrained_cfgs(arch)]
 
 
 def released_tags(arch: str) -> Dict[str, str]:
