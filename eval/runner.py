@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -85,9 +85,17 @@ def merge_records(parts: Sequence[Records]) -> Records:
     return out
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
+def _batches(index: Tensor, batch_size: int, desc: str, progress: bool) -> Iterator[Tensor]:
+    """``index`` (sample indices) in chunks of ``batch_size``, with a progress bar over the images when asked."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit='img', disable=not enabled, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=index.numel(), desc=desc, unit='img', disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for i in range(0, index.numel(), batch_size):
+            chunk = index[i:i + batch_size]
+            yield chunk
+            bar.update(chunk.numel())
+    finally:
+        bar.close()
 
 
 def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, obj: str,
@@ -178,18 +186,13 @@ def _run_corruption(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, in
                     progress: bool) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     robust = torch.zeros_like(in_slice)
-    idx = in_slice.nonzero().squeeze(1)
-    bar = _progress(idx.numel(), spec.name, progress)
-    for i in range(0, idx.numel(), bs):
-        j = idx[i:i + bs]
+    for j in _batches(in_slice.nonzero().squeeze(1), bs, spec.name, progress):
         if spec.family == AttackFamily.NOISE:
             xc = gaussian_noise(x[j], spec.config.sigma, gen)
         else:
             xc = random_rotation(x[j], spec.config.max_degrees, gen)
         with torch.no_grad():
             robust[j] = model(xc).argmax(1) == y[j]
-        bar.update(j.numel())
-    bar.close()
     return robust
 
 
@@ -221,18 +224,15 @@ def _run_linf(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, t: Tenso
         raise ValueError(f'no Linf runner for family {spec.family}.')
     robust = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     zero = []
-    bar = _progress(x.shape[0], spec.name, progress)
-    for i in range(0, x.shape[0], fwd_bs):
-        xb, yb = x[i:i + fwd_bs], y[i:i + fwd_bs]
-        tb = None if tgt is None else tgt[i:i + fwd_bs]
+    for j in _batches(torch.arange(x.shape[0], device=x.device), fwd_bs, spec.name, progress):
+        xb, yb = x[j], y[j]
+        tb = None if tgt is None else tgt[j]
         x_adv = attack.perturb(xb, yb, tb)
         check_linf_batch(x_adv, xb, spec.eps)  # every adversarial batch, whatever the attack checked itself
         if isinstance(attack, PGD):
             zero.append((attack.last_zero_grad_fraction, xb.shape[0]))
         with torch.no_grad():
-            robust[i:i + fwd_bs] = model(x_adv).argmax(1) == yb
-        bar.update(xb.shape[0])
-    bar.close()
+            robust[j] = model(x_adv).argmax(1) == yb
     if zero and spec.family == AttackFamily.PGD:
         total = sum(n for _, n in zero)
         extra['zero_grad_fraction_first_step'] = sum(f * n for f, n in zero) / max(total, 1)
@@ -268,9 +268,7 @@ def _run_cw(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, targets: T
     success = torch.zeros(n, dtype=torch.bool, device=x.device)
     idx = todo.nonzero().squeeze(1)
     grads = 0
-    bar = _progress(idx.numel(), spec.name, progress)
-    for i in range(0, idx.numel(), bs):
-        j = idx[i:i + bs]
+    for j in _batches(idx, bs, spec.name, progress):
         res = attack.perturb(x[j], y[j], targets[j] if spec.targeted else None)
         check_box(res.x_adv)  # C&W has no eps-ball, only the box
         with torch.no_grad():
@@ -280,9 +278,7 @@ def _run_cw(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, targets: T
         ok = res.success & really  # re-check with a fresh forward
         success[j] = ok
         l2[j] = torch.where(ok, measured, torch.full_like(measured, float('inf')))
-        bar.update(j.numel())
         grads += attack.sample_iterations
-    bar.close()
     robust = ~success & todo  # still correct after C&W (no budget: any success breaks it)
     extra['gradient_steps'] = grads
     extra['gradient_steps_per_point'] = grads / max(int(idx.numel()), 1)

@@ -19,7 +19,7 @@ from .threat import AttackFamily, ThreatModel
 
 __all__ = ['SuiteSummary', 'summarise']
 
-_EPS_TOL = 1e-12
+_TOL = 1e-12  # float tolerance of eps and accuracy comparisons
 
 
 @dataclass
@@ -41,6 +41,15 @@ def _share(mask: torch.Tensor, of: torch.Tensor) -> float:
     return (mask & of).double().sum().item() / max(k, 1)
 
 
+def _still_robust(rec: Records, specs: Sequence[AttackSpec], start: torch.Tensor) -> torch.Tensor:
+    """Per sample: ``start`` and broken by none of ``specs`` (each counted where it ran, its ``in_slice``)."""
+    robust = start.clone()
+    for s in specs:
+        a = rec.attacks[s.name]
+        robust &= a['robust'] | ~a['in_slice']
+    return robust
+
+
 def _cw_stats(a: Dict[str, torch.Tensor], sl: torch.Tensor) -> Dict[str, float]:
     """C&W: success rate over the attacked points, mean / median L2 over the successes, the paper's mean."""
     succ = a['success'] & sl
@@ -57,7 +66,7 @@ def _attack_result(spec: AttackSpec, rec: Records) -> AttackResult:
     sl = a['in_slice']
     clean_sl = _share(rec.clean, sl)
     acc = _share(a['robust'], sl)
-    if spec.threat == ThreatModel.LINF and acc > clean_sl + _EPS_TOL:
+    if spec.threat == ThreatModel.LINF and acc > clean_sl + _TOL:
         raise RuntimeError(f'{spec.name}: robust accuracy {acc:.4f} exceeds clean accuracy {clean_sl:.4f}.')
     extra = dict(rec.extra.get(spec.name, {}))
     if 'attacks' in extra:
@@ -83,12 +92,10 @@ def _columns(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Column]:
             groups.setdefault(spec.column, []).append(spec)
     out = {}
     for name, members in groups.items():
-        robust = torch.ones_like(rec.clean)
+        robust = _still_robust(rec, members, torch.ones_like(rec.clean))
         in_slice = torch.ones_like(rec.clean)
         for s in members:
-            a = rec.attacks[s.name]
-            robust &= a['robust'] | ~a['in_slice']
-            in_slice &= a['in_slice']
+            in_slice &= rec.attacks[s.name]['in_slice']
         first = members[0]
         objectives = list(dict.fromkeys(s.objective for s in members if s.objective is not None))
         out[name] = Column(name=name, family=first.family.value, eps=first.eps, targeted=first.targeted,
@@ -103,13 +110,9 @@ def _worst_cases(rec: Records, linf: Sequence[AttackSpec]) -> Tuple[Dict[str, Wo
     worst: Dict[str, WorstCase] = {}
     robust_at: Dict[float, torch.Tensor] = {}
     for eps in sorted({s.eps for s in linf}):
-        robust = rec.clean.clone()
-        names = []
-        for s in linf:
-            if s.eps <= eps + _EPS_TOL:
-                a = rec.attacks[s.name]
-                robust &= a['robust'] | ~a['in_slice']
-                names.append(s.name)
+        within = [s for s in linf if s.eps <= eps + _TOL]
+        robust = _still_robust(rec, within, rec.clean)
+        names = [s.name for s in within]
         robust_at[eps] = robust
         worst[eps_key(eps)] = WorstCase(eps=eps, accuracy=robust.double().mean().item() if n else math.nan, n=n,
                                         attacks=names)
@@ -124,7 +127,7 @@ def _worst_slices(rec: Records, linf: Sequence[AttackSpec], worst: Dict[str, Wor
     n = rec.clean.numel()
     out: Dict[str, WorstCase] = {}
     for eps, robust in robust_at.items():
-        within = [s for s in linf if s.eps <= eps + _EPS_TOL]
+        within = [s for s in linf if s.eps <= eps + _TOL]
         limited = [(s.family == AttackFamily.AUTOATTACK, int(rec.attacks[s.name]['in_slice'].sum()),
                     rec.attacks[s.name]['in_slice']) for s in within if int(rec.attacks[s.name]['in_slice'].sum()) < n]
         if not limited:
@@ -180,13 +183,10 @@ def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, A
     for s in specs:
         if s.family not in (AttackFamily.SPSA, AttackFamily.TRANSFER):
             continue
-        wb = [w for w in whitebox if w.eps <= s.eps + 1e-12]
+        wb = [w for w in whitebox if w.eps <= s.eps + _TOL]
         if not wb:
             continue
-        wb_robust = rec.clean.clone()
-        for w in wb:
-            a = rec.attacks[w.name]
-            wb_robust &= a['robust'] | ~a['in_slice']
+        wb_robust = _still_robust(rec, wb, rec.clean)
         a = rec.attacks[s.name]
         k = int((wb_robust & ~a['robust'] & a['in_slice'] & rec.clean).sum())
         beat[s.name] = k
@@ -205,13 +205,13 @@ def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, A
                 continue
             if t.objective != s.objective:
                 continue
-            bigger_eps = t.eps > s.eps + 1e-12 and t.steps == s.steps
-            more_steps = (t.steps or 0) > (s.steps or 0) and abs(t.eps - s.eps) < 1e-12
+            bigger_eps = t.eps > s.eps + _TOL and t.steps == s.steps
+            more_steps = (t.steps or 0) > (s.steps or 0) and abs(t.eps - s.eps) < _TOL
             if not (bigger_eps or more_steps):
                 continue
             a_s, a_t = results[s.name].accuracy, results[t.name].accuracy
             left = a_s * results[s.name].n
-            if a_t >= a_s - 1e-12 and left >= min_left:
+            if a_t >= a_s - _TOL and left >= min_left:
                 what = 'eps' if bigger_eps else 'steps'
                 flat.append(f'{s.name} -> {t.name}')
                 warns.append(f'gradient masking?: robust accuracy does not fall with {what}: {s.name} {a_s:.2%} -> '
@@ -221,7 +221,7 @@ def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, A
     keys = sorted(robust_at)
     for lo, hi in zip(keys, keys[1:]):
         a_lo, a_hi = robust_at[lo].double().mean().item(), robust_at[hi].double().mean().item()
-        if a_hi >= a_lo - 1e-12 and robust_at[lo].sum() >= min_left:
+        if a_hi >= a_lo - _TOL and robust_at[lo].sum() >= min_left:
             warns.append(f'gradient masking?: the worst case does not fall from eps {eps_key(lo)}/255 ({a_lo:.2%}) to '
                          f'{eps_key(hi)}/255 ({a_hi:.2%}).')
     out['warnings'] = warns
