@@ -1,5 +1,9 @@
 """timm's own style: every registered model name goes through the same contract checks."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import timm
@@ -25,8 +29,41 @@ def test_registry():
             assert f'resnet{depth}_{head}' in MODELS
     assert {'resnet32v2_mmc', 'resnet32v2_sce'} <= set(MODELS)
     assert 'resnet32_mmc' in timm.list_models('*_mmc')
-    assert 'resnet32_mmc.cifar10' in timm.list_pretrained('resnet32*')
-    assert 'resnet32_mmc.cifar100' in timm.list_pretrained('resnet32*')
+    assert 'mmc_wrapper' in timm.list_models(module='wrapper')
+
+
+def test_list_pretrained_lists_the_released_tags_only():
+    ours = timm.list_models(module=['cifar_resnet', 'wrapper'])
+    listed = [n for n in timm.list_pretrained() if n.split('.', 1)[0] in ours]
+    assert sorted(listed) == sorted(timm_mmc.models.RELEASED)
+    assert 'resnet32_mmc.cifar100' not in timm.list_pretrained('resnet32*')
+    assert timm.create_model('resnet32_mmc.cifar100').num_classes == 100  # unreleased tags are still creatable
+    assert timm.get_pretrained_cfg('resnet32_mmc').tag == 'cifar10'  # the default tag is a released one
+
+
+def test_released_tags_are_the_release_folders():
+    hub_cards = Path(__file__).resolve().parents[1] / 'hub_cards'
+    if not hub_cards.is_dir():
+        pytest.skip('no hub_cards/ beside the tests (an installed package)')
+    folders = sorted(p.name for p in hub_cards.iterdir() if (p / 'model.safetensors').is_file())
+    assert folders == sorted(timm_mmc.models.RELEASED)
+
+
+@pytest.mark.parametrize('name,needles', [
+    ('resnet32_mmc.cifar10', ['timm-mmc/resnet32_mmc.cifar10',
+                              'python -m timm_mmc.hub cache hub_cards/resnet32_mmc.cifar10',
+                              'local-dir:hub_cards/resnet32_mmc.cifar10']),
+    ('resnet20_mmc.cifar100', ['has no released weights', 'resnet32_mmc.cifar10', 'local-dir:FOLDER']),
+])
+def test_pretrained_offline_names_the_repo_and_the_local_route(name, needles, tmp_path):
+    script = (f'import timm, timm_mmc\n'
+              f'try:\n    timm.create_model({name!r}, pretrained=True)\n'
+              f'except timm_mmc.models.PretrainedWeightsError as e:\n    print("ERROR", e)\n')
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'), HF_HUB_CACHE=str(tmp_path / 'hf' / 'hub'))
+    proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    message = proc.stdout.split('ERROR', 1)[1]
+    assert all(n in message for n in needles), message
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -100,7 +137,8 @@ def test_reset_classifier(name):
 def test_pretrained_cfg_complete(name):
     for tag, classes in (('cifar10', 10), ('cifar100', 100)):
         cfg = timm.get_pretrained_cfg(f'{name}.{tag}').to_dict()
-        assert cfg['hf_hub_id'] == f'timm-mmc/{name}.{tag}'
+        released = f'{name}.{tag}' in timm_mmc.models.RELEASED
+        assert cfg.get('hf_hub_id') == (f'timm-mmc/{name}.{tag}' if released else None)
         assert cfg['num_classes'] == classes and len(cfg['label_names']) == classes
         assert cfg['classifier'] == 'head.classifier' and cfg['first_conv'] == 'stem.0'
         assert cfg['mean'] == (0.0, 0.0, 0.0) and cfg['std'] == (1.0, 1.0, 1.0)  # normalisation is inside

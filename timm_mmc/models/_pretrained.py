@@ -56,7 +56,8 @@ def _no_weights_message(name: str, arch: str, repo_id: str, error: BaseException
 def _unreachable_message(name: str, repo_id: str, release_name: str, error: BaseException) -> str:
     return (f'the pretrained weights of {name} are the Hub repo {repo_id}, which is not in the local Hugging Face '
             f'cache and could not be fetched ({_error_text(error)}). Until it is published (or without a network), '
-            f'use the release folder hub_cards/{release_name} of the timm-mmc repository: `python -m timm_mmc.hub cache hub_cards/{release_name}` fills the HF cache so '
+            f'use the release folder hub_cards/{release_name} of the timm-mmc repository: '
+            f'`python -m timm_mmc.hub cache hub_cards/{release_name}` fills the HF cache so '
             f'that this call works offline (HF_HUB_OFFLINE=1), or load it directly with '
             f'timm.create_model("local-dir:hub_cards/{release_name}", pretrained=True).')
 

@@ -183,8 +183,8 @@ class MMCWrapper(nn.Module):
             return self._load_backbone_file(Path(source))
         name = self.backbone_name
         if not timm.is_model_pretrained(name):
-            raise PretrainedWeightsError(f'timm has no pretrained weights for the backbone {name!r}; train from scratch '
-                                         f'(without --pretrained-backbone) or pass a weights file of it.')
+            raise PretrainedWeightsError(f'timm has no pretrained weights for the backbone {name!r}; train from '
+                                         f'scratch (without --pretrained-backbone) or pass a weights file of it.')
         where = timm.get_pretrained_cfg(name)
         where = where.hf_hub_id or where.url
         from ._pretrained import _hub_errors
@@ -193,8 +193,8 @@ class MMCWrapper(nn.Module):
                                     **self.backbone_kwargs)
         except (*_hub_errors(), OSError) as e:
             raise PretrainedWeightsError(
-                f'the pretrained weights of the backbone {name!r} ({where}) are not in the local Hugging Face cache and '
-                f'could not be downloaded ({type(e).__name__}). Offline: download them where the Hub is reachable '
+                f'the pretrained weights of the backbone {name!r} ({where}) are not in the local Hugging Face cache '
+                f'and could not be downloaded ({type(e).__name__}). Offline: download them where the Hub is reachable '
                 f'(huggingface-cli download {where} model.safetensors) and pass that file '
                 f'(--pretrained-backbone path/to/model.safetensors), or copy that machine\'s HF cache here; or train '
                 f'from scratch without --pretrained-backbone.') from e
@@ -261,7 +261,8 @@ def _cfg(tag: str) -> Dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({f'{WRAPPER_ARCH}.{tag}': _cfg(tag) for tag in ('cifar10', 'cifar100', 'cifar10_at')})
+default_cfgs = generate_default_cfgs({f'{WRAPPER_ARCH}.{tag}': _cfg(tag)
+                                     for tag in ('cifar10', 'cifar100', 'cifar10_at')})
 
 
 @register_model
