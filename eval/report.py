@@ -9,10 +9,9 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from timm_mmc import (REPORT_VERSION, EvalReport, atomic_write_set, eps_key, package_versions, percent,
-                      robustness_png)
+from timm_mmc import EvalReport, atomic_write_set, eps_key, percent, robustness_png
 
-__all__ = ['REPORT_VERSION', 'EvalReport', 'package_versions', 'render_markdown', 'write_outputs']
+__all__ = ['render_markdown', 'output_paths', 'write_outputs']
 
 
 def _pct(v: Optional[float]) -> str:

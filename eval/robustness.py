@@ -33,10 +33,10 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from timm_mmc import (OBJECTIVES, DataError, ModelLoadError, file_sha256, load_model, load_split,
-                      random_targets)
+from timm_mmc import (OBJECTIVES, DataError, EvalReport, ModelLoadError, file_sha256, load_model, load_split,
+                      package_versions, random_targets)
 
-from .report import EvalReport, output_paths, package_versions, write_outputs
+from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
     summarise
 from .threat import AttackFamily, parse_eps
