@@ -196,6 +196,19 @@ def _tu(targeted: bool) -> str:
     return 'tar' if targeted else 'un'
 
 
+# attack names, written once each: a spec's name and the names it skips after must agree
+def _pgd_name(steps: int, targeted: bool, eps: float, obj: str) -> str:
+    return f'pgd{steps}-{_tu(targeted)}-{eps_key(eps)}-{obj}'
+
+
+def _transfer_name(method: str, steps: int, eps: float) -> str:
+    return f'transfer-{method}{steps}-un-{eps_key(eps)}'
+
+
+def _spsa_name(steps: int, targeted: bool, eps: float) -> str:
+    return f'spsa{steps}-{_tu(targeted)}-{eps_key(eps)}'
+
+
 class _Builder:
     """Appends a suite's attacks in order, computing what each skips after."""
 
@@ -217,10 +230,10 @@ class _Builder:
             for eps in self.eps_list:
                 for targeted in (True, False):
                     for obj in self.opts.objectives:
-                        before = [f'pgd{s}-{_tu(targeted)}-{eps_key(e)}-{obj}' for s in self.steps_list
+                        before = [_pgd_name(s, targeted, e, obj) for s in self.steps_list
                                   for e in self.eps_list if s <= steps and e <= eps and (s, e) != (steps, eps)]
                         self.specs.append(AttackSpec(
-                            f'pgd{steps}-{_tu(targeted)}-{eps_key(eps)}-{obj}', AttackFamily.PGD, ThreatModel.LINF,
+                            _pgd_name(steps, targeted, eps, obj), AttackFamily.PGD, ThreatModel.LINF,
                             eps, targeted, PGDConfig(steps, self.opts.pgd_alpha, obj),
                             skip_after=before if self.skip else [],
                             column=f'PGD{steps} {_tu(targeted)} {eps_key(eps)}'))
@@ -229,11 +242,11 @@ class _Builder:
         steps = self.opts.transfer_steps
         for method in ('pgd', 'mim'):
             for eps in self.eps_list:
-                before = [f'transfer-{method}{steps}-un-{eps_key(e)}' for e in self.eps_list if e < eps]
+                before = [_transfer_name(method, steps, e) for e in self.eps_list if e < eps]
                 cfg = TransferConfig(method, steps, source_objective,
                                      self.opts.pgd_alpha if method == 'pgd' else eps / steps,
                                      random_start=method == 'pgd', decay=1.0 if method == 'mim' else None)
-                self.specs.append(AttackSpec(f'transfer-{method}{steps}-un-{eps_key(eps)}', AttackFamily.TRANSFER,
+                self.specs.append(AttackSpec(_transfer_name(method, steps, eps), AttackFamily.TRANSFER,
                                              ThreatModel.LINF, eps, False, cfg, skip_after=before if self.skip else [],
                                              column=f'transfer {method.upper()}{steps} un {eps_key(eps)}'))
 
@@ -252,9 +265,9 @@ class _Builder:
         o = self.opts
         for eps in self.eps_list:
             for targeted in (True, False):
-                before = [f'spsa{o.spsa_steps}-{_tu(targeted)}-{eps_key(e)}' for e in self.eps_list if e < eps]
+                before = [_spsa_name(o.spsa_steps, targeted, e) for e in self.eps_list if e < eps]
                 self.specs.append(AttackSpec(
-                    f'spsa{o.spsa_steps}-{_tu(targeted)}-{eps_key(eps)}', AttackFamily.SPSA, ThreatModel.LINF, eps,
+                    _spsa_name(o.spsa_steps, targeted, eps), AttackFamily.SPSA, ThreatModel.LINF, eps,
                     targeted, SPSAConfig(o.spsa_steps, o.spsa_samples, o.spsa_delta, o.spsa_lr),
                     n_limit=o.spsa_n, skip_after=before if self.skip else [],
                     column=f'SPSA{o.spsa_steps} {_tu(targeted)} {eps_key(eps)}'))
