@@ -13,7 +13,7 @@ from eval.cw import CWL2
 from eval.spsa import SPSA
 from eval.suite import AttackSpec, Records, SuiteOptions, SuiteSummary, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc import (PGD, BestAdversarial, CenterClassifier, HeadConfig, ScaledLogits, check_linf_batch,
+from timm_mmc import (PGD, BestAdversarial, CenterClassifier, HeadConfig, ScaledLogits, check_box, check_linf_batch,
                       choose_logit_scale, project_linf, uniform_start)
 
 
@@ -95,6 +95,23 @@ def test_project_linf_and_uniform_start_stay_in_the_ball_and_the_box():
     check_linf_batch(start, xs, eps)
     assert (start - xs).abs().amax() > 0.9 * eps  # it does move (and fills the ball)
     assert torch.equal(start, uniform_start(xs, eps, torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_run_time_checks_name_what_is_wrong():
+    x = torch.full((2, 3), 0.5)
+    check_linf_batch(x + 0.01, x, 0.01)  # on the sphere of the ball: fine
+    for bad, needle in [(x + 0.02, 'eps-ball'), (x.clone().fill_(1.2), r'\[0, 1\]'),
+                        (x.clone().fill_(float('nan')), 'NaN'), (x[:1], 'shape')]:
+        with pytest.raises(RuntimeError, match=needle):
+            check_linf_batch(bad, x, 0.01 if needle != r'\[0, 1\]' else 1.0)
+    with pytest.raises(RuntimeError, match=r'\[0, 1\]'):
+        check_box(torch.tensor([[-0.1, 0.5]]))
+    check_box(torch.zeros(0, 3))  # an empty batch is in the box
+
+
+def test_eval_aa_still_offers_the_scaled_logits_the_cards_name():
+    import eval.aa  # the release cards point AutoAttack users at eval/aa.py's ScaledLogits
+    assert eval.aa.ScaledLogits is ScaledLogits and eval.aa.choose_logit_scale is choose_logit_scale
 
 
 def test_best_adversarial_keeps_the_first_fooling_iterate_or_the_smallest_score():
