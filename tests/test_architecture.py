@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 # "no module over ~500 lines" (issue 16): 500 is the aim, 10% over it the most any module may have
 MAX_LINES = 550
 # known to be over it, each with what is pending; strict: an entry whose module is back under the limit fails
-OVER_THE_LIMIT = {'timm_mmc/train.py': 'the training loop still holds its epoch and evaluation steps; to split'}
+OVER_THE_LIMIT: dict = {}  # none left: timm_mmc/train.py gave its parts to train_parts.py and runfolder.py
 
 
 def _sources(folder: str) -> List[Path]:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/train.py): import the installed package
@@ -44,6 +43,7 @@ from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name  # noqa: E402
 from timm_mmc.runfolder import RunError, RunFolder, TrainerState, resolve_resume  # noqa: E402
+from timm_mmc.train_parts import GlobalBatchNorm2d, ModelWithLoss, claim_line, cpu_name, lr_lambda  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
@@ -63,76 +63,6 @@ def _fault(point: str, value: int = 0) -> None:
 
 def _step_seed(seed: int, epoch: int, step: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 100_003 + step * 101 + salt) % (2 ** 62)
-
-
-class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm whose training statistics are reduced over all processes (CPU-capable SyncBatchNorm).
-
-    Statistics in float32 from per-process sums; gradients flow through the all-reduce. Outside a process group
-    it is a plain BatchNorm2d. Same parameters and buffers, so checkpoints are interchangeable.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-        xf = x.float()
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
-        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
-        stats = all_reduce(stats)
-        c = self.num_features
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-            self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
-        y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
-        y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        return y.to(x.dtype)
-
-
-class ModelWithLoss(nn.Module):
-    """Model + training objective in one module, so DDP also reduces gradients of loss parameters (center loss)."""
-
-    def __init__(self, model: nn.Module, loss_fn: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        feats = self.model.forward_features(x)
-        z = self.model.forward_head(feats, pre_logits=True)  # (N, feature_dim)
-        logits = self.model.get_classifier()(z)  # (N, num_classes) float32 for MM heads
-        return self.loss_fn(logits, y, z), logits
-
-
-def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
-    """Per-step multiplier of the peak lr."""
-    total = cfg.epochs * steps_per_epoch
-
-    def f(step: int) -> float:
-        if cfg.schedule == 'onecycle':
-            warm = max(1, int(cfg.warmup_frac * total))
-            if step < warm:
-                return (step + 1) / warm
-            return max(0.0, (total - step) / max(1, total - warm))
-        if cfg.schedule == 'cosine':
-            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        epoch = step // steps_per_epoch
-        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-    return f
-
-
-def cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 class Trainer:
@@ -537,17 +467,6 @@ class Trainer:
             self.log(claim_line(summary, len(self.test_set)))
         acc.wait_for_everyone()
         return summary
-
-
-def claim_line(summary: Dict[str, Any], n_test: int) -> str:
-    """The run's result in one line: model, epochs, wall time, machine, clean accuracy of the exported weights."""
-    other = ''
-    if summary.get('test_acc_ema') is not None:
-        other = (f' (weight average; last weights {100 * summary["test_acc_last"]:.2f}%)' if summary['weights'] == 'ema'
-                 else f' (last weights; weight average {100 * summary["test_acc_ema"]:.2f}%)')
-    return (f'claim: {summary["model"]}, {summary["epochs"]} epochs in {summary["wall_time_s"] / 60:.1f} min on '
-            f'{summary["hardware"]}: clean accuracy {100 * summary["test_acc"]:.2f}% on {n_test} test images'
-            f'{other}; torch {summary["versions"]["torch"]}, data {summary["dataset"]}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
