@@ -60,7 +60,14 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
         lines.append('The training configuration was not shipped with this release (no `training/args.yaml`).')
     lines.append('')
     facts = []
-    if summary.get('hardware') is not None:
+    if summary.get('epochs') is not None:
+        facts.append(f'- Epochs: {summary["epochs"]}')
+    if isinstance(summary.get('test_acc'), float):
+        which = {'ema': 'the weight average (EMA), exported because it beat the last weights',
+                 'last': 'the last weights'}.get(summary.get('weights', 'last'), 'the last weights')
+        other = summary.get('test_acc_last' if summary.get('weights') == 'ema' else 'test_acc_ema')
+        facts.append(f'- Clean accuracy on the whole test split at the end of training: {pct(summary["test_acc"])}% '
+                     f'({which}' + (f'; the other: {pct(other)}%' if isinstance(other, float) else '') + ')')
         facts.append(f'- Hardware: {md(summary["hardware"])}')
     wall = summary.get('wall_time_s')
     if isinstance(wall, (int, float)) and not isinstance(wall, bool):
