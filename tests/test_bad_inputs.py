@@ -156,6 +156,10 @@ HUB = [
     Case('export-eval-not-json', ['export', '--run', '{weights_dir}', '--eval', '{tmp}/r.json', '--out', '{tmp}/out'],
          ['r.json'], _write('r.json', '{not json')),
     Case('card-not-a-release', ['card', '{tmp}'], ['not a release folder']),
+    Case('export-out-under-file', ['export', '--run', '{weights_dir}', '--eval', '{report}', '--out', '{tmp}/f/rel'],
+         ['--out', 'cannot be written'], _file('f')),
+    Case('cache-dir-under-file', ['cache', '{weights_dir}', '--cache-dir', '{tmp}/f/cache'],
+         ['--cache-dir', 'cannot be written'], _file('f')),
     Case('push-not-a-release', ['push', '{tmp}', '--repo-id', 'me/x', '--dry-run'], ['model.safetensors', 'missing']),
 ]
 

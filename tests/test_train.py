@@ -307,3 +307,25 @@ def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(s
     b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _history(tmp_path / 'cut')[-1]['test_acc_ema'] == hist[-1]['test_acc_ema']
+
+
+def test_precision_flag_is_the_one_source_of_truth(synth, tmp_path, monkeypatch, capsys):
+    """accelerate's own mixed precision (as `accelerate launch --mixed_precision bf16` sets it) never overrides
+    --precision: the run says so, autocasts nothing, and args.yaml records what ran."""
+    import yaml
+
+    from timm_mmc.config import parse_config
+    from timm_mmc.train import Trainer
+    monkeypatch.setenv('ACCELERATE_MIXED_PRECISION', 'bf16')
+    out = tmp_path / 'run'
+    cfg = parse_config(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY,
+                        '--precision', 'fp32', '--epochs', '1'])
+    trainer = Trainer(cfg)
+    assert trainer.accelerator.mixed_precision == 'no'
+    assert "accelerate asked for mixed precision 'bf16'" in capsys.readouterr().out
+    x = torch.rand(4, 3, 32, 32)
+    with trainer.autocast():
+        z = trainer.model.forward_head(trainer.model.forward_features(x), pre_logits=True)
+    assert z.dtype == torch.float32
+    trainer.fit()
+    assert yaml.safe_load((out / 'args.yaml').read_text())['precision'] == 'fp32'

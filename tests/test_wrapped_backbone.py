@@ -193,9 +193,6 @@ def test_export_cache_and_reload_by_name_offline(trained):
     out = tmp / 'hub_cards' / RELEASE
     proc = _run(tmp, '-m', 'timm_mmc.hub', 'export', '--run', str(trained['run']), '--eval', str(trained['report']),
                 '--out', str(out), check=False)
-    if proc.returncode and "'MMCWrapper' object has no attribute 'depth'" in proc.stderr:
-        pytest.xfail('timm_mmc/hub/card.py describes CIFAR ResNets only (_architecture reads model.depth); it needs '
-                     'timm_mmc.hub.common.wrapped_backbone_text for wrapped backbones')
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'exported {NAME}.cifar10' in proc.stdout
     cfg = json.loads((out / 'config.json').read_text())

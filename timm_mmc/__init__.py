@@ -15,6 +15,8 @@ from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MM
 from .io import ModelLoadError, file_sha256, load_model
 from .losses import LOSSES, build_loss, default_loss_for_head
 from .models import CifarResNet, MMCWrapper, create_mmc_model
+from .models._pretrained import PretrainedWeightsError
+from .models.wrapper import model_display_name, release_name, resolve_model_name
 from .plot import robustness_png
 from .report import REPORT_VERSION, AttackResult, Column, EvalReport, WorstCase, eps_key, package_versions, percent
 
@@ -26,6 +28,7 @@ __all__ = [
     'distance_logits', 'head_spec', 'LOSSES', 'build_loss', 'default_loss_for_head',
     # models and their weights
     'CifarResNet', 'MMCWrapper', 'create_mmc_model', 'load_model', 'ModelLoadError', 'file_sha256',
+    'PretrainedWeightsError', 'resolve_model_name', 'model_display_name', 'release_name',
     # data
     'load_split', 'ImageSplit', 'DataError',
     # attacks and what every attack shares

@@ -31,7 +31,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = _f('resnet32_mmc', 'registered model name, e.g. resnet32_mmc, resnet32_sce, resnet110_mmlda')
+    model: str = _f('resnet32_mmc', 'registered model name (resnet32_mmc, resnet32_sce, resnet110_mmlda, ...) or any '
+                                    'timm backbone with a head, BACKBONE+HEAD (resnet18+mmc)')
     pretrained_backbone: Optional[str] = _f(None, 'for an MM head on a timm backbone (--model BACKBONE+HEAD, e.g. '
                                             'resnet18+mmc): start the backbone from "timm" (its timm weights; the HF '
                                             'cache when offline) or a safetensors file of them; default: from scratch')

@@ -41,7 +41,7 @@ from timm_mmc.data import DataError, augment_batch, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
-from timm_mmc.models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name  # noqa: E402
+from timm_mmc.models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name  # noqa: E402
 from timm_mmc.runfolder import RunError, RunFolder, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import GlobalBatchNorm2d, ModelWithLoss, claim_line, cpu_name, lr_lambda  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
@@ -117,7 +117,9 @@ class Trainer:
             beside = checkpoint_config(cfg.init_from)
             if beside is not None:  # MM checkpoints hold no class-sized tensor: their config.json tells
                 arch, classes = beside.get('architecture'), beside.get('num_classes')
-                if arch not in (None, cfg.model.split('.', 1)[0]) or classes not in (None, self.num_classes):
+                named = model_display_name(arch, beside.get('model_args') or {}) if arch else None
+                if named not in (None, model_display_name(self.timm_name, self.name_args)) \
+                        or classes not in (None, self.num_classes):
                     raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its '
                                      f'config.json), not a {cfg.model!r} with {self.num_classes}: it does not fit.')
             check_state_dict_fits(model, state, cfg.init_from, cfg.model)

@@ -14,8 +14,8 @@ from ..fileio import atomic_write_text
 from ..report import EvalReport, fmt_eps
 from .card_eval import eval_tables, pct, subset_text
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PLOT_FILE, TEMPLATE_PATH, TRAINING_DIR, WEIGHTS_FILE,
-                     HubError, dataset_info, folder_config, head_key, md, norm_dataset, prose, read_report,
-                     training_files)
+                     HubError, dataset_info, default_repo_id, folder_config, head_key, md, norm_dataset, prose,
+                     read_report, training_files, wrapped_backbone_text)
 from .modelindex import eval_results
 from .paper import paper_rows
 
@@ -62,12 +62,10 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     facts = []
     if summary.get('epochs') is not None:
         facts.append(f'- Epochs: {summary["epochs"]}')
-    if isinstance(summary.get('test_acc'), float):
-        which = {'ema': 'the weight average (EMA), exported because it beat the last weights',
-                 'last': 'the last weights'}.get(summary.get('weights', 'last'), 'the last weights')
-        other = summary.get('test_acc_last' if summary.get('weights') == 'ema' else 'test_acc_ema')
-        facts.append(f'- Clean accuracy on the whole test split at the end of training: {pct(summary["test_acc"])}% '
-                     f'({which}' + (f'; the other: {pct(other)}%' if isinstance(other, float) else '') + ')')
+    if summary.get('weights') == 'ema':  # every accuracy on the card is the evaluation report's, none from training
+        facts.append('- Weights: the run\'s weight average (EMA), exported because it beat the last weights on the '
+                     'test split at the end of training')
+    if summary.get('hardware') is not None:
         facts.append(f'- Hardware: {md(summary["hardware"])}')
     wall = summary.get('wall_time_s')
     if isinstance(wall, (int, float)) and not isinstance(wall, bool):
@@ -135,6 +133,9 @@ def _usage(arch: str, tag: str, repo_id: str, default_repo: str, extra_args: Dic
 
 
 def _architecture(model: Any, arch: str) -> str:
+    wrapped = wrapped_backbone_text(arch, model.model_args())
+    if wrapped:
+        return wrapped
     if getattr(model, 'block', 'basic') == 'preact_bottleneck':
         return (f'the MMC authors\' pre-activation bottleneck ResNet of depth {model.depth} (He et al., ECCV 2016), '
                 f'which their code calls "resnet32v2"')
@@ -183,7 +184,6 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
         HubError: Missing files or template.
     """
     from huggingface_hub import ModelCard, ModelCardData
-    from timm.models import get_pretrained_cfg
 
     folder = Path(folder)
     cfg, tag = folder_config(folder)
@@ -195,9 +195,9 @@ def render_card(folder: os.PathLike, repo_id: Optional[str] = None,
     rep = read_report(folder / EVAL_FILE)
     dataset = norm_dataset(rep.dataset) or norm_dataset(tag) or tag
     info = dataset_info(dataset)
-    default_repo = get_pretrained_cfg(f'{arch}.{tag}').hf_hub_id
-    repo_id = _repo_id(folder, repo_id, default_repo)
     model_args = dict(cfg.get('model_args') or {})
+    default_repo = default_repo_id(arch, tag, model_args)  # only released tags have an hf_hub_id now
+    repo_id = _repo_id(folder, repo_id, default_repo)
     train_args = training_files(folder)[0]
     model = _build(arch, model_args, folder / CONFIG_FILE)
     extra_args = nondefault_args(arch, tag, model) if extra_args is None else extra_args

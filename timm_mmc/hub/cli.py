@@ -13,6 +13,7 @@ Exit status: 0; 2 for bad input or a Hub error (the message says what to do).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -89,8 +90,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from ..io import ModelLoadError
     try:
+        _check_output(args)
         _run(args)
     except (HubError, ModelLoadError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # a location that turned out unwritable half-way: say which, without a traceback
+        print(f'error: could not write {e.filename or "the output"!s} ({e.strerror or e}); choose a folder you can '
+              f'write to.', file=sys.stderr)
+        return 2
     return 0
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Before any work: the folder export writes (``--out``) or the cache fills (``--cache-dir``) can be written."""
+    target = getattr(args, 'out', None) if args.cmd == 'export' else getattr(args, 'cache_dir', None)
+    if target is None:
+        return
+    path = Path(target).absolute()
+    probe = next((p for p in [path, *path.parents] if p.exists()), None)
+    if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        flag = '--out' if args.cmd == 'export' else '--cache-dir'
+        raise HubError(f'{flag} {str(target)!r} cannot be written ({str(probe)!r} is not a writable folder); choose a '
+                       f'folder you can write to.')

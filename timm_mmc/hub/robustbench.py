@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional
 
 from ..fileio import atomic_write_text
 from ..report import EvalReport, fmt_eps, percent
-from .common import EVAL_FILE, ROBUSTBENCH_FILE, folder_config, head_key, norm_dataset, read_report, training_files
+from .common import (EVAL_FILE, ROBUSTBENCH_FILE, folder_config, head_key, norm_dataset, read_report, training_files,
+                     wrapped_backbone_text)
 
 __all__ = ['model_info', 'folder_model_info', 'write_robustbench']
 
@@ -29,6 +30,9 @@ def _pct(v: Optional[float]) -> Optional[str]:
 
 
 def _architecture(arch: str, model_args: Dict[str, Any]) -> str:
+    wrapped = wrapped_backbone_text(arch, model_args)
+    if wrapped:
+        return f'{wrapped} + {head_key(model_args)} head'
     depth = ''.join(ch for ch in arch.split('_')[0] if ch.isdigit())
     kind = 'pre-activation bottleneck' if 'v2' in arch.split('_')[0] else 'basic-block'
     return f'ResNet-{depth} ({kind}) + {head_key(model_args)} head'
