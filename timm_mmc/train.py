@@ -1,7 +1,7 @@
 """Train any timm_mmc model, standard or adversarial, on one CPU, many CPUs or GPUs (through accelerate).
 
     accelerate launch timm_mmc/train.py --model resnet32_mmc --dataset uoft-cs/cifar10 --output runs/mmc
-    python -m timm_mmc.train -c configs/cpu/resnet32_mmc.yaml --dataset ../shared/data/cifar10
+    python -m timm_mmc.train -c resnet32_mmc --dataset ../shared/data/cifar10
     torchrun --nproc_per_node 2 timm_mmc/train.py ...   # same global batch, same result as one process
 
 Design:
