@@ -709,3 +709,32 @@ def test_results_table_reads_every_figure_from_the_release(release, tmp_path):
     assert hub.main(['table', str(release['out'])]) == 0
     with pytest.raises(hub.HubError, match='pass release folders'):
         hub.results_table([tmp_path])
+
+
+def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path):
+    """An adversarially trained run with --holdout / --select-best: the card has its held-out PGD curve, marks the
+    exported epoch and a collapse, and says which weights were exported and why."""
+    folder = tmp_path / f'{ARCH}.{TAG}'
+    shutil.copytree(release['out'], folder)
+    attack = 'PGD-10 untargeted eps 8/255, worst of mm and margin, the 500 held-out training images'
+    recs = [dict(epoch=1, heldout_clean_acc=0.5, robust_acc=0.25, heldout_clean_acc_ema=0.45, robust_acc_ema=0.2),
+            dict(epoch=2, heldout_clean_acc=0.6, robust_acc=0.3, heldout_clean_acc_ema=0.55, robust_acc_ema=0.35),
+            dict(epoch=3, heldout_clean_acc=0.7, robust_acc=0.05, heldout_clean_acc_ema=0.6, robust_acc_ema=0.3,
+                 collapse=True)]
+    (folder / 'training/metrics.jsonl').write_text(''.join(json.dumps(dict(r, robust_attack=attack)) + '\n'
+                                                           for r in recs))
+    summary = json.loads((folder / 'training/summary.json').read_text())
+    summary.update(weights='ema', selected=dict(epoch=2, weights='ema', robust_acc=0.35, clean_acc=0.55))
+    (folder / 'training/summary.json').write_text(json.dumps(summary))
+    args = yaml.safe_load((folder / 'training/args.yaml').read_text())
+    (folder / 'training/args.yaml').write_text(yaml.safe_dump(dict(args, holdout=500)))
+    hub.write_card(folder)
+    body = (folder / 'README.md').read_text()
+    assert "epoch 2's weight average (EMA), exported because they had the best PGD-10 accuracy (35.00%)" in body
+    assert 'on 500 training images held out from training' in body and attack in body
+    assert '| 2 | 60.00 | 30.00 | **55.00** | **35.00** (exported) |' in body
+    assert '| 3 (collapse) | 70.00 | 5.00 | 60.00 | 30.00 |' in body
+    # a bad record is a clear error, not a traceback
+    (folder / 'training/metrics.jsonl').write_text('{"epoch": "one"}\n')
+    with pytest.raises(hub.HubError, match='not an epoch record'):
+        hub.write_card(folder)

@@ -5,7 +5,7 @@
 The public surface is :data:`__all__`: the names below are what :mod:`eval` and the users of the package import
 (``from timm_mmc import PGD``); the submodules themselves are internal, and may move what they do not export here.
 """
-from .attacks import (OBJECTIVES, PGD, BestAdversarial, FGSMRandomStart, ScaledLogits, check_box, check_eps,
+from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, FGSMRandomStart, ScaledLogits, check_box, check_eps,
                       check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective, predict, project_linf,
                       random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
@@ -32,7 +32,7 @@ __all__ = [
     # data
     'load_split', 'ImageSplit', 'DataError',
     # attacks and what every attack shares
-    'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'project_linf', 'uniform_start', 'is_fooled',
+    'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'project_linf', 'uniform_start', 'is_fooled',
     'BestAdversarial', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets', 'predict',
     'ScaledLogits', 'choose_logit_scale',
     # the evaluation report (schema), its plot, whole-or-nothing writes

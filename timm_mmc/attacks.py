@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'check_linf_batch', 'check_box',
-           'check_eps', 'random_targets', 'resolve_targets', 'project_linf', 'uniform_start', 'is_fooled',
+__all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'check_linf_batch',
+           'check_box', 'check_eps', 'random_targets', 'resolve_targets', 'project_linf', 'uniform_start', 'is_fooled',
            'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale']
 
 Objective = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -295,3 +295,54 @@ class FGSMRandomStart(PGD):
                  num_classes: Optional[int] = None, seed: int = 0, alpha_ratio: float = 1.25) -> None:
         super().__init__(model, eps=eps, alpha=alpha_ratio * eps if eps > 0 else 1.0, steps=1, loss=loss,
                          random_start=True, targeted=targeted, num_classes=num_classes, keep_best=False, seed=seed)
+
+
+class NFGSM:
+    """N-FGSM: one signed-gradient step from a noisy point, without projecting back to the eps-ball.
+
+    de Jorge, Bibi, Volpi, Sanyal, Torr, Rogez and Dokania, "Make some noise: reliable and efficient single-step
+    adversarial training", NeurIPS 2022. The start is uniform in the Linf ball of radius ``noise * eps`` (they use 2),
+    the step is ``step * eps`` (they use 1), and the sum is only clipped to [0, 1], so a training example may lie up to
+    ``(noise + step) * eps`` from the clean image. That is the method (the noise is what keeps single-step training from
+    overfitting catastrophically), so this is a training augmentation, never an evaluation attack; every batch is
+    checked against that wider ball and the box.
+
+    Args:
+        model: Maps images in [0, 1] to logits.
+        eps: The threat model's radius in pixel units.
+        noise: Half-width of the uniform noise, in units of ``eps``.
+        step: Step size, in units of ``eps``.
+        loss: Objective name in :data:`OBJECTIVES`.
+        targeted: Step towards random targets != y instead of away from y.
+        num_classes: Needed for random targets.
+        seed: Seed of the noise and the targets.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, noise: float = 2.0, step: float = 1.0,
+                 loss: str = 'ce', targeted: bool = False, num_classes: Optional[int] = None, seed: int = 0) -> None:
+        check_eps(eps)
+        if not (math.isfinite(noise) and noise >= 0 and math.isfinite(step) and step > 0):
+            raise ValueError(f'N-FGSM needs noise >= 0 and step > 0 in units of eps (got {noise!r}, {step!r}).')
+        self.model = model
+        self.eps, self.noise, self.step = float(eps), float(noise), float(step)
+        self.loss_fn = objective(loss)
+        self.targeted = targeted
+        self.num_classes = num_classes
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def radius(self) -> float:
+        """The largest Linf distance of a training example from its clean image."""
+        return (self.noise + self.step) * self.eps
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Training examples for the batch ``(x, y)`` (``x`` in [0, 1])."""
+        x = x.detach()
+        target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'N-FGSM')
+        x_start = uniform_start(x, self.noise * self.eps, self.generator).requires_grad_(True)
+        losses = self.loss_fn(self.model(x_start).float(), y, target)
+        (grad,) = torch.autograd.grad(losses.sum(), x_start)
+        with torch.no_grad():
+            x_adv = (x_start.detach() + self.step * self.eps * grad.sign()).clamp_(0, 1)
+        check_linf_batch(x_adv, x, self.radius)
+        return x_adv

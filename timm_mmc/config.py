@@ -72,16 +72,23 @@ class TrainConfig:
     ema_decay: float = _f(0.0, 'per-step decay of an exponential moving average of the weights and batch-norm '
                           'statistics (timm ModelEmaV3), evaluated every epoch and exported when better; 0 = off')
     # adversarial training
-    adv: str = _f('none', 'adversarial training: none, pgd or fgsm (FGSM with random start, Wong et al. 2020)',
-                  choices=('none', 'pgd', 'fgsm'))
+    adv: str = _f('none', 'adversarial training: none; pgd; fgsm (FGSM with random start, Wong et al. 2020); nfgsm '
+                          '(N-FGSM, de Jorge et al. 2022: noise of adv_noise eps, one step of eps, no projection)',
+                  choices=('none', 'pgd', 'fgsm', 'nfgsm'))
     eps: float = _f(8 / 255, 'Linf radius in pixel units (8/255 = 0.0314)')
+    adv_noise: float = _f(2.0, 'N-FGSM: half-width of the uniform start in units of eps (de Jorge et al. use 2)')
     adv_step: float = _f(2 / 255, 'PGD step size')
     adv_steps: int = _f(10, 'PGD steps')
     adv_targeted: Optional[bool] = _f(None, 'targeted inner attack; default: targeted for MM heads, not for SCE')
     adv_ratio: float = _f(1.0, 'share of each batch replaced by adversarial examples (paper: 1.0)')
     # evaluation during training
     robust_every: int = _f(5, 'measure PGD-10 (adaptive objective) robust accuracy every K epochs; 0 = never')
-    robust_n: int = _f(500, 'test images used for that robust accuracy')
+    robust_n: int = _f(500, 'test images used for that robust accuracy when nothing is held out')
+    holdout: int = _f(0, 'set aside N training images (a seeded draw, never trained on); robust accuracy is then '
+                         'measured on them instead of the test split, so that choosing an epoch never sees test data')
+    select_best: bool = _f(False, 'export the weights (last or weight average) of the epoch with the best held-out '
+                                  'PGD-10 accuracy, not the final ones: early stopping against robust overfitting; '
+                                  'needs --holdout and --robust-every 1')
     # speed and reproducibility
     precision: str = _f('bf16', 'bf16 (autocast) or fp32; the only precision setting (accelerate\'s own is not used)',
                         choices=('bf16', 'fp32'))
@@ -126,6 +133,13 @@ class TrainConfig:
             raise ConfigError(f'--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0.999 is typical, 0 turns it off.')
         if self.robust_every < 0 or self.robust_n < 1:
             raise ConfigError('--robust-every must be >= 0 and --robust-n >= 1.')
+        if not (math.isfinite(self.adv_noise) and self.adv_noise >= 0):
+            raise ConfigError(f'--adv-noise must be >= 0 in units of eps (got {self.adv_noise}); N-FGSM uses 2.')
+        if self.holdout < 0:
+            raise ConfigError(f'--holdout must be >= 0 training images (got {self.holdout}).')
+        if self.select_best and not (self.holdout > 0 and self.robust_every == 1):
+            raise ConfigError('--select-best picks an epoch by its robust accuracy on held-out training images, so it '
+                              'needs --holdout N (e.g. 1000) and --robust-every 1.')
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError('--checkpoint-every must be >= 0 and --keep-checkpoints >= 1.')
         for name in ('train_limit', 'test_limit', 'threads'):

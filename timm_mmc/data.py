@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['ImageSplit', 'load_split', 'DataError', 'augment_batch', 'check_arrays', 'default_cache_dir', 'write_synthetic_dataset',
-           'write_sample', 'BUNDLED_SAMPLES']
+__all__ = ['ImageSplit', 'load_split', 'hold_out', 'DataError', 'augment_batch', 'check_arrays', 'default_cache_dir',
+           'write_synthetic_dataset', 'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 _SAMPLE_DIR = Path(__file__).parent / 'samples'
@@ -53,6 +53,22 @@ class ImageSplit:
         """Images in [0, 1] as float32, optionally a subset."""
         imgs = self.images if idx is None else self.images[idx]
         return imgs.float().div_(255)
+
+
+def hold_out(split: ImageSplit, n: int, seed: int) -> Tuple[ImageSplit, ImageSplit]:
+    """Split ``n`` images off ``split`` (a seeded draw, in index order): ``(the rest, the held-out ones)``.
+
+    Raises:
+        DataError: ``n`` leaves nothing to train on.
+    """
+    if not 0 < n < len(split):
+        raise DataError(f'--holdout {n} must lie between 1 and {len(split) - 1} (the split has {len(split)} images).')
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:n].sort().values, order[n:].sort().values
+
+    def part(idx: torch.Tensor, what: str) -> ImageSplit:
+        return ImageSplit(split.images[idx], split.labels[idx], split.class_names, f'{split.source}, {what}')
+    return part(kept, f'{n} held out (seed {seed})'), part(held, f'the {n} held out (seed {seed})')
 
 
 def default_cache_dir() -> Path:

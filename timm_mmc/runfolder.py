@@ -11,6 +11,8 @@
                 state.json             optimizer hyper-parameters, scheduler, counters, history
                 ema.safetensors        the weight average, when the run keeps one
             latest                 names the newest complete checkpoint
+        best/             with --select-best: the weights of the best epoch on the held-out images so far
+            model.safetensors, best.json   (written to .tmp_best and renamed into place)
         model.safetensors, config.json   timm's ``save_for_hf`` export of the final weights
         summary.json      the run's result (the release tooling reads it)
 
@@ -33,13 +35,13 @@ import yaml
 from .config import ConfigError, TrainConfig
 from .fileio import atomic_write_text
 
-__all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RESUME_MUTABLE', 'resolve_resume']
+__all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RESUME_MUTABLE', 'resolve_resume', 'read_metrics']
 
 # options a resumed run may change: they do not change what is computed, only how it is run and recorded
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
                             'overwrite', 'output'})
 _EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
-RUN_FILES = ('args.yaml', 'resumes.jsonl', 'metrics.jsonl', 'checkpoints') + _EXPORT_FILES
+RUN_FILES = ('args.yaml', 'resumes.jsonl', 'metrics.jsonl', 'checkpoints', 'best') + _EXPORT_FILES
 
 
 class RunError(ValueError):
@@ -218,6 +220,34 @@ class RunFolder:
         raise RunError(f'no usable checkpoint in {str(self.ckpt_root)!r}: {"; ".join(problems) or "none written"}. '
                        f'Start over with --overwrite.')
 
+    # -- the best epoch (--select-best) ----------------------------------------------------------------------------
+    def save_best(self, weights: Dict[str, torch.Tensor], info: Dict[str, Any]) -> None:
+        """Replace ``best/`` atomically by these weights and what they are (``info``: epoch, which weights, ...)."""
+        from safetensors.torch import save_file
+        tmp, final = self.path / '.tmp_best', self.path / 'best'
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / 'model.safetensors'))
+        atomic_write_text(tmp / 'best.json', json.dumps(info))
+        old = self.path / '.old_best'
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_best(self) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+        """The weights in ``best/`` and their ``best.json``; :class:`RunError` if missing or unreadable."""
+        from safetensors.torch import load_file
+        folder = self.path / 'best'
+        if not (folder / 'best.json').is_file() and (self.path / '.old_best' / 'best.json').is_file():
+            folder = self.path / '.old_best'  # a kill between the two renames of save_best
+        try:
+            return load_file(str(folder / 'model.safetensors')), json.loads((folder / 'best.json').read_text())
+        except Exception as e:
+            raise RunError(f'the best epoch\'s weights in {str(folder)!r} are unreadable ({type(e).__name__}: {e}); '
+                           f'start over with --overwrite.') from e
+
     # -- the end ----------------------------------------------------------------------------------------------
     def export(self, model: torch.nn.Module, model_args: Dict[str, Any], class_names: List[str],
                summary: Dict[str, Any]) -> None:
@@ -231,6 +261,21 @@ class RunFolder:
             os.replace(tmp / f, self.path / f)
         shutil.rmtree(tmp, ignore_errors=True)
         atomic_write_text(self.path / 'summary.json', json.dumps(summary, indent=2))
+
+
+def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
+    """The per-epoch records of a ``metrics.jsonl`` (a run folder's, or a release's ``training/`` copy).
+
+    Raises:
+        RunError: The file is unreadable or a line is not a JSON object.
+    """
+    try:
+        records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise RunError(f'cannot read the training records {str(path)!r} ({type(e).__name__}: {e}).') from e
+    if not all(isinstance(r, dict) and isinstance(r.get('epoch'), int) for r in records):
+        raise RunError(f'{str(path)!r} holds a line that is not an epoch record.')
+    return records
 
 
 def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict[str, Tuple[Any, Any]]]:

@@ -35,23 +35,20 @@ if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/tra
 import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401  registers the models
-from timm_mmc.attacks import PGD, FGSMRandomStart  # noqa: E402
+from timm_mmc.adversarial import best_epoch, collapse_warning, pgd_accuracy, training_attack  # noqa: E402
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
-from timm_mmc.data import DataError, augment_batch, load_split  # noqa: E402
+from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
-from timm_mmc.models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name  # noqa: E402
+from timm_mmc.models import model_display_name  # noqa: E402
 from timm_mmc.runfolder import RunError, RunFolder, TrainerState, resolve_resume  # noqa: E402
-from timm_mmc.train_parts import GlobalBatchNorm2d, ModelWithLoss, claim_line, cpu_name, lr_lambda  # noqa: E402
+from timm_mmc.train_parts import (GlobalBatchNorm2d, ModelWithLoss, TrainError, build_model, claim_line,  # noqa: E402
+                                  cpu_name, lr_lambda, resolve_model)
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
 
-
-
-class TrainError(ValueError):
-    """A run that cannot start as asked; the message says how to fix it."""
 
 
 def _fault(point: str, value: int = 0) -> None:
@@ -93,17 +90,22 @@ class Trainer:
             self.run.check_usable(cfg.resume, cfg.overwrite)
         except RunError as e:
             raise TrainError(str(e)) from e
-        self.timm_name, self.name_args = self._resolve_model()
+        self.timm_name, self.name_args = resolve_model(cfg)
         # data before anything is written: a bad data set must leave no trace
         self.train_set = load_split(cfg.dataset, cfg.train_split, cfg.image_column, cfg.label_column,
                                     cfg.cache_dir, cfg.train_limit)
         self.test_set = load_split(cfg.dataset, cfg.test_split, cfg.image_column, cfg.label_column,
                                    cfg.cache_dir, cfg.test_limit)
+        # robust accuracy during training: on held-out training images when asked (never the test split then)
+        self.robust_set = self.test_set
+        if cfg.holdout:
+            self.train_set, self.robust_set = hold_out(self.train_set, cfg.holdout, cfg.seed)
+        self.robust_n = len(self.robust_set) if cfg.holdout else min(cfg.robust_n, len(self.test_set))
         if len(self.train_set) < cfg.batch_size:
             raise TrainError(f'the training split has {len(self.train_set)} images, fewer than one batch of '
                              f'{cfg.batch_size}; lower --batch-size.')
         self.num_classes = self.train_set.num_classes
-        model = self._build_model()
+        model = build_model(cfg, self.timm_name, self.name_args, self.train_set, self.accelerator.print)
         self.head = model.head_config.head
         self.loss_name = cfg.loss or default_loss_for_head(self.head)
         try:
@@ -147,57 +149,11 @@ class Trainer:
         self._step_net = torch.compile(self.net) if cfg.compile else self.net
         spec = head_spec(self.head, model.head_config.center_kind)
         self.adv_loss = spec.objective
+        self.robust_objectives = tuple(dict.fromkeys((spec.objective, 'margin')))
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[Dict[str, Any]] = []
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
-
-    # -- set-up -------------------------------------------------------------------------------------------------
-    def _resolve_model(self) -> Tuple[str, Dict[str, Any]]:
-        """``--model`` as timm name and arguments (:func:`timm_mmc.models.resolve_model_name`), checked before work."""
-        cfg = self.cfg
-        try:
-            timm_name, name_args = resolve_model_name(cfg.model)
-        except ValueError as e:
-            raise TrainError(str(e)) from None
-        arch = timm_name.split('.', 1)[0]
-        if arch not in timm.list_models(module=['cifar_resnet', 'wrapper']):
-            raise TrainError(f'{cfg.model!r} has no MM / SCE head of timm_mmc; train it with one: {arch}+mmc (or '
-                             f'+sce, +mmlda, ...) puts the head on that timm backbone.')
-        if cfg.pretrained_backbone is not None:
-            if arch != WRAPPER_ARCH:
-                raise TrainError(f'--pretrained-backbone is for an MM head on a timm backbone (--model BACKBONE+HEAD, '
-                                 f'e.g. resnet18+mmc), not {cfg.model!r}; use --init-from for weights of it.')
-            if cfg.pretrained_backbone != 'timm' and not Path(cfg.pretrained_backbone).is_file():
-                raise TrainError(f'--pretrained-backbone {cfg.pretrained_backbone!r}: give "timm" (the backbone\'s '
-                                 f'timm weights) or an existing safetensors file of them.')
-        return timm_name, name_args
-
-    def _build_model(self) -> nn.Module:
-        cfg = self.cfg
-        x = self.train_set.images
-        # per-channel statistics of the training images, stored in the model (pixel-space inputs)
-        sample = x[:: max(1, len(x) // 10000)].float().div_(255)
-        mean = [float(v) for v in sample.mean((0, 2, 3))]
-        std = [float(v) for v in sample.std((0, 2, 3))]
-        kwargs: Dict[str, Any] = dict(self.name_args, num_classes=self.num_classes, norm_mean=mean, norm_std=std,
-                                      drop_rate=cfg.drop_rate)
-        if cfg.center_norm is not None:
-            kwargs['center_norm'] = cfg.center_norm
-        if cfg.feature_dim is not None:
-            kwargs['feature_dim'] = cfg.feature_dim
-        torch.manual_seed(cfg.seed)
-        try:
-            model = timm.create_model(self.timm_name, pretrained=False, **kwargs)
-        except ValueError as e:
-            raise TrainError(f'cannot build {cfg.model!r}: {e}') from e
-        if cfg.pretrained_backbone is not None:
-            try:
-                where = model.load_backbone_weights(cfg.pretrained_backbone)
-            except (PretrainedWeightsError, ModelLoadError) as e:
-                raise TrainError(f'--pretrained-backbone: {e}') from e
-            self.accelerator.print(f'backbone weights: {where}')
-        return model
 
     def autocast(self):
         if self.cfg.precision == 'bf16':
@@ -223,12 +179,7 @@ class Trainer:
         k = int(round(cfg.adv_ratio * x.shape[0]))
         if k == 0:
             return x
-        if cfg.adv == 'pgd':
-            attack = PGD(self.model, eps=cfg.eps, alpha=cfg.adv_step, steps=cfg.adv_steps, loss=self.adv_loss,
-                         targeted=self.adv_targeted, num_classes=self.num_classes, keep_best=False, seed=seed)
-        else:
-            attack = FGSMRandomStart(self.model, eps=cfg.eps, loss=self.adv_loss, targeted=self.adv_targeted,
-                                     num_classes=self.num_classes, seed=seed)
+        attack = training_attack(cfg, self.model, self.adv_loss, self.adv_targeted, self.num_classes, seed)
         was_training = self.model.training
         self.model.eval()  # batch-norm statistics stay untouched by attack steps
         with self.autocast():
@@ -275,27 +226,15 @@ class Trainer:
         self.model.train()
         return float(total[0] / total[1])
 
-    def robust_accuracy(self) -> float:
-        """PGD-10 (eps 8/255, step 2/255, untargeted, the head's adaptive objective) on the first robust_n test
-        images."""
-        self.model.eval()
-        n = min(self.cfg.robust_n, len(self.test_set))
-        idx = torch.arange(self.rank, n, self.world)
-        correct, seen = 0.0, 0.0
-        for i in range(0, len(idx), 250):
-            j = idx[i:i + 250]
-            x = self.test_set.images[j].to(self.device).float().div_(255)
-            y = self.test_set.labels[j].to(self.device)
-            attack = PGD(self.model, eps=8 / 255, alpha=2 / 255, steps=10, loss=self.adv_loss, keep_best=True,
-                         seed=self.cfg.seed + i)
-            with self.autocast():
-                x_adv = attack.perturb(x, y)
-                with torch.no_grad():
-                    correct += float((self.model(x_adv).argmax(1) == y).sum())
-            seen += len(j)
-        total = self.accelerator.reduce(torch.tensor([correct, seen], device=self.device), 'sum')
-        self.model.train()
-        return float(total[0] / total[1])
+    def robust_accuracy(self, model: Optional[nn.Module] = None) -> Tuple[float, float]:
+        """Clean and PGD-10 accuracy (eps 8/255, untargeted, per sample the worst of the head's own objective and the
+        logit margin) of the trained model or ``model`` on the held-out training images (``--holdout``) or else the
+        first ``robust_n`` test images."""
+        counts = pgd_accuracy(self.model if model is None else model, self.robust_set.images[:self.robust_n],
+                              self.robust_set.labels[:self.robust_n], self.robust_objectives, self.cfg.seed,
+                              self.autocast, self.device, self.cfg.channels_last, self.rank, self.world)
+        total = self.accelerator.reduce(counts, 'sum')
+        return float(total[0] / total[2]), float(total[1] / total[2])
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -416,9 +355,7 @@ class Trainer:
                 img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9),
                 lr=self.scheduler.get_last_lr()[0])
             if cfg.robust_every and ((epoch + 1) % cfg.robust_every == 0 or epoch + 1 == cfg.epochs):
-                rec['robust_acc'] = self.robust_accuracy()
-                rec['robust_attack'] = (f'PGD-10 {self.adv_loss} untargeted eps 8/255, first '
-                                        f'{min(cfg.robust_n, len(self.test_set))} test images')
+                self._measure_robust(rec)
             rec['elapsed_s'] = time.time() - start_wall
             if not math.isfinite(rec['train_loss']):
                 raise TrainError(f'the training loss became non-finite ({rec["train_loss"]}) in epoch {epoch + 1}: '
@@ -426,17 +363,65 @@ class Trainer:
                                  f'finite checkpoint is in {str(self.run.ckpt_root)!r}.')
             self.history.append(rec)
             robust = f', robust {rec["robust_acc"]:.4f}' if rec['robust_acc'] is not None else ''
+            if rec.get('robust_acc_ema') is not None:
+                robust += f' (EMA {rec["robust_acc_ema"]:.4f})'
             if rec['test_acc_ema'] is not None:
                 robust += f', test EMA {rec["test_acc_ema"]:.4f}'
             self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec["train_loss"]:.4f}, train {rec["train_acc"]:.4f}, '
                      f'test {rec["test_acc"]:.4f}{robust}, {rec["img_per_s"]:.0f} img/s, lr {rec["lr"]:.4g}, '
                      f'{rec["elapsed_s"] / 60:.1f} min')
+            warning = collapse_warning(self.history) if rec['robust_acc'] is not None else None
+            if warning:
+                rec['collapse'] = True
+                self.log(warning)
+            if cfg.select_best:
+                self._keep_if_best(rec['epoch'])
             self.epoch += 1
             self.step_in_epoch = 0
             self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, wall=time.time() - start_wall)
             self.save_checkpoint()
             self._write_metrics()
         return self.export(time.time() - start_wall, hw)
+
+    def _measure_robust(self, rec: Dict[str, Any]) -> None:
+        """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the
+        weight average, with the clean accuracy of both there (what --select-best chooses from)."""
+        where = f'the {self.robust_n} held-out training images' if self.cfg.holdout else \
+            f'first {self.robust_n} test images'
+        rec['robust_attack'] = f'PGD-10 untargeted eps 8/255, worst of {" and ".join(self.robust_objectives)}, {where}'
+        clean, rec['robust_acc'] = self.robust_accuracy()
+        if self.cfg.holdout:
+            rec['heldout_clean_acc'] = clean
+            if self.ema is not None:
+                rec['heldout_clean_acc_ema'], rec['robust_acc_ema'] = self.robust_accuracy(self.ema.module)
+
+    def _keep_if_best(self, epoch: int) -> None:
+        """Write this epoch's weights to the run folder's ``best/`` when they are the best on the held-out images."""
+        best = best_epoch(self.history)
+        if best is None or best.epoch != epoch:
+            return
+        if self.accelerator.is_main_process:
+            model = self.ema.module if best.weights == 'ema' else self.model
+            self.run.save_best(model.state_dict(), best.to_dict())
+        self.log(f'best so far: epoch {epoch} ({best.weights} weights), held-out robust {best.robust_acc:.4f}, '
+                 f'clean {best.clean_acc:.4f}')
+
+    def _selected_model(self) -> Tuple[nn.Module, Dict[str, Any]]:
+        """With --select-best: the best epoch's weights (``best/``), checked against the run's records."""
+        import copy
+        best = best_epoch(self.history)
+        if best is None:
+            raise TrainError('--select-best found no held-out robust accuracy in the records; nothing to choose.')
+        try:
+            weights, info = self.run.load_best()
+        except RunError as e:
+            raise TrainError(str(e)) from e
+        if info != best.to_dict():
+            raise TrainError(f'{str(self.out / "best")!r} holds {info}, but the records choose {best.to_dict()}; the '
+                             f'run folder was changed by hand. Start over with --overwrite.')
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(weights)
+        return model, dict(best.to_dict(), rule='best PGD-10 accuracy on the held-out training images, then clean')
 
     def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
         self.sums['loss'] += float(loss_sum)
@@ -450,17 +435,24 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         use_ema = self.ema is not None and last.get('test_acc_ema') is not None \
             and last['test_acc_ema'] > last['test_acc']
-        summary = dict(model=self.cfg.model, test_acc=last.get('test_acc_ema' if use_ema else 'test_acc'),
-                       weights='ema' if use_ema else 'last', test_acc_last=last.get('test_acc'),
-                       test_acc_ema=last.get('test_acc_ema'),
+        model = self.ema.module if use_ema else self.model
+        test_acc, selected = last.get('test_acc_ema' if use_ema else 'test_acc'), None
+        if self.cfg.select_best:
+            model, selected = self._selected_model()
+            test_acc = self.test_accuracy(model)
+        summary = dict(model=self.cfg.model, test_acc=test_acc,
+                       weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
+                       selected=selected, test_acc_last=last.get('test_acc'), test_acc_ema=last.get('test_acc_ema'),
                        robust_acc=next((h['robust_acc'] for h in reversed(self.history)
                                         if h.get('robust_acc') is not None), None),
+                       robust_attack=next((h['robust_attack'] for h in reversed(self.history)
+                                           if h.get('robust_attack') is not None), None),
                        epochs=self.cfg.epochs, wall_time_s=wall, hardware=hardware, world_size=self.world,
                        versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=timm_mmc.__version__,
                                      python=platform.python_version()),
                        dataset=self.train_set.source)
         if acc.is_main_process:
-            model = (self.ema.module if use_ema else self.model).to(memory_format=torch.contiguous_format)
+            model = model.to(memory_format=torch.contiguous_format)
             for m in model.modules():
                 if type(m) is GlobalBatchNorm2d:
                     m.__class__ = nn.BatchNorm2d

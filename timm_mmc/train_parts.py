@@ -1,10 +1,12 @@
-"""The parts the training loop is assembled from: batch norm over all processes, the model with its loss, the
-learning-rate schedule, and the words a run uses to describe itself (the machine, the one-line claim).
+"""The parts the training loop is assembled from: the model a run asks for (checked, then built), batch norm over all
+processes, the model with its loss, the learning-rate schedule, and the words a run uses to describe itself (the
+machine, the one-line claim).
 """
 from __future__ import annotations
 
 import math
 import platform
+from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
 
 import torch
@@ -12,8 +14,65 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .config import TrainConfig
+from .data import ImageSplit
+from .io import ModelLoadError
+from .models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name
 
-__all__ = ['GlobalBatchNorm2d', 'ModelWithLoss', 'lr_lambda', 'cpu_name', 'claim_line']
+__all__ = ['TrainError', 'resolve_model', 'build_model', 'GlobalBatchNorm2d', 'ModelWithLoss', 'lr_lambda', 'cpu_name',
+           'claim_line']
+
+
+class TrainError(ValueError):
+    """A run that cannot start as asked; the message says how to fix it."""
+
+
+def resolve_model(cfg: TrainConfig) -> Tuple[str, Dict[str, Any]]:
+    """``--model`` as timm name and arguments (:func:`timm_mmc.models.resolve_model_name`), checked before work."""
+    import timm
+    try:
+        timm_name, name_args = resolve_model_name(cfg.model)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    arch = timm_name.split('.', 1)[0]
+    if arch not in timm.list_models(module=['cifar_resnet', 'wrapper']):
+        raise TrainError(f'{cfg.model!r} has no MM / SCE head of timm_mmc; train it with one: {arch}+mmc (or '
+                         f'+sce, +mmlda, ...) puts the head on that timm backbone.')
+    if cfg.pretrained_backbone is not None:
+        if arch != WRAPPER_ARCH:
+            raise TrainError(f'--pretrained-backbone is for an MM head on a timm backbone (--model BACKBONE+HEAD, '
+                             f'e.g. resnet18+mmc), not {cfg.model!r}; use --init-from for weights of it.')
+        if cfg.pretrained_backbone != 'timm' and not Path(cfg.pretrained_backbone).is_file():
+            raise TrainError(f'--pretrained-backbone {cfg.pretrained_backbone!r}: give "timm" (the backbone\'s '
+                             f'timm weights) or an existing safetensors file of them.')
+    return timm_name, name_args
+
+
+def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], train_set: ImageSplit,
+                log: Callable[[str], None]) -> nn.Module:
+    """The model, seeded, with the training images' per-channel statistics stored in it (it takes pixel inputs)."""
+    import timm
+    x = train_set.images
+    sample = x[:: max(1, len(x) // 10000)].float().div_(255)
+    mean = [float(v) for v in sample.mean((0, 2, 3))]
+    std = [float(v) for v in sample.std((0, 2, 3))]
+    kwargs: Dict[str, Any] = dict(name_args, num_classes=train_set.num_classes, norm_mean=mean, norm_std=std,
+                                  drop_rate=cfg.drop_rate)
+    if cfg.center_norm is not None:
+        kwargs['center_norm'] = cfg.center_norm
+    if cfg.feature_dim is not None:
+        kwargs['feature_dim'] = cfg.feature_dim
+    torch.manual_seed(cfg.seed)
+    try:
+        model = timm.create_model(timm_name, pretrained=False, **kwargs)
+    except ValueError as e:
+        raise TrainError(f'cannot build {cfg.model!r}: {e}') from e
+    if cfg.pretrained_backbone is not None:
+        try:
+            where = model.load_backbone_weights(cfg.pretrained_backbone)
+        except (PretrainedWeightsError, ModelLoadError) as e:
+            raise TrainError(f'--pretrained-backbone: {e}') from e
+        log(f'backbone weights: {where}')
+    return model
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -89,7 +148,11 @@ def cpu_name() -> str:
 def claim_line(summary: Dict[str, Any], n_test: int) -> str:
     """The run's result in one line: model, epochs, wall time, machine, clean accuracy of the exported weights."""
     other = ''
-    if summary.get('test_acc_ema') is not None:
+    sel = summary.get('selected')
+    if sel:
+        other = (f' (epoch {sel["epoch"]}, {"weight average" if sel["weights"] == "ema" else "last weights"}: the best '
+                 f'held-out PGD-10 accuracy, {100 * sel["robust_acc"]:.2f}%)')
+    elif summary.get('test_acc_ema') is not None:
         other = (f' (weight average; last weights {100 * summary["test_acc_last"]:.2f}%)' if summary['weights'] == 'ema'
                  else f' (last weights; weight average {100 * summary["test_acc_ema"]:.2f}%)')
     return (f'claim: {summary["model"]}, {summary["epochs"]} epochs in {summary["wall_time_s"] / 60:.1f} min on '

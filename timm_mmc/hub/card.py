@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from ..fileio import atomic_write_text
 from ..report import EvalReport, fmt_eps
+from ..runfolder import RunError, read_metrics
 from .card_eval import eval_tables, pct, subset_text
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PLOT_FILE, TEMPLATE_PATH, TRAINING_DIR, WEIGHTS_FILE,
                      HubError, dataset_info, default_repo_id, folder_config, head_key, md, norm_dataset, prose,
@@ -62,9 +63,13 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     facts = []
     if summary.get('epochs') is not None:
         facts.append(f'- Epochs: {summary["epochs"]}')
-    if summary.get('weights') == 'ema':  # every accuracy on the card is the evaluation report's, none from training
-        facts.append('- Weights: the run\'s weight average (EMA), exported because it beat the last weights on the '
-                     'test split at the end of training')
+    sel = summary.get('selected')
+    if isinstance(sel, dict):  # every accuracy on the card is the evaluation report's, except the held-out ones
+        which = 'weight average (EMA)' if sel.get('weights') == 'ema' else 'last weights'
+        facts.append('- Weights: ' + prose()['notes']['weights_selected'].format(
+            epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc'))))
+    elif summary.get('weights') == 'ema':
+        facts.append('- Weights: ' + prose()['notes']['weights_ema'])
     if summary.get('hardware') is not None:
         facts.append(f'- Hardware: {md(summary["hardware"])}')
     wall = summary.get('wall_time_s')
@@ -80,8 +85,37 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     lines += ['', f'Data set: {info["pretty"]} (official train / test split, laid out like the Hub data set '
                   f'`{info["hf_id"]}`). {caveat}']
     if (folder / TRAINING_DIR / 'metrics.jsonl').is_file():
+        try:
+            records = read_metrics(folder / TRAINING_DIR / 'metrics.jsonl')
+        except RunError as e:
+            raise HubError(str(e)) from e
+        lines += _heldout_curve(records, sel, args.get('holdout'))
         lines += ['', 'Per-epoch training logs are in `training/metrics.jsonl`.']
     return '\n'.join(lines)
+
+
+def _heldout_curve(records: List[Dict[str, Any]], selected: Any, n: Any) -> List[str]:
+    """The held-out clean / PGD-10 accuracy of every epoch as a table (none when the run held nothing out)."""
+    rows = [r for r in records if r.get('heldout_clean_acc') is not None]
+    if not rows:
+        return []
+    chosen = (selected.get('epoch'), selected.get('weights')) if isinstance(selected, dict) else None
+    ema = any(r.get('robust_acc_ema') is not None for r in rows)
+    lines = ['', prose()['notes']['heldout_curve'].format(n=n, attack=md(rows[-1].get('robust_attack'))), '',
+             '| epoch | clean (%) | PGD-10 (%) |' + (' clean, weight average (%) | PGD-10, weight average (%) |'
+                                                     if ema else ''),
+             '| --- | --- | --- |' + (' --- | --- |' if ema else '')]
+    for r in rows:
+        cells = [str(r['epoch']), pct(r['heldout_clean_acc']), pct(r.get('robust_acc'))]
+        if ema:
+            cells += [pct(r.get('heldout_clean_acc_ema')), pct(r.get('robust_acc_ema'))]
+        if chosen and chosen[0] == r['epoch']:
+            at = 3 if chosen[1] == 'ema' and ema else 1
+            cells[at:at + 2] = [f'**{c}** (exported)' if i else f'**{c}**' for i, c in enumerate(cells[at:at + 2])]
+        if r.get('collapse'):
+            cells[0] += ' (collapse)'
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def _summary(rep: EvalReport, arch: str, head: str, info: Dict[str, Any]) -> str:

@@ -1,0 +1,169 @@
+"""Adversarial training: N-FGSM, the held-out slice, choosing the exported epoch, and the collapse warning."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+
+from timm_mmc.adversarial import COLLAPSE_DROP, BestEpoch, best_epoch, collapse_warning
+from timm_mmc.attacks import NFGSM, FGSMRandomStart
+from timm_mmc.data import DataError, ImageSplit, hold_out, write_synthetic_dataset
+from timm_mmc.train import Trainer, main
+
+EPS = 8 / 255
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
+
+
+def _batch(n: int = 64):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    x[:8] = 0.0  # images at the box's edge: clipping must keep them in [0, 1]
+    return x, torch.randint(0, 5, (n,), generator=g)
+
+
+def test_nfgsm_lies_in_its_wider_ball_and_is_not_projected():
+    x, y = _batch()
+    attack = NFGSM(_model(), eps=EPS, noise=2.0, loss='ce', seed=3)
+    x_adv = attack.perturb(x, y)
+    dist = (x_adv - x).abs().flatten(1).amax(1)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert dist.max() <= 3 * EPS + 1e-6
+    # the method does not project back to the eps-ball: most examples lie outside it
+    assert (dist > EPS + 1e-4).float().mean() > 0.5
+    # seeded: the same seed gives the same batch, another seed another one
+    assert torch.equal(x_adv, NFGSM(_model(), eps=EPS, loss='ce', seed=3).perturb(x, y))
+    assert not torch.equal(x_adv, NFGSM(_model(), eps=EPS, loss='ce', seed=4).perturb(x, y))
+
+
+def test_nfgsm_without_noise_is_one_signed_step_that_raises_the_loss():
+    x, y = _batch()
+    model = _model()
+    x = x.clamp(0.1, 0.9)  # away from the box, so nothing is clipped
+    x_adv = NFGSM(model, eps=EPS, noise=0.0, step=1.0, loss='ce').perturb(x, y)
+    assert torch.allclose((x_adv - x).abs(), torch.full_like(x, EPS), atol=1e-6)
+    ce = nn.functional.cross_entropy
+    with torch.no_grad():
+        assert ce(model(x_adv), y) > ce(model(x), y)
+    # FGSM with random start is a different method: projected to the eps-ball
+    fgsm = FGSMRandomStart(model, eps=EPS, loss='ce').perturb(x, y)
+    assert (fgsm - x).abs().max() <= EPS + 1e-6
+
+
+@pytest.mark.parametrize('noise,step', [(-1.0, 1.0), (2.0, 0.0), (float('nan'), 1.0)])
+def test_nfgsm_refuses_bad_settings(noise, step):
+    with pytest.raises(ValueError, match='N-FGSM'):
+        NFGSM(_model(), eps=EPS, noise=noise, step=step)
+
+
+def test_hold_out_is_a_seeded_partition():
+    n = 50
+    split = ImageSplit(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
+                       torch.arange(n) % 4, ['a', 'b', 'c', 'd'], 'src')
+    train, held = hold_out(split, 10, seed=0)
+    ids = lambda s: set(s.images[:, 0, 0, 0].tolist())  # noqa: E731
+    assert len(train) == 40 and len(held) == 10
+    assert ids(train) | ids(held) == set(range(n)) and not ids(train) & ids(held)
+    assert torch.equal(held.labels, held.images[:, 0, 0, 0].long() % 4)  # labels travel with their images
+    assert ids(hold_out(split, 10, seed=0)[1]) == ids(held) and ids(hold_out(split, 10, seed=1)[1]) != ids(held)
+    assert 'held out' in train.source and 'held out' in held.source
+    with pytest.raises(DataError, match='--holdout'):
+        hold_out(split, n, seed=0)
+
+
+def _rec(epoch, robust, clean, robust_ema=None, clean_ema=None):
+    return dict(epoch=epoch, robust_acc=robust, heldout_clean_acc=clean, robust_acc_ema=robust_ema,
+                heldout_clean_acc_ema=clean_ema)
+
+
+def test_best_epoch_takes_robust_then_clean_then_the_earlier_and_the_last_weights():
+    assert best_epoch([dict(epoch=1, robust_acc=None)]) is None
+    hist = [_rec(1, 0.30, 0.70), _rec(2, 0.40, 0.60, 0.42, 0.65), _rec(3, 0.42, 0.70, 0.41, 0.80), _rec(4, 0.10, 0.9)]
+    assert best_epoch(hist) == BestEpoch(3, 'last', 0.42, 0.70)
+    hist.append(_rec(5, 0.42, 0.70, 0.42, 0.70))  # a tie with epoch 3 keeps epoch 3
+    assert best_epoch(hist).epoch == 3
+    hist.append(_rec(6, 0.20, 0.5, 0.45, 0.75))
+    assert best_epoch(hist) == BestEpoch(6, 'ema', 0.45, 0.75)
+
+
+def test_collapse_warning_fires_only_on_a_large_fall():
+    ok = [dict(epoch=1, robust_acc=0.40), dict(epoch=2, robust_acc=None), dict(epoch=3, robust_acc=0.35)]
+    assert collapse_warning(ok) is None and collapse_warning(ok[:1]) is None
+    fell = ok + [dict(epoch=4, robust_acc=0.40 - COLLAPSE_DROP - 0.01)]
+    msg = collapse_warning(fell)
+    assert msg.startswith('warning') and 'epoch 4' in msg and 'epoch 1' in msg and '40.0%' in msg
+
+
+@pytest.fixture(scope='module')
+def synth(tmp_path_factory):
+    return str(write_synthetic_dataset(tmp_path_factory.mktemp('synth') / 'ds', n_train=192, n_test=32))
+
+
+ARGS = ['--model', 'resnet20_mmc', '--feature-dim', '16', '--epochs', '3', '--batch-size', '32', '--lr', '0.005',
+        '--adv', 'nfgsm', '--holdout', '64', '--robust-every', '1', '--select-best', '--ema-decay', '0.9',
+        '--no-progress', '--threads', '1', '--keep-checkpoints', '5', '--precision', 'fp32']
+
+
+def test_select_best_exports_the_best_held_out_epoch_not_the_last(synth, tmp_path, monkeypatch, capsys):
+    """Robust accuracy is made to peak in epoch 1 and then collapse: the export is epoch 1's weights, and the log
+    warns. The held-out images are measured, never the test split."""
+    seen = []
+    robust = iter([(0.9, 0.6), (0.9, 0.5), (0.8, 0.55), (0.8, 0.2), (0.7, 0.1), (0.7, 0.1)])
+
+    def fake(self, model=None):
+        seen.append(self.robust_set.source)
+        return next(robust)
+    monkeypatch.setattr(Trainer, 'robust_accuracy', fake)
+    out = tmp_path / 'run'
+    assert main([*ARGS, '--dataset', synth, '--output', str(out)]) == 0
+    log = capsys.readouterr().out
+    assert all('held out' in s for s in seen) and len(seen) == 6  # last and EMA weights, every epoch
+    assert 'warning: robust accuracy collapsed in epoch 3' in log
+    hist = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [h.get('collapse', False) for h in hist] == [False, False, True]
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['selected']['epoch'] == 1 and summary['weights'] == 'last'
+    assert 'epoch 1, last weights' in log
+    exported = load_file(str(out / 'model.safetensors'))
+    first = load_file(str(sorted((out / 'checkpoints').glob('step_*'))[0] / 'model.safetensors'))
+    last = load_file(str(sorted((out / 'checkpoints').glob('step_*'))[-1] / 'model.safetensors'))
+    weight = 'stages.0.0.conv1.weight'
+    assert torch.equal(exported[weight], first['model.' + weight].contiguous())
+    assert not torch.equal(exported[weight], last['model.' + weight].contiguous())
+
+
+def _run(args, fault=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    if fault:
+        env['TIMM_MMC_FAULT'] = fault
+    return subprocess.run([sys.executable, '-m', 'timm_mmc.train', *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_select_best_after_sigkill_and_resume_is_bit_identical(synth, tmp_path):
+    """128 training images after the 64 held out: 4 steps per epoch. Killed in epoch 3 (step 10), resumed from the
+    end of epoch 2: the same records, the same best epoch and the same exported bytes as the uncut run."""
+    ref, cut = tmp_path / 'ref', tmp_path / 'cut'
+    assert _run([*ARGS, '--dataset', synth, '--output', str(ref)]).returncode == 0
+    assert _run([*ARGS, '--dataset', synth, '--output', str(cut)], fault='step:10').returncode != 0
+    assert not (cut / 'model.safetensors').exists() and (cut / 'best' / 'best.json').is_file()
+    proc = _run(['--output', str(cut), '--resume'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ('metrics.jsonl', 'best/best.json'):
+        a = [{k: v for k, v in json.loads(line).items() if k not in ('img_per_s', 'elapsed_s')}
+             for line in (ref / name).read_text().splitlines()]
+        b = [{k: v for k, v in json.loads(line).items() if k not in ('img_per_s', 'elapsed_s')}
+             for line in (cut / name).read_text().splitlines()]
+        assert a == b, name
+    assert (ref / 'model.safetensors').read_bytes() == (cut / 'model.safetensors').read_bytes()
+    assert json.loads((ref / 'summary.json').read_text())['selected'] == \
+        json.loads((cut / 'summary.json').read_text())['selected']

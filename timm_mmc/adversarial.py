@@ -1,0 +1,131 @@
+"""Adversarial training's parts: the inner attack, robust accuracy during training, and which epoch is exported.
+
+* :func:`training_attack`: the inner attack a run asks for (``pgd``, ``fgsm``, ``nfgsm``) on the head's objective.
+* :func:`pgd_accuracy`: clean and PGD-10 accuracy (worst case over objectives) of a model on uint8 images, sharded
+  over processes.
+* :func:`best_epoch`: the (epoch, weights) with the best robust accuracy on the held-out training images, read off the
+  run's per-epoch records, so that a resumed run picks exactly what an uncut one would.
+* :func:`collapse_warning`: the line the log prints when robust accuracy falls far below its best (catastrophic
+  overfitting, Wong et al. 2020; robust overfitting, Rice et al. 2020).
+
+Robust accuracy chosen on during training is never measured on the test split: ``--holdout N`` sets N training images
+aside (:func:`timm_mmc.data.hold_out`), and ``--select-best`` exports the best epoch on them.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .attacks import NFGSM, PGD, FGSMRandomStart
+from .config import TrainConfig
+
+__all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'collapse_warning', 'COLLAPSE_DROP',
+           'ROBUST_EVAL']
+
+ROBUST_EVAL = dict(eps=8 / 255, alpha=2 / 255, steps=10)  # the PGD-10 of the paper's tables, untargeted, keep-best
+COLLAPSE_DROP = 0.10  # robust accuracy this far (absolute) below its best so far marks a collapse in the log
+
+Attack = Union[PGD, NFGSM]
+
+
+def training_attack(cfg: TrainConfig, model: nn.Module, objective: str, targeted: bool, num_classes: int,
+                    seed: int) -> Attack:
+    """The inner attack of adversarial training that ``cfg.adv`` names, on the head's own ``objective``."""
+    common = dict(loss=objective, targeted=targeted, num_classes=num_classes, seed=seed)
+    if cfg.adv == 'pgd':
+        return PGD(model, eps=cfg.eps, alpha=cfg.adv_step, steps=cfg.adv_steps, keep_best=False, **common)
+    if cfg.adv == 'nfgsm':
+        return NFGSM(model, eps=cfg.eps, noise=cfg.adv_noise, **common)
+    if cfg.adv == 'fgsm':
+        return FGSMRandomStart(model, eps=cfg.eps, **common)
+    raise ValueError(f'no inner attack for --adv {cfg.adv!r}.')
+
+
+def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objectives: Sequence[str], seed: int,
+                 autocast: Callable[[], AbstractContextManager], device: torch.device, channels_last: bool,
+                 rank: int = 0, world: int = 1, batch: int = 250) -> torch.Tensor:
+    """Clean and PGD-10 (:data:`ROBUST_EVAL`) correct counts of ``model`` on this process's share of ``images``.
+
+    An image counts as robust only if it survives PGD-10 on every one of ``objectives`` (the per-sample worst case):
+    the head's own objective alone can be blunt (for MM heads ``margin`` finds errors that ``mm`` misses).
+
+    Args:
+        images: ``(N, C, H, W)`` uint8; process ``rank`` of ``world`` takes every ``world``-th image.
+        labels: ``(N,)`` class indices.
+        objectives: Attack objectives (:data:`timm_mmc.attacks.OBJECTIVES`).
+
+    Returns:
+        ``[clean correct, robust correct, images seen]`` as a float tensor on ``device`` (sum it over processes).
+    """
+    was_training = model.training
+    model.eval()
+    idx = torch.arange(rank, len(images), world)
+    counts = torch.zeros(3, device=device)
+    for i in range(0, len(idx), batch):
+        j = idx[i:i + batch]
+        x = images[j].to(device).float().div_(255)
+        y = labels[j].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            with torch.no_grad():
+                ok = model(x).argmax(1) == y
+            counts[0] += ok.sum()
+            for objective in objectives:
+                x_adv = PGD(model, loss=objective, keep_best=True, seed=seed + i, **ROBUST_EVAL).perturb(x, y)
+                with torch.no_grad():
+                    ok &= model(x_adv).argmax(1) == y
+        counts[1] += ok.sum()
+        counts[2] += len(j)
+    model.train(was_training)
+    return counts
+
+
+@dataclass(frozen=True)
+class BestEpoch:
+    """The weights ``--select-best`` exports: an epoch, which weights of it, and their held-out accuracies."""
+    epoch: int
+    weights: str  # 'last' or 'ema'
+    robust_acc: float
+    clean_acc: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(epoch=self.epoch, weights=self.weights, robust_acc=self.robust_acc, clean_acc=self.clean_acc)
+
+
+def _candidates(rec: Dict[str, Any]) -> List[BestEpoch]:
+    out = []
+    for weights, suffix in (('last', ''), ('ema', '_ema')):
+        robust, clean = rec.get(f'robust_acc{suffix}'), rec.get(f'heldout_clean_acc{suffix}')
+        if robust is not None and clean is not None:
+            out.append(BestEpoch(rec['epoch'], weights, robust, clean))
+    return out
+
+
+def best_epoch(history: List[Dict[str, Any]]) -> Optional[BestEpoch]:
+    """The best held-out robust accuracy over every epoch and both weights; ties go to clean accuracy, then to the
+    earlier epoch and the last weights. None when nothing was measured on held-out images."""
+    best: Optional[BestEpoch] = None
+    for rec in history:
+        for cand in _candidates(rec):
+            if best is None or (cand.robust_acc, cand.clean_acc) > (best.robust_acc, best.clean_acc):
+                best = cand
+    return best
+
+
+def collapse_warning(history: List[Dict[str, Any]]) -> Optional[str]:
+    """A warning when the newest epoch's robust accuracy (last weights) fell :data:`COLLAPSE_DROP` below the best
+    before it, else None."""
+    measured = [(h['epoch'], h['robust_acc']) for h in history if h.get('robust_acc') is not None]
+    if len(measured) < 2:
+        return None
+    (epoch, now), (peak_epoch, peak) = measured[-1], max(measured[:-1], key=lambda m: m[1])
+    if now > peak - COLLAPSE_DROP:
+        return None
+    return (f'warning: robust accuracy collapsed in epoch {epoch}: {100 * now:.1f}% against {100 * peak:.1f}% in epoch '
+            f'{peak_epoch} (catastrophic or robust overfitting). With --select-best the best epoch is still the one '
+            f'exported; otherwise lower --lr, raise --adv-noise (N-FGSM) or train with --adv pgd.')
