@@ -329,3 +329,13 @@ def test_precision_flag_is_the_one_source_of_truth(synth, tmp_path, monkeypatch,
     assert z.dtype == torch.float32
     trainer.fit()
     assert yaml.safe_load((out / 'args.yaml').read_text())['precision'] == 'fp32'
+
+
+@pytest.mark.parametrize('name', __import__('timm_mmc.config', fromlist=['recipe_names']).recipe_names())
+def test_every_shipped_recipe_is_a_valid_config(name):
+    """``-c NAME`` for every recipe in the package: types, choices and cross-checks (e.g. --select-best) hold."""
+    from timm_mmc.config import parse_config
+    cfg = parse_config(['-c', name])
+    assert cfg.model.startswith('resnet') and cfg.epochs >= 1
+    if cfg.select_best:
+        assert cfg.holdout > 0 and cfg.adv != 'none'
