@@ -7,7 +7,7 @@ One process on the whole machine (threads = cores), ResNet-32 with the MMC head 
   (both channels_last), batch 128 and 256, eager and ``torch.compile`` (inductor, timed after its compile steps);
 * the project's loop: ``Trainer.fit`` for one epoch with the CPU recipe's speed settings (``resnet32_mmc``: precision,
   batch, channels_last, compile, cutout, weight average), its own img/s over the training loop;
-* SCE against MMC (the head's cost), and PGD-10 / FGSM-RS adversarial training steps.
+* SCE against MMC (the head's cost), and PGD-10 / PGD-2 / N-FGSM / FGSM-RS adversarial training steps.
 Targets: project / best plain loop >= 0.95; MMC / SCE step time <= 1.02. Choose the recipe's settings from the table.
 """
 import argparse
@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument('--images', type=int, default=3840, help='training images per measurement (multiple of 256)')
     p.add_argument('--dataset', default=None, help='data set (default: a synthetic 10-class set written to a temp dir)')
     p.add_argument('--skip-compile', action='store_true', help='leave out the torch.compile variants (~1 min each)')
-    p.add_argument('--skip-adversarial', action='store_true', help='leave out the PGD-10 / FGSM-RS measurements')
+    p.add_argument('--skip-adversarial', action='store_true', help='leave out the adversarial training measurements')
     args = p.parse_args()
     tmp = tempfile.mkdtemp()
     dataset = args.dataset or str(write_synthetic_dataset(Path(tmp) / 'ds', n_train=args.images, n_test=128,
@@ -119,10 +119,15 @@ def main() -> None:
               f'average and bookkeeping)')
     print(f'MMC / SCE step time (plain, eager): {sce / mmc:.3f}   (target <= 1.02)')
     if not args.skip_adversarial:
-        pgd = project(dataset, f'{tmp}/pgd', 'resnet32_mmc', min(args.images, 512), adv='pgd', **settings)
-        fgsm = project(dataset, f'{tmp}/fgsm', 'resnet32_mmc', min(args.images, 1024), adv='fgsm', **settings)
-        print(f'PGD-10 AT: {pgd:.1f} img/s ({p_mmc / pgd:.1f}x a clean step); FGSM-RS AT: {fgsm:.1f} img/s '
-              f'({p_mmc / fgsm:.1f}x)')
+        n = min(args.images, 1024)
+        rates = {'PGD-10': project(dataset, f'{tmp}/pgd', 'resnet32_mmc', min(args.images, 512), adv='pgd',
+                                   **settings),
+                 'PGD-2': project(dataset, f'{tmp}/pgd2', 'resnet32_mmc', n, adv='pgd', adv_steps=2,
+                                  adv_step=4 / 255, **settings),
+                 'N-FGSM': project(dataset, f'{tmp}/nfgsm', 'resnet32_mmc', n, adv='nfgsm', **settings),
+                 'FGSM-RS': project(dataset, f'{tmp}/fgsm', 'resnet32_mmc', n, adv='fgsm', **settings)}
+        print('adversarial training steps (the project loop, recipe settings): ' + ', '.join(
+            f'{k} {v:.1f} img/s ({p_mmc / v:.1f}x a clean step)' for k, v in rates.items()))
 
 
 if __name__ == '__main__':
