@@ -738,3 +738,25 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
     (folder / 'training/metrics.jsonl').write_text('{"epoch": "one"}\n')
     with pytest.raises(hub.HubError, match='not an epoch record'):
         hub.write_card(folder)
+
+
+def test_every_committed_release_summary_reads_through_its_owner():
+    """``training/summary.json`` of every release (of every version of the trainer) reads as a RunSummary."""
+    from timm_mmc.runfolder import RunSummary
+    folders = sorted(p for p in (Path(__file__).resolve().parents[1] / 'hub_cards').iterdir() if p.is_dir())
+    assert folders
+    for folder in folders:
+        s = RunSummary.read(folder / 'training' / 'summary.json')
+        assert isinstance(s.epochs, int) and 0 < s.test_acc < 1 and s.wall_time_s > 0, folder.name
+        assert RunSummary(**s.to_dict()) == s
+
+
+def test_a_mistyped_summary_is_a_clear_error(release, tmp_path):
+    folder = tmp_path / f'{ARCH}.{TAG}'
+    shutil.copytree(release['out'], folder)
+    (folder / 'training/summary.json').write_text(json.dumps(dict(epochs='ten')))
+    with pytest.raises(hub.HubError, match="epochs is 'ten'"):
+        hub.write_card(folder)
+    (folder / 'training/summary.json').write_text('[1, 2]')
+    with pytest.raises(hub.HubError, match='not a JSON object'):
+        hub.write_card(folder)

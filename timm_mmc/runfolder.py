@@ -35,7 +35,8 @@ import yaml
 from .config import ConfigError, TrainConfig
 from .fileio import atomic_write_text
 
-__all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RESUME_MUTABLE', 'resolve_resume', 'read_metrics']
+__all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
+           'read_metrics']
 
 # options a resumed run may change: they do not change what is computed, only how it is run and recorded
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
@@ -69,6 +70,47 @@ class Checkpoint:
     optimizer: Dict[str, Any]  # a torch optimizer state_dict
     scheduler: Dict[str, Any]  # a torch lr_scheduler state_dict without its lr functions
     ema: Optional[Dict[str, torch.Tensor]]
+
+
+@dataclass
+class RunSummary:
+    """``summary.json``: what a finished run exported. Written by :meth:`RunFolder.export`, read by :meth:`read`
+    (the release tooling's one way in; releases of older versions lack some fields, which then read as None)."""
+    model: Optional[str] = None
+    test_acc: Optional[float] = None  # clean accuracy of the exported weights on the test split, at training time
+    weights: Optional[str] = None  # 'last' or 'ema'
+    selected: Optional[Dict[str, Any]] = None  # --select-best: epoch, weights, held-out robust / clean accuracy, rule
+    test_acc_last: Optional[float] = None  # the last epoch's figures of both weights
+    test_acc_ema: Optional[float] = None
+    robust_acc: Optional[float] = None  # the last PGD-10 measured during training, and where (robust_attack)
+    robust_attack: Optional[str] = None
+    epochs: Optional[int] = None
+    wall_time_s: Optional[float] = None
+    hardware: Optional[str] = None
+    world_size: Optional[int] = None
+    versions: Optional[Dict[str, str]] = None
+    dataset: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def read(cls, path: os.PathLike) -> 'RunSummary':
+        """Read a ``summary.json``; :class:`RunError` if it is not a JSON object or a field has the wrong type."""
+        try:
+            data = json.loads(Path(path).read_text(encoding='utf-8'))
+        except (OSError, ValueError) as e:
+            raise RunError(f'cannot read {str(path)!r} ({type(e).__name__}: {e}).') from e
+        if not isinstance(data, dict):
+            raise RunError(f'{str(path)!r} is not a JSON object.')
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key, value in values.items():
+            want = {'model': str, 'weights': str, 'robust_attack': str, 'hardware': str, 'dataset': str,
+                    'epochs': int, 'world_size': int, 'selected': dict, 'versions': dict}.get(key, (int, float))
+            if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                raise RunError(f'{str(path)!r}: {key} is {value!r}, not what a run writes there.')
+        return cls(**values)
 
 
 def _flatten_optimizer(sd: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -250,7 +292,7 @@ class RunFolder:
 
     # -- the end ----------------------------------------------------------------------------------------------
     def export(self, model: torch.nn.Module, model_args: Dict[str, Any], class_names: List[str],
-               summary: Dict[str, Any]) -> None:
+               summary: RunSummary) -> None:
         """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``) and ``summary.json``, each atomically."""
         from timm.models import save_for_hf
         tmp = self.path / '.export_tmp'
@@ -260,7 +302,7 @@ class RunFolder:
         for f in ('model.safetensors', 'config.json'):
             os.replace(tmp / f, self.path / f)
         shutil.rmtree(tmp, ignore_errors=True)
-        atomic_write_text(self.path / 'summary.json', json.dumps(summary, indent=2))
+        atomic_write_text(self.path / 'summary.json', json.dumps(summary.to_dict(), indent=2))
 
 
 def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:

@@ -42,7 +42,7 @@ from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.models import model_display_name  # noqa: E402
-from timm_mmc.runfolder import RunError, RunFolder, TrainerState, resolve_resume  # noqa: E402
+from timm_mmc.runfolder import RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import (GlobalBatchNorm2d, ModelWithLoss, TrainError, build_model, claim_line,  # noqa: E402
                                   cpu_name, lr_lambda, resolve_model)
 from timm.utils import ModelEmaV3  # noqa: E402
@@ -292,7 +292,7 @@ class Trainer:
             self.run.prepare(self.cfg.overwrite, resolved)
         acc.wait_for_everyone()
 
-    def fit(self) -> Dict[str, Any]:
+    def fit(self) -> RunSummary:
         cfg, acc = self.cfg, self.accelerator
         if cfg.resume:
             name = self.load_checkpoint()
@@ -429,7 +429,7 @@ class Trainer:
         self.sums['seen'] += seen
         self.sums['time'] += dt
 
-    def export(self, wall: float, hardware: str) -> Dict[str, Any]:
+    def export(self, wall: float, hardware: str) -> RunSummary:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
         acc = self.accelerator
         last = self.history[-1] if self.history else {}
@@ -440,7 +440,7 @@ class Trainer:
         if self.cfg.select_best:
             model, selected = self._selected_model()
             test_acc = self.test_accuracy(model)
-        summary = dict(model=self.cfg.model, test_acc=test_acc,
+        summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
                        weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
                        selected=selected, test_acc_last=last.get('test_acc'), test_acc_ema=last.get('test_acc_ema'),
                        robust_acc=next((h['robust_acc'] for h in reversed(self.history)

@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .data import ImageSplit
 from .io import ModelLoadError
 from .models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name
+from .runfolder import RunSummary
 
 __all__ = ['TrainError', 'resolve_model', 'build_model', 'GlobalBatchNorm2d', 'ModelWithLoss', 'lr_lambda', 'cpu_name',
            'claim_line']
@@ -145,16 +146,16 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def claim_line(summary: Dict[str, Any], n_test: int) -> str:
+def claim_line(summary: RunSummary, n_test: int) -> str:
     """The run's result in one line: model, epochs, wall time, machine, clean accuracy of the exported weights."""
     other = ''
-    sel = summary.get('selected')
+    sel = summary.selected
     if sel:
         other = (f' (epoch {sel["epoch"]}, {"weight average" if sel["weights"] == "ema" else "last weights"}: the best '
                  f'held-out PGD-10 accuracy, {100 * sel["robust_acc"]:.2f}%)')
-    elif summary.get('test_acc_ema') is not None:
-        other = (f' (weight average; last weights {100 * summary["test_acc_last"]:.2f}%)' if summary['weights'] == 'ema'
-                 else f' (last weights; weight average {100 * summary["test_acc_ema"]:.2f}%)')
-    return (f'claim: {summary["model"]}, {summary["epochs"]} epochs in {summary["wall_time_s"] / 60:.1f} min on '
-            f'{summary["hardware"]}: clean accuracy {100 * summary["test_acc"]:.2f}% on {n_test} test images'
-            f'{other}; torch {summary["versions"]["torch"]}, data {summary["dataset"]}')
+    elif summary.test_acc_ema is not None:
+        other = (f' (weight average; last weights {100 * summary.test_acc_last:.2f}%)' if summary.weights == 'ema'
+                 else f' (last weights; weight average {100 * summary.test_acc_ema:.2f}%)')
+    return (f'claim: {summary.model}, {summary.epochs} epochs in {summary.wall_time_s / 60:.1f} min on '
+            f'{summary.hardware}: clean accuracy {100 * summary.test_acc:.2f}% on {n_test} test images'
+            f'{other}; torch {summary.versions["torch"]}, data {summary.dataset}')

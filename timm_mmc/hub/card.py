@@ -61,23 +61,23 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
         lines.append('The training configuration was not shipped with this release (no `training/args.yaml`).')
     lines.append('')
     facts = []
-    if summary.get('epochs') is not None:
-        facts.append(f'- Epochs: {summary["epochs"]}')
-    sel = summary.get('selected')
-    if isinstance(sel, dict):  # every accuracy on the card is the evaluation report's, except the held-out ones
+    if summary.epochs is not None:
+        facts.append(f'- Epochs: {summary.epochs}')
+    sel = summary.selected
+    if sel:  # every accuracy on the card is the evaluation report's, except the held-out ones
         which = 'weight average (EMA)' if sel.get('weights') == 'ema' else 'last weights'
         facts.append('- Weights: ' + prose()['notes']['weights_selected'].format(
             epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc'))))
-    elif summary.get('weights') == 'ema':
+    elif summary.weights == 'ema':
         facts.append('- Weights: ' + prose()['notes']['weights_ema'])
-    if summary.get('hardware') is not None:
-        facts.append(f'- Hardware: {md(summary["hardware"])}')
-    wall = summary.get('wall_time_s')
-    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
+    if summary.hardware is not None:
+        facts.append(f'- Hardware: {md(summary.hardware)}')
+    wall = summary.wall_time_s
+    if wall is not None:
         h, rem = divmod(int(round(wall)), 3600)
         facts.append(f'- Wall time: {h} h {rem // 60:02d} min ({wall:g} s)')
-    if summary.get('versions') is not None:
-        facts.append(f'- Software: {md(summary["versions"])}')
+    if summary.versions is not None:
+        facts.append(f'- Software: {md(summary.versions)}')
     if facts:
         lines += ['From `training/summary.json`:', ''] + facts
     else:

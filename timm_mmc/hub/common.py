@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .. import report as schema
+from ..runfolder import RunError, RunSummary
 
 __all__ = ['HubError', 'CARDS_DIR', 'TEMPLATE_PATH', 'PAPER_RESULTS_PATH', 'PROSE_PATH', 'WEIGHTS_FILE', 'CONFIG_FILE',
            'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'TRAINING_DIR', 'TRAINING_FILES',
@@ -96,12 +97,16 @@ def folder_config(folder: Path) -> Tuple[Dict[str, Any], str]:
     return cfg, tag
 
 
-def training_files(folder: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """A release's ``training/args.yaml`` and ``training/summary.json`` (empty dicts where absent)."""
+def training_files(folder: Path) -> Tuple[Dict[str, Any], RunSummary]:
+    """A release's ``training/args.yaml`` (an empty dict where absent) and ``training/summary.json`` (every field
+    None where absent), the latter through its owner, :class:`timm_mmc.runfolder.RunSummary`."""
     tdir = folder / TRAINING_DIR
     args = read_yaml(tdir / 'args.yaml') if (tdir / 'args.yaml').is_file() else {}
-    summary = read_json(tdir / 'summary.json', 'summary') if (tdir / 'summary.json').is_file() else {}
-    return args, summary if isinstance(summary, dict) else {}
+    try:
+        summary = RunSummary.read(tdir / 'summary.json') if (tdir / 'summary.json').is_file() else RunSummary()
+    except RunError as e:
+        raise HubError(f'{e} Regenerate the release from its run folder.') from e
+    return args, summary
 
 
 def norm_dataset(name: Any) -> Optional[str]:

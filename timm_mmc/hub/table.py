@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..report import EvalReport, percent
+from ..runfolder import RunSummary
 from .common import EVAL_FILE, HubError, read_report, training_files
 
 __all__ = ['RESULTS_COLUMNS', 'results_table']
@@ -24,16 +25,23 @@ def _pct(v: Optional[float]) -> str:
     return percent(v, 1)
 
 
-def _training(args: Dict[str, Any], summary: Dict[str, Any]) -> str:
+ADV_NAMES = {'fgsm': 'FGSM-RS', 'nfgsm': 'N-FGSM'}
+
+
+def _training(args: Dict[str, Any], summary: RunSummary) -> str:
     parts = [f'{args["epochs"]} ep' + (f' {args["schedule"]}' if args.get('schedule') else '')
              ] if args.get('epochs') else []
     parts += [str(args['precision'])] if args.get('precision') else []
     adv = str(args.get('adv') or 'none')
     if adv != 'none':
         kind = '' if args.get('adv_targeted') is None else (' targeted' if args['adv_targeted'] else ' untargeted')
-        parts.append(f'{"FGSM-RS" if adv == "fgsm" else adv.upper()} AT{kind}')
-    if isinstance(summary.get('wall_time_s'), (int, float)):
-        parts.append(f'{summary["wall_time_s"] / 60:.0f} min')
+        name = ADV_NAMES.get(adv) or (f'PGD-{args["adv_steps"]}' if adv == 'pgd' and args.get('adv_steps') else
+                                      adv.upper())
+        parts.append(f'{name} AT{kind}')
+    if summary.selected:
+        parts.append(f'best held-out epoch ({summary.selected.get("epoch")})')
+    if summary.wall_time_s is not None:
+        parts.append(f'{summary.wall_time_s / 60:.0f} min')
     return ', '.join(parts) or '-'
 
 
@@ -61,7 +69,7 @@ def _row(folder: Path, rep: EvalReport) -> str:
         f'{_pct(aa.accuracy)} ({aa.version}, {f"first {aa.n}" if aa.n != rep.n else f"all {aa.n}"})'
     cw = rep.find_attack(family='cw', targeted=False)
     cw_text = '-' if cw is None or cw.l2_paper is None else f'{cw.l2_paper:.3f} ({cw.n})'  # failures as 0
-    cells = [f'[`{folder.name}`](hub_cards/{folder.name})', _training(args, summary), _pct(summary.get('test_acc')),
+    cells = [f'[`{folder.name}`](hub_cards/{folder.name})', _training(args, summary), _pct(summary.test_acc),
              str(rep.n), _pct(rep.clean_accuracy),
              _pct(_accuracy(rep.find_attack(**pgd10, objective=rep.own_objective))),
              _pct(_accuracy(rep.find_attack(**pgd10, objective='margin'))),
