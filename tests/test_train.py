@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from timm_mmc.train import main
@@ -339,3 +340,21 @@ def test_every_shipped_recipe_is_a_valid_config(name):
     assert cfg.model.startswith('resnet') and cfg.epochs >= 1
     if cfg.select_best:
         assert cfg.holdout > 0 and cfg.adv != 'none'
+
+
+def test_resume_on_changed_data_is_refused(tmp_path, capsys):
+    """args.yaml records the sha256 of the pixels and labels; a resume that would see other data stops first."""
+    data = tmp_path / 'ds'
+    make_image_dataset(data, n_train=64, n_test=32, seed=0)
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', str(data), '--output', str(out), *TINY]) == 0
+    args = yaml.safe_load((out / 'args.yaml').read_text())
+    assert ' sha256 ' in args['train_source'] and ' sha256 ' in args['test_source']
+    assert main(['--output', str(out), '--resume']) == 0  # same data: resuming a finished run is fine
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    make_image_dataset(data, n_train=64, n_test=32, seed=1)  # same folder, other pixels
+    assert main(['--output', str(out), '--resume']) == 2
+    err = capsys.readouterr().err
+    assert 'the data changed' in err and 'train_source' in err and '--overwrite' in err
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before  # nothing written

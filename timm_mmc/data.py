@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['ImageSplit', 'load_split', 'hold_out', 'DataError', 'augment_batch', 'check_arrays', 'default_cache_dir',
+__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays', 'default_cache_dir',
            'write_synthetic_dataset', 'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
@@ -40,7 +40,7 @@ class ImageSplit:
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64
     class_names: List[str]
-    source: str  # what was loaded: data set, split, columns, fingerprint
+    source: str  # what was loaded: data set, split, columns, and the sha256 of the decoded pixels and labels
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -69,6 +69,14 @@ def hold_out(split: ImageSplit, n: int, seed: int) -> Tuple[ImageSplit, ImageSpl
     def part(idx: torch.Tensor, what: str) -> ImageSplit:
         return ImageSplit(split.images[idx], split.labels[idx], split.class_names, f'{split.source}, {what}')
     return part(kept, f'{n} held out (seed {seed})'), part(held, f'the {n} held out (seed {seed})')
+
+
+def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """The first 16 hex digits of the sha256 of the decoded pixels and labels: what the data is, not where it came
+    from (a re-built Hub cache or a moved folder keeps it; one changed pixel or label changes it)."""
+    h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
@@ -186,7 +194,7 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
             pass  # a read-only cache is not fatal, we decoded already
     check_arrays(images, labels, len(class_names), f'{dataset}:{split}')
     imgs = _to_nchw(images)
-    source = f'{dataset}:{split} [{image_column}, {label_column}] fingerprint {ds._fingerprint}'
+    source = f'{dataset}:{split} [{image_column}, {label_column}] sha256 {content_digest(images, labels)}'
     return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
 
 

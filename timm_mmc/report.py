@@ -168,7 +168,7 @@ class EvalReport:
 
     Attributes:
         model: The model spec as typed (registered name, ``hf-hub:``, ``local-dir:``).
-        dataset: Data set as given; ``dataset_source`` what was loaded (split, columns, fingerprint).
+        dataset: Data set as given; ``dataset_source`` what was loaded (split, columns, sha256 of pixels and labels).
         split: Split name.
         n: Evaluated examples.
         suite: Suite name.

@@ -101,6 +101,8 @@ class Trainer:
         if cfg.holdout:
             self.train_set, self.robust_set = hold_out(self.train_set, cfg.holdout, cfg.seed)
         self.robust_n = len(self.robust_set) if cfg.holdout else min(cfg.robust_n, len(self.test_set))
+        if cfg.resume:
+            self._check_same_data()
         if len(self.train_set) < cfg.batch_size:
             raise TrainError(f'the training split has {len(self.train_set)} images, fewer than one batch of '
                              f'{cfg.batch_size}; lower --batch-size.')
@@ -154,6 +156,16 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[Dict[str, Any]] = []
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
+
+    def _check_same_data(self) -> None:
+        """A resumed run must see the data it started on: the pixels' and labels' sha256 in ``args.yaml`` (runs
+        started before it was recorded name a loader fingerprint instead, and are not checked)."""
+        old = self.run.read_args()
+        for key, now in (('train_source', self.train_set.source), ('test_source', self.test_set.source)):
+            was = old.get(key)
+            if isinstance(was, str) and ' sha256 ' in was and was != now:
+                raise TrainError(f'the data changed since {str(self.out)!r} started: its {key} was {was!r}, now '
+                                 f'{now!r}. Resume on the data the run started on, or start over with --overwrite.')
 
     def autocast(self):
         if self.cfg.precision == 'bf16':
