@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays', 'default_cache_dir',
-           'write_synthetic_dataset', 'write_sample', 'BUNDLED_SAMPLES']
+__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays',
+           'default_cache_dir', 'write_synthetic_dataset', 'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 _SAMPLE_DIR = Path(__file__).parent / 'samples'
