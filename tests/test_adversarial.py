@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from timm_mmc.adversarial import COLLAPSE_DROP, BestEpoch, best_epoch, collapse_warning
 from timm_mmc.attacks import NFGSM, FGSMRandomStart
 from timm_mmc.data import DataError, ImageSplit, hold_out, write_synthetic_dataset
+from timm_mmc.runfolder import EpochRecord
 from timm_mmc.train import Trainer, main
 
 EPS = 8 / 255
@@ -80,13 +81,32 @@ def test_hold_out_is_a_seeded_partition():
         hold_out(split, n, seed=0)
 
 
-def _rec(epoch, robust, clean, robust_ema=None, clean_ema=None):
-    return dict(epoch=epoch, robust_acc=robust, heldout_clean_acc=clean, robust_acc_ema=robust_ema,
-                heldout_clean_acc_ema=clean_ema)
+def _rec(epoch, robust, clean=None, robust_ema=None, clean_ema=None):
+    return EpochRecord(epoch=epoch, robust_acc=robust, heldout_clean_acc=clean, robust_acc_ema=robust_ema,
+                       heldout_clean_acc_ema=clean_ema)
+
+
+def test_epoch_record_round_trips_and_refuses_what_a_run_does_not_write(tmp_path):
+    """metrics.jsonl has one owner: a record writes the fields every epoch has and the measured others (a 0.0 is a
+    figure, not a missing one), reads back equal, and a mistyped field is a RunError naming the file and epoch."""
+    from timm_mmc.runfolder import RunError, RunFolder, read_metrics
+    recs = [EpochRecord(epoch=1, train_loss=2.0, train_acc=0.1, test_acc=0.2, img_per_s=100.0, lr=0.1, elapsed_s=5.0),
+            EpochRecord(epoch=2, train_loss=1.0, train_acc=0.3, test_acc=0.4, robust_acc=0.0, robust_acc_ema=0.0,
+                        heldout_clean_acc=0.5, heldout_clean_acc_ema=0.6, robust_attack='PGD-10', collapse=True)]
+    assert set(recs[0].to_dict()) == set(EpochRecord._ALWAYS)
+    assert recs[1].to_dict()['robust_acc_ema'] == 0.0 and recs[1].to_dict()['collapse'] is True
+    RunFolder(tmp_path).write_metrics(recs)
+    assert read_metrics(tmp_path / 'metrics.jsonl') == recs
+    for bad, match in (('{"epoch": true}', 'not an epoch record'), ('[1, 2]', 'not an epoch record'),
+                       ('{"epoch": 3, "test_acc": "high"}', 'epoch 3 has test_acc'),
+                       ('{"epoch": 3, "collapse": 1}', 'epoch 3 has collapse')):
+        (tmp_path / 'metrics.jsonl').write_text(bad + '\n')
+        with pytest.raises(RunError, match=match):
+            read_metrics(tmp_path / 'metrics.jsonl')
 
 
 def test_best_epoch_takes_robust_then_clean_then_the_earlier_and_the_last_weights():
-    assert best_epoch([dict(epoch=1, robust_acc=None)]) is None
+    assert best_epoch([_rec(1, None)]) is None
     hist = [_rec(1, 0.30, 0.70), _rec(2, 0.40, 0.60, 0.42, 0.65), _rec(3, 0.42, 0.70, 0.41, 0.80), _rec(4, 0.10, 0.9)]
     assert best_epoch(hist) == BestEpoch(3, 'last', 0.42, 0.70)
     hist.append(_rec(5, 0.42, 0.70, 0.42, 0.70))  # a tie with epoch 3 keeps epoch 3
@@ -96,9 +116,9 @@ def test_best_epoch_takes_robust_then_clean_then_the_earlier_and_the_last_weight
 
 
 def test_collapse_warning_fires_only_on_a_large_fall():
-    ok = [dict(epoch=1, robust_acc=0.40), dict(epoch=2, robust_acc=None), dict(epoch=3, robust_acc=0.35)]
+    ok = [_rec(1, 0.40), _rec(2, None), _rec(3, 0.35)]
     assert collapse_warning(ok) is None and collapse_warning(ok[:1]) is None
-    fell = ok + [dict(epoch=4, robust_acc=0.40 - COLLAPSE_DROP - 0.01)]
+    fell = ok + [_rec(4, 0.40 - COLLAPSE_DROP - 0.01)]
     msg = collapse_warning(fell)
     assert msg.startswith('warning') and 'epoch 4' in msg and 'epoch 1' in msg and '40.0%' in msg
 

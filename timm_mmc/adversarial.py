@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from .attacks import NFGSM, PGD, FGSMRandomStart
 from .config import TrainConfig
+from .runfolder import EpochRecord
 
 __all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'collapse_warning', 'COLLAPSE_DROP',
            'ROBUST_EVAL']
@@ -97,16 +98,16 @@ class BestEpoch:
         return dict(epoch=self.epoch, weights=self.weights, robust_acc=self.robust_acc, clean_acc=self.clean_acc)
 
 
-def _candidates(rec: Dict[str, Any]) -> List[BestEpoch]:
+def _candidates(rec: EpochRecord) -> List[BestEpoch]:
     out = []
-    for weights, suffix in (('last', ''), ('ema', '_ema')):
-        robust, clean = rec.get(f'robust_acc{suffix}'), rec.get(f'heldout_clean_acc{suffix}')
+    for weights, robust, clean in (('last', rec.robust_acc, rec.heldout_clean_acc),
+                                   ('ema', rec.robust_acc_ema, rec.heldout_clean_acc_ema)):
         if robust is not None and clean is not None:
-            out.append(BestEpoch(rec['epoch'], weights, robust, clean))
+            out.append(BestEpoch(rec.epoch, weights, robust, clean))
     return out
 
 
-def best_epoch(history: List[Dict[str, Any]]) -> Optional[BestEpoch]:
+def best_epoch(history: List[EpochRecord]) -> Optional[BestEpoch]:
     """The best held-out robust accuracy over every epoch and both weights; ties go to clean accuracy, then to the
     earlier epoch and the last weights. None when nothing was measured on held-out images."""
     best: Optional[BestEpoch] = None
@@ -117,10 +118,10 @@ def best_epoch(history: List[Dict[str, Any]]) -> Optional[BestEpoch]:
     return best
 
 
-def collapse_warning(history: List[Dict[str, Any]]) -> Optional[str]:
+def collapse_warning(history: List[EpochRecord]) -> Optional[str]:
     """A warning when the newest epoch's robust accuracy (last weights) fell :data:`COLLAPSE_DROP` below the best
     before it, else None."""
-    measured = [(h['epoch'], h['robust_acc']) for h in history if h.get('robust_acc') is not None]
+    measured = [(h.epoch, h.robust_acc) for h in history if h.robust_acc is not None]
     if len(measured) < 2:
         return None
     (epoch, now), (peak_epoch, peak) = measured[-1], max(measured[:-1], key=lambda m: m[1])

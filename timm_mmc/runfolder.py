@@ -36,7 +36,7 @@ from .config import ConfigError, TrainConfig
 from .fileio import atomic_write_text
 
 __all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
-           'read_metrics']
+           'EpochRecord', 'read_metrics']
 
 # options a resumed run may change: they do not change what is computed, only how it is run and recorded
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
@@ -50,12 +50,52 @@ class RunError(ValueError):
 
 
 @dataclass
+class EpochRecord:
+    """One line of ``metrics.jsonl``: what an epoch measured. Written by :meth:`RunFolder.write_metrics` (and inside
+    every checkpoint), read by :func:`read_metrics`; what a run did not measure is None (older runs lack fields)."""
+    epoch: int
+    train_loss: Optional[float] = None
+    train_acc: Optional[float] = None
+    test_acc: Optional[float] = None  # clean accuracy on the test split, last weights
+    robust_acc: Optional[float] = None  # PGD-10 of the last weights, on held-out images or the first test images
+    test_acc_ema: Optional[float] = None  # the weight average's clean test accuracy
+    img_per_s: Optional[float] = None
+    lr: Optional[float] = None
+    elapsed_s: Optional[float] = None  # wall time since the run began (resumes included)
+    robust_attack: Optional[str] = None  # which attack robust_acc is, and on what
+    heldout_clean_acc: Optional[float] = None  # --holdout: clean accuracy there, last weights / weight average
+    heldout_clean_acc_ema: Optional[float] = None
+    robust_acc_ema: Optional[float] = None  # --holdout: PGD-10 of the weight average there
+    collapse: bool = False  # the robust accuracy fell COLLAPSE_DROP below its best before (a warning was logged)
+
+    _ALWAYS = ('epoch', 'train_loss', 'train_acc', 'test_acc', 'robust_acc', 'test_acc_ema', 'img_per_s', 'lr',
+               'elapsed_s')
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object: the fields every epoch has, and the others only when measured."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in self._ALWAYS or (v is not None and v is not False)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> 'EpochRecord':
+        """A record from its JSON object; :class:`RunError` (naming ``where``) for anything a run does not write."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or not isinstance(data.get('epoch'), int) or isinstance(data['epoch'], bool):
+            raise RunError(f'{where} holds a line that is not an epoch record: {str(data)[:80]}')
+        values = {k: v for k, v in data.items() if k in known}
+        for key, value in values.items():
+            want = {'epoch': int, 'robust_attack': str, 'collapse': bool}.get(key, (int, float))
+            if value is not None and (not isinstance(value, want) or (want != bool and isinstance(value, bool))):
+                raise RunError(f'{where}: epoch {data["epoch"]} has {key} = {value!r}, not what a run writes there.')
+        return cls(**values)
+
+
+@dataclass
 class TrainerState:
     """The counters and records a checkpoint carries besides tensors (JSON)."""
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-    history: List[Dict[str, Any]] = field(default_factory=list)
+    history: List[EpochRecord] = field(default_factory=list)
     sums: Dict[str, float] = field(default_factory=lambda: dict(loss=0.0, correct=0.0, seen=0.0, time=0.0))
     model: str = ''
     num_classes: int = 0
@@ -188,8 +228,8 @@ class RunFolder:
         old = (self.path / 'resumes.jsonl').read_text() if (self.path / 'resumes.jsonl').is_file() else ''
         atomic_write_text(self.path / 'resumes.jsonl', old + json.dumps(rec) + '\n')
 
-    def write_metrics(self, history: List[Dict[str, Any]]) -> None:
-        atomic_write_text(self.path / 'metrics.jsonl', ''.join(json.dumps(h) + '\n' for h in history))
+    def write_metrics(self, history: List[EpochRecord]) -> None:
+        atomic_write_text(self.path / 'metrics.jsonl', ''.join(json.dumps(h.to_dict()) + '\n' for h in history))
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def complete_checkpoints(self) -> List[Path]:
@@ -220,8 +260,8 @@ class RunFolder:
         sched = {k: v for k, v in scheduler.items() if k != 'lr_lambdas'}
         if before_rename is not None:
             before_rename()
-        atomic_write_text(tmp / 'state.json', json.dumps(dict(trainer=dataclasses.asdict(state), optimizer=opt_meta,
-                                                              scheduler=sched)))
+        trainer = dict(dataclasses.asdict(state), history=[h.to_dict() for h in state.history])
+        atomic_write_text(tmp / 'state.json', json.dumps(dict(trainer=trainer, optimizer=opt_meta, scheduler=sched)))
         final = self.ckpt_root / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -237,6 +277,7 @@ class RunFolder:
         try:
             meta = json.loads((path / 'state.json').read_text())
             state = TrainerState(**meta['trainer'])
+            state.history = [EpochRecord.from_dict(h, f'{str(path)!r}') for h in state.history]
             model = load_file(str(path / 'model.safetensors'))
             optimizer = _unflatten_optimizer(load_file(str(path / 'optimizer.safetensors')), meta['optimizer'])
             ema = load_file(str(path / 'ema.safetensors')) if with_ema else None
@@ -305,19 +346,17 @@ class RunFolder:
         atomic_write_text(self.path / 'summary.json', json.dumps(summary.to_dict(), indent=2))
 
 
-def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
+def read_metrics(path: os.PathLike) -> List[EpochRecord]:
     """The per-epoch records of a ``metrics.jsonl`` (a run folder's, or a release's ``training/`` copy).
 
     Raises:
-        RunError: The file is unreadable or a line is not a JSON object.
+        RunError: The file is unreadable, or a line is not an epoch record as a run writes it.
     """
     try:
-        records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as e:
         raise RunError(f'cannot read the training records {str(path)!r} ({type(e).__name__}: {e}).') from e
-    if not all(isinstance(r, dict) and isinstance(r.get('epoch'), int) for r in records):
-        raise RunError(f'{str(path)!r} holds a line that is not an epoch record.')
-    return records
+    return [EpochRecord.from_dict(r, repr(str(path))) for r in lines]
 
 
 def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict[str, Tuple[Any, Any]]]:

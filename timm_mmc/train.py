@@ -42,7 +42,7 @@ from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.models import model_display_name  # noqa: E402
-from timm_mmc.runfolder import RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
+from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import (GlobalBatchNorm2d, ModelWithLoss, TrainError, build_model, claim_line,  # noqa: E402
                                   cpu_name, lr_lambda, resolve_model)
 from timm.utils import ModelEmaV3  # noqa: E402
@@ -154,7 +154,7 @@ class Trainer:
         self.robust_objectives = tuple(dict.fromkeys((spec.objective, 'margin')))
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.history: List[Dict[str, Any]] = []
+        self.history: List[EpochRecord] = []
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
 
     def _check_same_data(self) -> None:
@@ -360,34 +360,34 @@ class Trainer:
             self._fold(loss_sum, correct_sum, seen, time.time() - t0)
             totals = acc.reduce(torch.tensor([self.sums['loss'], self.sums['correct'], self.sums['seen']],
                                              device=self.device), 'sum')
-            rec: Dict[str, Any] = dict(
+            rec = EpochRecord(
                 epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
-                test_acc=self.test_accuracy(), robust_acc=None,
+                test_acc=self.test_accuracy(),
                 test_acc_ema=self.test_accuracy(self.ema.module) if self.ema is not None else None,
                 img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9),
                 lr=self.scheduler.get_last_lr()[0])
             if cfg.robust_every and ((epoch + 1) % cfg.robust_every == 0 or epoch + 1 == cfg.epochs):
                 self._measure_robust(rec)
-            rec['elapsed_s'] = time.time() - start_wall
-            if not math.isfinite(rec['train_loss']):
-                raise TrainError(f'the training loss became non-finite ({rec["train_loss"]}) in epoch {epoch + 1}: '
+            rec.elapsed_s = time.time() - start_wall
+            if not math.isfinite(rec.train_loss):
+                raise TrainError(f'the training loss became non-finite ({rec.train_loss}) in epoch {epoch + 1}: '
                                  f'nothing was exported. Lower --lr, set --grad-clip, or check the data; the last '
                                  f'finite checkpoint is in {str(self.run.ckpt_root)!r}.')
             self.history.append(rec)
-            robust = f', robust {rec["robust_acc"]:.4f}' if rec['robust_acc'] is not None else ''
-            if rec.get('robust_acc_ema') is not None:
-                robust += f' (EMA {rec["robust_acc_ema"]:.4f})'
-            if rec['test_acc_ema'] is not None:
-                robust += f', test EMA {rec["test_acc_ema"]:.4f}'
-            self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec["train_loss"]:.4f}, train {rec["train_acc"]:.4f}, '
-                     f'test {rec["test_acc"]:.4f}{robust}, {rec["img_per_s"]:.0f} img/s, lr {rec["lr"]:.4g}, '
-                     f'{rec["elapsed_s"] / 60:.1f} min')
-            warning = collapse_warning(self.history) if rec['robust_acc'] is not None else None
+            robust = f', robust {rec.robust_acc:.4f}' if rec.robust_acc is not None else ''
+            if rec.robust_acc_ema is not None:
+                robust += f' (EMA {rec.robust_acc_ema:.4f})'
+            if rec.test_acc_ema is not None:
+                robust += f', test EMA {rec.test_acc_ema:.4f}'
+            self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}, '
+                     f'test {rec.test_acc:.4f}{robust}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, '
+                     f'{rec.elapsed_s / 60:.1f} min')
+            warning = collapse_warning(self.history) if rec.robust_acc is not None else None
             if warning:
-                rec['collapse'] = True
+                rec.collapse = True
                 self.log(warning)
             if cfg.select_best:
-                self._keep_if_best(rec['epoch'])
+                self._keep_if_best(rec.epoch)
             self.epoch += 1
             self.step_in_epoch = 0
             self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, wall=time.time() - start_wall)
@@ -395,17 +395,17 @@ class Trainer:
             self._write_metrics()
         return self.export(time.time() - start_wall, hw)
 
-    def _measure_robust(self, rec: Dict[str, Any]) -> None:
+    def _measure_robust(self, rec: EpochRecord) -> None:
         """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the
         weight average, with the clean accuracy of both there (what --select-best chooses from)."""
         where = f'the {self.robust_n} held-out training images' if self.cfg.holdout else \
             f'first {self.robust_n} test images'
-        rec['robust_attack'] = f'PGD-10 untargeted eps 8/255, worst of {" and ".join(self.robust_objectives)}, {where}'
-        clean, rec['robust_acc'] = self.robust_accuracy()
+        rec.robust_attack = f'PGD-10 untargeted eps 8/255, worst of {" and ".join(self.robust_objectives)}, {where}'
+        clean, rec.robust_acc = self.robust_accuracy()
         if self.cfg.holdout:
-            rec['heldout_clean_acc'] = clean
+            rec.heldout_clean_acc = clean
             if self.ema is not None:
-                rec['heldout_clean_acc_ema'], rec['robust_acc_ema'] = self.robust_accuracy(self.ema.module)
+                rec.heldout_clean_acc_ema, rec.robust_acc_ema = self.robust_accuracy(self.ema.module)
 
     def _keep_if_best(self, epoch: int) -> None:
         """Write this epoch's weights to the run folder's ``best/`` when they are the best on the held-out images."""
@@ -444,21 +444,21 @@ class Trainer:
     def export(self, wall: float, hardware: str) -> RunSummary:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
         acc = self.accelerator
-        last = self.history[-1] if self.history else {}
-        use_ema = self.ema is not None and last.get('test_acc_ema') is not None \
-            and last['test_acc_ema'] > last['test_acc']
+        last = self.history[-1] if self.history else EpochRecord(epoch=0)
+        use_ema = self.ema is not None and last.test_acc_ema is not None and last.test_acc is not None \
+            and last.test_acc_ema > last.test_acc
         model = self.ema.module if use_ema else self.model
-        test_acc, selected = last.get('test_acc_ema' if use_ema else 'test_acc'), None
+        test_acc, selected = last.test_acc_ema if use_ema else last.test_acc, None
         if self.cfg.select_best:
             model, selected = self._selected_model()
             test_acc = self.test_accuracy(model)
         summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
                        weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
-                       selected=selected, test_acc_last=last.get('test_acc'), test_acc_ema=last.get('test_acc_ema'),
-                       robust_acc=next((h['robust_acc'] for h in reversed(self.history)
-                                        if h.get('robust_acc') is not None), None),
-                       robust_attack=next((h['robust_attack'] for h in reversed(self.history)
-                                           if h.get('robust_attack') is not None), None),
+                       selected=selected, test_acc_last=last.test_acc, test_acc_ema=last.test_acc_ema,
+                       robust_acc=next((h.robust_acc for h in reversed(self.history) if h.robust_acc is not None),
+                                       None),
+                       robust_attack=next((h.robust_attack for h in reversed(self.history)
+                                           if h.robust_attack is not None), None),
                        epochs=self.cfg.epochs, wall_time_s=wall, hardware=hardware, world_size=self.world,
                        versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=timm_mmc.__version__,
                                      python=platform.python_version()),

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from ..fileio import atomic_write_text
 from ..report import EvalReport, fmt_eps
-from ..runfolder import RunError, read_metrics
+from ..runfolder import EpochRecord, RunError, read_metrics
 from .card_eval import eval_tables, pct, subset_text
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PLOT_FILE, TEMPLATE_PATH, TRAINING_DIR, WEIGHTS_FILE,
                      HubError, dataset_info, default_repo_id, folder_config, head_key, md, norm_dataset, prose,
@@ -94,25 +94,25 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def _heldout_curve(records: List[Dict[str, Any]], selected: Any, n: Any) -> List[str]:
+def _heldout_curve(records: List[EpochRecord], selected: Any, n: Any) -> List[str]:
     """The held-out clean / PGD-10 accuracy of every epoch as a table (none when the run held nothing out)."""
-    rows = [r for r in records if r.get('heldout_clean_acc') is not None]
+    rows = [r for r in records if r.heldout_clean_acc is not None]
     if not rows:
         return []
     chosen = (selected.get('epoch'), selected.get('weights')) if isinstance(selected, dict) else None
-    ema = any(r.get('robust_acc_ema') is not None for r in rows)
-    lines = ['', prose()['notes']['heldout_curve'].format(n=n, attack=md(rows[-1].get('robust_attack'))), '',
+    ema = any(r.robust_acc_ema is not None for r in rows)
+    lines = ['', prose()['notes']['heldout_curve'].format(n=n, attack=md(rows[-1].robust_attack)), '',
              '| epoch | clean (%) | PGD-10 (%) |' + (' clean, weight average (%) | PGD-10, weight average (%) |'
                                                      if ema else ''),
              '| --- | --- | --- |' + (' --- | --- |' if ema else '')]
     for r in rows:
-        cells = [str(r['epoch']), pct(r['heldout_clean_acc']), pct(r.get('robust_acc'))]
+        cells = [str(r.epoch), pct(r.heldout_clean_acc), pct(r.robust_acc)]
         if ema:
-            cells += [pct(r.get('heldout_clean_acc_ema')), pct(r.get('robust_acc_ema'))]
-        if chosen and chosen[0] == r['epoch']:
+            cells += [pct(r.heldout_clean_acc_ema), pct(r.robust_acc_ema)]
+        if chosen and chosen[0] == r.epoch:
             at = 3 if chosen[1] == 'ema' and ema else 1
             cells[at:at + 2] = [f'**{c}** (exported)' if i else f'**{c}**' for i, c in enumerate(cells[at:at + 2])]
-        if r.get('collapse'):
+        if r.collapse:
             cells[0] += ' (collapse)'
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
