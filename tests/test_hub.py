@@ -427,7 +427,8 @@ def test_paper_numbers_are_matched_and_labelled(release):
 
 
 def test_paper_rows_follow_the_heads_table():
-    """Every head variant of timm_mmc.heads.HEADS finds the paper's Table A row HEADS names (no adversarial training)."""
+    """Every head variant of timm_mmc.heads.HEADS finds the paper's Table A row HEADS names (no adversarial
+    training)."""
     from timm_mmc.heads import HEADS
     from timm_mmc.hub.paper import paper_rows
 

@@ -233,7 +233,8 @@ def test_resume_never_unpickles_what_is_planted_in_the_run_folder(synth, tmp_pat
     marker = tmp_path / 'payload_ran'
     ckpt = out / 'checkpoints' / (out / 'checkpoints' / 'latest').read_text()
     # every name accelerate or torch would look for, plus ours replaced by pickles
-    for name in ('random_states_0.pkl', 'optimizer.bin', 'scheduler.bin', 'custom_checkpoint_0.pkl', 'pytorch_model.bin'):
+    for name in ('random_states_0.pkl', 'optimizer.bin', 'scheduler.bin', 'custom_checkpoint_0.pkl',
+                 'pytorch_model.bin'):
         (ckpt / name).write_bytes(pickle.dumps(_Payload(marker)))
     assert main([*base, '--resume']) == 0  # the run is complete: resume re-exports without training
     assert not marker.exists()

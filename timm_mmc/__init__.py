@@ -32,7 +32,8 @@ __all__ = [
     # data
     'load_split', 'ImageSplit', 'DataError',
     # attacks and what every attack shares
-    'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'project_linf', 'uniform_start', 'is_fooled',
+    'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'project_linf', 'uniform_start',
+    'is_fooled',
     'BestAdversarial', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets', 'predict',
     'ScaledLogits', 'choose_logit_scale',
     # the evaluation report (schema), its plot, whole-or-nothing writes

@@ -117,8 +117,9 @@ def mm_centers(
         unit = _optimised(num_classes, dim, seed)
     if max_pairwise_cosine(unit) > 1 - 1e-6:
         raise ValueError(f'feature_dim {dim} is too small for {num_classes} classes: two of the centers coincide, so '
-                         f'those classes could never be told apart. Use a larger feature_dim: >= {max(2, (num_classes + 1) // 2)} '
-                         f'guarantees distinct centers, >= {num_classes - 1} gives the regular simplex (the paper: 256).')
+                         f'those classes could never be told apart. Use a larger feature_dim: '
+                         f'>= {max(2, (num_classes + 1) // 2)} guarantees distinct centers, >= {num_classes - 1} gives '
+                         f'the regular simplex (the paper: 256).')
     return (unit * float(norm)).to(dtype)
 
 

@@ -130,7 +130,8 @@ class TrainConfig:
         if self.cutout < 0:
             raise ConfigError(f'--cutout must be >= 0 pixels (got {self.cutout}).')
         if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f'--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0.999 is typical, 0 turns it off.')
+            raise ConfigError(f'--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0.999 is typical, '
+                              f'0 turns it off.')
         if self.robust_every < 0 or self.robust_n < 1:
             raise ConfigError('--robust-every must be >= 0 and --robust-n >= 1.')
         if not (math.isfinite(self.adv_noise) and self.adv_noise >= 0):

@@ -73,7 +73,8 @@ class EpochRecord:
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON object: the fields every epoch has, and the others only when measured."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k in self._ALWAYS or (v is not None and v is not False)}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k in self._ALWAYS or (v is not None and v is not False)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> 'EpochRecord':
@@ -385,7 +386,8 @@ def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict
         detail = ', '.join(f'{k}={old[k]!r} (asked: {getattr(cfg, k)!r})' for k in refused)
         raise RunError(f'cannot resume {str(folder.path)!r} with other options: it was started with {detail}. '
                        f'Leave them out (the run keeps its own), or start over with --overwrite. Only '
-                       f'{", ".join(sorted(RESUME_MUTABLE - {"resume", "overwrite", "output"}))} may change on a resume.')
+                       f'{", ".join(sorted(RESUME_MUTABLE - {"resume", "overwrite", "output"}))} may change on a '
+                       f'resume.')
     values.update(resume=True, overwrite=False, output=cfg.output)
     try:
         merged = TrainConfig(**values)
