@@ -49,6 +49,16 @@ class RunError(ValueError):
     """A run folder that cannot be used as asked; the message says how to fix it."""
 
 
+def _mistyped(values: Dict[str, Any], kinds: Dict[str, Any]) -> Optional[str]:
+    """The first key whose value is neither None nor of its kind in ``kinds`` (default: a number); a JSON true or
+    false counts only where the kind is bool. None when every value is as a run writes it."""
+    for key, value in values.items():
+        want = kinds.get(key, (int, float))
+        if value is not None and (not isinstance(value, want) or (isinstance(value, bool) and want is not bool)):
+            return key
+    return None
+
+
 @dataclass
 class EpochRecord:
     """One line of ``metrics.jsonl``: what an epoch measured. Written by :meth:`RunFolder.write_metrics` (and inside
@@ -83,10 +93,9 @@ class EpochRecord:
         if not isinstance(data, dict) or not isinstance(data.get('epoch'), int) or isinstance(data['epoch'], bool):
             raise RunError(f'{where} holds a line that is not an epoch record: {str(data)[:80]}')
         values = {k: v for k, v in data.items() if k in known}
-        for key, value in values.items():
-            want = {'epoch': int, 'robust_attack': str, 'collapse': bool}.get(key, (int, float))
-            if value is not None and (not isinstance(value, want) or (want != bool and isinstance(value, bool))):
-                raise RunError(f'{where}: epoch {data["epoch"]} has {key} = {value!r}, not what a run writes there.')
+        key = _mistyped(values, dict(epoch=int, robust_attack=str, collapse=bool))
+        if key is not None:
+            raise RunError(f'{where}: epoch {data["epoch"]} has {key} = {values[key]!r}, not what a run writes there.')
         return cls(**values)
 
 
@@ -146,11 +155,10 @@ class RunSummary:
             raise RunError(f'{str(path)!r} is not a JSON object.')
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for key, value in values.items():
-            want = {'model': str, 'weights': str, 'robust_attack': str, 'hardware': str, 'dataset': str,
-                    'epochs': int, 'world_size': int, 'selected': dict, 'versions': dict}.get(key, (int, float))
-            if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
-                raise RunError(f'{str(path)!r}: {key} is {value!r}, not what a run writes there.')
+        key = _mistyped(values, dict(model=str, weights=str, robust_attack=str, hardware=str, dataset=str, epochs=int,
+                                     world_size=int, selected=dict, versions=dict))
+        if key is not None:
+            raise RunError(f'{str(path)!r}: {key} is {values[key]!r}, not what a run writes there.')
         return cls(**values)
 
 
