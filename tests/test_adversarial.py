@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from timm_mmc.adversarial import COLLAPSE_DROP, BestEpoch, best_epoch, collapse_warning
+from timm_mmc.adversarial import COLLAPSE_DROP, BestEpoch, best_epoch, collapse_warning, selection_rule
 from timm_mmc.attacks import NFGSM, FGSMRandomStart
 from timm_mmc.data import DataError, ImageSplit, hold_out, write_synthetic_dataset
 from timm_mmc.runfolder import EpochRecord
@@ -115,6 +115,19 @@ def test_best_epoch_takes_robust_then_clean_then_the_earlier_and_the_last_weight
     assert best_epoch(hist) == BestEpoch(6, 'ema', 0.45, 0.75)
 
 
+def test_best_epoch_with_a_tolerance_takes_the_latest_epoch_near_the_best():
+    hist = [_rec(1, 0.30, 0.60), _rec(2, 0.404, 0.70, 0.402, 0.74), _rec(3, 0.38, 0.80), _rec(4, 0.396, 0.78, 0.39, 0.79)]
+    assert best_epoch(hist) == BestEpoch(2, 'last', 0.404, 0.70)
+    assert best_epoch(hist, 0.01) == BestEpoch(4, 'last', 0.396, 0.78)  # epoch 4's weight average is 0.014 below
+    assert best_epoch(hist, 0.015) == BestEpoch(4, 'ema', 0.39, 0.79)
+    assert best_epoch(hist, 0.005) == BestEpoch(2, 'ema', 0.402, 0.74)  # within it, epoch 2's better clean
+    # chosen as the run goes, the rule only moves to the newest epoch or stays (one best/ folder suffices)
+    for tol in (0.0, 0.005, 0.01, 0.015, 0.1):
+        chosen = [best_epoch(hist[:k], tol) for k in range(1, len(hist) + 1)]
+        assert all(b.epoch in (a.epoch, k + 2) for k, (a, b) in enumerate(zip(chosen, chosen[1:])))
+    assert 'within 1.5 points' in selection_rule(0.015) and selection_rule(0).startswith('best')
+
+
 def test_collapse_warning_fires_only_on_a_large_fall():
     ok = [_rec(1, 0.40), _rec(2, None), _rec(3, 0.35)]
     assert collapse_warning(ok) is None and collapse_warning(ok[:1]) is None
@@ -133,9 +146,12 @@ ARGS = ['--model', 'resnet20_mmc', '--feature-dim', '16', '--epochs', '3', '--ba
         '--no-progress', '--threads', '1', '--keep-checkpoints', '5', '--precision', 'fp32']
 
 
-def test_select_best_exports_the_best_held_out_epoch_not_the_last(synth, tmp_path, monkeypatch, capsys):
-    """Robust accuracy is made to peak in epoch 1 and then collapse: the export is epoch 1's weights, and the log
-    warns. The held-out images are measured, never the test split."""
+@pytest.mark.parametrize('tolerance,epoch', [(0.0, 1), (0.06, 2)])
+def test_select_best_exports_the_best_held_out_epoch_not_the_last(synth, tmp_path, monkeypatch, capsys, tolerance,
+                                                                  epoch):
+    """Robust accuracy is made to peak in epoch 1 and then collapse: the export is epoch 1's weights (epoch 2's,
+    0.05 below the peak, with a tolerance of 0.06), and the log warns. The held-out images are measured, never the
+    test split."""
     seen = []
     robust = iter([(0.9, 0.6), (0.9, 0.5), (0.8, 0.55), (0.8, 0.2), (0.7, 0.1), (0.7, 0.1)])
 
@@ -144,20 +160,21 @@ def test_select_best_exports_the_best_held_out_epoch_not_the_last(synth, tmp_pat
         return next(robust)
     monkeypatch.setattr(Trainer, 'robust_accuracy', fake)
     out = tmp_path / 'run'
-    assert main([*ARGS, '--dataset', synth, '--output', str(out)]) == 0
+    assert main([*ARGS, '--select-tolerance', str(tolerance), '--dataset', synth, '--output', str(out)]) == 0
     log = capsys.readouterr().out
     assert all('held out' in s for s in seen) and len(seen) == 6  # last and EMA weights, every epoch
     assert 'warning: robust accuracy collapsed in epoch 3' in log
     hist = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [h.get('collapse', False) for h in hist] == [False, False, True]
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['selected']['epoch'] == 1 and summary['weights'] == 'last'
-    assert 'epoch 1, last weights' in log
+    assert summary['selected']['epoch'] == epoch and summary['weights'] == 'last'
+    assert summary['selected']['rule'] == selection_rule(tolerance)
+    assert f'epoch {epoch}, last weights' in log
     exported = load_file(str(out / 'model.safetensors'))
-    first = load_file(str(sorted((out / 'checkpoints').glob('step_*'))[0] / 'model.safetensors'))
-    last = load_file(str(sorted((out / 'checkpoints').glob('step_*'))[-1] / 'model.safetensors'))
+    steps = sorted((out / 'checkpoints').glob('step_*'))
+    chosen, last = (load_file(str(steps[i] / 'model.safetensors')) for i in (epoch - 1, -1))
     weight = 'stages.0.0.conv1.weight'
-    assert torch.equal(exported[weight], first['model.' + weight].contiguous())
+    assert torch.equal(exported[weight], chosen['model.' + weight].contiguous())
     assert not torch.equal(exported[weight], last['model.' + weight].contiguous())
 
 

@@ -103,6 +103,7 @@ TRAIN = [
     Case('output-is-file', ['--output', '{tmp}/f'], ['is a file'], _file('f')),
     Case('output-under-file', ['--output', '{tmp}/f/run'], ['cannot be written'], _file('f')),
     Case('select-best-without-holdout', ['--select-best'], ['--holdout', '--robust-every 1']),
+    Case('select-tolerance-percent', ['--select-tolerance', '1.5'], ['--select-tolerance', 'fraction', '0.015']),
     Case('holdout-too-large', ['--holdout', '100000'], ['--holdout 100000', 'between']),
     Case('adv-noise-negative', ['--adv-noise', '-1'], ['--adv-noise', '>= 0']),
     Case('feature-dim-too-small', ['--feature-dim', '1'], ['too small', 'feature_dim']),

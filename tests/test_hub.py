@@ -735,6 +735,13 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
     assert 'on 500 training images held out from training' in body and attack in body
     assert '| 2 | 60.00 | 30.00 | **55.00** | **35.00** (exported) |' in body
     assert '| 3 (collapse) | 70.00 | 5.00 | 60.00 | 30.00 |' in body
+    # chosen with --select-tolerance: the card says so instead of claiming the best
+    summary.update(selected=dict(epoch=2, weights='last', robust_acc=0.3, clean_acc=0.6, tolerance=0.06))
+    (folder / 'training/summary.json').write_text(json.dumps(summary))
+    hub.write_card(folder)
+    body = (folder / 'README.md').read_text()
+    assert "epoch 2's last weights, exported as the latest epoch whose PGD-10 accuracy (30.00%)" in body
+    assert 'within 6.0 points of the best' in body and 'exported because they had the best' not in body
     # a bad record is a clear error, not a traceback
     (folder / 'training/metrics.jsonl').write_text('{"epoch": "one"}\n')
     with pytest.raises(hub.HubError, match='not an epoch record'):

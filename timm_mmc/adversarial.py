@@ -3,8 +3,8 @@
 * :func:`training_attack`: the inner attack a run asks for (``pgd``, ``fgsm``, ``nfgsm``) on the head's objective.
 * :func:`pgd_accuracy`: clean and PGD-10 accuracy (worst case over objectives) of a model on uint8 images, sharded
   over processes.
-* :func:`best_epoch`: the (epoch, weights) with the best robust accuracy on the held-out training images, read off the
-  run's per-epoch records, so that a resumed run picks exactly what an uncut one would.
+* :func:`best_epoch`: the (epoch, weights) with the best robust accuracy on the held-out training images (or the
+  latest within a tolerance of it), read off the run's per-epoch records, so that a resumed run picks exactly what an uncut one would.
 * :func:`collapse_warning`: the line the log prints when robust accuracy falls far below its best (catastrophic
   overfitting, Wong et al. 2020; robust overfitting, Rice et al. 2020).
 
@@ -24,8 +24,8 @@ from .attacks import NFGSM, PGD, FGSMRandomStart
 from .config import TrainConfig
 from .runfolder import EpochRecord
 
-__all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'collapse_warning', 'COLLAPSE_DROP',
-           'ROBUST_EVAL']
+__all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'selection_rule', 'collapse_warning',
+           'COLLAPSE_DROP', 'ROBUST_EVAL']
 
 ROBUST_EVAL = dict(eps=8 / 255, alpha=2 / 255, steps=10)  # the PGD-10 of the paper's tables, untargeted, keep-best
 COLLAPSE_DROP = 0.10  # robust accuracy this far (absolute) below its best so far marks a collapse in the log
@@ -107,15 +107,31 @@ def _candidates(rec: EpochRecord) -> List[BestEpoch]:
     return out
 
 
-def best_epoch(history: List[EpochRecord]) -> Optional[BestEpoch]:
-    """The best held-out robust accuracy over every epoch and both weights; ties go to clean accuracy, then to the
-    earlier epoch and the last weights. None when nothing was measured on held-out images."""
-    best: Optional[BestEpoch] = None
-    for rec in history:
-        for cand in _candidates(rec):
-            if best is None or (cand.robust_acc, cand.clean_acc) > (best.robust_acc, best.clean_acc):
-                best = cand
-    return best
+def best_epoch(history: List[EpochRecord], tolerance: float = 0.0) -> Optional[BestEpoch]:
+    """The (epoch, weights) ``--select-best`` exports, over every epoch and both weights.
+
+    With ``tolerance`` 0: the best held-out robust accuracy; ties go to clean accuracy, then to the earlier epoch and
+    the last weights. With ``tolerance`` > 0: the latest epoch whose robust accuracy is within ``tolerance`` of that
+    best (of its two weights the one with the better clean, then robust, accuracy), so that a difference the held-out
+    sample cannot resolve does not cost the clean accuracy later epochs gain. Both rules only ever move to the newest
+    epoch or stay, so a run can keep one ``best/`` as it goes. None when nothing was measured on held-out images.
+    """
+    cands = [c for rec in history for c in _candidates(rec)]
+    if not cands:
+        return None
+    top = max(cands, key=lambda c: (c.robust_acc, c.clean_acc))  # max keeps the first: earlier epoch, last weights
+    if tolerance <= 0:
+        return top
+    near = [c for c in cands if c.robust_acc >= top.robust_acc - tolerance - 1e-12]
+    return max(near, key=lambda c: (c.epoch, c.clean_acc, c.robust_acc))
+
+
+def selection_rule(tolerance: float = 0.0) -> str:
+    """:func:`best_epoch`'s rule in words, for the run's summary and card."""
+    if tolerance <= 0:
+        return 'best PGD-10 accuracy on the held-out training images, then clean'
+    return (f'latest epoch within {100 * tolerance:.1f} points of the best PGD-10 accuracy on the held-out training '
+            f'images, then clean')
 
 
 def collapse_warning(history: List[EpochRecord]) -> Optional[str]:

@@ -129,7 +129,7 @@ class RunSummary:
     model: Optional[str] = None
     test_acc: Optional[float] = None  # clean accuracy of the exported weights on the test split, at training time
     weights: Optional[str] = None  # 'last' or 'ema'
-    selected: Optional[Dict[str, Any]] = None  # --select-best: epoch, weights, held-out robust / clean accuracy, rule
+    selected: Optional[Dict[str, Any]] = None  # --select-best: epoch, weights, held-out robust / clean, rule, tolerance
     test_acc_last: Optional[float] = None  # the last epoch's figures of both weights
     test_acc_ema: Optional[float] = None
     robust_acc: Optional[float] = None  # the last PGD-10 measured during training, and where (robust_attack)

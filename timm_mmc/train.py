@@ -35,7 +35,8 @@ if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/tra
 import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401  registers the models
-from timm_mmc.adversarial import best_epoch, collapse_warning, pgd_accuracy, training_attack  # noqa: E402
+from timm_mmc.adversarial import (best_epoch, collapse_warning, pgd_accuracy, selection_rule,  # noqa: E402
+                                  training_attack)
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
@@ -409,7 +410,7 @@ class Trainer:
 
     def _keep_if_best(self, epoch: int) -> None:
         """Write this epoch's weights to the run folder's ``best/`` when they are the best on the held-out images."""
-        best = best_epoch(self.history)
+        best = best_epoch(self.history, self.cfg.select_tolerance)
         if best is None or best.epoch != epoch:
             return
         if self.accelerator.is_main_process:
@@ -421,7 +422,7 @@ class Trainer:
     def _selected_model(self) -> Tuple[nn.Module, Dict[str, Any]]:
         """With --select-best: the best epoch's weights (``best/``), checked against the run's records."""
         import copy
-        best = best_epoch(self.history)
+        best = best_epoch(self.history, self.cfg.select_tolerance)
         if best is None:
             raise TrainError('--select-best found no held-out robust accuracy in the records; nothing to choose.')
         try:
@@ -433,7 +434,8 @@ class Trainer:
                              f'run folder was changed by hand. Start over with --overwrite.')
         model = copy.deepcopy(self.model)
         model.load_state_dict(weights)
-        return model, dict(best.to_dict(), rule='best PGD-10 accuracy on the held-out training images, then clean')
+        tol = self.cfg.select_tolerance
+        return model, dict(best.to_dict(), rule=selection_rule(tol), tolerance=tol)
 
     def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
         self.sums['loss'] += float(loss_sum)

@@ -66,8 +66,10 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     sel = summary.selected
     if sel:  # every accuracy on the card is the evaluation report's, except the held-out ones
         which = 'weight average (EMA)' if sel.get('weights') == 'ema' else 'last weights'
-        facts.append('- Weights: ' + prose()['notes']['weights_selected'].format(
-            epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc'))))
+        tol = sel.get('tolerance') or 0
+        note = prose()['notes']['weights_selected_near' if tol > 0 else 'weights_selected']
+        facts.append('- Weights: ' + note.format(epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc')),
+                                                 tolerance=f'{100 * tol:.1f}'))
     elif summary.weights == 'ema':
         facts.append('- Weights: ' + prose()['notes']['weights_ema'])
     if summary.hardware is not None:
