@@ -116,7 +116,8 @@ def test_best_epoch_takes_robust_then_clean_then_the_earlier_and_the_last_weight
 
 
 def test_best_epoch_with_a_tolerance_takes_the_latest_epoch_near_the_best():
-    hist = [_rec(1, 0.30, 0.60), _rec(2, 0.404, 0.70, 0.402, 0.74), _rec(3, 0.38, 0.80), _rec(4, 0.396, 0.78, 0.39, 0.79)]
+    hist = [_rec(1, 0.30, 0.60), _rec(2, 0.404, 0.70, 0.402, 0.74), _rec(3, 0.38, 0.80),
+            _rec(4, 0.396, 0.78, 0.39, 0.79)]
     assert best_epoch(hist) == BestEpoch(2, 'last', 0.404, 0.70)
     assert best_epoch(hist, 0.01) == BestEpoch(4, 'last', 0.396, 0.78)  # epoch 4's weight average is 0.014 below
     assert best_epoch(hist, 0.015) == BestEpoch(4, 'ema', 0.39, 0.79)

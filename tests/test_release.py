@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import timm
-import torch
 
 import timm_mmc  # noqa: F401  registers the models
 from timm_mmc import hub, report

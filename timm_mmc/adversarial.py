@@ -4,7 +4,8 @@
 * :func:`pgd_accuracy`: clean and PGD-10 accuracy (worst case over objectives) of a model on uint8 images, sharded
   over processes.
 * :func:`best_epoch`: the (epoch, weights) with the best robust accuracy on the held-out training images (or the
-  latest within a tolerance of it), read off the run's per-epoch records, so that a resumed run picks exactly what an uncut one would.
+  latest within a tolerance of it), read off the run's per-epoch records, so that a resumed run picks exactly what
+  an uncut one would.
 * :func:`collapse_warning`: the line the log prints when robust accuracy falls far below its best (catastrophic
   overfitting, Wong et al. 2020; robust overfitting, Rice et al. 2020).
 

@@ -23,7 +23,6 @@ from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .centers import CENTER_KINDS, mm_centers
 
