@@ -110,6 +110,18 @@ class TrainerState:
     model: str = ''
     num_classes: int = 0
 
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON form: the counters as they are, each epoch's record through :meth:`EpochRecord.to_dict`."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dict(out, history=[h.to_dict() for h in self.history], sums=dict(self.sums))
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str) -> 'TrainerState':
+        """Inverse of :meth:`to_dict`; a bad epoch record raises :class:`RunError` naming ``where``."""
+        state = cls(**d)
+        state.history = [EpochRecord.from_dict(h, where) for h in state.history]
+        return state
+
 
 @dataclass
 class Checkpoint:
@@ -269,8 +281,8 @@ class RunFolder:
         sched = {k: v for k, v in scheduler.items() if k != 'lr_lambdas'}
         if before_rename is not None:
             before_rename()
-        trainer = dict(dataclasses.asdict(state), history=[h.to_dict() for h in state.history])
-        atomic_write_text(tmp / 'state.json', json.dumps(dict(trainer=trainer, optimizer=opt_meta, scheduler=sched)))
+        atomic_write_text(tmp / 'state.json', json.dumps(dict(trainer=state.to_dict(), optimizer=opt_meta,
+                                                              scheduler=sched)))
         final = self.ckpt_root / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -285,8 +297,7 @@ class RunFolder:
         from safetensors.torch import load_file
         try:
             meta = json.loads((path / 'state.json').read_text())
-            state = TrainerState(**meta['trainer'])
-            state.history = [EpochRecord.from_dict(h, f'{str(path)!r}') for h in state.history]
+            state = TrainerState.from_dict(meta['trainer'], f'{str(path)!r}')
             model = load_file(str(path / 'model.safetensors'))
             optimizer = _unflatten_optimizer(load_file(str(path / 'optimizer.safetensors')), meta['optimizer'])
             ema = load_file(str(path / 'ema.safetensors')) if with_ema else None
