@@ -12,6 +12,7 @@ import torch
 
 from eval.robustness import main
 from eval.suite import Records, merge_records
+from timm_mmc.data import write_parquet_split
 
 CIFAR10 = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +31,6 @@ def _one_thread():
 def tiny(tmp_path_factory):
     """A seeded resnet20_mmc checkpoint and a 24-image data set (Hub parquet layout) labelled by its predictions,
     so the clean accuracy is 100% and every attack has work to do."""
-    import datasets
-    import PIL.Image
     import timm
     from safetensors.torch import save_file
 
@@ -55,12 +54,8 @@ def tiny(tmp_path_factory):
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(bad_ckpt))
     with torch.no_grad():
         pred = model(x).argmax(1).tolist()
-    ds = datasets.Dataset.from_dict(
-        {'img': [PIL.Image.fromarray(a) for a in imgs], 'label': pred},
-        features=datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(names=CIFAR10)}))
     data = root / 'data'
-    (data / 'plain_text').mkdir(parents=True)
-    ds.to_parquet(str(data / 'plain_text' / 'test-00000-of-00001.parquet'))
+    write_parquet_split(data, 'test', imgs, pred, CIFAR10)
     return dict(root=root, ckpt=ckpt, bad_ckpt=bad_ckpt, data=data)
 
 

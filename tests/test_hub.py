@@ -23,6 +23,7 @@ import timm
 import timm_mmc  # noqa: F401  registers the models
 from timm_mmc import hub, report
 from timm_mmc.centers import mm_centers
+from timm_mmc.data import write_parquet_split
 from timm_mmc.io import file_sha256
 
 ARCH, TAG = 'resnet20_mmc', 'cifar10'
@@ -370,9 +371,6 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
 
 def test_export_reads_what_eval_robustness_writes(release, tmp_path, monkeypatch):
     """Contract with the eval package: its report of these weights exports, and the card carries its numbers."""
-    import datasets
-    import PIL.Image
-
     from eval.robustness import main as eval_main
 
     monkeypatch.setenv('TIMM_MMC_CACHE', str(tmp_path / 'cache'))
@@ -380,12 +378,8 @@ def test_export_reads_what_eval_robustness_writes(release, tmp_path, monkeypatch
     with torch.no_grad():  # labels = the model's predictions: clean accuracy 100%, every attack has work to do
         pred = release['model'](imgs.permute(0, 3, 1, 2).float() / 255).argmax(1).tolist()
     names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-    ds = datasets.Dataset.from_dict(
-        {'img': [PIL.Image.fromarray(a.numpy()) for a in imgs], 'label': pred},
-        features=datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(names=names)}))
     data = tmp_path / 'cifar10'
-    (data / 'plain_text').mkdir(parents=True)
-    ds.to_parquet(str(data / 'plain_text' / 'test-00000-of-00001.parquet'))
+    write_parquet_split(data, 'test', imgs.numpy(), pred, names)
     rc = eval_main(['--model', ARCH, '--checkpoint', str(release['run'] / 'model.safetensors'), '--dataset', str(data),
                     '--n-examples', '8', '--suite', 'quick', '--attacks', 'pgd', '--out', str(tmp_path / 'results'),
                     '--name', 'tiny', '--no-progress', '--batch-size', '8'])
@@ -651,6 +645,7 @@ def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
         from huggingface_hub import constants, hf_hub_download
         from safetensors.torch import load_file
         from timm_mmc.centers import mm_centers
+from timm_mmc.data import write_parquet_split
         ref = load_file({str(release['out'] / 'model.safetensors')!r})
         x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
         assert constants.HF_HUB_OFFLINE

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from timm_mmc.train import main
 
-from timm_mmc.data import write_synthetic_dataset as make_image_dataset
+from timm_mmc.data import parquet_split_path, write_synthetic_dataset as make_image_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ['--epochs', '2', '--batch-size', '32', '--feature-dim', '16', '--robust-every', '0', '--no-progress',
@@ -162,7 +162,7 @@ def test_dataset_without_label_column(tmp_path, capsys):
     # 'something' is a ClassLabel, so it is still detected; drop the ClassLabel type to make it undetectable
     import datasets
     for split in ('train', 'test'):
-        f = ds / 'plain_text' / f'{split}-00000-of-00001.parquet'
+        f = parquet_split_path(ds, split)
         d = datasets.load_dataset('parquet', data_files=str(f), split='train')
         d = d.cast_column('something', datasets.Value('int64'))
         d.to_parquet(str(f))

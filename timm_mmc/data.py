@@ -16,14 +16,15 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays',
-           'default_cache_dir', 'write_synthetic_dataset', 'write_sample', 'BUNDLED_SAMPLES']
+           'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
+           'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 _SAMPLE_DIR = Path(__file__).parent / 'samples'
@@ -340,6 +341,43 @@ def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: O
     return x.contiguous()
 
 
+def parquet_split_path(root: os.PathLike, split: str) -> Path:
+    """Where the Hub's parquet layout keeps ``split`` of the data set in folder ``root`` (one shard)."""
+    return Path(root) / 'plain_text' / f'{split}-00000-of-00001.parquet'
+
+
+def write_parquet_split(root: os.PathLike, split: str, images: np.ndarray, labels: Sequence[int],
+                        class_names: Sequence[str], image_column: str = 'img', label_column: str = 'label') -> Path:
+    """Write one split in the Hub's parquet layout (what :func:`load_split` and ``datasets.load_dataset`` read).
+
+    Args:
+        root: Data-set folder; the file goes to :func:`parquet_split_path`.
+        split: Split name (``train``, ``test``).
+        images: uint8 images, shape (N, H, W, 3).
+        labels: N class indices into ``class_names``.
+        class_names: The label column's class names.
+        image_column: Name of the image column.
+        label_column: Name of the label column.
+
+    Returns:
+        The parquet file written.
+    """
+    import datasets
+    from PIL import Image
+
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
+        raise DataError(f'write_parquet_split needs uint8 images of shape (N, H, W, 3) and N labels; got '
+                        f'{images.dtype} {tuple(images.shape)} and {len(labels)} labels.')
+    feats = datasets.Features({image_column: datasets.Image(),
+                               label_column: datasets.ClassLabel(names=list(class_names))})
+    ds = datasets.Dataset.from_dict({image_column: [Image.fromarray(a) for a in images],
+                                     label_column: [int(v) for v in labels]}, features=feats)
+    path = parquet_split_path(root, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(path))
+    return path
+
+
 def write_synthetic_dataset(root: os.PathLike, n_train: int = 128, n_test: int = 64, num_classes: int = 4,
                             size: int = 32, image_column: str = 'img', label_column: str = 'label',
                             seed: int = 0) -> Path:
@@ -348,21 +386,15 @@ def write_synthetic_dataset(root: os.PathLike, n_train: int = 128, n_test: int =
     ``root/plain_text/{train,test}-00000-of-00001.parquet``, readable by ``datasets.load_dataset(root)`` and
     :func:`load_split`. Each class is a colour plus Gaussian noise.
     """
-    import datasets
-    from PIL import Image
-
     root = Path(root)
     rng = np.random.default_rng(seed)
     colours = rng.integers(0, 256, size=(num_classes, 3))
-    feats = datasets.Features({image_column: datasets.Image(),
-                               label_column: datasets.ClassLabel(names=[f'c{i}' for i in range(num_classes)])})
-    (root / 'plain_text').mkdir(parents=True, exist_ok=True)
+    names = [f'c{i}' for i in range(num_classes)]
     for split, n in (('train', n_train), ('test', n_test)):
         labels = rng.integers(0, num_classes, size=n)
-        imgs = [Image.fromarray(np.clip(colours[lab] + rng.normal(0, 40, size=(size, size, 3)), 0, 255).astype(
-            np.uint8)) for lab in labels]
-        ds = datasets.Dataset.from_dict({image_column: imgs, label_column: labels.tolist()}, features=feats)
-        ds.to_parquet(str(root / 'plain_text' / f'{split}-00000-of-00001.parquet'))
+        imgs = np.stack([np.clip(colours[lab] + rng.normal(0, 40, size=(size, size, 3)), 0, 255).astype(np.uint8)
+                         for lab in labels])
+        write_parquet_split(root, split, imgs, labels, names, image_column, label_column)
     return root
 
 
