@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc import BestAdversarial, is_fooled, logit_margin, resolve_targets
+from timm_mmc import BestAdversarial, adam_update, is_fooled, logit_margin, resolve_targets
 
 __all__ = ['CWL2', 'CWResult']
 
@@ -111,12 +111,9 @@ class CWL2:
                     fooled = self._success(logits, ya, ta)
                     best.update(x_new, fooled, score=dist_sq.sqrt(), rows=active)
                     step_success[active[fooled]] = True
-                    t = it + 1  # Adam (Kingma & Ba) on the active rows only; the others stay where they stopped
-                    m_a = 0.9 * adam_m[active] + 0.1 * grad
-                    v_a = 0.999 * adam_v[active] + 0.001 * grad * grad
-                    adam_m[active], adam_v[active] = m_a, v_a
-                    step = self.lr * (m_a / (1 - 0.9 ** t)) / ((v_a / (1 - 0.999 ** t)).sqrt() + 1e-8)
-                    modifier[active] = mod_a.detach() - step
+                    # Adam on the active rows only; the others stay where they stopped
+                    step, adam_m[active], adam_v[active] = adam_update(grad, adam_m[active], adam_v[active], it + 1)
+                    modifier[active] = mod_a.detach() - self.lr * step
                 if self.abort_early and it % check_every == 0:
                     # per sample: stop when the loss has not fallen by 0.01% over the last max_iter // 10 steps
                     # (checked at iterations 0, k, 2k, ... as Carlini & Wagner's code does)

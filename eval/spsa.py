@@ -12,8 +12,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc import (BestAdversarial, check_eps, check_linf_batch, is_fooled, objective, project_linf,
-                      resolve_targets, uniform_start)
+from timm_mmc import (BestAdversarial, adam_update, check_eps, check_linf_batch, is_fooled, objective,
+                      project_linf, resolve_targets, uniform_start)
 
 __all__ = ['SPSA']
 
@@ -72,7 +72,6 @@ class SPSA:
         x_adv = uniform_start(x, self.eps, self.generator) if self.random_start else x.clone()
         m = torch.zeros_like(x)
         v = torch.zeros_like(x)
-        b1, b2, tiny = 0.9, 0.999, 1e-8
         best = BestAdversarial(x_adv)
         half = self.n_samples // 2
         rep_y = y.repeat_interleave(2 * half)
@@ -84,11 +83,8 @@ class SPSA:
             losses = self._loss(probes.flatten(0, 1), rep_y, rep_t).view(n, 2 * half)
             diff = (losses[:, :half] - losses[:, half:]) / (2 * self.delta)  # (n, half)
             grad = (diff.view(n, half, *([1] * len(shape))) * signs).mean(1)  # ascent direction estimate
-            m = b1 * m + (1 - b1) * grad
-            v = b2 * v + (1 - b2) * grad * grad
-            m_hat = m / (1 - b1 ** step)
-            v_hat = v / (1 - b2 ** step)
-            x_adv = x_adv + self.lr * m_hat / (v_hat.sqrt() + tiny)
+            direction, m, v = adam_update(grad, m, v, step)
+            x_adv = x_adv + self.lr * direction
             x_adv = project_linf(x_adv, x, self.eps)
         x_adv = best.finish(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
         if self.check:

@@ -13,8 +13,8 @@ from eval.cw import CWL2
 from eval.spsa import SPSA
 from eval.suite import AttackSpec, Records, SuiteOptions, SuiteSummary, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc import (PGD, BestAdversarial, CenterClassifier, HeadConfig, ScaledLogits, check_box, check_linf_batch,
-                      choose_logit_scale, project_linf, uniform_start)
+from timm_mmc import (PGD, BestAdversarial, CenterClassifier, HeadConfig, ScaledLogits, adam_update, check_box,
+                      check_linf_batch, choose_logit_scale, project_linf, uniform_start)
 
 
 class Linear2(nn.Module):
@@ -194,6 +194,23 @@ def test_pgd_eps_zero_gives_clean_accuracy_through_the_suite(device):
     out = _summary(model, specs, opts, x, y)
     sl = out.worst_case_slice['0']
     assert sl.n == 10 and sl.accuracy == pytest.approx(3 / 10) and sl.partial == [specs[0].name]
+
+
+def test_adam_update_takes_torch_adams_steps():
+    """C&W and SPSA share one Adam step: the same iterates as torch.optim.Adam, row by row."""
+    torch.manual_seed(0)
+    target = torch.randn(4, 3)
+    p = torch.zeros(4, 3, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.1)
+    x, m, v = torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4, 3)
+    for t in range(1, 6):
+        opt.zero_grad()
+        ((p - target) ** 3).abs().sum().backward()
+        opt.step()
+        grad = 3 * (x - target).abs() ** 2 * torch.sign(x - target)
+        direction, m, v = adam_update(grad, m, v, t)
+        x = x - 0.1 * direction
+        torch.testing.assert_close(x, p.detach())
 
 
 def test_cw_minimal_l2_on_linear_binary_classifier():

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 __all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'check_linf_batch',
            'check_box', 'check_eps', 'random_targets', 'resolve_targets', 'project_linf', 'uniform_start', 'is_fooled',
-           'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale']
+           'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale', 'adam_update']
 
 Objective = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -122,6 +122,28 @@ def uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> to
     """A point drawn uniformly from the Linf ball around ``x`` (noise from the CPU ``generator``), clipped to [0, 1]."""
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     return (x + (2 * noise - 1) * eps).clamp(0, 1)
+
+
+def adam_update(grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, beta1: float = 0.9,
+                beta2: float = 0.999, eps: float = 1e-8) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Adam step (Kingma & Ba 2015) as the attacks take it, elementwise, so rows (samples) never interact.
+
+    Args:
+        grad: Gradient (or estimate) of the current step.
+        m: First moment before the step.
+        v: Second moment before the step.
+        t: Step number, from 1 (for the bias correction).
+        beta1: First moment decay.
+        beta2: Second moment decay.
+        eps: Added to the root of the second moment.
+
+    Returns:
+        ``(direction, m, v)``: the bias-corrected direction to scale by the learning rate (added for ascent,
+        subtracted for descent), and the new moments.
+    """
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    return (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps), m, v
 
 
 class BestAdversarial:
