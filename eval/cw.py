@@ -112,8 +112,9 @@ class CWL2:
                     best.update(x_new, fooled, score=dist_sq.sqrt(), rows=active)
                     step_success[active[fooled]] = True
                     # Adam on the active rows only; the others stay where they stopped
-                    step, adam_m[active], adam_v[active] = adam_update(grad, adam_m[active], adam_v[active], it + 1)
-                    modifier[active] = mod_a.detach() - self.lr * step
+                    step, adam_m[active], adam_v[active] = adam_update(grad, adam_m[active], adam_v[active], it + 1,
+                                                                       self.lr)
+                    modifier[active] = mod_a.detach() - step
                 if self.abort_early and it % check_every == 0:
                     # per sample: stop when the loss has not fallen by 0.01% over the last max_iter // 10 steps
                     # (checked at iterations 0, k, 2k, ... as Carlini & Wagner's code does)

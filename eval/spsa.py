@@ -83,8 +83,8 @@ class SPSA:
             losses = self._loss(probes.flatten(0, 1), rep_y, rep_t).view(n, 2 * half)
             diff = (losses[:, :half] - losses[:, half:]) / (2 * self.delta)  # (n, half)
             grad = (diff.view(n, half, *([1] * len(shape))) * signs).mean(1)  # ascent direction estimate
-            direction, m, v = adam_update(grad, m, v, step)
-            x_adv = x_adv + self.lr * direction
+            delta, m, v = adam_update(grad, m, v, step, self.lr)
+            x_adv = x_adv + delta
             x_adv = project_linf(x_adv, x, self.eps)
         x_adv = best.finish(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
         if self.check:

@@ -208,8 +208,8 @@ def test_adam_update_takes_torch_adams_steps():
         ((p - target) ** 3).abs().sum().backward()
         opt.step()
         grad = 3 * (x - target).abs() ** 2 * torch.sign(x - target)
-        direction, m, v = adam_update(grad, m, v, t)
-        x = x - 0.1 * direction
+        step, m, v = adam_update(grad, m, v, t, 0.1)
+        x = x - step
         torch.testing.assert_close(x, p.detach())
 
 

@@ -124,7 +124,7 @@ def uniform_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> to
     return (x + (2 * noise - 1) * eps).clamp(0, 1)
 
 
-def adam_update(grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, beta1: float = 0.9,
+def adam_update(grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr: float, beta1: float = 0.9,
                 beta2: float = 0.999, eps: float = 1e-8) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Adam step (Kingma & Ba 2015) as the attacks take it, elementwise, so rows (samples) never interact.
 
@@ -133,17 +133,17 @@ def adam_update(grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, be
         m: First moment before the step.
         v: Second moment before the step.
         t: Step number, from 1 (for the bias correction).
+        lr: Learning rate.
         beta1: First moment decay.
         beta2: Second moment decay.
         eps: Added to the root of the second moment.
 
     Returns:
-        ``(direction, m, v)``: the bias-corrected direction to scale by the learning rate (added for ascent,
-        subtracted for descent), and the new moments.
+        ``(step, m, v)``: the step (added for ascent, subtracted for descent) and the new moments.
     """
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad * grad
-    return (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps), m, v
+    return lr * (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps), m, v
 
 
 class BestAdversarial:
