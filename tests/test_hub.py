@@ -645,7 +645,6 @@ def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
         from huggingface_hub import constants, hf_hub_download
         from safetensors.torch import load_file
         from timm_mmc.centers import mm_centers
-from timm_mmc.data import write_parquet_split
         ref = load_file({str(release['out'] / 'model.safetensors')!r})
         x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
         assert constants.HF_HUB_OFFLINE
