@@ -13,8 +13,9 @@ import torch
 from eval.robustness import main
 from eval.suite import Records, merge_records
 from timm_mmc.data import write_parquet_split
+from timm_mmc.models.cifar_resnet import CIFAR10_LABELS
 
-CIFAR10 = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+CIFAR10 = list(CIFAR10_LABELS)
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / 'shared/data/cifar10'
 

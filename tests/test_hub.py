@@ -25,6 +25,7 @@ from timm_mmc import hub, report
 from timm_mmc.centers import mm_centers
 from timm_mmc.data import write_parquet_split
 from timm_mmc.io import file_sha256
+from timm_mmc.models.cifar_resnet import CIFAR10_LABELS
 
 ARCH, TAG = 'resnet20_mmc', 'cifar10'
 REPO = f'timm-mmc/{ARCH}.{TAG}'  # the registered hf_hub_id of resnet20_mmc.cifar10
@@ -377,9 +378,8 @@ def test_export_reads_what_eval_robustness_writes(release, tmp_path, monkeypatch
     imgs = torch.randint(0, 256, (8, 32, 32, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     with torch.no_grad():  # labels = the model's predictions: clean accuracy 100%, every attack has work to do
         pred = release['model'](imgs.permute(0, 3, 1, 2).float() / 255).argmax(1).tolist()
-    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
     data = tmp_path / 'cifar10'
-    write_parquet_split(data, 'test', imgs.numpy(), pred, names)
+    write_parquet_split(data, 'test', imgs.numpy(), pred, CIFAR10_LABELS)
     rc = eval_main(['--model', ARCH, '--checkpoint', str(release['run'] / 'model.safetensors'), '--dataset', str(data),
                     '--n-examples', '8', '--suite', 'quick', '--attacks', 'pgd', '--out', str(tmp_path / 'results'),
                     '--name', 'tiny', '--no-progress', '--batch-size', '8'])
