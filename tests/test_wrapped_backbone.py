@@ -114,6 +114,24 @@ def test_export_reloads_through_config_json(tmp_path):
         load_model('test_resnet+mmc', checkpoint=tmp_path / 'model.safetensors')
 
 
+def test_features_only_gives_the_backbone_maps_of_the_normalised_input(tmp_path):
+    torch.manual_seed(4)
+    m = timm.create_model(WRAPPER_ARCH, backbone=BACKBONE, num_classes=10, norm_mean=(0.4, 0.5, 0.6),
+                          norm_std=(0.2, 0.25, 0.3)).eval()
+    assert [f['num_chs'] for f in m.feature_info] == [f['num_chs'] for f in m.backbone.feature_info]
+    assert all(isinstance(m.get_submodule(f['module']), torch.nn.Module) for f in m.feature_info)
+    save_for_hf(m, str(tmp_path), model_args=m.model_args(), safe_serialization=True)
+    f = timm.create_model(f'local-dir:{tmp_path}', pretrained=True, features_only=True, out_indices=(1, 2)).eval()
+    assert f.feature_info.channels() == [m.feature_info[i]['num_chs'] for i in (1, 2)]
+    assert f.model.num_classes == 0 and f.model.num_features == m.feature_info[2]['num_chs']
+    x = _x()
+    with torch.no_grad():
+        maps = f(x)
+        ref = m.backbone.forward_intermediates(m.normalize(x), indices=[1, 2], intermediates_only=True)
+    assert len(maps) == 2 and all(a.equal(b) for a, b in zip(maps, ref))  # the released weights, normalised inside
+    assert not maps[0].equal(m.backbone.forward_intermediates(x, indices=[1], intermediates_only=True)[0])
+
+
 def test_create_mmc_model_builds_the_registered_wrapper():
     m = timm_mmc.create_mmc_model(BACKBONE, head='mmlda', num_classes=10, feature_dim=8)
     assert isinstance(m, MMCWrapper) and m.name == f'{BACKBONE}+mmlda'

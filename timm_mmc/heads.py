@@ -26,8 +26,8 @@ import torch.nn as nn
 
 from .centers import CENTER_KINDS, mm_centers
 
-__all__ = ['HEAD_KINDS', 'HEADS', 'HeadSpec', 'HeadConfig', 'MMHead', 'CenterClassifier', 'distance_logits',
-           'head_spec']
+__all__ = ['HEAD_KINDS', 'HEADS', 'HeadSpec', 'HeadConfig', 'MMHead', 'PrunedHead', 'CenterClassifier',
+           'distance_logits', 'head_spec']
 
 HEAD_KINDS = ('linear', 'mmc', 'mmlda', 'lgm')  # the module kinds; HEADS below names the trained variants
 
@@ -193,3 +193,15 @@ class MMHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         z = self.fc1(self.drop(x))  # (N, feature_dim)
         return z if pre_logits else self.classifier(z)
+
+
+class PrunedHead(nn.Module):
+    """What ``prune_intermediate_layers`` leaves of an :class:`MMHead`: no parameters, features pass through."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg  # kept so model_args() still describes the head the weights came from
+        self.classifier = nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..heads import HEADS, HeadConfig, MMHead
+from ..heads import HEADS, HeadConfig, MMHead, PrunedHead
 from ._pretrained import HUB_NAMESPACE, RELEASED, build_pretrained, hub_repo_id
 
 __all__ = ['CifarResNet', 'HUB_NAMESPACE', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD']
@@ -87,18 +87,6 @@ class PreActBottleneck(nn.Module):
         out = self.conv2(F.relu(self.bn2(out)))
         out = self.conv3(F.relu(self.bn3(out)))
         return out + self.proj(x)
-
-
-class _PrunedHead(nn.Module):
-    """What ``prune_intermediate_layers(prune_head=True)`` leaves: no parameters, features pass through."""
-
-    def __init__(self, cfg: HeadConfig) -> None:
-        super().__init__()
-        self.cfg = cfg  # kept so model_args() still describes the head the weights came from
-        self.classifier = nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x
 
 
 class CifarResNet(nn.Module):
@@ -294,7 +282,7 @@ class CifarResNet(nn.Module):
         if prune_norm or prune_end:
             self.final_norm = nn.Identity()
         if prune_head or prune_end:
-            self.head = _PrunedHead(self.head.cfg)
+            self.head = PrunedHead(self.head.cfg)
             self.num_classes = 0
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         return take_indices

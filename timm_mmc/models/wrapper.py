@@ -25,8 +25,9 @@ import timm
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
-from ..heads import HEADS, HeadConfig, MMHead, head_spec
+from ..heads import HEADS, HeadConfig, MMHead, PrunedHead, head_spec
 from ._pretrained import PretrainedWeightsError, build_pretrained
 from .cifar_resnet import CIFAR10_LABELS, CIFAR100_LABELS, _filter_fn
 
@@ -149,6 +150,9 @@ class MMCWrapper(nn.Module):
         first_conv = cfg.get('first_conv')
         self.first_conv = f'backbone.{first_conv}' if isinstance(first_conv, str) else None
         self._traits = dict(first_conv=self.first_conv)  # timm's exports read the input layer from here
+        # what forward_intermediates / features_only=True return: the backbone's maps, named from here
+        self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in getattr(self.backbone, 'feature_info',
+                                                                                        None) or []]
 
     @property
     def head_config(self) -> HeadConfig:
@@ -242,6 +246,33 @@ class MMCWrapper(nn.Module):
         """The backbone's ``forward_intermediates`` on the normalised input (same arguments)."""
         return self.backbone.forward_intermediates(self.normalize(x), *args, **kwargs)
 
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """The backbone's pruning after the last map in ``indices``; the MM head goes with the backbone's head.
+
+        As in :class:`~timm_mmc.models.cifar_resnet.CifarResNet`, the head goes whenever stages go (it could not take
+        the narrower features) or when ``prune_head``; ``num_features`` then is the width of the last map kept.
+        Returns the absolute indices.
+
+        Raises:
+            NotImplementedError: A backbone without ``prune_intermediate_layers`` in this timm (features_only=True
+                needs it); the message names the way out.
+        """
+        if not hasattr(self.backbone, 'prune_intermediate_layers') or not self.feature_info:
+            raise NotImplementedError(
+                f'the backbone {self.backbone_name!r} has no prune_intermediate_layers / feature_info in timm '
+                f'{timm.__version__}, so the wrapped model cannot be a features_only model; call '
+                f'timm.create_model({self.backbone_name!r}, features_only=True) for its maps (you normalise inputs).')
+        _, max_index = feature_take_indices(len(self.feature_info), indices)
+        prune_end = max_index < len(self.feature_info) - 1
+        take_indices = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm,
+                                                               prune_head=prune_head or prune_end)
+        if prune_head or prune_end:
+            self.head = PrunedHead(self.head.cfg)
+            self.num_classes = 0
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        return take_indices
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.backbone.forward_head(x, pre_logits=True)  # pooled (N, in_features)
         return self.head(x, pre_logits=pre_logits)
@@ -266,16 +297,21 @@ default_cfgs = generate_default_cfgs({f'{WRAPPER_ARCH}.{tag}': _cfg(tag)
 
 
 @register_model
-def mmc_wrapper(pretrained: bool = False, **kwargs: Any) -> MMCWrapper:
-    """An MM head on any timm backbone: ``backbone='resnet18'``, ``head='mmc'`` (our commands: ``resnet18+mmc``)."""
+def mmc_wrapper(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """An MM head on any timm backbone: ``backbone='resnet18'``, ``head='mmc'`` (our commands: ``resnet18+mmc``).
+
+    With ``features_only=True`` (and ``out_indices``, default ``(0, 1, 2, 3, 4)`` as timm's CNNs) it is timm's
+    ``FeatureGetterNet``: the backbone's maps of the input in [0, 1], normalised inside as for classification.
+    """
     args = dict(backbone=kwargs.get('backbone', DEFAULT_BACKBONE), head=kwargs.get('head', 'mmc'),
                 center_kind=kwargs.get('center_kind', 'mm'))
     model = build_pretrained(MMCWrapper, WRAPPER_ARCH, pretrained,
                              release_name=lambda tag: release_name(WRAPPER_ARCH, args, tag),
                              display_name=model_display_name(WRAPPER_ARCH, args),
-                             pretrained_filter_fn=_filter_fn, **kwargs)
-    model.pretrained_cfg = dict(model.pretrained_cfg, first_conv=model.first_conv)
-    model.default_cfg = model.pretrained_cfg
+                             pretrained_filter_fn=_filter_fn, feature_cfg=dict(feature_cls='getter'), **kwargs)
+    inner = model if isinstance(model, MMCWrapper) else model.model  # features_only=True: timm's FeatureGetterNet
+    inner.pretrained_cfg = dict(inner.pretrained_cfg, first_conv=inner.first_conv)
+    inner.default_cfg = inner.pretrained_cfg
     return model
 
 
