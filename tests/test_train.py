@@ -134,6 +134,55 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
             assert torch.equal(a[k], b[k]), k
 
 
+_GLOBAL_BN_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from timm.layers import BatchNormAct2d
+from timm_mmc.train_parts import GlobalBatchNormAct2d, set_global_batch_norm
+dist.init_process_group('gloo')
+rank = dist.get_rank()
+torch.manual_seed(0)
+x, w = torch.randn(8, 4, 5, 5), torch.randn(8, 4, 5, 5)  # the same on both processes; each takes its half
+bn = torch.nn.Sequential(BatchNormAct2d(4, act_layer=torch.nn.ReLU))
+assert set_global_batch_norm(bn) == 1 and type(bn[0]) is GlobalBatchNormAct2d
+part = slice(4 * rank, 4 * rank + 4)
+xr = x[part].clone().requires_grad_(True)
+out = bn(xr)
+(out * w[part]).sum().backward()
+for p in bn.parameters():
+    dist.all_reduce(p.grad)
+parts = [torch.empty_like(out) for _ in range(2)]
+dist.all_gather(parts, out.detach())
+if rank == 0:
+    torch.save(dict(out=torch.cat(parts), xgrad=xr.grad, wgrad=bn[0].weight.grad, bgrad=bn[0].bias.grad,
+                    mean=bn[0].running_mean, var=bn[0].running_var), sys.argv[1])
+dist.destroy_process_group()
+"""
+
+
+def test_global_batch_norm_act_over_two_processes_is_batch_norm_of_the_whole_batch(tmp_path):
+    from timm.layers import BatchNormAct2d
+    script, out = tmp_path / 'bn.py', tmp_path / 'bn.pt'
+    script.write_text(_GLOBAL_BN_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
+                           '29519', str(script), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(out, weights_only=True)
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 4, 5, 5), torch.randn(8, 4, 5, 5)
+    bn = BatchNormAct2d(4, act_layer=torch.nn.ReLU)
+    x.requires_grad_(True)
+    ref = bn(x)
+    (ref * w).sum().backward()
+    torch.testing.assert_close(got['out'], ref.detach())
+    torch.testing.assert_close(got['xgrad'], x.grad[:4])  # gradients flow through the all-reduced statistics
+    torch.testing.assert_close(got['wgrad'], bn.weight.grad)
+    torch.testing.assert_close(got['bgrad'], bn.bias.grad)
+    torch.testing.assert_close(got['mean'], bn.running_mean)
+    torch.testing.assert_close(got['var'], bn.running_var)
+    assert not got['out'].equal(BatchNormAct2d(4, act_layer=torch.nn.ReLU)(x[:4].detach()).repeat(2, 1, 1, 1))
+
+
 @pytest.mark.parametrize('args,needle', [
     (['--model', 'resnet33_mmc'], 'unknown model'),
     (['--dataset', '/nonexistent/cifar'], 'does not exist'),

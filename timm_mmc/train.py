@@ -44,8 +44,8 @@ from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.models import model_display_name  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
-from timm_mmc.train_parts import (GlobalBatchNorm2d, ModelWithLoss, TrainError, build_model, claim_line,  # noqa: E402
-                                  cpu_name, lr_lambda, resolve_model)
+from timm_mmc.train_parts import (ModelWithLoss, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
+                                  lr_lambda, resolve_model, set_global_batch_norm)
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
@@ -130,9 +130,7 @@ class Trainer:
             check_state_dict_fits(model, state, cfg.init_from, cfg.model)
             model.load_state_dict(state)
         if self.world > 1:
-            for m in model.modules():
-                if type(m) is nn.BatchNorm2d:
-                    m.__class__ = GlobalBatchNorm2d
+            set_global_batch_norm(model)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.net = ModelWithLoss(model, loss_fn)
@@ -467,9 +465,7 @@ class Trainer:
                        dataset=self.train_set.source)
         if acc.is_main_process:
             model = model.to(memory_format=torch.contiguous_format)
-            for m in model.modules():
-                if type(m) is GlobalBatchNorm2d:
-                    m.__class__ = nn.BatchNorm2d
+            set_global_batch_norm(model, enable=False)
             self.run.export(model, model.model_args(), self.train_set.class_names, summary)
             self.log(f'done: weights in {self.out / "model.safetensors"}')
             self.log(claim_line(summary, len(self.test_set)))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 import platform
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from timm.layers import BatchNormAct2d
 
 from .config import TrainConfig
 from .data import ImageSplit
@@ -19,8 +20,8 @@ from .io import ModelLoadError
 from .models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name
 from .runfolder import RunSummary
 
-__all__ = ['TrainError', 'resolve_model', 'build_model', 'GlobalBatchNorm2d', 'ModelWithLoss', 'lr_lambda', 'cpu_name',
-           'claim_line']
+__all__ = ['TrainError', 'resolve_model', 'build_model', 'GlobalBatchNorm2d', 'GlobalBatchNormAct2d',
+           'set_global_batch_norm', 'ModelWithLoss', 'lr_lambda', 'cpu_name', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -76,33 +77,69 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
     return model
 
 
+def _global_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``bn`` of ``x`` with the statistics of the whole batch over all processes; None outside training in a group.
+
+    Statistics in float32 from per-process sums; gradients flow through the all-reduce. The running statistics are
+    updated as ``nn.BatchNorm2d`` updates them (unbiased variance, momentum or cumulative average).
+    """
+    if not (bn.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    from torch.distributed.nn.functional import all_reduce
+    xf = x.float()  # (N, C, H, W)
+    count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
+    stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))  # (2C + 1,)
+    c, n = bn.num_features, stats[-1]
+    mean = stats[:c] / n
+    var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+    if bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            bn.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
+    y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + bn.eps)
+    if bn.affine:
+        y = y * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+    return y.to(x.dtype)
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics are reduced over all processes (CPU-capable SyncBatchNorm).
 
-    Statistics in float32 from per-process sums; gradients flow through the all-reduce. Outside a process group
-    it is a plain BatchNorm2d. Same parameters and buffers, so checkpoints are interchangeable.
+    Outside a process group it is a plain BatchNorm2d. Same parameters and buffers, so checkpoints are
+    interchangeable.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-        xf = x.float()
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
-        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
-        stats = all_reduce(stats)
-        c = self.num_features
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-            self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
-        y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
-        y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        return y.to(x.dtype)
+        y = _global_batch_norm(self, x)
+        return super().forward(x) if y is None else y
+
+
+class GlobalBatchNormAct2d(BatchNormAct2d):
+    """timm's ``BatchNormAct2d`` (batch norm, dropout, activation) with :class:`GlobalBatchNorm2d`'s statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _global_batch_norm(self, x)
+        return super().forward(x) if y is None else self.act(self.drop(y))
+
+
+_GLOBAL = {nn.BatchNorm2d: GlobalBatchNorm2d, BatchNormAct2d: GlobalBatchNormAct2d}
+
+
+def set_global_batch_norm(model: nn.Module, enable: bool = True) -> int:
+    """Swap every batch norm of ``model`` for its all-process twin (``enable``) or back, in place.
+
+    Only the class changes (the same parameters and buffers), so a model switched back exports as timm builds it.
+    Subclasses other than timm's ``BatchNormAct2d`` are left alone. Returns how many modules changed.
+    """
+    swap = _GLOBAL if enable else {v: k for k, v in _GLOBAL.items()}
+    changed = 0
+    for m in model.modules():
+        if type(m) in swap:
+            m.__class__ = swap[type(m)]
+            changed += 1
+    return changed
 
 
 class ModelWithLoss(nn.Module):
