@@ -345,19 +345,17 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if not main_proc:
             return 0
         rec = merge_records(parts)
-    summary = summarise(_to_cpu(rec), specs)
     rep = EvalReport(
         model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
         checkpoint=args.checkpoint, checkpoint_sha256=_checkpoint_sha(args.model, args.checkpoint, model),
         pretrained=args.pretrained, logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
         dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
-        clean_accuracy=summary.clean_accuracy, attacks=summary.attacks, columns=summary.columns,
         clean_accuracy_flip_tta=_flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None,
-        worst_case=summary.worst_case, worst_case_slice=summary.worst_case_slice, diagnostics=summary.diagnostics,
-        warnings=summary.warnings, timings=dict(rec.times, total_s=time.perf_counter() - t_start),
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
                                                                                     *argv]))
+    rep = summarise(_to_cpu(rec), specs, rep)
+    rep.timings = dict(rec.times, total_s=time.perf_counter() - t_start)
     paths = write_outputs(rep, Path(args.out), stem)
     _print_claims(rep, say)
     say(_summary_table(rep))

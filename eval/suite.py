@@ -1,11 +1,11 @@
 """A suite of attacks, in three steps: :mod:`eval.specs` builds it, :mod:`eval.runner` runs it, :mod:`eval.summary`
-summarises it into the report's typed pieces. This module gathers their public names for callers."""
+fills what it measured into the report. This module gathers their public names for callers."""
 from .runner import Records, merge_records, run_suite
 from .specs import (SUITES, AttackConfig, AttackSpec, AutoAttackConfig, CWConfig, NoiseConfig, PGDConfig,
                     RotationConfig, SPSAConfig, SuiteOptions, TransferConfig, build_suite, default_objectives,
                     is_mm_model)
-from .summary import SuiteSummary, summarise
+from .summary import summarise
 
 __all__ = ['SUITES', 'SuiteOptions', 'AttackSpec', 'AttackConfig', 'PGDConfig', 'TransferConfig', 'AutoAttackConfig',
            'SPSAConfig', 'CWConfig', 'NoiseConfig', 'RotationConfig', 'build_suite', 'Records', 'run_suite',
-           'merge_records', 'summarise', 'SuiteSummary', 'is_mm_model', 'default_objectives']
+           'merge_records', 'summarise', 'is_mm_model', 'default_objectives']

@@ -1,38 +1,25 @@
 """Summarising a suite's records into the report's typed pieces: accuracies, columns, the worst case, diagnostics.
 
-:func:`summarise` returns a :class:`SuiteSummary` whose attacks, columns and worst cases are the
-:mod:`timm_mmc.report` dataclasses, so :mod:`eval.robustness` assembles the report without re-keying anything.
+:func:`summarise` fills what a suite measured into a :class:`timm_mmc.report.EvalReport` (attacks, columns and worst
+cases as the :mod:`timm_mmc.report` dataclasses): the report is the one place those fields are declared.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import dataclasses
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from timm_mmc import AttackResult, Column, WorstCase, eps_key
+from timm_mmc import AttackResult, Column, EvalReport, WorstCase, eps_key
 
 from .runner import Records
 from .specs import AttackSpec
 from .threat import AttackFamily, ThreatModel
 
-__all__ = ['SuiteSummary', 'summarise']
+__all__ = ['summarise']
 
 _TOL = 1e-12  # float tolerance of eps and accuracy comparisons
-
-
-@dataclass
-class SuiteSummary:
-    """What a suite measured (see :class:`timm_mmc.report.EvalReport` for each field)."""
-    n: int
-    clean_accuracy: float
-    attacks: Dict[str, AttackResult] = field(default_factory=dict)
-    columns: Dict[str, Column] = field(default_factory=dict)
-    worst_case: Dict[str, WorstCase] = field(default_factory=dict)
-    worst_case_slice: Dict[str, WorstCase] = field(default_factory=dict)
-    diagnostics: Dict[str, Any] = field(default_factory=dict)
-    warnings: List[str] = field(default_factory=list)
 
 
 def _share(mask: torch.Tensor, of: torch.Tensor) -> float:
@@ -141,8 +128,14 @@ def _worst_slices(rec: Records, linf: Sequence[AttackSpec], worst: Dict[str, Wor
     return out
 
 
-def summarise(rec: Records, specs: Sequence[AttackSpec]) -> SuiteSummary:
-    """Accuracies, C&W statistics, the per-sample worst case per eps, and gradient-masking diagnostics.
+def summarise(rec: Records, specs: Sequence[AttackSpec], report: EvalReport) -> EvalReport:
+    """``report`` with what the suite measured: the example count, clean accuracy, per-attack results (with C&W
+    statistics), the per-sample worst case per eps, gradient-masking diagnostics and every warning.
+
+    Args:
+        rec: The suite's records (merged over processes).
+        specs: The attacks that were run, in suite order.
+        report: The report's description of the run (model, data, options, ...); its measured fields are replaced.
 
     Raises:
         RuntimeError: A Linf attack's robust accuracy above the clean accuracy (a broken run-time invariant).
@@ -155,9 +148,9 @@ def summarise(rec: Records, specs: Sequence[AttackSpec]) -> SuiteSummary:
     worst_slice = _worst_slices(rec, linf, worst, robust_at)
     diags = _diagnostics(rec, specs, results, columns, robust_at)
     warns = list(rec.warnings) + diags.pop('warnings')
-    return SuiteSummary(n=n, clean_accuracy=rec.clean.double().mean().item() if n else math.nan, attacks=results,
-                        columns=columns, worst_case=worst, worst_case_slice=worst_slice, diagnostics=diags,
-                        warnings=warns)
+    return dataclasses.replace(report, n=n, clean_accuracy=rec.clean.double().mean().item() if n else math.nan,
+                               attacks=results, columns=columns, worst_case=worst, worst_case_slice=worst_slice,
+                               diagnostics=diags, warnings=warns)
 
 
 def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, AttackResult],

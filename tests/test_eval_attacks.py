@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from eval.aa import run_autoattack
 from eval.cw import CWL2
 from eval.spsa import SPSA
-from eval.suite import AttackSpec, Records, SuiteOptions, SuiteSummary, build_suite, run_suite, summarise
+from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc import (PGD, BestAdversarial, CenterClassifier, HeadConfig, ScaledLogits, adam_update, check_box,
-                      check_linf_batch, choose_logit_scale, project_linf, uniform_start)
+from timm_mmc import (PGD, BestAdversarial, CenterClassifier, EvalReport, HeadConfig, ScaledLogits, adam_update,
+                      check_box, check_linf_batch, choose_logit_scale, project_linf, uniform_start)
 
 
 class Linear2(nn.Module):
@@ -45,10 +45,13 @@ def _self_labelled(model: nn.Module, n: int) -> Tuple[torch.Tensor, torch.Tensor
 
 
 def _summary(model: nn.Module, specs: List[AttackSpec], opts: SuiteOptions, x: torch.Tensor, y: torch.Tensor,
-             **kwargs: Any) -> SuiteSummary:
+             **kwargs: Any) -> EvalReport:
     """Run ``specs`` on ``(x, y)`` (targets ``y + 1``, positions 0..n-1, 10 classes) and summarise the records."""
     rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(len(x)), 10, progress=False, **kwargs)
-    return summarise(rec, specs)
+    return summarise(rec, specs, _TOY_REPORT)
+
+
+_TOY_REPORT = EvalReport(model='toy', dataset='synthetic', split='test', n=0, suite='custom', seed=0)
 
 
 def _toy_mmc(center_norm: float = 30.0, seed: int = 0, d_in: int = 48, feat: int = 9, gain: float = 45.0):
@@ -429,10 +432,10 @@ def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
     # SPSA breaks point 5; AutoAttack breaks points 0 and 1
     rec.attacks['spsa'] = dict(robust=pos != 5, in_slice=pos < 8, attacked=pos < 8)
     rec.attacks['aa'] = dict(robust=pos >= 2, in_slice=pos < 4, attacked=pos < 4)
-    out = summarise(rec, [spsa, aa])
+    out = summarise(rec, [spsa, aa], _TOY_REPORT)
     assert out.worst_case['8'].accuracy == pytest.approx(7 / 10)  # each attack counted on its own prefix
     sl = out.worst_case_slice['8']
     assert sl.n == 4 and sl.accuracy == pytest.approx(2 / 4) and sl.partial == []
     # without AutoAttack, the largest limited prefix (SPSA's 8), naming nothing on fewer points
-    out = summarise(rec, [spsa])
+    out = summarise(rec, [spsa], _TOY_REPORT)
     assert out.worst_case_slice['8'].n == 8 and out.worst_case_slice['8'].accuracy == pytest.approx(7 / 8)
