@@ -48,10 +48,12 @@ def _summary(model: nn.Module, specs: List[AttackSpec], opts: SuiteOptions, x: t
              **kwargs: Any) -> EvalReport:
     """Run ``specs`` on ``(x, y)`` (targets ``y + 1``, positions 0..n-1, 10 classes) and summarise the records."""
     rec = run_suite(model, specs, opts, x, y, (y + 1) % 10, torch.arange(len(x)), 10, progress=False, **kwargs)
-    return summarise(rec, specs, _TOY_REPORT)
+    return summarise(rec, specs, _toy_report())
 
 
-_TOY_REPORT = EvalReport(model='toy', dataset='synthetic', split='test', n=0, suite='custom', seed=0)
+def _toy_report() -> EvalReport:
+    """A fresh report description for :func:`summarise` (its dict fields are shared with what it returns)."""
+    return EvalReport(model='toy', dataset='synthetic', split='test', n=0, suite='custom', seed=0)
 
 
 def _toy_mmc(center_norm: float = 30.0, seed: int = 0, d_in: int = 48, feat: int = 9, gain: float = 45.0):
@@ -432,10 +434,10 @@ def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
     # SPSA breaks point 5; AutoAttack breaks points 0 and 1
     rec.attacks['spsa'] = dict(robust=pos != 5, in_slice=pos < 8, attacked=pos < 8)
     rec.attacks['aa'] = dict(robust=pos >= 2, in_slice=pos < 4, attacked=pos < 4)
-    out = summarise(rec, [spsa, aa], _TOY_REPORT)
+    out = summarise(rec, [spsa, aa], _toy_report())
     assert out.worst_case['8'].accuracy == pytest.approx(7 / 10)  # each attack counted on its own prefix
     sl = out.worst_case_slice['8']
     assert sl.n == 4 and sl.accuracy == pytest.approx(2 / 4) and sl.partial == []
     # without AutoAttack, the largest limited prefix (SPSA's 8), naming nothing on fewer points
-    out = summarise(rec, [spsa], _TOY_REPORT)
+    out = summarise(rec, [spsa], _toy_report())
     assert out.worst_case_slice['8'].n == 8 and out.worst_case_slice['8'].accuracy == pytest.approx(7 / 8)

@@ -183,6 +183,15 @@ def test_global_batch_norm_act_over_two_processes_is_batch_norm_of_the_whole_bat
     assert not got['out'].equal(BatchNormAct2d(4, act_layer=torch.nn.ReLU)(x[:4].detach()).repeat(2, 1, 1, 1))
 
 
+def test_set_global_batch_norm_swaps_in_and_back_and_names_what_it_cannot():
+    from timm.layers import BatchNormAct2d
+    from timm_mmc.train_parts import local_batch_norms, set_global_batch_norm
+    m = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.BatchNorm1d(3), BatchNormAct2d(3))
+    assert set_global_batch_norm(m) == 2 and local_batch_norms(m) == ['1']  # BatchNorm1d has no all-process twin
+    assert set_global_batch_norm(m, enable=False) == 2
+    assert [type(x) for x in m] == [torch.nn.BatchNorm2d, torch.nn.BatchNorm1d, BatchNormAct2d]
+
+
 @pytest.mark.parametrize('args,needle', [
     (['--model', 'resnet33_mmc'], 'unknown model'),
     (['--dataset', '/nonexistent/cifar'], 'does not exist'),

@@ -124,12 +124,23 @@ def test_features_only_gives_the_backbone_maps_of_the_normalised_input(tmp_path)
     f = timm.create_model(f'local-dir:{tmp_path}', pretrained=True, features_only=True, out_indices=(1, 2)).eval()
     assert f.feature_info.channels() == [m.feature_info[i]['num_chs'] for i in (1, 2)]
     assert f.model.num_classes == 0 and f.model.num_features == m.feature_info[2]['num_chs']
+    pruned = ('model.backbone.layer3.', 'model.backbone.layer4.', 'model.head.')  # after map 2, and the MM head
+    assert not any(k.startswith(pruned) for k in f.state_dict())
+    assert 'model.backbone.layer2.0.conv1.weight' in f.state_dict()
     x = _x()
     with torch.no_grad():
         maps = f(x)
         ref = m.backbone.forward_intermediates(m.normalize(x), indices=[1, 2], intermediates_only=True)
     assert len(maps) == 2 and all(a.equal(b) for a, b in zip(maps, ref))  # the released weights, normalised inside
     assert not maps[0].equal(m.backbone.forward_intermediates(x, indices=[1], intermediates_only=True)[0])
+
+
+def test_features_only_defaults_to_every_map_of_the_backbone():
+    for backbone in ('test_convnext', BACKBONE):  # 4 and 5 maps: no fixed default count
+        m = timm.create_model(WRAPPER_ARCH, backbone=backbone, features_only=True).eval()
+        n = len(timm.create_model(backbone).feature_info)
+        with torch.no_grad():
+            assert len(m(_x())) == n == len(m.feature_info.channels())
 
 
 def test_create_mmc_model_builds_the_registered_wrapper():

@@ -45,7 +45,7 @@ from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.models import model_display_name  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
-                                  lr_lambda, resolve_model, set_global_batch_norm)
+                                  local_batch_norms, lr_lambda, resolve_model, set_global_batch_norm)
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
@@ -131,6 +131,9 @@ class Trainer:
             model.load_state_dict(state)
         if self.world > 1:
             set_global_batch_norm(model)
+            if local := local_batch_norms(model):
+                self.log(f'warning: {len(local)} batch norm(s) of a kind without an all-process version keep '
+                         f'per-process statistics (e.g. {local[0]}); results will differ from a one-process run.')
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.net = ModelWithLoss(model, loss_fn)

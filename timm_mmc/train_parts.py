@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import platform
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -21,7 +21,7 @@ from .models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name
 from .runfolder import RunSummary
 
 __all__ = ['TrainError', 'resolve_model', 'build_model', 'GlobalBatchNorm2d', 'GlobalBatchNormAct2d',
-           'set_global_batch_norm', 'ModelWithLoss', 'lr_lambda', 'cpu_name', 'claim_line']
+           'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda', 'cpu_name', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -140,6 +140,13 @@ def set_global_batch_norm(model: nn.Module, enable: bool = True) -> int:
             m.__class__ = swap[type(m)]
             changed += 1
     return changed
+
+
+def local_batch_norms(model: nn.Module) -> List[str]:
+    """Names of the batch norms of ``model`` that keep per-process statistics (no all-process twin)."""
+    shared = tuple(_GLOBAL.values())
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, shared)]
 
 
 class ModelWithLoss(nn.Module):

@@ -265,9 +265,10 @@ class MMCWrapper(nn.Module):
                 f'timm.create_model({self.backbone_name!r}, features_only=True) for its maps (you normalise inputs).')
         _, max_index = feature_take_indices(len(self.feature_info), indices)
         prune_end = max_index < len(self.feature_info) - 1
+        width = self.backbone.num_features
         take_indices = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm,
                                                                prune_head=prune_head or prune_end)
-        if prune_head or prune_end:
+        if prune_head or prune_end or self.backbone.num_features != width:  # e.g. EfficientNet's conv_head went
             self.head = PrunedHead(self.head.cfg)
             self.num_classes = 0
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
@@ -300,15 +301,17 @@ default_cfgs = generate_default_cfgs({f'{WRAPPER_ARCH}.{tag}': _cfg(tag)
 def mmc_wrapper(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """An MM head on any timm backbone: ``backbone='resnet18'``, ``head='mmc'`` (our commands: ``resnet18+mmc``).
 
-    With ``features_only=True`` (and ``out_indices``, default ``(0, 1, 2, 3, 4)`` as timm's CNNs) it is timm's
-    ``FeatureGetterNet``: the backbone's maps of the input in [0, 1], normalised inside as for classification.
+    With ``features_only=True`` it is timm's ``FeatureGetterNet``: the backbone's maps of the input in [0, 1],
+    normalised inside as for classification; ``out_indices`` picks them (default: every map of the backbone's
+    ``feature_info``, however many it has).
     """
     args = dict(backbone=kwargs.get('backbone', DEFAULT_BACKBONE), head=kwargs.get('head', 'mmc'),
                 center_kind=kwargs.get('center_kind', 'mm'))
     model = build_pretrained(MMCWrapper, WRAPPER_ARCH, pretrained,
                              release_name=lambda tag: release_name(WRAPPER_ARCH, args, tag),
                              display_name=model_display_name(WRAPPER_ARCH, args),
-                             pretrained_filter_fn=_filter_fn, feature_cfg=dict(feature_cls='getter'), **kwargs)
+                             pretrained_filter_fn=_filter_fn, feature_cfg=dict(feature_cls='getter', out_indices=None),
+                             **kwargs)
     inner = model if isinstance(model, MMCWrapper) else model.model  # features_only=True: timm's FeatureGetterNet
     inner.pretrained_cfg = dict(inner.pretrained_cfg, first_conv=inner.first_conv)
     inner.default_cfg = inner.pretrained_cfg
