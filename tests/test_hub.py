@@ -223,6 +223,20 @@ def test_export_bad_input_fails_cleanly(release, tmp_path, capsys):
     assert not out.exists() and _leftovers(out.parent) == []
 
 
+def test_export_overwrite_names_the_files_it_drops(release, tmp_path):
+    out = tmp_path / 'cards' / f'{ARCH}.{TAG}'
+    shutil.copytree(release['out'], out)
+    (out / 'results' / 'mine.json').write_text('{}')
+    lines = []
+    hub.export(release['run'], release['eval'], out, overwrite=True, log=lines.append)
+    assert not (out / 'results' / 'mine.json').exists() and (out / 'model.safetensors').is_file()
+    assert any('--overwrite dropped 1 file' in line and 'results/mine.json' in line for line in lines), lines
+    lines.clear()
+    hub.export(release['run'], release['eval'], out, overwrite=True, log=lines.append)  # same files: nothing dropped
+    assert lines and not any('dropped' in line for line in lines), lines
+    assert _leftovers(out.parent) == []
+
+
 def test_malicious_pickle_is_refused_without_running(release, tmp_path):
     class Payload:
         def __init__(self, path: str) -> None:

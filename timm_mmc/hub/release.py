@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..fileio import current_umask
 from ..report import EvalReport
@@ -167,6 +167,12 @@ def write_side_files(folder: Path, repo_id: Optional[str] = None, extra_args: Op
     write_card(folder, repo_id=repo_id, extra_args=extra_args)
 
 
+def _files_not_in(old: Path, new: Path) -> List[str]:
+    """Release files of the folder ``old`` (when it exists) that ``new`` does not have."""
+    from .push import release_files
+    return sorted(set(release_files(old)) - set(release_files(new))) if old.is_dir() else []
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     os.chmod(tmp, 0o777 & ~current_umask())
     for p in tmp.rglob('*'):
@@ -195,7 +201,8 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
         checkpoint: Weights to export instead of ``run_dir/model.safetensors`` (safetensors, or a ``.pth`` read with
             ``torch.load(weights_only=True)``; a pickle that would run code is refused).
         repo_id: Hub repo the card's usage names; default the model's registered ``hf_hub_id``.
-        overwrite: Replace an existing ``out_dir``.
+        overwrite: Replace an existing ``out_dir``. The folder is the export's alone: files in it that this export
+            does not write are dropped, and the log names them.
         plot: Write ``results/robust_accuracy.png``.
         allow_unverified_eval: Export even when the report's weights hash is missing or names other weights; the
             card then states that its figures are not verified against these weights.
@@ -243,10 +250,14 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
                 shutil.copyfile(path, tmp / TRAINING_DIR / name)
         write_side_files(tmp, repo_id=repo_id or default_repo, extra_args=extra_args, plot=plot)
         self_check(tmp)
+        dropped = _files_not_in(out, tmp)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if dropped:
+        log(f'note: --overwrite dropped {len(dropped)} file(s) of the old {out} that this export does not write: '
+            f'{", ".join(dropped)} (they are in git history or your backup; keep such files outside release folders)')
     if unverified:
         log(f'WARNING: {unverified}; exported anyway (--allow-unverified-eval) and the card says its figures are '
             f'unverified.')
