@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from .centers import CENTER_KINDS, mm_centers
 
-__all__ = ['HEAD_KINDS', 'HEADS', 'HeadSpec', 'HeadConfig', 'MMHead', 'PrunedHead', 'CenterClassifier',
+__all__ = ['HEAD_KINDS', 'HEADS', 'HeadSpec', 'HeadConfig', 'MMHead', 'PrunedHead', 'drop_head', 'CenterClassifier',
            'distance_logits', 'head_spec']
 
 HEAD_KINDS = ('linear', 'mmc', 'mmlda', 'lgm')  # the module kinds; HEADS below names the trained variants
@@ -205,3 +205,14 @@ class PrunedHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x
+
+
+def drop_head(model: nn.Module, width: int) -> None:
+    """Replace ``model.head`` (an :class:`MMHead`) by a :class:`PrunedHead`: the model then outputs ``width`` features.
+
+    Shared by the models' ``prune_intermediate_layers``: timm's contract is ``num_classes`` 0 and ``num_features`` /
+    ``head_hidden_size`` the width of the last map kept.
+    """
+    model.head = PrunedHead(model.head.cfg)
+    model.num_classes = 0
+    model.num_features = model.head_hidden_size = width

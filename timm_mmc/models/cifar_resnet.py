@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..heads import HEADS, HeadConfig, MMHead, PrunedHead
+from ..heads import HEADS, HeadConfig, MMHead, drop_head
 from ._pretrained import HUB_NAMESPACE, RELEASED, build_pretrained, hub_repo_id
 
 __all__ = ['CifarResNet', 'HUB_NAMESPACE', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD']
@@ -282,9 +282,7 @@ class CifarResNet(nn.Module):
         if prune_norm or prune_end:
             self.final_norm = nn.Identity()
         if prune_head or prune_end:
-            self.head = PrunedHead(self.head.cfg)
-            self.num_classes = 0
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            drop_head(self, self.feature_info[max_index]['num_chs'])
         return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

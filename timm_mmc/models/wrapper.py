@@ -27,7 +27,7 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..heads import HEADS, HeadConfig, MMHead, PrunedHead, head_spec
+from ..heads import HEADS, HeadConfig, MMHead, drop_head, head_spec
 from ._pretrained import PretrainedWeightsError, build_pretrained
 from .cifar_resnet import CIFAR10_LABELS, CIFAR100_LABELS, _filter_fn
 
@@ -269,9 +269,7 @@ class MMCWrapper(nn.Module):
         take_indices = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm,
                                                                prune_head=prune_head or prune_end)
         if prune_head or prune_end or self.backbone.num_features != width:  # e.g. EfficientNet's conv_head went
-            self.head = PrunedHead(self.head.cfg)
-            self.num_classes = 0
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            drop_head(self, self.feature_info[max_index]['num_chs'])
         return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
