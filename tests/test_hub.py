@@ -776,3 +776,28 @@ def test_a_mistyped_summary_is_a_clear_error(release, tmp_path):
     (folder / 'training/summary.json').write_text('[1, 2]')
     with pytest.raises(hub.HubError, match='not a JSON object'):
         hub.write_card(folder)
+
+
+# ----------------------------------------------------------------------------------------------------------- curve
+
+def test_curve_prints_the_runs_own_records(tmp_path, capsys):
+    from timm_mmc.runfolder import EpochRecord, RunFolder
+    run = RunFolder(tmp_path / 'run')
+    run.path.mkdir()
+    ema = [0.10, 0.50, 0.70, 0.80, 0.85, 0.83, 0.82]  # best at epoch 5, not the last
+    run.write_metrics([EpochRecord(epoch=e, train_acc=0.1 * e, test_acc=0.05 * e, test_acc_ema=a, lr=0.01,
+                                   elapsed_s=60.0 * e) for e, a in enumerate(ema, 1)])
+    assert hub.main(['curve', str(run.path), '--every', '3']) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == '| epoch | lr | train | test, last weights | test, weight average | elapsed min |'
+    assert [row.split(' | ')[0] for row in out[2:]] == ['| 1', '| 3', '| 5', '| 6', '| 7']  # first, every 3rd, best
+    assert out[4] == '| 5 | 0.0100 | 50.00 | 25.00 | **85.00** (best) | 5.0 |'
+    assert out[-1] == '| 7 | 0.0100 | 70.00 | 35.00 | 82.00 | 7.0 |'
+    release = tmp_path / 'release'
+    (release / 'training').mkdir(parents=True)
+    shutil.copyfile(run.path / 'metrics.jsonl', release / 'training' / 'metrics.jsonl')
+    assert hub.learning_curve(release, every=3) == '\n'.join(out)  # a release folder reads the same
+    assert hub.main(['curve', str(tmp_path / 'none')]) == 2
+    assert 'holds no metrics.jsonl' in capsys.readouterr().err
+    (run.path / 'metrics.jsonl').write_text('{"epoch": "one"}\n')
+    assert hub.main(['curve', str(run.path)]) == 2 and 'Traceback' not in capsys.readouterr().err

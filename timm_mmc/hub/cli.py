@@ -1,4 +1,4 @@
-"""``python -m timm_mmc.hub`` (and the ``timm-mmc-hub`` script): export, card, push, table, cache.
+"""``python -m timm_mmc.hub`` (and the ``timm-mmc-hub`` script): export, card, push, table, curve, cache.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m timm_mmc.hub push hub_cards/resnet32_mmc.cifar10 --repo-id ORG/resnet32_mmc.cifar10 --dry-run
     python -m timm_mmc.hub card hub_cards/resnet32_mmc.cifar10     # re-render README.md, the plot, robustbench.json
     python -m timm_mmc.hub table hub_cards/*/                      # the README's results table
+    python -m timm_mmc.hub curve runs/resnet32_mmc.cifar10 --every 5  # a run's learning curve (Markdown)
     python -m timm_mmc.hub cache hub_cards/resnet32_mmc.cifar10    # install into the local HF cache (offline use)
 
 Exit status: 0; 2 for bad input or a Hub error (the message says what to do).
@@ -20,6 +21,7 @@ from typing import Optional, Sequence
 
 from .cache import build_hf_cache
 from .common import CONFIG_FILE, HubError
+from .curve import learning_curve
 from .push import card_repo, check_release, push
 from .release import export, write_side_files
 from .table import results_table
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--repo-id', default=None, help='Hub repo the card names (default: keep the current one)')
     t = sub.add_parser('table', help="print the README's results table (Markdown) from release folders")
     t.add_argument('folders', nargs='+')
+    v = sub.add_parser('curve', help="print a run's learning curve (Markdown) from its metrics.jsonl")
+    v.add_argument('folder', help='a run folder, a release folder or a metrics.jsonl')
+    v.add_argument('--every', type=int, default=5, help='one row every N epochs (plus the first, the last and the '
+                   "weight average's best)")
     k = sub.add_parser('cache', help='install a release folder into the local HF cache (offline use)')
     k.add_argument('folder')
     k.add_argument('--repo-id', default=None, help='default: the repo the card names')
@@ -78,6 +84,8 @@ def _run(args: argparse.Namespace) -> None:
         print(f'wrote {folder / "README.md"}, its plot and robustbench.json')
     elif args.cmd == 'table':
         print(results_table(args.folders))
+    elif args.cmd == 'curve':
+        print(learning_curve(args.folder, every=args.every))
     elif args.cmd == 'cache':
         check_release(Path(args.folder), None)
         repo_id = args.repo_id or card_repo(Path(args.folder))

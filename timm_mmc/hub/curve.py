@@ -1,0 +1,89 @@
+"""A training run's learning curve as a Markdown table, read from its ``metrics.jsonl`` through the run folder's owner.
+
+``python -m timm_mmc.hub curve runs/resnet32_mmc.cifar10 --every 5`` prints what ``docs/recipes.md`` quotes: one row
+every ``every`` epochs, plus the last epoch and the best epoch of the weight average, with only the columns the run
+measured. A release folder (its ``training/metrics.jsonl``) works alike.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from ..runfolder import EpochRecord, RunError, read_metrics
+from .common import TRAINING_DIR, HubError
+
+__all__ = ['metrics_path', 'learning_curve']
+
+METRICS_FILE = 'metrics.jsonl'
+
+Column = Tuple[str, Callable[[EpochRecord], Optional[float]], int]  # header, value, decimals (percent unless 'lr')
+COLUMNS: Sequence[Column] = (
+    ('lr', lambda r: r.lr, 4),
+    ('train', lambda r: r.train_acc, 2),
+    ('test, last weights', lambda r: r.test_acc, 2),
+    ('test, weight average', lambda r: r.test_acc_ema, 2),
+    ('robust, last weights', lambda r: r.robust_acc, 1),
+    ('held-out clean, last', lambda r: r.heldout_clean_acc, 2),
+    ('held-out clean, weight average', lambda r: r.heldout_clean_acc_ema, 2),
+    ('held-out robust, weight average', lambda r: r.robust_acc_ema, 1),
+    ('elapsed min', lambda r: None if r.elapsed_s is None else r.elapsed_s / 60, 1),
+)
+
+
+def metrics_path(folder: os.PathLike) -> Path:
+    """``metrics.jsonl`` of a run folder, of a release folder (``training/``), or the file itself.
+
+    Raises:
+        HubError: None of the three is there.
+    """
+    p = Path(folder)
+    for cand in (p, p / METRICS_FILE, p / TRAINING_DIR / METRICS_FILE):
+        if cand.is_file():
+            return cand
+    raise HubError(f'{str(p)!r} holds no {METRICS_FILE}; pass a run folder (--output of timm_mmc/train.py), a '
+                   f'release folder, or the file.')
+
+
+def _cell(value: Optional[float], header: str, decimals: int) -> str:
+    if value is None:
+        return '-'
+    return f'{value:.{decimals}f}' if header in ('lr', 'elapsed min') else f'{100 * value:.{decimals}f}'
+
+
+def learning_curve(folder: os.PathLike, every: int = 5) -> str:
+    """The run's curve: epochs 1, every ``every``-th, the best weight-average epoch and the last, as Markdown.
+
+    Accuracies are percent (clean on the test split as the run measured it); a line below the table names the
+    robust attack, as the run recorded it.
+
+    Raises:
+        HubError: No records, an unreadable file, or ``every`` below 1.
+    """
+    if every < 1:
+        raise HubError(f'--every must be >= 1 (got {every}).')
+    path = metrics_path(folder)
+    try:
+        records: List[EpochRecord] = read_metrics(path)
+    except RunError as e:
+        raise HubError(str(e)) from e
+    if not records:
+        raise HubError(f'{str(path)!r} has no epoch records yet; the run writes one after each epoch.')
+    columns = [c for c in COLUMNS if any(c[1](r) is not None for r in records)]
+    averaged = [r for r in records if r.test_acc_ema is not None]
+    best = max(averaged, key=lambda r: r.test_acc_ema).epoch if averaged else None
+    keep = {records[0].epoch, records[-1].epoch, best} | {r.epoch for r in records if r.epoch % every == 0}
+    lines = ['| epoch | ' + ' | '.join(c[0] for c in columns) + ' |', '| --- ' * (len(columns) + 1) + '|']
+    for r in records:
+        if r.epoch not in keep:
+            continue
+        cells = [_cell(get(r), header, d) for header, get, d in columns]
+        if r.epoch == best and len(averaged) > 1:
+            i = [c[0] for c in columns].index('test, weight average')
+            cells[i] = f'**{cells[i]}** (best)'
+        epoch = f'{r.epoch} (collapse)' if r.collapse else str(r.epoch)
+        lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
+    attack = next((r.robust_attack for r in reversed(records) if r.robust_attack), None)
+    if attack:
+        lines += ['', f'robust: {attack}']
+    return '\n'.join(lines)
