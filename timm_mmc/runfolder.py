@@ -42,7 +42,8 @@ __all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
                             'overwrite', 'output'})
 _EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
-RUN_FILES = ('args.yaml', 'resumes.jsonl', 'metrics.jsonl', 'checkpoints', 'best') + _EXPORT_FILES
+METRICS_FILE = 'metrics.jsonl'  # one EpochRecord a line; read_metrics reads it
+RUN_FILES = ('args.yaml', 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
 
 
 class RunError(ValueError):
@@ -250,7 +251,7 @@ class RunFolder:
         atomic_write_text(self.path / 'resumes.jsonl', old + json.dumps(rec) + '\n')
 
     def write_metrics(self, history: List[EpochRecord]) -> None:
-        atomic_write_text(self.path / 'metrics.jsonl', ''.join(json.dumps(h.to_dict()) + '\n' for h in history))
+        atomic_write_text(self.path / METRICS_FILE, ''.join(json.dumps(h.to_dict()) + '\n' for h in history))
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def complete_checkpoints(self) -> List[Path]:

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from ..fileio import atomic_write_text
 from ..report import EvalReport, fmt_eps
-from ..runfolder import EpochRecord, RunError, read_metrics
+from ..runfolder import METRICS_FILE, EpochRecord, RunError, read_metrics
 from .card_eval import eval_tables, pct, subset_text
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PLOT_FILE, TEMPLATE_PATH, TRAINING_DIR, WEIGHTS_FILE,
                      HubError, dataset_info, default_repo_id, folder_config, head_key, md, norm_dataset, prose,
@@ -86,9 +86,9 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
         lines.append('Hardware and wall time were not recorded with this release (no `training/summary.json`).')
     lines += ['', f'Data set: {info["pretty"]} (official train / test split, laid out like the Hub data set '
                   f'`{info["hf_id"]}`). {caveat}']
-    if (folder / TRAINING_DIR / 'metrics.jsonl').is_file():
+    if (folder / TRAINING_DIR / METRICS_FILE).is_file():
         try:
-            records = read_metrics(folder / TRAINING_DIR / 'metrics.jsonl')
+            records = read_metrics(folder / TRAINING_DIR / METRICS_FILE)
         except RunError as e:
             raise HubError(str(e)) from e
         lines += _heldout_curve(records, sel, args.get('holdout'))

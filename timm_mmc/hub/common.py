@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .. import report as schema
-from ..runfolder import RunError, RunSummary
+from ..runfolder import METRICS_FILE, RunError, RunSummary
 
 __all__ = ['HubError', 'CARDS_DIR', 'TEMPLATE_PATH', 'PAPER_RESULTS_PATH', 'PROSE_PATH', 'WEIGHTS_FILE', 'CONFIG_FILE',
            'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'TRAINING_DIR', 'TRAINING_FILES',
@@ -39,7 +39,7 @@ EVAL_FILE = 'results/eval.json'
 PLOT_FILE = 'results/robust_accuracy.png'
 ROBUSTBENCH_FILE = 'results/robustbench.json'
 TRAINING_DIR = 'training'
-TRAINING_FILES = ('args.yaml', 'summary.json', 'metrics.jsonl')
+TRAINING_FILES = ('args.yaml', 'summary.json', METRICS_FILE)
 PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.pkl', '.pickle', '.ckpt', '.tar', '.npy', '.joblib')
 
 DATASETS = {

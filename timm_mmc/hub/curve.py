@@ -10,23 +10,27 @@ import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from ..runfolder import EpochRecord, RunError, read_metrics
+from ..runfolder import METRICS_FILE, EpochRecord, RunError, read_metrics
 from .common import TRAINING_DIR, HubError
 
 __all__ = ['metrics_path', 'learning_curve']
 
-METRICS_FILE = 'metrics.jsonl'
+Column = Tuple[str, Callable[[EpochRecord], Optional[float]], int]  # header, value as printed, decimals
 
-Column = Tuple[str, Callable[[EpochRecord], Optional[float]], int]  # header, value, decimals (percent unless 'lr')
+
+def _percent(get: Callable[[EpochRecord], Optional[float]]) -> Callable[[EpochRecord], Optional[float]]:
+    return lambda r: None if get(r) is None else 100 * get(r)
+
+
 COLUMNS: Sequence[Column] = (
     ('lr', lambda r: r.lr, 4),
-    ('train', lambda r: r.train_acc, 2),
-    ('test, last weights', lambda r: r.test_acc, 2),
-    ('test, weight average', lambda r: r.test_acc_ema, 2),
-    ('robust, last weights', lambda r: r.robust_acc, 1),
-    ('held-out clean, last', lambda r: r.heldout_clean_acc, 2),
-    ('held-out clean, weight average', lambda r: r.heldout_clean_acc_ema, 2),
-    ('held-out robust, weight average', lambda r: r.robust_acc_ema, 1),
+    ('train', _percent(lambda r: r.train_acc), 2),
+    ('test, last weights', _percent(lambda r: r.test_acc), 2),
+    ('test, weight average', _percent(lambda r: r.test_acc_ema), 2),
+    ('robust, last weights', _percent(lambda r: r.robust_acc), 1),
+    ('held-out clean, last', _percent(lambda r: r.heldout_clean_acc), 2),
+    ('held-out clean, weight average', _percent(lambda r: r.heldout_clean_acc_ema), 2),
+    ('held-out robust, weight average', _percent(lambda r: r.robust_acc_ema), 1),
     ('elapsed min', lambda r: None if r.elapsed_s is None else r.elapsed_s / 60, 1),
 )
 
@@ -43,12 +47,6 @@ def metrics_path(folder: os.PathLike) -> Path:
             return cand
     raise HubError(f'{str(p)!r} holds no {METRICS_FILE}; pass a run folder (--output of timm_mmc/train.py), a '
                    f'release folder, or the file.')
-
-
-def _cell(value: Optional[float], header: str, decimals: int) -> str:
-    if value is None:
-        return '-'
-    return f'{value:.{decimals}f}' if header in ('lr', 'elapsed min') else f'{100 * value:.{decimals}f}'
 
 
 def learning_curve(folder: os.PathLike, every: int = 5) -> str:
@@ -73,13 +71,14 @@ def learning_curve(folder: os.PathLike, every: int = 5) -> str:
     averaged = [r for r in records if r.test_acc_ema is not None]
     best = max(averaged, key=lambda r: r.test_acc_ema).epoch if averaged else None
     keep = {records[0].epoch, records[-1].epoch, best} | {r.epoch for r in records if r.epoch % every == 0}
-    lines = ['| epoch | ' + ' | '.join(c[0] for c in columns) + ' |', '| --- ' * (len(columns) + 1) + '|']
+    headers = [c[0] for c in columns]
+    lines = ['| epoch | ' + ' | '.join(headers) + ' |', '| --- ' * (len(columns) + 1) + '|']
     for r in records:
         if r.epoch not in keep:
             continue
-        cells = [_cell(get(r), header, d) for header, get, d in columns]
+        cells = ['-' if (v := get(r)) is None else f'{v:.{d}f}' for _, get, d in columns]
         if r.epoch == best and len(averaged) > 1:
-            i = [c[0] for c in columns].index('test, weight average')
+            i = headers.index('test, weight average')
             cells[i] = f'**{cells[i]}** (best)'
         epoch = f'{r.epoch} (collapse)' if r.collapse else str(r.epoch)
         lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
