@@ -75,7 +75,7 @@ def project(dataset: str, out: str, model: str, images: int, adv: str = 'none', 
     trainer = Trainer(cfg)
     trainer.log = lambda msg: None
     trainer.fit()
-    return trainer.history[0]['img_per_s']
+    return trainer.history[0].img_per_s
 
 
 def main() -> None:
@@ -85,11 +85,14 @@ def main() -> None:
     p.add_argument('--skip-compile', action='store_true', help='leave out the torch.compile variants (~1 min each)')
     p.add_argument('--skip-adversarial', action='store_true', help='leave out the adversarial training measurements')
     args = p.parse_args()
+    if args.images < 256 or args.images % 256:
+        p.error(f'--images must be a positive multiple of 256 (got {args.images}), so both batch sizes see whole '
+                f'batches.')
     tmp = tempfile.mkdtemp()
     dataset = args.dataset or str(write_synthetic_dataset(Path(tmp) / 'ds', n_train=args.images, n_test=128,
                                                           num_classes=10))
     torch.set_num_threads(os.cpu_count() or 1)
-    plain(dataset, 'resnet32_mmc', 512, 'bf16', 128, False)  # warm-up: allocator, kernels
+    plain(dataset, 'resnet32_mmc', min(512, args.images), 'bf16', 128, False)  # warm-up: allocator, kernels
     variants: Dict[Tuple[str, int, bool], float] = {}
     for compiled in ((False, True) if not args.skip_compile else (False,)):
         for precision in ('fp32', 'bf16'):

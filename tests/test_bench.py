@@ -1,0 +1,43 @@
+"""The bench scripts run end to end on tiny inputs: a refactor of the trainer or the attacks must not leave them broken
+(``bench/train_throughput.py`` read ``trainer.history`` as dicts for a while after the records became dataclasses).
+The figures themselves are not checked: speed lives in the benches' output, never in tests."""
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / 'bench'
+
+
+def run_bench(script: str, args, monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, 'argv', [str(BENCH / script), *args])
+    runpy.run_path(str(BENCH / script), run_name='__main__')
+    return capsys.readouterr().out
+
+
+def figure(out: str, pattern: str) -> float:
+    m = re.search(pattern, out)
+    assert m, f'{pattern!r} not in the output:\n{out}'
+    return float(m.group(1))
+
+
+def test_train_throughput_prints_every_figure(monkeypatch, capsys):
+    out = run_bench('train_throughput.py', ['--images', '256', '--skip-compile', '--skip-adversarial'],
+                    monkeypatch, capsys)
+    for variant in ('fp32 batch 128 eager', 'fp32 batch 256 eager', 'bf16 batch 128 eager', 'bf16 batch 256 eager'):
+        assert figure(out, re.escape(variant) + r'\s+([\d.]+)') > 0
+    assert figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s") > 0
+    assert figure(out, r'project / best plain loop: ([\d.]+)') > 0
+    assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') > 0
+
+
+@pytest.mark.parametrize('script,args,pattern', [
+    ('attack_throughput.py', ['--model', 'resnet20_mmc', '--batch', '8', '--rounds', '1', '--threads', '1'],
+     r'ratio PGD-10 / limit: ([\d.]+)'),
+    ('heads.py', ['--steps', '2', '--warmup', '1', '--batch', '8'], r'ratio mmc / sce: ([\d.]+)'),
+])
+def test_other_benches_run(script, args, pattern, monkeypatch, capsys):
+    out = run_bench(script, args, monkeypatch, capsys)
+    assert figure(out, pattern) > 0
