@@ -129,6 +129,65 @@ def test_best_epoch_with_a_tolerance_takes_the_latest_epoch_near_the_best():
     assert 'within 1.5 points' in selection_rule(0.015) and selection_rule(0).startswith('best')
 
 
+def test_best_epoch_on_clean_ranks_held_out_clean_accuracy_and_needs_no_robust_figure():
+    """Standard training (--select-on clean): epochs with held-out clean accuracy only are candidates, ranked by it;
+    a robust figure where measured breaks ties; the tolerance works on clean accuracy."""
+    hist = [_rec(1, None, 0.80, None, 0.82), _rec(2, None, 0.85, None, 0.90), _rec(3, 0.1, 0.88, 0.2, 0.895),
+            _rec(4, None, 0.87, None, 0.89)]
+    assert best_epoch(hist) == BestEpoch(3, 'ema', 0.2, 0.895)  # robust: only epoch 3 was attacked
+    assert best_epoch(hist, on='clean') == BestEpoch(2, 'ema', None, 0.90)
+    assert best_epoch(hist, 0.01, 'clean') == BestEpoch(4, 'ema', None, 0.89)  # the latest within a point
+    assert best_epoch(hist, 0.006, 'clean') == BestEpoch(3, 'ema', 0.2, 0.895)
+    assert best_epoch([_rec(1, 0.3)], on='clean') is None  # no held-out clean figure: nothing to rank
+    assert selection_rule(0, 'clean').startswith('best clean accuracy') and 'PGD-10 where' in selection_rule(0, 'clean')
+    with pytest.raises(ValueError, match='--select-on'):
+        best_epoch(hist, on='margin')
+
+
+def test_select_on_clean_needs_a_holdout_but_not_pgd_every_epoch():
+    from timm_mmc.config import ConfigError, TrainConfig
+    base = dict(model='resnet20_mmc', select_best=True, robust_every=5)
+    TrainConfig(**base, holdout=100, select_on='clean').validate()
+    with pytest.raises(ConfigError, match='--robust-every 1'):
+        TrainConfig(**base, holdout=100).validate()  # robust ranking, PGD only every 5th epoch
+    with pytest.raises(ConfigError, match='--holdout N'):
+        TrainConfig(**base, select_on='clean').validate()
+    with pytest.raises(ConfigError, match='--select-on must be one of robust, clean'):
+        TrainConfig(**base, holdout=100, select_on='margin').validate()
+
+
+def test_select_on_clean_exports_the_best_held_out_clean_epoch(synth, tmp_path, monkeypatch, capsys):
+    """A standard run with --holdout --select-best --select-on clean: clean accuracy on the held-out images (never the
+    test split) is measured every epoch for both weights, no PGD runs, and the best epoch is the one exported."""
+    seen = []
+    clean = iter([0.5, 0.6, 0.7, 0.65, 0.6, 0.55])  # last, weight average; epoch 2's last weights are the best
+
+    def fake(self, model=None, attack=True):
+        seen.append((self.robust_set.source, attack))
+        value = next(clean)
+        return value, value
+    monkeypatch.setattr(Trainer, 'robust_accuracy', fake)
+    out = tmp_path / 'run'
+    args = ['--model', 'resnet20_mmc', '--feature-dim', '16', '--epochs', '3', '--batch-size', '32', '--lr', '0.005',
+            '--holdout', '64', '--robust-every', '0', '--select-best', '--select-on', 'clean', '--ema-decay', '0.9',
+            '--no-progress', '--threads', '1', '--keep-checkpoints', '5', '--precision', 'fp32']
+    assert main([*args, '--dataset', synth, '--output', str(out)]) == 0
+    log = capsys.readouterr().out
+    assert len(seen) == 6 and all('held out' in src and attack is False for src, attack in seen)
+    hist = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [(h['heldout_clean_acc'], h['heldout_clean_acc_ema']) for h in hist] == [(0.5, 0.6), (0.7, 0.65),
+                                                                                      (0.6, 0.55)]
+    assert all(h['robust_acc'] is None and 'robust_acc_ema' not in h for h in hist)  # no PGD ran
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['selected'] == dict(epoch=2, weights='last', robust_acc=None, clean_acc=0.7,
+                                       rule=selection_rule(0, 'clean'), tolerance=0.0, select_on='clean')
+    assert 'epoch 2, last weights: the best held-out clean accuracy, 70.00%' in log
+    exported = load_file(str(out / 'model.safetensors'))
+    chosen = load_file(str(sorted((out / 'checkpoints').glob('step_*'))[1] / 'model.safetensors'))
+    weight = 'stages.0.0.conv1.weight'
+    assert torch.equal(exported[weight], chosen['model.' + weight].contiguous())
+
+
 def test_collapse_warning_fires_only_on_a_large_fall():
     ok = [_rec(1, 0.40), _rec(2, None), _rec(3, 0.35)]
     assert collapse_warning(ok) is None and collapse_warning(ok[:1]) is None

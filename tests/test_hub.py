@@ -750,6 +750,14 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
     body = (folder / 'README.md').read_text()
     assert "epoch 2's last weights, exported as the latest epoch whose PGD-10 accuracy (30.00%)" in body
     assert 'within 6.0 points of the best' in body and 'exported because they had the best' not in body
+    # chosen on held-out clean accuracy (standard training, --select-on clean): the card names clean accuracy
+    summary.update(selected=dict(epoch=2, weights='ema', robust_acc=None, clean_acc=0.55, tolerance=0.0,
+                                 select_on='clean'))
+    (folder / 'training/summary.json').write_text(json.dumps(summary))
+    hub.write_card(folder)
+    body = (folder / 'README.md').read_text()
+    assert "epoch 2's weight average (EMA), exported because they had the best clean accuracy (55.00%)" in body
+    assert 'PGD-10 accuracy (' not in body
     # a bad record is a clear error, not a traceback
     (folder / 'training/metrics.jsonl').write_text('{"epoch": "one"}\n')
     with pytest.raises(hub.HubError, match='not an epoch record'):

@@ -3,14 +3,14 @@
 * :func:`training_attack`: the inner attack a run asks for (``pgd``, ``fgsm``, ``nfgsm``) on the head's objective.
 * :func:`pgd_accuracy`: clean and PGD-10 accuracy (worst case over objectives) of a model on uint8 images, sharded
   over processes.
-* :func:`best_epoch`: the (epoch, weights) with the best robust accuracy on the held-out training images (or the
-  latest within a tolerance of it), read off the run's per-epoch records, so that a resumed run picks exactly what
-  an uncut one would.
+* :func:`best_epoch`: the (epoch, weights) with the best accuracy on the held-out training images, robust (adversarial
+  training) or clean (standard training), or the latest within a tolerance of it, read off the run's per-epoch
+  records, so that a resumed run picks exactly what an uncut one would.
 * :func:`collapse_warning`: the line the log prints when robust accuracy falls far below its best (catastrophic
   overfitting, Wong et al. 2020; robust overfitting, Rice et al. 2020).
 
-Robust accuracy chosen on during training is never measured on the test split: ``--holdout N`` sets N training images
-aside (:func:`timm_mmc.data.hold_out`), and ``--select-best`` exports the best epoch on them.
+Accuracy chosen on during training is never measured on the test split: ``--holdout N`` sets N training images aside
+(:func:`timm_mmc.data.hold_out`), and ``--select-best`` exports the best epoch on them (``--select-on``).
 """
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ from .config import TrainConfig
 from .runfolder import EpochRecord
 
 __all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'selection_rule', 'collapse_warning',
-           'COLLAPSE_DROP', 'ROBUST_EVAL']
+           'COLLAPSE_DROP', 'ROBUST_EVAL', 'SELECT_ON']
 
 ROBUST_EVAL = dict(eps=8 / 255, alpha=2 / 255, steps=10)  # the PGD-10 of the paper's tables, untargeted, keep-best
+SELECT_ON = ('robust', 'clean')  # what --select-best ranks the held-out epochs by (--select-on)
 COLLAPSE_DROP = 0.10  # robust accuracy this far (absolute) below its best so far marks a collapse in the log
 
 Attack = Union[PGD, NFGSM]
@@ -92,47 +93,60 @@ class BestEpoch:
     """The weights ``--select-best`` exports: an epoch, which weights of it, and their held-out accuracies."""
     epoch: int
     weights: str  # 'last' or 'ema'
-    robust_acc: float
+    robust_acc: Optional[float]  # None in epochs without PGD-10 (standard training ranked on clean accuracy)
     clean_acc: float
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(epoch=self.epoch, weights=self.weights, robust_acc=self.robust_acc, clean_acc=self.clean_acc)
 
 
-def _candidates(rec: EpochRecord) -> List[BestEpoch]:
+def _candidates(rec: EpochRecord, on: str) -> List[BestEpoch]:
     out = []
     for weights, robust, clean in (('last', rec.robust_acc, rec.heldout_clean_acc),
                                    ('ema', rec.robust_acc_ema, rec.heldout_clean_acc_ema)):
-        if robust is not None and clean is not None:
+        if clean is not None and (robust is not None or on == 'clean'):
             out.append(BestEpoch(rec.epoch, weights, robust, clean))
     return out
 
 
-def best_epoch(history: List[EpochRecord], tolerance: float = 0.0) -> Optional[BestEpoch]:
+def best_epoch(history: List[EpochRecord], tolerance: float = 0.0, on: str = 'robust') -> Optional[BestEpoch]:
     """The (epoch, weights) ``--select-best`` exports, over every epoch and both weights.
 
-    With ``tolerance`` 0: the best held-out robust accuracy; ties go to clean accuracy, then to the earlier epoch and
-    the last weights. With ``tolerance`` > 0: the latest epoch whose robust accuracy is within ``tolerance`` of that
-    best (of its two weights the one with the better clean, then robust, accuracy), so that a difference the held-out
-    sample cannot resolve does not cost the clean accuracy later epochs gain. Both rules only ever move to the newest
-    epoch or stay, so a run can keep one ``best/`` as it goes. None when nothing was measured on held-out images.
+    ``on`` names the held-out accuracy that ranks them: ``robust`` (PGD-10, ties to clean; adversarial training) or
+    ``clean`` (ties to robust where measured; standard training, whose weight average peaks before the end).
+    With ``tolerance`` 0: the best; ties then go to the earlier epoch and the last weights. With ``tolerance`` > 0:
+    the latest epoch whose ranking accuracy is within ``tolerance`` of that best (of its two weights the one with the
+    better other accuracy), so that a difference the held-out sample cannot resolve does not cost what later epochs
+    gain. Both rules only ever move to the newest epoch or stay, so a run can keep one ``best/`` as it goes. None when
+    nothing was measured on held-out images.
     """
-    cands = [c for rec in history for c in _candidates(rec)]
+    if on not in SELECT_ON:
+        raise ValueError(f'--select-on must be one of {SELECT_ON} (got {on!r}).')
+    cands = [c for rec in history for c in _candidates(rec, on)]
     if not cands:
         return None
-    top = max(cands, key=lambda c: (c.robust_acc, c.clean_acc))  # max keeps the first: earlier epoch, last weights
+
+    def score(c: BestEpoch) -> float:
+        return c.clean_acc if on == 'clean' else c.robust_acc
+
+    def other(c: BestEpoch) -> float:
+        value = c.robust_acc if on == 'clean' else c.clean_acc
+        return -1.0 if value is None else value
+
+    top = max(cands, key=lambda c: (score(c), other(c)))  # max keeps the first: earlier epoch, last weights
     if tolerance <= 0:
         return top
-    near = [c for c in cands if c.robust_acc >= top.robust_acc - tolerance - 1e-12]
-    return max(near, key=lambda c: (c.epoch, c.clean_acc, c.robust_acc))
+    near = [c for c in cands if score(c) >= score(top) - tolerance - 1e-12]
+    return max(near, key=lambda c: (c.epoch, other(c), score(c)))
 
 
-def selection_rule(tolerance: float = 0.0) -> str:
+def selection_rule(tolerance: float = 0.0, on: str = 'robust') -> str:
     """:func:`best_epoch`'s rule in words, for the run's summary and card."""
+    metric, then = ('clean', 'PGD-10 where measured') if on == 'clean' else ('PGD-10', 'clean')
     if tolerance <= 0:
-        return 'best PGD-10 accuracy on the held-out training images, then clean'
-    return (f'latest epoch within {100 * tolerance:.1f} points of the best PGD-10 accuracy on the held-out training '
-            f'images, then clean')
+        return f'best {metric} accuracy on the held-out training images, then {then}'
+    return (f'latest epoch within {100 * tolerance:.1f} points of the best {metric} accuracy on the held-out training '
+            f'images, then {then}')
 
 
 def collapse_warning(history: List[EpochRecord]) -> Optional[str]:

@@ -87,11 +87,16 @@ class TrainConfig:
     holdout: int = _f(0, 'set aside N training images (a seeded draw, never trained on); robust accuracy is then '
                          'measured on them instead of the test split, so that choosing an epoch never sees test data')
     select_best: bool = _f(False, 'export the weights (last or weight average) of the epoch with the best held-out '
-                                  'PGD-10 accuracy, not the final ones: early stopping against robust overfitting; '
-                                  'needs --holdout and --robust-every 1')
-    select_tolerance: float = _f(0.0, 'with --select-best: take the latest epoch whose held-out robust accuracy is '
-                                      'within this much (a fraction) of the best, not the best alone; the standard '
-                                      'error of 1000 held-out images at 40% is about 0.015. 0: the best')
+                                  'accuracy (--select-on), not the final ones: early stopping against (robust) '
+                                  'overfitting; needs --holdout, and --robust-every 1 when it ranks robust accuracy')
+    select_on: str = _f('robust', 'what --select-best ranks epochs by on the held-out images: robust (PGD-10, for '
+                                  'adversarial training) or clean (standard training, whose weight average peaks '
+                                  'before the last epoch); with --holdout, clean accuracy there is measured every '
+                                  'epoch', choices=('robust', 'clean'))
+    select_tolerance: float = _f(0.0, 'with --select-best: take the latest epoch whose held-out accuracy (the one '
+                                      '--select-on names) is within this much (a fraction) of the best, not the best '
+                                      'alone; the standard error of 1000 held-out images at 40% is about 0.015. 0: '
+                                      'the best')
     # speed and reproducibility
     precision: str = _f('bf16', 'bf16 (autocast) or fp32; the only precision setting (accelerate\'s own is not used)',
                         choices=('bf16', 'fp32'))
@@ -141,11 +146,14 @@ class TrainConfig:
             raise ConfigError(f'--adv-noise must be >= 0 in units of eps (got {self.adv_noise}); N-FGSM uses 2.')
         if self.holdout < 0:
             raise ConfigError(f'--holdout must be >= 0 training images (got {self.holdout}).')
-        if self.select_best and not (self.holdout > 0 and self.robust_every == 1):
-            raise ConfigError('--select-best picks an epoch by its robust accuracy on held-out training images, so it '
-                              'needs --holdout N (e.g. 1000) and --robust-every 1.')
+        if self.select_best and not self.holdout > 0:
+            raise ConfigError('--select-best picks an epoch by its accuracy on held-out training images, so it needs '
+                              '--holdout N (e.g. 1000).')
+        if self.select_best and self.select_on == 'robust' and self.robust_every != 1:
+            raise ConfigError('--select-best --select-on robust ranks every epoch by its held-out robust accuracy, so '
+                              'it needs --robust-every 1 (or --select-on clean for standard training).')
         if not (math.isfinite(self.select_tolerance) and 0 <= self.select_tolerance < 1):
-            raise ConfigError(f'--select-tolerance is a fraction of robust accuracy in [0, 1) (got '
+            raise ConfigError(f'--select-tolerance is a fraction of accuracy in [0, 1) (got '
                               f'{self.select_tolerance}); 0.015 is about the error of 1000 held-out images.')
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError('--checkpoint-every must be >= 0 and --keep-checkpoints >= 1.')

@@ -240,12 +240,13 @@ class Trainer:
         self.model.train()
         return float(total[0] / total[1])
 
-    def robust_accuracy(self, model: Optional[nn.Module] = None) -> Tuple[float, float]:
+    def robust_accuracy(self, model: Optional[nn.Module] = None, attack: bool = True) -> Tuple[float, float]:
         """Clean and PGD-10 accuracy (eps 8/255, untargeted, per sample the worst of the head's own objective and the
         logit margin) of the trained model or ``model`` on the held-out training images (``--holdout``) or else the
-        first ``robust_n`` test images."""
+        first ``robust_n`` test images. ``attack=False``: clean only (both figures are the clean accuracy)."""
+        objectives = self.robust_objectives if attack else ()
         counts = pgd_accuracy(self.model if model is None else model, self.robust_set.images[:self.robust_n],
-                              self.robust_set.labels[:self.robust_n], self.robust_objectives, self.cfg.seed,
+                              self.robust_set.labels[:self.robust_n], objectives, self.cfg.seed,
                               self.autocast, self.device, self.cfg.channels_last, self.rank, self.world)
         total = self.accelerator.reduce(counts, 'sum')
         return float(total[0] / total[2]), float(total[1] / total[2])
@@ -370,6 +371,8 @@ class Trainer:
                 lr=self.scheduler.get_last_lr()[0])
             if cfg.robust_every and ((epoch + 1) % cfg.robust_every == 0 or epoch + 1 == cfg.epochs):
                 self._measure_robust(rec)
+            elif cfg.holdout:
+                self._measure_heldout_clean(rec)
             rec.elapsed_s = time.time() - start_wall
             if not math.isfinite(rec.train_loss):
                 raise TrainError(f'the training loss became non-finite ({rec.train_loss}) in epoch {epoch + 1}: '
@@ -409,23 +412,31 @@ class Trainer:
             if self.ema is not None:
                 rec.heldout_clean_acc_ema, rec.robust_acc_ema = self.robust_accuracy(self.ema.module)
 
+    def _measure_heldout_clean(self, rec: EpochRecord) -> None:
+        """Add the clean accuracy on the held-out training images, of the last weights and the weight average, to an
+        epoch without PGD-10 (what ``--select-on clean`` ranks)."""
+        rec.heldout_clean_acc, _ = self.robust_accuracy(attack=False)
+        if self.ema is not None:
+            rec.heldout_clean_acc_ema, _ = self.robust_accuracy(self.ema.module, attack=False)
+
     def _keep_if_best(self, epoch: int) -> None:
         """Write this epoch's weights to the run folder's ``best/`` when they are the best on the held-out images."""
-        best = best_epoch(self.history, self.cfg.select_tolerance)
+        best = best_epoch(self.history, self.cfg.select_tolerance, self.cfg.select_on)
         if best is None or best.epoch != epoch:
             return
         if self.accelerator.is_main_process:
             model = self.ema.module if best.weights == 'ema' else self.model
             self.run.save_best(model.state_dict(), best.to_dict())
-        self.log(f'best so far: epoch {epoch} ({best.weights} weights), held-out robust {best.robust_acc:.4f}, '
-                 f'clean {best.clean_acc:.4f}')
+        robust = f'robust {best.robust_acc:.4f}, ' if best.robust_acc is not None else ''
+        self.log(f'best so far: epoch {epoch} ({best.weights} weights), held-out {robust}clean {best.clean_acc:.4f}')
 
     def _selected_model(self) -> Tuple[nn.Module, Dict[str, Any]]:
         """With --select-best: the best epoch's weights (``best/``), checked against the run's records."""
         import copy
-        best = best_epoch(self.history, self.cfg.select_tolerance)
+        on = self.cfg.select_on
+        best = best_epoch(self.history, self.cfg.select_tolerance, on)
         if best is None:
-            raise TrainError('--select-best found no held-out robust accuracy in the records; nothing to choose.')
+            raise TrainError(f'--select-best found no held-out {on} accuracy in the records; nothing to choose.')
         try:
             weights, info = self.run.load_best()
         except RunError as e:
@@ -436,7 +447,7 @@ class Trainer:
         model = copy.deepcopy(self.model)
         model.load_state_dict(weights)
         tol = self.cfg.select_tolerance
-        return model, dict(best.to_dict(), rule=selection_rule(tol), tolerance=tol)
+        return model, dict(best.to_dict(), rule=selection_rule(tol, on), tolerance=tol, select_on=on)
 
     def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
         self.sums['loss'] += float(loss_sum)

@@ -195,8 +195,10 @@ def claim_line(summary: RunSummary, n_test: int) -> str:
     other = ''
     sel = summary.selected
     if sel:
+        clean = sel.get('select_on') == 'clean'
+        metric, value = ('clean', sel['clean_acc']) if clean else ('PGD-10', sel['robust_acc'])
         other = (f' (epoch {sel["epoch"]}, {"weight average" if sel["weights"] == "ema" else "last weights"}: the best '
-                 f'held-out PGD-10 accuracy, {100 * sel["robust_acc"]:.2f}%)')
+                 f'held-out {metric} accuracy, {100 * value:.2f}%)')
     elif summary.test_acc_ema is not None:
         other = (f' (weight average; last weights {100 * summary.test_acc_last:.2f}%)' if summary.weights == 'ema'
                  else f' (last weights; weight average {100 * summary.test_acc_ema:.2f}%)')

@@ -67,9 +67,10 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     if sel:  # every accuracy on the card is the evaluation report's, except the held-out ones
         which = 'weight average (EMA)' if sel.get('weights') == 'ema' else 'last weights'
         tol = sel.get('tolerance') or 0
-        note = prose()['notes']['weights_selected_near' if tol > 0 else 'weights_selected']
-        facts.append('- Weights: ' + note.format(epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc')),
-                                                 tolerance=f'{100 * tol:.1f}'))
+        key = 'weights_selected' + ('_near' if tol > 0 else '') + ('_clean' if sel.get('select_on') == 'clean' else '')
+        facts.append('- Weights: ' + prose()['notes'][key].format(
+            epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc')), clean=pct(sel.get('clean_acc')),
+            tolerance=f'{100 * tol:.1f}'))
     elif summary.weights == 'ema':
         facts.append('- Weights: ' + prose()['notes']['weights_ema'])
     if summary.hardware is not None:
