@@ -22,14 +22,13 @@ import torch
 import torch.nn as nn
 
 from .attacks import NFGSM, PGD, FGSMRandomStart
-from .config import TrainConfig
+from .config import SELECT_ON, TrainConfig
 from .runfolder import EpochRecord
 
 __all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'selection_rule', 'collapse_warning',
            'COLLAPSE_DROP', 'ROBUST_EVAL', 'SELECT_ON']
 
 ROBUST_EVAL = dict(eps=8 / 255, alpha=2 / 255, steps=10)  # the PGD-10 of the paper's tables, untargeted, keep-best
-SELECT_ON = ('robust', 'clean')  # what --select-best ranks the held-out epochs by (--select-on)
 COLLAPSE_DROP = 0.10  # robust accuracy this far (absolute) below its best so far marks a collapse in the log
 
 Attack = Union[PGD, NFGSM]

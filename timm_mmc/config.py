@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message says how to fix it."""
 
 
+SELECT_ON = ('robust', 'clean')  # what --select-best ranks the held-out epochs by (--select-on)
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=dict(help=help, **kw))
@@ -92,7 +95,7 @@ class TrainConfig:
     select_on: str = _f('robust', 'what --select-best ranks epochs by on the held-out images: robust (PGD-10, for '
                                   'adversarial training) or clean (standard training, whose weight average peaks '
                                   'before the last epoch); with --holdout, clean accuracy there is measured every '
-                                  'epoch', choices=('robust', 'clean'))
+                                  'epoch', choices=SELECT_ON)
     select_tolerance: float = _f(0.0, 'with --select-best: take the latest epoch whose held-out accuracy (the one '
                                       '--select-on names) is within this much (a fraction) of the best, not the best '
                                       'alone; the standard error of 1000 held-out images at 40% is about 0.015. 0: '
