@@ -261,6 +261,22 @@ def test_init_from_checkpoint_of_another_model_is_refused(arch, classes, with_co
     assert 'does not fit' in capsys.readouterr().err and not out.exists()
 
 
+def test_init_from_the_same_model_loads_its_weights(tmp_path):
+    from timm.models import save_for_hf
+    from timm_mmc.config import parse_config
+    from timm_mmc.train_parts import load_init_weights
+    source = timm.create_model('resnet20_mmc', num_classes=7, feature_dim=16)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.5)  # away from any fresh initialisation
+    save_for_hf(source, tmp_path / 'src', model_args=source.model_args(), safe_serialization=True)
+    target = timm.create_model('resnet20_mmc', num_classes=7, feature_dim=16)
+    cfg = parse_config(['--model', 'resnet20_mmc', '--init-from', str(tmp_path / 'src' / 'model.safetensors')])
+    load_init_weights(target, cfg, 'resnet20_mmc', {}, 7)
+    want, got = source.state_dict(), target.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
 def test_yaml_config_and_cli_override(synth, tmp_path):
     from timm_mmc.config import parse_config
     cfg_file = tmp_path / 'c.yaml'

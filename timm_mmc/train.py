@@ -39,17 +39,16 @@ from timm_mmc.adversarial import (best_epoch, collapse_warning, pgd_accuracy, se
                                   training_attack)
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
-from timm_mmc.io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe  # noqa: E402
+from timm_mmc.io import ModelLoadError  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
-from timm_mmc.models import model_display_name  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
-                                  local_batch_norms, lr_lambda, resolve_model, set_global_batch_norm)
+                                  load_init_weights, local_batch_norms, lr_lambda, resolve_model,
+                                  set_global_batch_norm)
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
-
 
 
 def _fault(point: str, value: int = 0) -> None:
@@ -118,17 +117,7 @@ class Trainer:
         except ValueError as e:
             raise TrainError(str(e)) from e
         if cfg.init_from:
-            state = load_state_dict_safe(cfg.init_from)
-            beside = checkpoint_config(cfg.init_from)
-            if beside is not None:  # MM checkpoints hold no class-sized tensor: their config.json tells
-                arch, classes = beside.get('architecture'), beside.get('num_classes')
-                named = model_display_name(arch, beside.get('model_args') or {}) if arch else None
-                if named not in (None, model_display_name(self.timm_name, self.name_args)) \
-                        or classes not in (None, self.num_classes):
-                    raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its '
-                                     f'config.json), not a {cfg.model!r} with {self.num_classes}: it does not fit.')
-            check_state_dict_fits(model, state, cfg.init_from, cfg.model)
-            model.load_state_dict(state)
+            load_init_weights(model, cfg, self.timm_name, self.name_args, self.num_classes)
         if self.world > 1:
             set_global_batch_norm(model)
             if local := local_batch_norms(model):

@@ -1,6 +1,6 @@
-"""The parts the training loop is assembled from: the model a run asks for (checked, then built), batch norm over all
-processes, the model with its loss, the learning-rate schedule, and the words a run uses to describe itself (the
-machine, the one-line claim).
+"""The parts the training loop is assembled from: the model a run asks for (checked, then built, and its
+``--init-from`` weights checked and loaded), batch norm over all processes, the model with its loss, the
+learning-rate schedule, and the words a run uses to describe itself (the machine, the one-line claim).
 """
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from timm.layers import BatchNormAct2d
 
 from .config import TrainConfig
 from .data import ImageSplit
-from .io import ModelLoadError
-from .models import WRAPPER_ARCH, PretrainedWeightsError, resolve_model_name
+from .io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe
+from .models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name
 from .runfolder import RunSummary
 
-__all__ = ['TrainError', 'resolve_model', 'build_model', 'GlobalBatchNorm2d', 'GlobalBatchNormAct2d',
-           'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda', 'cpu_name', 'claim_line']
+__all__ = ['TrainError', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
+           'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
+           'cpu_name', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -75,6 +76,25 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
             raise TrainError(f'--pretrained-backbone: {e}') from e
         log(f'backbone weights: {where}')
     return model
+
+
+def load_init_weights(model: nn.Module, cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any],
+                      num_classes: int) -> None:
+    """Load ``--init-from`` (safetensors only) into ``model`` after checking that the checkpoint is this model.
+
+    MM checkpoints hold no class-sized tensor, so the shapes alone cannot tell a 10-class model from a 100-class one;
+    the ``config.json`` beside the weights, when there is one, names the architecture and the number of classes.
+    """
+    state = load_state_dict_safe(cfg.init_from)
+    beside = checkpoint_config(cfg.init_from)
+    if beside is not None:
+        arch, classes = beside.get('architecture'), beside.get('num_classes')
+        named = model_display_name(arch, beside.get('model_args') or {}) if arch else None
+        if named not in (None, model_display_name(timm_name, name_args)) or classes not in (None, num_classes):
+            raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its config.json), '
+                             f'not a {cfg.model!r} with {num_classes}: it does not fit.')
+    check_state_dict_fits(model, state, cfg.init_from, cfg.model)
+    model.load_state_dict(state)
 
 
 def _global_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> Optional[torch.Tensor]:
