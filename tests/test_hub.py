@@ -743,6 +743,7 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
     assert 'on 500 training images held out from training' in body and attack in body
     assert '| 2 | 60.00 | 30.00 | **55.00** | **35.00** (exported) |' in body
     assert '| 3 (collapse) | 70.00 | 5.00 | 60.00 | 30.00 |' in body
+    assert 'best held-out epoch (2)' in hub.results_table([folder])  # ranked by robust accuracy
     # chosen with --select-tolerance: the card says so instead of claiming the best
     summary.update(selected=dict(epoch=2, weights='last', robust_acc=0.3, clean_acc=0.6, tolerance=0.06))
     (folder / 'training/summary.json').write_text(json.dumps(summary))
@@ -758,6 +759,11 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
     body = (folder / 'README.md').read_text()
     assert "epoch 2's weight average (EMA), exported because they had the best clean accuracy (55.00%)" in body
     assert 'PGD-10 accuracy (' not in body
+    assert 'clean accuracy after every epoch, which chose the exported epoch' in body
+    assert '| 2 | 60.00 | 30.00 | **55.00** (exported) | **35.00** |' in body  # the clean figure chose it
+    row = dict(zip(hub.RESULTS_COLUMNS, (c.strip() for c in
+                                         hub.results_table([folder]).splitlines()[2].strip('|').split('|'))))
+    assert 'best held-out clean epoch (2)' in row['training']
     # a bad record is a clear error, not a traceback
     (folder / 'training/metrics.jsonl').write_text('{"epoch": "one"}\n')
     with pytest.raises(hub.HubError, match='not an epoch record'):

@@ -103,8 +103,11 @@ def _heldout_curve(records: List[EpochRecord], selected: Any, n: Any) -> List[st
     if not rows:
         return []
     chosen = (selected.get('epoch'), selected.get('weights')) if isinstance(selected, dict) else None
-    ema = any(r.robust_acc_ema is not None for r in rows)
-    lines = ['', prose()['notes']['heldout_curve'].format(n=n, attack=md(rows[-1].robust_attack)), '',
+    on_clean = isinstance(selected, dict) and selected.get('select_on') == 'clean'
+    ema = any(r.robust_acc_ema is not None or r.heldout_clean_acc_ema is not None for r in rows)
+    attack = next((r.robust_attack for r in reversed(rows) if r.robust_attack), None)
+    note = prose()['notes']['heldout_curve_clean' if on_clean else 'heldout_curve']
+    lines = ['', note.format(n=n, attack=md(attack) if attack else 'not measured'), '',
              '| epoch | clean (%) | PGD-10 (%) |' + (' clean, weight average (%) | PGD-10, weight average (%) |'
                                                      if ema else ''),
              '| --- | --- | --- |' + (' --- | --- |' if ema else '')]
@@ -114,7 +117,9 @@ def _heldout_curve(records: List[EpochRecord], selected: Any, n: Any) -> List[st
             cells += [pct(r.heldout_clean_acc_ema), pct(r.robust_acc_ema)]
         if chosen and chosen[0] == r.epoch:
             at = 3 if chosen[1] == 'ema' and ema else 1
-            cells[at:at + 2] = [f'**{c}** (exported)' if i else f'**{c}**' for i, c in enumerate(cells[at:at + 2])]
+            mark = 0 if on_clean else 1  # the figure the choice ranked gets the "(exported)"
+            cells[at:at + 2] = [f'**{c}** (exported)' if i == mark else f'**{c}**'
+                                for i, c in enumerate(cells[at:at + 2])]
         if r.collapse:
             cells[0] += ' (collapse)'
         lines.append('| ' + ' | '.join(cells) + ' |')

@@ -39,7 +39,8 @@ def _training(args: Dict[str, Any], summary: RunSummary) -> str:
                                       adv.upper())
         parts.append(f'{name} AT{kind}')
     if summary.selected:
-        parts.append(f'best held-out epoch ({summary.selected.get("epoch")})')
+        on = ' clean' if summary.selected.get('select_on') == 'clean' else ''  # robust is what AT releases rank by
+        parts.append(f'best held-out{on} epoch ({summary.selected.get("epoch")})')
     if summary.wall_time_s is not None:
         parts.append(f'{summary.wall_time_s / 60:.0f} min')
     return ', '.join(parts) or '-'
