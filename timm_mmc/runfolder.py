@@ -154,6 +154,12 @@ class RunSummary:
     versions: Optional[Dict[str, str]] = None
     dataset: Optional[str] = None
 
+    @property
+    def select_on(self) -> Optional[str]:
+        """What ``--select-best`` ranked the exported epoch by ('robust' or 'clean'); None when nothing was selected.
+        Releases from before ``--select-on`` existed ranked by robust accuracy."""
+        return self.selected.get('select_on', 'robust') if self.selected else None
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -67,7 +67,7 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     if sel:  # every accuracy on the card is the evaluation report's, except the held-out ones
         which = 'weight average (EMA)' if sel.get('weights') == 'ema' else 'last weights'
         tol = sel.get('tolerance') or 0
-        key = 'weights_selected' + ('_near' if tol > 0 else '') + ('_clean' if sel.get('select_on') == 'clean' else '')
+        key = 'weights_selected' + ('_near' if tol > 0 else '') + ('_clean' if summary.select_on == 'clean' else '')
         facts.append('- Weights: ' + prose()['notes'][key].format(
             epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc')), clean=pct(sel.get('clean_acc')),
             tolerance=f'{100 * tol:.1f}'))
@@ -92,18 +92,17 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
             records = read_metrics(folder / TRAINING_DIR / METRICS_FILE)
         except RunError as e:
             raise HubError(str(e)) from e
-        lines += _heldout_curve(records, sel, args.get('holdout'))
+        lines += _heldout_curve(records, sel, args.get('holdout'), summary.select_on == 'clean')
         lines += ['', 'Per-epoch training logs are in `training/metrics.jsonl`.']
     return '\n'.join(lines)
 
 
-def _heldout_curve(records: List[EpochRecord], selected: Any, n: Any) -> List[str]:
+def _heldout_curve(records: List[EpochRecord], selected: Any, n: Any, on_clean: bool) -> List[str]:
     """The held-out clean / PGD-10 accuracy of every epoch as a table (none when the run held nothing out)."""
     rows = [r for r in records if r.heldout_clean_acc is not None]
     if not rows:
         return []
     chosen = (selected.get('epoch'), selected.get('weights')) if isinstance(selected, dict) else None
-    on_clean = isinstance(selected, dict) and selected.get('select_on') == 'clean'
     ema = any(r.robust_acc_ema is not None or r.heldout_clean_acc_ema is not None for r in rows)
     attack = next((r.robust_attack for r in reversed(rows) if r.robust_attack), None)
     note = prose()['notes']['heldout_curve_clean' if on_clean else 'heldout_curve']

@@ -39,7 +39,7 @@ def _training(args: Dict[str, Any], summary: RunSummary) -> str:
                                       adv.upper())
         parts.append(f'{name} AT{kind}')
     if summary.selected:
-        on = ' clean' if summary.selected.get('select_on') == 'clean' else ''  # robust is what AT releases rank by
+        on = ' clean' if summary.select_on == 'clean' else ''
         parts.append(f'best held-out{on} epoch ({summary.selected.get("epoch")})')
     if summary.wall_time_s is not None:
         parts.append(f'{summary.wall_time_s / 60:.0f} min')
