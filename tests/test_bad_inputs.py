@@ -43,11 +43,18 @@ def _npz(images: np.ndarray, labels: np.ndarray, **more) -> Callable[[Path], Non
     return f
 
 
+def _save_tiny(folder: Path) -> None:
+    """The tiny model's release-style folder (model.safetensors + config.json), the same weights every call."""
+    from timm.models import save_for_hf
+    torch.manual_seed(0)
+    model = timm.create_model('resnet20_mmc', num_classes=4, feature_dim=16)
+    save_for_hf(model, folder, model_args=model.model_args(), safe_serialization=True)
+
+
 def _weights_copy(mutate: Callable[[Path], None]) -> Callable[[Path], None]:
-    """A copy of the tiny model's folder in {tmp}/w, then ``mutate`` it."""
+    """The tiny model's folder in {tmp}/w, then ``mutate`` it."""
     def f(tmp: Path) -> None:
-        import shutil
-        shutil.copytree(WEIGHTS_DIR, tmp / 'w')
+        _save_tiny(tmp / 'w')
         mutate(tmp / 'w')
     return f
 
@@ -76,7 +83,6 @@ def _existing_report(tmp: Path) -> None:
 
 U8 = np.zeros((8, 32, 32, 3), np.uint8)
 NAMES = np.array(['a', 'b', 'c', 'd'])
-WEIGHTS_DIR: Path  # set by the fixture below
 # no --epochs / --batch-size here, so that the YAML rows can set them (flags override YAML); batch 128 is one step
 TRAIN_BASE = ['--model', 'resnet20_mmc', '--dataset', '{data}', '--output', '{tmp}/out', '--feature-dim', '16',
               '--robust-every', '0', '--no-progress', '--threads', '1']
@@ -172,15 +178,11 @@ HUB = [
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
-    global WEIGHTS_DIR
     root = tmp_path_factory.mktemp('bad_inputs')
     data = write_synthetic_dataset(root / 'ds')
-    from timm.models import save_for_hf
-    torch.manual_seed(0)
-    model = timm.create_model('resnet20_mmc', num_classes=4, feature_dim=16)
-    WEIGHTS_DIR = root / 'weights'
-    save_for_hf(model, WEIGHTS_DIR, model_args=model.model_args(), safe_serialization=True)
-    return dict(data=str(data), weights=str(WEIGHTS_DIR / 'model.safetensors'), weights_dir=str(WEIGHTS_DIR),
+    weights_dir = root / 'weights'
+    _save_tiny(weights_dir)
+    return dict(data=str(data), weights=str(weights_dir / 'model.safetensors'), weights_dir=str(weights_dir),
                 report=str(root / 'report.json'))
 
 

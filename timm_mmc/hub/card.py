@@ -192,8 +192,6 @@ def _paper_keys(arch: str, model_args: Dict[str, Any], variant: str) -> List[str
 def _build(arch: str, model_args: Dict[str, Any], where: Path) -> Any:
     import timm
 
-    import timm_mmc  # noqa: F401  registers the models
-
     try:
         return timm.create_model(arch, pretrained=False, **{k: v for k, v in model_args.items() if v is not None})
     except Exception as e:

@@ -82,8 +82,6 @@ def _check_weights_load(folder: Path) -> None:
     """The folder must load as users will load it: ``timm.create_model('local-dir:...', pretrained=True)``."""
     import timm
 
-    import timm_mmc  # noqa: F401  registers the models
-
     try:
         timm.create_model(f'local-dir:{folder}', pretrained=True)
     except Exception as e:

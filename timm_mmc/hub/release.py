@@ -56,8 +56,6 @@ def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Pa
     """Model ``arch.tag`` with ``model_args``, strict-loaded from a safetensors / weights-only checkpoint."""
     import timm
 
-    import timm_mmc  # noqa: F401  registers the models
-
     from ..io import ModelLoadError, check_state_dict_fits, load_state_dict_safe
 
     try:
