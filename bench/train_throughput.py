@@ -87,11 +87,10 @@ def compile_probe(dataset: str, tmp: str, images: int, settings: Dict[str, objec
     (second epoch, after the compile), each with and without the weight average."""
     rates = {}
     for compiled in (False, True):
-        for ema in (settings.get('ema_decay', 0.0), 0.0):
+        for ema in dict.fromkeys((settings.get('ema_decay', 0.0), 0.0)):  # once if the recipe has none
             key = f'{"compiled" if compiled else "eager"}, weight average {ema}'
-            if key not in rates:
-                rates[key] = project(dataset, f'{tmp}/probe', 'resnet32_mmc', images, epochs=2,
-                                     **dict(settings, compile=compiled, ema_decay=ema))
+            rates[key] = project(dataset, f'{tmp}/probe', 'resnet32_mmc', images, epochs=2,
+                                 **dict(settings, compile=compiled, ema_decay=ema))
     return rates
 
 
