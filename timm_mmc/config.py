@@ -223,14 +223,16 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-RECIPES_DIR = Path(__file__).parent / 'recipes'  # shipped as package data: cpu/*.yaml, paper/*.yaml
+RECIPES_DIR = Path(__file__).parent / 'recipes'  # shipped as package data: cpu/, gpu/, paper/*.yaml
+_RECIPE_FOLDERS = ('gpu', 'paper')  # named with their folder (gpu/resnet32_mmc_at); cpu/ is the default
 
 
 def recipe_names() -> List[str]:
-    """Names ``-c`` takes besides a path: ``resnet32_mmc`` (the CPU recipes) and ``paper/resnet32_mmc``."""
-    cpu = sorted(p.stem for p in (RECIPES_DIR / 'cpu').glob('*.yaml'))
-    paper = sorted(f'paper/{p.stem}' for p in (RECIPES_DIR / 'paper').glob('*.yaml'))
-    return cpu + paper
+    """Names ``-c`` takes besides a path: ``resnet32_mmc`` (the CPU recipes), ``gpu/...`` and ``paper/...``."""
+    names = sorted(p.stem for p in (RECIPES_DIR / 'cpu').glob('*.yaml'))
+    for folder in _RECIPE_FOLDERS:
+        names += sorted(f'{folder}/{p.stem}' for p in (RECIPES_DIR / folder).glob('*.yaml'))
+    return names
 
 
 def resolve_recipe(spec: str) -> Path:
@@ -244,7 +246,8 @@ def resolve_recipe(spec: str) -> Path:
         return path
     name = spec[:-len('.yaml')] if spec.endswith('.yaml') else spec
     name = name.removeprefix('configs/').removeprefix('cpu/')
-    cand = RECIPES_DIR / (name + '.yaml' if name.startswith('paper/') else f'cpu/{name}.yaml')
+    cand = RECIPES_DIR / (name + '.yaml' if name.startswith(tuple(f + '/' for f in _RECIPE_FOLDERS))
+                          else f'cpu/{name}.yaml')
     if '..' not in Path(name).parts and cand.is_file():
         return cand
     raise ConfigError(f'config {spec!r} is neither a file nor a recipe name; recipes: {", ".join(recipe_names())}.')

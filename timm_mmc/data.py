@@ -8,6 +8,10 @@ keyed by the data set's fingerprint. Later runs load the cache in a fraction of 
 A small CIFAR-10 test sample ships with the package (``timm_mmc/samples/``, provenance in its README) so that an
 evaluation runs offline on a fresh clone: ``load_split("cifar10-sample", "test")``. Any ``.npz`` written by
 :func:`write_sample` loads the same way by path. ``python -m timm_mmc.data sample ...`` writes one.
+
+A folder of such files, one per split (``train.npz``, ``test.npz``), is a data set too: ``python -m timm_mmc.data
+npz --dataset DIR --out OUT`` writes one from the Hub's parquet layout with pyarrow and Pillow alone, for machines
+without ``datasets`` (a lent GPU machine; ``scripts/device_train.py``).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 
 __all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays',
            'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
-           'write_sample', 'BUNDLED_SAMPLES']
+           'write_sample', 'write_npz_split', 'parquet_to_npz_folder', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 _SAMPLE_DIR = Path(__file__).parent / 'samples'
@@ -163,6 +167,8 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     """
     if dataset in BUNDLED_SAMPLES or dataset.endswith('.npz'):
         return _load_sample(dataset, split, limit)
+    if _is_npz_folder(dataset):
+        return _load_sample(str(Path(dataset).expanduser() / f'{split}.npz'), split, limit)
     import datasets
     ds = _open(dataset, split)
     image_column, label_column = _find_columns(ds, image_column, label_column)
@@ -234,6 +240,12 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, what:
                         f'marked -1 cannot be trained on or evaluated).')
 
 
+def _is_npz_folder(dataset: str) -> bool:
+    """A local folder of per-split ``.npz`` files (and no parquet layout): what :func:`parquet_to_npz_folder` writes."""
+    path = Path(dataset).expanduser()
+    return path.is_dir() and not (path / 'plain_text').exists() and any(path.glob('*.npz'))
+
+
 def _to_nchw(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, C)`` uint8 array -> contiguous ``(N, C, H, W)`` tensor."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
@@ -242,6 +254,10 @@ def _to_nchw(images: np.ndarray) -> torch.Tensor:
 def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
     path = _SAMPLE_DIR / BUNDLED_SAMPLES[dataset] if dataset in BUNDLED_SAMPLES else Path(dataset).expanduser()
     if not path.is_file():
+        if path.parent.is_dir() and path.parent != _SAMPLE_DIR and any(path.parent.glob('*.npz')):
+            have = sorted(p.stem for p in path.parent.glob('*.npz'))
+            raise DataError(f'the .npz data set {str(path.parent)!r} has no split {split!r} (it has {have}); pass '
+                            f'--split (or --train-split / --test-split) with one of them.')
         raise DataError(f'sample file {str(path)!r} does not exist; bundled samples: {", ".join(BUNDLED_SAMPLES)}, '
                         f'or write one with `python -m timm_mmc.data sample`.')
     try:
@@ -282,23 +298,74 @@ def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
 
 def write_sample(dataset: str, out: os.PathLike, n: int, split: str = 'test', image_column: Optional[str] = None,
                  label_column: Optional[str] = None) -> Path:
-    """Write the first ``n`` images of a split to a compressed ``.npz`` that :func:`load_split` reads by path.
-
-    The file holds ``images`` ``(n, H, W, C)`` uint8, ``labels``, ``class_names``, ``split``, ``source`` (what it was
-    cut from) and ``sha256`` (of the images and labels bytes), and is written atomically.
-    """
+    """Write the first ``n`` images of a split to a compressed ``.npz`` that :func:`load_split` reads by path."""
     data = load_split(dataset, split, image_column, label_column, limit=n)
     images = data.images.permute(0, 2, 3, 1).contiguous().numpy()  # (n, H, W, C)
-    labels = data.labels.numpy().astype(np.int64)
-    sha = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    return write_npz_split(out, images, data.labels.numpy(), data.class_names, split,
+                           f'first {n} rows of {data.source}')
+
+
+def write_npz_split(out: os.PathLike, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], split: str,
+                    source: str, compress: bool = True) -> Path:
+    """The one writer of the project's ``.npz`` split format, atomically (a kill leaves no torn file).
+
+    The file holds ``images`` ``(N, H, W, C)`` uint8, ``labels`` int64, ``class_names``, ``split``, ``source`` (what it
+    was made from) and ``sha256`` (of the images and labels bytes).
+
+    Raises:
+        DataError: Wrong dtype, shape, range or labels (:func:`check_arrays`).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    check_arrays(images, labels, len(class_names), str(out))
+    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes() + labels.tobytes()).hexdigest()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f'.{out.name}.tmp{os.getpid()}')
+    save = np.savez_compressed if compress else np.savez
     with open(tmp, 'wb') as f:
-        np.savez_compressed(f, images=images, labels=labels, class_names=np.array(data.class_names), split=split,
-                            source=f'first {n} rows of {data.source}', sha256=sha)
+        save(f, images=images, labels=labels, class_names=np.array(list(class_names)), split=split, source=source,
+             sha256=sha)
     os.replace(tmp, out)
     return out
+
+
+def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequence[str] = ('train', 'test'),
+                          limit: Optional[int] = None) -> Path:
+    """Decode a local data set in the Hub's parquet layout into a folder of uncompressed per-split ``.npz`` files.
+
+    Reads with pyarrow and Pillow only (no ``datasets``): the image column is the Hub's ``{bytes, path}`` struct, the
+    label column is ``label`` (class names from the parquet's ``huggingface`` metadata when it has them).
+
+    Raises:
+        DataError: A missing split file or an unknown column layout.
+    """
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    for split in splits:
+        path = parquet_split_path(dataset, split)
+        if not path.is_file():
+            raise DataError(f'{str(path)!r} does not exist: --dataset must be a local folder in the Hub parquet '
+                            f'layout (plain_text/{split}-00000-of-00001.parquet).')
+        table = pq.read_table(path)
+        if limit is not None:
+            table = table.slice(0, limit)
+        image_col = next((f.name for f in table.schema if str(f.type).startswith('struct<bytes')), None)
+        label_col = next((k for k in _LABEL_NAMES if k in table.column_names), None)
+        if image_col is None or label_col is None:
+            raise DataError(f'{str(path)!r} has columns {table.column_names}: no Hub image struct or label column.')
+        meta = json.loads((table.schema.metadata or {}).get(b'huggingface', b'{}'))
+        names = meta.get('info', {}).get('features', {}).get(label_col, {}).get('names')
+        labels = np.asarray(table.column(label_col).to_pylist(), dtype=np.int64)
+        names = names or [str(i) for i in range(int(labels.max()) + 1)]
+        images = np.stack([np.asarray(Image.open(io.BytesIO(cell['bytes'])).convert('RGB'))
+                           for cell in table.column(image_col).to_pylist()])
+        source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
+        write_npz_split(Path(out) / f'{split}.npz', images, labels, names, split, source, compress=False)
+    return Path(out)
 
 
 def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: Optional[torch.Generator] = None,
@@ -409,7 +476,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     q.add_argument('--split', default='test')
     q.add_argument('--n', type=int, required=True)
     q.add_argument('--out', required=True, help='output .npz path')
+    q = sub.add_parser('npz', help='decode a local Hub-layout folder into a folder of per-split .npz files, with '
+                                   'pyarrow and Pillow alone (for machines without datasets)')
+    q.add_argument('--dataset', required=True, help='local folder in the Hub parquet layout')
+    q.add_argument('--splits', nargs='+', default=['train', 'test'])
+    q.add_argument('--limit', type=int, default=None, help='keep the first N rows of each split')
+    q.add_argument('--out', required=True, help='output folder')
     args = p.parse_args(argv)
+    if args.cmd == 'npz':
+        try:
+            out = parquet_to_npz_folder(args.dataset, args.out, args.splits, args.limit)
+        except DataError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 1
+        for split in args.splits:
+            print(f'wrote {out / (split + ".npz")}: {load_split(str(out), split).source}')
+        return 0
     if not args.out.endswith('.npz'):
         p.error(f'--out must end in .npz (got {args.out!r}) so that --dataset recognises it.')
     try:
