@@ -168,3 +168,27 @@ def test_write_sample_round_trips_through_load_split(ds, tmp_path):
 def test_bundled_sample_is_the_first_500_real_test_images(cifar10_path):
     a, b = load_split('cifar10-sample', 'test'), load_split(cifar10_path, 'test', limit=500)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.class_names == b.class_names
+
+
+def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp_path, monkeypatch):
+    """``python -m timm_mmc.data npz`` (pyarrow and Pillow only, for machines without ``datasets``) writes a folder of
+    per-split .npz that --dataset takes: the same pixels, labels and class names as the Hub-layout loader."""
+    import sys
+
+    from timm_mmc.data import main, parquet_to_npz_folder
+    out = parquet_to_npz_folder(ds, tmp_path / 'npz')
+    assert sorted(p.name for p in out.iterdir()) == ['test.npz', 'train.npz']
+    for split in ('train', 'test'):
+        a, b = load_split(str(out), split), load_split(str(ds), split)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.class_names == b.class_names
+        assert b.source.split('sha256 ')[-1] in a.source  # the same pixel digest, named in the provenance
+    monkeypatch.setitem(sys.modules, 'datasets', None)  # reading the folder never needs datasets
+    assert torch.equal(load_split(str(out), 'train', limit=4).labels, load_split(str(out), 'train').labels[:4])
+    with pytest.raises(DataError, match=r"has no split 'validation' \(it has \['test', 'train'\]\)"):
+        load_split(str(out), 'validation')
+    assert main(['npz', '--dataset', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'x')]) == 1
+    assert not (tmp_path / 'x').exists()  # nothing half-written
+    assert main(['npz', '--dataset', str(ds), '--splits', 'train', 'validation', '--out', str(tmp_path / 'z')]) == 1
+    assert not (tmp_path / 'z').exists()  # the missing split is found before the train split is written
+    assert main(['npz', '--dataset', str(ds), '--splits', 'test', '--limit', '3', '--out', str(tmp_path / 'y')]) == 0
+    assert load_split(str(tmp_path / 'y'), 'test').labels.shape == (3,)

@@ -345,12 +345,12 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     import pyarrow.parquet as pq
     from PIL import Image
 
+    missing = [str(parquet_split_path(dataset, s)) for s in splits if not parquet_split_path(dataset, s).is_file()]
+    if missing:  # all checked before any is written
+        raise DataError(f'{missing} not found: --dataset must be a local folder in the Hub parquet layout '
+                        f'(plain_text/SPLIT-00000-of-00001.parquet for each of {list(splits)}).')
     for split in splits:
-        path = parquet_split_path(dataset, split)
-        if not path.is_file():
-            raise DataError(f'{str(path)!r} does not exist: --dataset must be a local folder in the Hub parquet '
-                            f'layout (plain_text/{split}-00000-of-00001.parquet).')
-        table = pq.read_table(path)
+        table = pq.read_table(parquet_split_path(dataset, split))
         if limit is not None:
             table = table.slice(0, limit)
         image_col = next((f.name for f in table.schema if str(f.type).startswith('struct<bytes')), None)
