@@ -175,7 +175,9 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     per-split .npz that --dataset takes: the same pixels, labels and class names as the Hub-layout loader."""
     import sys
 
-    from timm_mmc.data import main, parquet_to_npz_folder
+    import shutil
+
+    from timm_mmc.data import main, parquet_split_path, parquet_to_npz_folder
     out = parquet_to_npz_folder(ds, tmp_path / 'npz')
     assert sorted(p.name for p in out.iterdir()) == ['test.npz', 'train.npz']
     for split in ('train', 'test'):
@@ -190,5 +192,13 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     assert not (tmp_path / 'x').exists()  # nothing half-written
     assert main(['npz', '--dataset', str(ds), '--splits', 'train', 'validation', '--out', str(tmp_path / 'z')]) == 1
     assert not (tmp_path / 'z').exists()  # the missing split is found before the train split is written
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    bad = tmp_path / 'bad'
+    shutil.copytree(ds, bad)
+    pq.write_table(pa.table({'x': [1, 2], 'y': [0, 1]}), parquet_split_path(bad, 'test'))
+    with pytest.raises(DataError, match=r"has columns \['x', 'y'\]: no Hub image struct or label column"):
+        parquet_to_npz_folder(bad, tmp_path / 'b')
+    assert not (tmp_path / 'b').exists()  # train decoded fine, but nothing was written
     assert main(['npz', '--dataset', str(ds), '--splits', 'test', '--limit', '3', '--out', str(tmp_path / 'y')]) == 0
     assert load_split(str(tmp_path / 'y'), 'test').labels.shape == (3,)

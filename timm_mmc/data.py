@@ -349,8 +349,10 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     if missing:  # all checked before any is written
         raise DataError(f'{missing} not found: --dataset must be a local folder in the Hub parquet layout '
                         f'(plain_text/SPLIT-00000-of-00001.parquet for each of {list(splits)}).')
+    decoded = []  # every split decoded and checked before any file is written
     for split in splits:
-        table = pq.read_table(parquet_split_path(dataset, split))
+        path = parquet_split_path(dataset, split)
+        table = pq.read_table(path)
         if limit is not None:
             table = table.slice(0, limit)
         image_col = next((f.name for f in table.schema if str(f.type).startswith('struct<bytes')), None)
@@ -363,7 +365,10 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
         names = names or [str(i) for i in range(int(labels.max()) + 1)]
         images = np.stack([np.asarray(Image.open(io.BytesIO(cell['bytes'])).convert('RGB'))
                            for cell in table.column(image_col).to_pylist()])
+        check_arrays(images, labels, len(names), str(path))
         source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
+        decoded.append((split, images, labels, names, source))
+    for split, images, labels, names, source in decoded:
         write_npz_split(Path(out) / f'{split}.npz', images, labels, names, split, source, compress=False)
     return Path(out)
 
