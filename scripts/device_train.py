@@ -31,12 +31,12 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from timm_mmc.config import parse_config
+from timm_mmc.config import TrainConfig, parse_config
 from timm_mmc.data import DataError, parquet_to_npz_folder
 from timm_mmc.runfolder import METRICS_FILE, read_metrics
 
@@ -51,10 +51,10 @@ def _launch(recipe: str, data: Path, out: Path, args: Sequence[str], log: Path) 
     cmd = [sys.executable, '-m', 'timm_mmc.train', '-c', recipe, '--dataset', str(data), '--output', str(out),
            '--no-progress', *args]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    fh = open(log, 'w')
-    fh.write(' '.join(cmd) + '\n')
-    fh.flush()
-    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(log, 'w') as fh:  # the child keeps its own copy of the descriptor
+        fh.write(' '.join(cmd) + '\n')
+        fh.flush()
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def _run_all(jobs: Dict[str, subprocess.Popen], deadline: float) -> Dict[str, Dict[str, float]]:
@@ -68,7 +68,11 @@ def _run_all(jobs: Dict[str, subprocess.Popen], deadline: float) -> Dict[str, Di
             for name, proc in jobs.items():
                 if name not in done:
                     os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=30)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
                     done[name] = dict(rc=proc.returncode, wall_s=time.time() - start, stopped=True)
         time.sleep(1.0)
     return done
@@ -90,6 +94,27 @@ def _pack(run: Path, out: Path) -> None:
     with tarfile.open(tmp, 'w:gz') as tar:
         tar.add(run, arcname=run.name)
     os.replace(tmp, out)
+
+
+def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_images: int, probe_images: int,
+           work: Path, out: Path, extra: Sequence[str], deadline: float
+           ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, int]]:
+    """Two epochs of every recipe side by side: per recipe that ran, :func:`_epoch_estimate`; and every return code.
+    A recipe whose probe fails is left out (and said so): one broken recipe must not cost the others the lease."""
+    jobs = {n: _launch(c, data, work / 'probe' / n, [*extra, '--epochs', '2', '--train-limit',
+                                                      str(min(probe_images, n_images))],
+                       out / f'probe_{n}.log') for n, c in recipes.items()}
+    ends = _run_all(jobs, deadline=deadline)
+    probe = {}
+    for n, cfg in cfgs.items():
+        if ends[n]['rc'] != 0:
+            print(f'error: the probe of {n} failed (rc {ends[n]["rc"]}); see {out / f"probe_{n}.log"}; it is '
+                  f'left out', file=sys.stderr, flush=True)
+            continue
+        limit = min(cfg.train_limit or n_images, n_images)
+        probe[n] = _epoch_estimate(work / 'probe' / n, limit - cfg.holdout, min(probe_images, limit) - cfg.holdout,
+                                   ends[n]['wall_s'])
+    return probe, {n: e['rc'] for n, e in ends.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,24 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report['data_s'] = time.time() - t0
     print(f'data: {n_images} training images decoded in {report["data_s"]:.0f} s', flush=True)
 
-    probe: Dict[str, Dict[str, float]] = {}
     start = time.time()
-    jobs = {n: _launch(c, data, work / 'probe' / n, [*extra, '--epochs', '2', '--train-limit',
-                                                      str(min(args.probe_images, n_images))],
-                       out / f'probe_{n}.log') for n, c in recipes.items()}
-    ends = _run_all(jobs, deadline=t0 + args.budget_s)
-    for n, cfg in list(cfgs.items()):
-        if ends[n]['rc'] != 0:  # the others still run: one broken recipe must not cost the lease
-            print(f'error: the probe of {n} failed (rc {ends[n]["rc"]}); see {out / f"probe_{n}.log"}; it is '
-                  f'left out', file=sys.stderr, flush=True)
-            del cfgs[n]
-            continue
-        limit = min(cfg.train_limit or n_images, n_images)
-        probe_limit = min(args.probe_images, limit)
-        probe[n] = _epoch_estimate(work / 'probe' / n, limit - cfg.holdout, probe_limit - cfg.holdout,
-                                   ends[n]['wall_s'])
-    report['probe_rc'] = {n: e['rc'] for n, e in ends.items()}
-    if not cfgs:
+    probe, report['probe_rc'] = _probe(recipes, cfgs, data, n_images, args.probe_images, work, out, extra,
+                                       deadline=t0 + args.budget_s)
+    if not probe:
         (out / 'device_train.json').write_text(json.dumps(report, indent=1))
         return 1
     report['probe'] = probe
@@ -155,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f'{n} {v["img_per_s"]:.0f} img/s, {v["epoch_s"]:.1f} s an epoch, start-up {v["startup_s"]:.0f} s'
         for n, v in probe.items()) + f'; {left:.0f} s left for epochs -> {epochs} epochs', flush=True)
 
-    runs = {n: work / 'runs' / n for n in cfgs}
+    runs = {n: work / 'runs' / n for n in probe}
     jobs = {n: _launch(recipes[n], data, runs[n], [*extra, '--epochs', str(epochs), '--keep-checkpoints', '1'],
-                       out / f'{n}.log') for n in cfgs}
+                       out / f'{n}.log') for n in probe}
     report['runs'] = _run_all(jobs, deadline=t0 + args.budget_s)
     for n, run in runs.items():
         if run.exists():
