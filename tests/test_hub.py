@@ -811,6 +811,9 @@ def test_curve_prints_the_runs_own_records(tmp_path, capsys):
     (release / 'training').mkdir(parents=True)
     shutil.copyfile(run.path / 'metrics.jsonl', release / 'training' / 'metrics.jsonl')
     assert hub.learning_curve(release, every=3) == '\n'.join(out)  # a release folder reads the same
+    (run.path / 'summary.json').write_text(json.dumps(dict(selected=dict(epoch=2, weights='ema'))))
+    exported = hub.learning_curve(run.path, every=3).splitlines()  # a --select-best run: its epoch is shown and named
+    assert exported[3] == '| 2 (exported) | 0.0100 | 20.00 | 10.00 | 50.00 | 2.0 |' and len(exported) == len(out) + 1
     assert hub.main(['curve', str(tmp_path / 'none')]) == 2
     assert 'holds no metrics.jsonl' in capsys.readouterr().err
     (run.path / 'metrics.jsonl').write_text('{"epoch": "one"}\n')

@@ -1,8 +1,9 @@
 """A training run's learning curve as a Markdown table, read from its ``metrics.jsonl`` through the run folder's owner.
 
 ``python -m timm_mmc.hub curve runs/resnet32_mmc.cifar10 --every 5`` prints what ``docs/recipes.md`` quotes: one row
-every ``every`` epochs, plus the last epoch and the best epoch of the weight average, with only the columns the run
-measured. A release folder (its ``training/metrics.jsonl``) works alike.
+every ``every`` epochs, plus the last epoch and the best epoch of the weight average on the test split, with only the
+columns the run measured; when the run exported a held-out choice (``--select-best``, read from its ``summary.json``),
+that epoch is there too, marked ``(exported)``. A release folder (its ``training/``) works alike.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from ..runfolder import METRICS_FILE, EpochRecord, RunError, read_metrics
+from ..runfolder import METRICS_FILE, EpochRecord, RunError, RunSummary, read_metrics
 from .common import TRAINING_DIR, HubError
 
 __all__ = ['metrics_path', 'learning_curve']
@@ -49,6 +50,17 @@ def metrics_path(folder: os.PathLike) -> Path:
                    f'release folder, or the file.')
 
 
+def _exported_epoch(summary: Path) -> Optional[int]:
+    """The epoch a ``--select-best`` run exported, from the ``summary.json`` beside its metrics (None without one)."""
+    if not summary.is_file():
+        return None
+    try:
+        selected = RunSummary.read(summary).selected
+    except RunError as e:
+        raise HubError(str(e)) from e
+    return selected.get('epoch') if selected else None
+
+
 def learning_curve(folder: os.PathLike, every: int = 5) -> str:
     """The run's curve: epochs 1, every ``every``-th, the best weight-average epoch and the last, as Markdown.
 
@@ -70,7 +82,8 @@ def learning_curve(folder: os.PathLike, every: int = 5) -> str:
     columns = [c for c in COLUMNS if any(c[1](r) is not None for r in records)]
     averaged = [r for r in records if r.test_acc_ema is not None]
     best = max(averaged, key=lambda r: r.test_acc_ema).epoch if averaged else None
-    keep = {records[0].epoch, records[-1].epoch, best} | {r.epoch for r in records if r.epoch % every == 0}
+    exported = _exported_epoch(path.with_name('summary.json'))
+    keep = {records[0].epoch, records[-1].epoch, best, exported} | {r.epoch for r in records if r.epoch % every == 0}
     headers = [c[0] for c in columns]
     lines = ['| epoch | ' + ' | '.join(headers) + ' |', '| --- ' * (len(columns) + 1) + '|']
     for r in records:
@@ -80,7 +93,7 @@ def learning_curve(folder: os.PathLike, every: int = 5) -> str:
         if r.epoch == best and len(averaged) > 1:
             i = headers.index('test, weight average')
             cells[i] = f'**{cells[i]}** (best)'
-        epoch = f'{r.epoch} (collapse)' if r.collapse else str(r.epoch)
+        epoch = str(r.epoch) + (' (exported)' if r.epoch == exported else '') + (' (collapse)' if r.collapse else '')
         lines.append(f'| {epoch} | ' + ' | '.join(cells) + ' |')
     attack = next((r.robust_attack for r in reversed(records) if r.robust_attack), None)
     if attack:
