@@ -134,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     extra = args.extra.split()
     recipes = {_name(c): c for c in args.config}
-    cfgs = {n: parse_config(['-c', c, *extra]) for n, c in recipes.items()}  # bad recipes fail here, before the work
-    if len(cfgs) != len(args.config):
+    if len(recipes) != len(args.config):
         p.error('two recipes share a name; their run folders and logs would collide.')
+    cfgs = {n: parse_config(['-c', c, *extra]) for n, c in recipes.items()}  # bad recipes fail here, before the work
     report: Dict[str, object] = dict(
         recipes=args.config, extra=extra, budget_s=args.budget_s, python=platform.python_version(),
         torch=torch.__version__, device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')

@@ -173,9 +173,11 @@ def test_bundled_sample_is_the_first_500_real_test_images(cifar10_path):
 def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp_path, monkeypatch):
     """``python -m timm_mmc.data npz`` (pyarrow and Pillow only, for machines without ``datasets``) writes a folder of
     per-split .npz that --dataset takes: the same pixels, labels and class names as the Hub-layout loader."""
+    import shutil
     import sys
 
-    import shutil
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from timm_mmc.data import main, parquet_split_path, parquet_to_npz_folder
     out = parquet_to_npz_folder(ds, tmp_path / 'npz')
@@ -192,8 +194,6 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     assert not (tmp_path / 'x').exists()  # nothing half-written
     assert main(['npz', '--dataset', str(ds), '--splits', 'train', 'validation', '--out', str(tmp_path / 'z')]) == 1
     assert not (tmp_path / 'z').exists()  # the missing split is found before the train split is written
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     bad = tmp_path / 'bad'
     shutil.copytree(ds, bad)
     pq.write_table(pa.table({'x': [1, 2], 'y': [0, 1]}), parquet_split_path(bad, 'test'))

@@ -168,7 +168,12 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     if dataset in BUNDLED_SAMPLES or dataset.endswith('.npz'):
         return _load_sample(dataset, split, limit)
     if _is_npz_folder(dataset):
-        return _load_sample(str(Path(dataset).expanduser() / f'{split}.npz'), split, limit)
+        folder = Path(dataset).expanduser()
+        if not (folder / f'{split}.npz').is_file():
+            have = sorted(p.stem for p in folder.glob('*.npz'))
+            raise DataError(f'the .npz data set {str(folder)!r} has no split {split!r} (it has {have}); pass '
+                            f'--split (or --train-split / --test-split) with one of them.')
+        return _load_sample(str(folder / f'{split}.npz'), split, limit)
     import datasets
     ds = _open(dataset, split)
     image_column, label_column = _find_columns(ds, image_column, label_column)
@@ -254,10 +259,6 @@ def _to_nchw(images: np.ndarray) -> torch.Tensor:
 def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
     path = _SAMPLE_DIR / BUNDLED_SAMPLES[dataset] if dataset in BUNDLED_SAMPLES else Path(dataset).expanduser()
     if not path.is_file():
-        if path.parent.is_dir() and path.parent != _SAMPLE_DIR and any(path.parent.glob('*.npz')):
-            have = sorted(p.stem for p in path.parent.glob('*.npz'))
-            raise DataError(f'the .npz data set {str(path.parent)!r} has no split {split!r} (it has {have}); pass '
-                            f'--split (or --train-split / --test-split) with one of them.')
         raise DataError(f'sample file {str(path)!r} does not exist; bundled samples: {", ".join(BUNDLED_SAMPLES)}, '
                         f'or write one with `python -m timm_mmc.data sample`.')
     try:
@@ -345,13 +346,13 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     import pyarrow.parquet as pq
     from PIL import Image
 
-    missing = [str(parquet_split_path(dataset, s)) for s in splits if not parquet_split_path(dataset, s).is_file()]
+    paths = {split: parquet_split_path(dataset, split) for split in splits}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:  # all checked before any is written
         raise DataError(f'{missing} not found: --dataset must be a local folder in the Hub parquet layout '
                         f'(plain_text/SPLIT-00000-of-00001.parquet for each of {list(splits)}).')
     decoded = []  # every split decoded and checked before any file is written
-    for split in splits:
-        path = parquet_split_path(dataset, split)
+    for split, path in paths.items():
         table = pq.read_table(path)
         if limit is not None:
             table = table.slice(0, limit)
