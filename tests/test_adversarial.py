@@ -158,7 +158,8 @@ def test_select_on_clean_needs_a_holdout_but_not_pgd_every_epoch():
 
 def test_select_on_clean_exports_the_best_held_out_clean_epoch(synth, tmp_path, monkeypatch, capsys):
     """A standard run with --holdout --select-best --select-on clean: clean accuracy on the held-out images (never the
-    test split) is measured every epoch for both weights, no PGD runs, and the best epoch is the one exported."""
+    test split) is measured every epoch for both weights, no PGD runs, and the best epoch is the one exported. With
+    --test-every 2 the test split is measured at epoch 2 and at the last only."""
     seen = []
     clean = iter([0.5, 0.6, 0.7, 0.65, 0.6, 0.55])  # last, weight average; epoch 2's last weights are the best
 
@@ -170,7 +171,7 @@ def test_select_on_clean_exports_the_best_held_out_clean_epoch(synth, tmp_path, 
     out = tmp_path / 'run'
     args = ['--model', 'resnet20_mmc', '--feature-dim', '16', '--epochs', '3', '--batch-size', '32', '--lr', '0.005',
             '--holdout', '64', '--robust-every', '0', '--select-best', '--select-on', 'clean', '--ema-decay', '0.9',
-            '--no-progress', '--threads', '1', '--keep-checkpoints', '5', '--precision', 'fp32']
+            '--no-progress', '--threads', '1', '--keep-checkpoints', '5', '--precision', 'fp32', '--test-every', '2']
     assert main([*args, '--dataset', synth, '--output', str(out)]) == 0
     log = capsys.readouterr().out
     assert len(seen) == 6 and all('held out' in src and attack is False for src, attack in seen)
@@ -178,6 +179,10 @@ def test_select_on_clean_exports_the_best_held_out_clean_epoch(synth, tmp_path, 
     assert [(h['heldout_clean_acc'], h['heldout_clean_acc_ema']) for h in hist] == [(0.5, 0.6), (0.7, 0.65),
                                                                                       (0.6, 0.55)]
     assert all(h['robust_acc'] is None and 'robust_acc_ema' not in h for h in hist)  # no PGD ran
+    assert [h['test_acc'] is not None for h in hist] == [False, True, True]
+    assert [h['test_acc_ema'] is not None for h in hist] == [False, True, True]
+    lines = [line for line in log.splitlines() if line.startswith('epoch ')]
+    assert 'test' not in lines[0] and 'held-out clean EMA 0.6000' in lines[0] and 'test EMA' in lines[1]
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['selected'] == dict(epoch=2, weights='last', robust_acc=None, clean_acc=0.7,
                                        rule=selection_rule(0, 'clean'), tolerance=0.0, select_on='clean')

@@ -108,6 +108,7 @@ TRAIN = [
     Case('resume-and-overwrite', ['--resume', '--overwrite'], ['contradict']),
     Case('output-is-file', ['--output', '{tmp}/f'], ['is a file'], _file('f')),
     Case('output-under-file', ['--output', '{tmp}/f/run'], ['cannot be written'], _file('f')),
+    Case('test-every-zero', ['--test-every', '0'], ['--test-every', '>= 1']),
     Case('select-best-without-holdout', ['--select-best'], ['--holdout N']),
     Case('select-on-robust-not-every-epoch', ['--select-best', '--holdout', '10', '--robust-every', '5'],
          ['--robust-every 1', '--select-on clean']),

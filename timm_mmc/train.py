@@ -44,7 +44,7 @@ from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
-                                  load_init_weights, local_batch_norms, lr_lambda, resolve_model,
+                                  epoch_figures, load_init_weights, local_batch_norms, lr_lambda, resolve_model,
                                   set_global_batch_norm)
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -354,10 +354,10 @@ class Trainer:
                                              device=self.device), 'sum')
             rec = EpochRecord(
                 epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
-                test_acc=self.test_accuracy(),
-                test_acc_ema=self.test_accuracy(self.ema.module) if self.ema is not None else None,
-                img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9),
-                lr=self.scheduler.get_last_lr()[0])
+                img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9), lr=self.scheduler.get_last_lr()[0])
+            if (epoch + 1) % cfg.test_every == 0 or epoch + 1 == cfg.epochs:
+                rec.test_acc = self.test_accuracy()
+                rec.test_acc_ema = self.test_accuracy(self.ema.module) if self.ema is not None else None
             if cfg.robust_every and ((epoch + 1) % cfg.robust_every == 0 or epoch + 1 == cfg.epochs):
                 self._measure_robust(rec)
             elif cfg.holdout:
@@ -368,14 +368,8 @@ class Trainer:
                                  f'nothing was exported. Lower --lr, set --grad-clip, or check the data; the last '
                                  f'finite checkpoint is in {str(self.run.ckpt_root)!r}.')
             self.history.append(rec)
-            robust = f', robust {rec.robust_acc:.4f}' if rec.robust_acc is not None else ''
-            if rec.robust_acc_ema is not None:
-                robust += f' (EMA {rec.robust_acc_ema:.4f})'
-            if rec.test_acc_ema is not None:
-                robust += f', test EMA {rec.test_acc_ema:.4f}'
-            self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}, '
-                     f'test {rec.test_acc:.4f}{robust}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, '
-                     f'{rec.elapsed_s / 60:.1f} min')
+            self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}'
+                     f'{epoch_figures(rec)}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, {rec.elapsed_s / 60:.1f} min')
             warning = collapse_warning(self.history) if rec.robust_acc is not None else None
             if warning:
                 rec.collapse = True

@@ -18,11 +18,11 @@ from .config import TrainConfig
 from .data import ImageSplit
 from .io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe
 from .models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name
-from .runfolder import RunSummary
+from .runfolder import EpochRecord, RunSummary
 
 __all__ = ['TrainError', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
            'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
-           'cpu_name', 'claim_line']
+           'cpu_name', 'epoch_figures', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -208,6 +208,21 @@ def cpu_name() -> str:
             return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def epoch_figures(rec: EpochRecord) -> str:
+    """The accuracies an epoch measured, for its log line (``--test-every`` and ``--robust-every`` skip some)."""
+    parts = []
+    if rec.test_acc is not None:
+        parts.append(f'test {rec.test_acc:.4f}')
+    if rec.robust_acc is not None:
+        ema = f' (EMA {rec.robust_acc_ema:.4f})' if rec.robust_acc_ema is not None else ''
+        parts.append(f'robust {rec.robust_acc:.4f}{ema}')
+    if rec.test_acc_ema is not None:
+        parts.append(f'test EMA {rec.test_acc_ema:.4f}')
+    if rec.heldout_clean_acc_ema is not None:
+        parts.append(f'held-out clean EMA {rec.heldout_clean_acc_ema:.4f}')
+    return ''.join(f', {p}' for p in parts)
 
 
 def claim_line(summary: RunSummary, n_test: int) -> str:
