@@ -50,3 +50,19 @@ def test_device_script_refuses_bad_recipes_and_data_before_any_work(tmp_path):
                    '--work', str(tmp_path / 'w'), '--budget-s', '60')
     assert proc.returncode == 2 and 'Hub parquet layout' in proc.stderr
     assert not (tmp_path / 'w' / 'data').exists()
+
+
+def test_run_all_stops_a_job_still_going_at_the_deadline_and_keeps_the_finished_ones():
+    """The deadline path: a run still going is stopped (SIGTERM to its process group) and reported as stopped, with
+    its non-zero code, while a run that ended in time keeps its own code."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('device_train', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    quick = subprocess.Popen([sys.executable, '-c', 'pass'], start_new_session=True)
+    slow = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)
+    start = module.time.time()
+    ends = module._run_all(dict(quick=quick, slow=slow), deadline=start + 2.0)
+    assert ends['quick'] == dict(ends['quick'], rc=0, stopped=False)
+    assert ends['slow']['stopped'] is True and ends['slow']['rc'] != 0 and slow.poll() is not None
+    assert 2.0 <= ends['slow']['wall_s'] < 30
