@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from timm_mmc.config import TrainConfig, parse_config
-from timm_mmc.data import DataError, parquet_to_npz_folder
+from timm_mmc.data import DataError
+from timm_mmc.npz import parquet_to_npz_folder
 from timm_mmc.runfolder import METRICS_FILE, read_metrics
 
 END_MARGIN_S = 25.0  # the last epoch's export, the final test pass and the packing

@@ -179,7 +179,8 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from timm_mmc.data import main, parquet_split_path, parquet_to_npz_folder
+    from timm_mmc.data import main, parquet_split_path
+    from timm_mmc.npz import parquet_to_npz_folder
     out = parquet_to_npz_folder(ds, tmp_path / 'npz')
     assert sorted(p.name for p in out.iterdir()) == ['test.npz', 'train.npz']
     for split in ('train', 'test'):

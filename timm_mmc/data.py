@@ -11,13 +11,12 @@ evaluation runs offline on a fresh clone: ``load_split("cifar10-sample", "test")
 
 A folder of such files, one per split (``train.npz``, ``test.npz``), is a data set too: ``python -m timm_mmc.data
 npz --dataset DIR --out OUT`` writes one from the Hub's parquet layout with pyarrow and Pillow alone, for machines
-without ``datasets`` (a lent GPU machine; ``scripts/device_train.py``).
+without ``datasets`` (a lent GPU machine; ``scripts/device_train.py``). :mod:`timm_mmc.npz` owns that format.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 __all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays',
            'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
-           'write_sample', 'write_npz_split', 'parquet_to_npz_folder', 'BUNDLED_SAMPLES']
+           'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 _SAMPLE_DIR = Path(__file__).parent / 'samples'
@@ -165,15 +164,18 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     Raises:
         DataError: Missing data set, split or column; the message names the fix.
     """
-    if dataset in BUNDLED_SAMPLES or dataset.endswith('.npz'):
-        return _load_sample(dataset, split, limit)
-    if _is_npz_folder(dataset):
+    from .npz import is_npz_folder, read_npz_split
+    if dataset in BUNDLED_SAMPLES:
+        return read_npz_split(_SAMPLE_DIR / BUNDLED_SAMPLES[dataset], split, limit, name=dataset)
+    if dataset.endswith('.npz'):
+        return read_npz_split(dataset, split, limit, name=dataset)
+    if is_npz_folder(dataset):
         folder = Path(dataset).expanduser()
         if not (folder / f'{split}.npz').is_file():
             have = sorted(p.stem for p in folder.glob('*.npz'))
             raise DataError(f'the .npz data set {str(folder)!r} has no split {split!r} (it has {have}); pass '
                             f'--split (or --train-split / --test-split) with one of them.')
-        return _load_sample(str(folder / f'{split}.npz'), split, limit)
+        return read_npz_split(folder / f'{split}.npz', split, limit, name=str(folder / f'{split}.npz'))
     import datasets
     ds = _open(dataset, split)
     image_column, label_column = _find_columns(ds, image_column, label_column)
@@ -245,133 +247,19 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, what:
                         f'marked -1 cannot be trained on or evaluated).')
 
 
-def _is_npz_folder(dataset: str) -> bool:
-    """A local folder of per-split ``.npz`` files (and no parquet layout): what :func:`parquet_to_npz_folder` writes."""
-    path = Path(dataset).expanduser()
-    return path.is_dir() and not (path / 'plain_text').exists() and any(path.glob('*.npz'))
-
-
 def _to_nchw(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, C)`` uint8 array -> contiguous ``(N, C, H, W)`` tensor."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def _load_sample(dataset: str, split: str, limit: Optional[int]) -> ImageSplit:
-    path = _SAMPLE_DIR / BUNDLED_SAMPLES[dataset] if dataset in BUNDLED_SAMPLES else Path(dataset).expanduser()
-    if not path.is_file():
-        raise DataError(f'sample file {str(path)!r} does not exist; bundled samples: {", ".join(BUNDLED_SAMPLES)}, '
-                        f'or write one with `python -m timm_mmc.data sample`.')
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ('images', 'labels') if k not in f.files]
-            if missing:
-                raise DataError(f'{str(path)!r} has no {" or ".join(missing)} array (it holds {sorted(f.files)}); '
-                                f'an .npz data set needs images (N, H, W, C) uint8 and labels (N,) int, and may add '
-                                f'class_names, split, source and sha256 (`python -m timm_mmc.data sample` writes all).')
-            images, labels = f['images'], f['labels']
-            if 'class_names' in f.files:
-                class_names = [str(c) for c in f['class_names']]
-            else:
-                n_cls = int(labels.max()) + 1 if labels.size and np.issubdtype(labels.dtype, np.integer) else 0
-                class_names = [str(i) for i in range(n_cls)]
-            sample_split = str(f['split']) if 'split' in f.files else split
-            sha = str(f['sha256']) if 'sha256' in f.files else hashlib.sha256(
-                images.tobytes() + labels.tobytes()).hexdigest()
-            origin = str(f['source']) if 'source' in f.files else 'an .npz without provenance'
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f'{str(path)!r} is not a readable .npz ({type(e).__name__}: {e}); write one with '
-                        f'`python -m timm_mmc.data sample`.') from e
-    check_arrays(images, labels, len(class_names), str(path))
-    labels = labels.astype(np.int64)
-    if split != sample_split:
-        raise DataError(f'{dataset} holds only the {sample_split!r} split (asked for {split!r}); pass --split '
-                        f'{sample_split}.')
-    if limit is not None:
-        if limit < 1 or limit > len(labels):
-            raise DataError(f'asked for {limit} examples but {dataset} has {len(labels)}.')
-        images, labels = images[:limit], labels[:limit]
-    imgs = _to_nchw(images)
-    source = f'{dataset}:{split} [{path.name}, sha256 {sha[:16]}], from {origin}'
-    return ImageSplit(imgs, torch.from_numpy(labels).long(), class_names, source)
-
-
 def write_sample(dataset: str, out: os.PathLike, n: int, split: str = 'test', image_column: Optional[str] = None,
                  label_column: Optional[str] = None) -> Path:
     """Write the first ``n`` images of a split to a compressed ``.npz`` that :func:`load_split` reads by path."""
+    from .npz import write_npz_split
     data = load_split(dataset, split, image_column, label_column, limit=n)
     images = data.images.permute(0, 2, 3, 1).contiguous().numpy()  # (n, H, W, C)
     return write_npz_split(out, images, data.labels.numpy(), data.class_names, split,
                            f'first {n} rows of {data.source}')
-
-
-def write_npz_split(out: os.PathLike, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], split: str,
-                    source: str, compress: bool = True) -> Path:
-    """The one writer of the project's ``.npz`` split format, atomically (a kill leaves no torn file).
-
-    The file holds ``images`` ``(N, H, W, C)`` uint8, ``labels`` int64, ``class_names``, ``split``, ``source`` (what it
-    was made from) and ``sha256`` (of the images and labels bytes).
-
-    Raises:
-        DataError: Wrong dtype, shape, range or labels (:func:`check_arrays`).
-    """
-    labels = np.asarray(labels).astype(np.int64)
-    check_arrays(images, labels, len(class_names), str(out))
-    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes() + labels.tobytes()).hexdigest()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.tmp{os.getpid()}')
-    save = np.savez_compressed if compress else np.savez
-    with open(tmp, 'wb') as f:
-        save(f, images=images, labels=labels, class_names=np.array(list(class_names)), split=split, source=source,
-             sha256=sha)
-    os.replace(tmp, out)
-    return out
-
-
-def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequence[str] = ('train', 'test'),
-                          limit: Optional[int] = None) -> Path:
-    """Decode a local data set in the Hub's parquet layout into a folder of uncompressed per-split ``.npz`` files.
-
-    Reads with pyarrow and Pillow only (no ``datasets``): the image column is the Hub's ``{bytes, path}`` struct, the
-    label column is ``label`` (class names from the parquet's ``huggingface`` metadata when it has them).
-
-    Raises:
-        DataError: A missing split file or an unknown column layout.
-    """
-    import io
-    import json
-
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    paths = {split: parquet_split_path(dataset, split) for split in splits}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:  # all checked before any is written
-        raise DataError(f'{missing} not found: --dataset must be a local folder in the Hub parquet layout '
-                        f'(plain_text/SPLIT-00000-of-00001.parquet for each of {list(splits)}).')
-    decoded = []  # every split decoded and checked before any file is written
-    for split, path in paths.items():
-        table = pq.read_table(path)
-        if limit is not None:
-            table = table.slice(0, limit)
-        image_col = next((f.name for f in table.schema if str(f.type).startswith('struct<bytes')), None)
-        label_col = next((k for k in _LABEL_NAMES if k in table.column_names), None)
-        if image_col is None or label_col is None:
-            raise DataError(f'{str(path)!r} has columns {table.column_names}: no Hub image struct or label column.')
-        meta = json.loads((table.schema.metadata or {}).get(b'huggingface', b'{}'))
-        names = meta.get('info', {}).get('features', {}).get(label_col, {}).get('names')
-        labels = np.asarray(table.column(label_col).to_pylist(), dtype=np.int64)
-        names = names or [str(i) for i in range(int(labels.max()) + 1)]
-        images = np.stack([np.asarray(Image.open(io.BytesIO(cell['bytes'])).convert('RGB'))
-                           for cell in table.column(image_col).to_pylist()])
-        check_arrays(images, labels, len(names), str(path))
-        source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
-        decoded.append((split, images, labels, names, source))
-    for split, images, labels, names, source in decoded:
-        write_npz_split(Path(out) / f'{split}.npz', images, labels, names, split, source, compress=False)
-    return Path(out)
 
 
 def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: Optional[torch.Generator] = None,
@@ -490,6 +378,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     q.add_argument('--out', required=True, help='output folder')
     args = p.parse_args(argv)
     if args.cmd == 'npz':
+        from .npz import parquet_to_npz_folder
         try:
             out = parquet_to_npz_folder(args.dataset, args.out, args.splits, args.limit)
         except DataError as e:
