@@ -23,7 +23,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import timm_mmc  # noqa: E402,F401
 from _common import machine_line  # noqa: E402
 from timm_mmc.attacks import PGD  # noqa: E402
 

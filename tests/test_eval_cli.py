@@ -35,8 +35,6 @@ def tiny(tmp_path_factory):
     import timm
     from safetensors.torch import save_file
 
-    import timm_mmc  # noqa: F401
-
     root = tmp_path_factory.mktemp('tiny')
     torch.manual_seed(0)
     model = timm.create_model('resnet20_mmc').eval()
@@ -159,9 +157,8 @@ def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatc
     a package that cannot be imported is None; never "not installed" for one that ran."""
     import importlib.metadata
 
-    import accelerate  # noqa: F401  imported before the metadata goes away, as in a process that ran them
-    import pyautoattack  # noqa: F401
-    import datasets  # noqa: F401
+    # imported before the metadata goes away, as in a process that ran them
+    modules = {name: importlib.import_module(name) for name in ('accelerate', 'pyautoattack', 'datasets')}
 
     from timm_mmc import report
 
@@ -173,7 +170,7 @@ def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatc
     import timm
     import timm_mmc
     assert versions['timm-mmc'] == timm_mmc.__version__ and versions['timm'] == timm.__version__
-    assert versions['torch'] == torch.__version__ and versions['pyautoattack'] == pyautoattack.__version__
+    assert versions['torch'] == torch.__version__ and versions['pyautoattack'] == modules['pyautoattack'].__version__
     assert 'not installed' not in versions.values()
 
 

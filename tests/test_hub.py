@@ -20,7 +20,6 @@ import torch
 import yaml
 
 import timm
-import timm_mmc  # noqa: F401  registers the models
 from timm_mmc import hub, report
 from timm_mmc.centers import mm_centers
 from timm_mmc.data import write_parquet_split
