@@ -327,11 +327,14 @@ def test_resume_refuses_changed_options_records_allowed_ones_and_keeps_args(synt
         assert main([*base, '--resume', flag, value]) == 2
         err = capsys.readouterr().err
         assert flag.lstrip('-').replace('-', '_') in err and '--overwrite' in err
-    # options left out come from the run itself; a changed --threads is allowed and recorded
-    assert main(['--output', str(out), '--resume', '--threads', '2', '--no-progress']) == 0
+    # options left out come from the run itself; a changed --threads or a change of what is measured (--test-every,
+    # --robust-every) is allowed and recorded
+    assert main(['--output', str(out), '--resume', '--threads', '2', '--test-every', '3', '--robust-every', '2',
+                 '--no-progress']) == 0
     assert (out / 'args.yaml').read_text() == args_before
     rec = json.loads((out / 'resumes.jsonl').read_text().splitlines()[-1])
-    assert rec['changed'] == {'threads': {'was': 1, 'now': 2}} and rec['resumed_at_step'] == 8
+    assert rec['changed'] == {'threads': {'was': 1, 'now': 2}, 'test_every': {'was': 1, 'now': 3},
+                              'robust_every': {'was': 0, 'now': 2}} and rec['resumed_at_step'] == 8
 
 
 def test_resume_of_nothing_is_refused(synth, tmp_path, capsys):

@@ -38,9 +38,10 @@ from .fileio import atomic_write_text
 __all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
            'EpochRecord', 'read_metrics']
 
-# options a resumed run may change: they do not change what is computed, only how it is run and recorded
+# options a resumed run may change: they do not change the weights it computes, only how it is run and what it
+# measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less)
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
-                            'overwrite', 'output'})
+                            'overwrite', 'output', 'test_every', 'robust_every'})
 _EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
 METRICS_FILE = 'metrics.jsonl'  # one EpochRecord a line; read_metrics reads it
 RUN_FILES = ('args.yaml', 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
