@@ -175,7 +175,7 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
             have = sorted(p.stem for p in folder.glob('*.npz'))
             raise DataError(f'the .npz data set {str(folder)!r} has no split {split!r} (it has {have}); pass '
                             f'--split (or --train-split / --test-split) with one of them.')
-        return read_npz_split(folder / f'{split}.npz', split, limit, name=str(folder / f'{split}.npz'))
+        return read_npz_split(folder / f'{split}.npz', split, limit)
     import datasets
     ds = _open(dataset, split)
     image_column, label_column = _find_columns(ds, image_column, label_column)
