@@ -16,6 +16,14 @@ The machine is lent for minutes and starts bare, so one command does everything:
 5. each run folder packed as ``OUT/NAME.tar.gz`` (finished or not) and what the script measured and chose in
    ``OUT/device_train.json``.
 
+A run longer than one lease: ``--epochs N`` fixes its length and skips the probe (step 2); the runs train until the
+deadline and are packed. The next lease carries that ``OUT`` folder back and passes it as ``--resume-from``: each run
+is unpacked and continues from its last checkpoint (``--resume``, bit-exact), keeping its own length and options
+(pass the same ``--extra`` and ``--work`` as the first lease: the run checks that nothing else changed)::
+
+    PYTHONPATH=$PWD python scripts/device_train.py --data .devdata/cifar10 --out "$OUT" --budget-s 520 \
+        --resume-from .devruns -c gpu/resnet32_mmc_at_pgd
+
 Rehearse it on the CPU with a tiny budget first (``tests/test_device_script.py`` does, with ``--extra``).
 """
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,8 +57,12 @@ def _name(recipe: str) -> str:
     return Path(recipe).stem
 
 
-def _launch(recipe: str, data: Path, out: Path, args: Sequence[str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, '-m', 'timm_mmc.train', '-c', recipe, '--dataset', str(data), '--output', str(out),
+def _launch(recipe: str, data: Path, out: Path, args: Sequence[str], log: Path, resume: bool = False
+            ) -> subprocess.Popen:
+    """One training run in its own process group, logging to ``log``. A resumed run gets no ``-c``: it keeps the
+    options in its ``args.yaml`` (``--dataset`` must then be the path it started on: the same ``--work``)."""
+    recipe_args = ['--resume'] if resume else ['-c', recipe]
+    cmd = [sys.executable, '-m', 'timm_mmc.train', *recipe_args, '--dataset', str(data), '--output', str(out),
            '--no-progress', *args]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     with open(log, 'w') as fh:  # the child keeps its own copy of the descriptor
@@ -97,6 +110,41 @@ def _pack(run: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _unpack(packed: Path, dest: Path, name: str) -> Path:
+    """Unpack a run folder that :func:`_pack` wrote on an earlier lease into ``dest / name`` (replacing what is there).
+
+    The archive is data: only regular files and folders under ``name/`` are accepted, never links, devices or paths
+    that leave ``dest``.
+
+    Raises:
+        ValueError: The archive cannot be read or holds anything else; the message names it.
+    """
+    try:
+        with tarfile.open(packed, 'r:gz') as tar:
+            members = tar.getmembers()
+            for m in members:
+                parts = Path(m.name).parts
+                if not (m.isfile() or m.isdir()) or not parts or parts[0] != name or '..' in parts \
+                        or Path(m.name).is_absolute():
+                    raise ValueError(f'{str(packed)!r} holds {m.name!r}, which is not a file or folder of run '
+                                     f'{name!r}; pass the OUT folder of an earlier scripts/device_train.py lease.')
+            shutil.rmtree(dest / name, ignore_errors=True)
+            dest.mkdir(parents=True, exist_ok=True)
+            tar.extractall(dest, members=members, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+    except (OSError, tarfile.TarError) as e:
+        raise ValueError(f'cannot unpack {str(packed)!r} ({type(e).__name__}: {e}); pass the OUT folder of an earlier '
+                         f'scripts/device_train.py lease.') from e
+    if not (dest / name / 'args.yaml').is_file():
+        raise ValueError(f'{str(packed)!r} holds no args.yaml for run {name!r}; it is not a packed run folder.')
+    return dest / name
+
+
+def _last_epoch(run: Path) -> int:
+    """The last epoch a run folder recorded (0 when none)."""
+    metrics = run / METRICS_FILE
+    return read_metrics(metrics)[-1].epoch if metrics.is_file() and read_metrics(metrics) else 0
+
+
 def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_images: int, probe_images: int,
            work: Path, out: Path, extra: Sequence[str], deadline: float
            ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, int]]:
@@ -127,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--budget-s', type=float, required=True, help='wall seconds for the whole script, probe included')
     p.add_argument('--probe-images', type=int, default=12800, help='training images of the two-epoch probe')
     p.add_argument('--max-epochs', type=int, default=200, help='at most this many epochs (the paper trains 200)')
+    p.add_argument('--epochs', type=int, default=None,
+                   help='a fixed run length, for a run over several leases: no probe; the runs train until the '
+                        'deadline and are packed for --resume-from (default: what fits this lease, by the probe)')
+    p.add_argument('--resume-from', default=None,
+                   help='the OUT folder of an earlier lease (NAME.tar.gz for every recipe): the runs continue there '
+                        'with --resume')
     p.add_argument('--extra', default='', help='flags added to every training command (a tiny rehearsal: '
                                                '"--train-limit 256 --holdout 32 --batch-size 32")')
     args = p.parse_args(argv)
@@ -138,9 +192,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(recipes) != len(args.config):
         p.error('two recipes share a name; their run folders and logs would collide.')
     cfgs = {n: parse_config(['-c', c, *extra]) for n, c in recipes.items()}  # bad recipes fail here, before the work
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f'--epochs must be >= 1 (got {args.epochs}).')
+    if args.epochs is not None and args.resume_from:
+        p.error('a run continued with --resume-from keeps its own length: drop --epochs.')
+    packed = {n: Path(args.resume_from) / f'{n}.tar.gz' for n in recipes} if args.resume_from else {}
+    missing = [str(f) for f in packed.values() if not f.is_file()]
+    if missing:
+        p.error(f'--resume-from: no packed run {", ".join(missing)}; pass the OUT folder of the lease that ran these '
+                f'recipes, or leave the recipe out.')
+    try:  # unpacked before any work, so that a bad archive costs nothing
+        report_resumed = {n: _last_epoch(_unpack(f, work / 'runs', n)) for n, f in packed.items()}
+    except ValueError as e:
+        p.error(str(e))
     report: Dict[str, object] = dict(
         recipes=args.config, extra=extra, budget_s=args.budget_s, python=platform.python_version(),
-        torch=torch.__version__, device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')
+        torch=torch.__version__, device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
+        resumed_from_epoch=report_resumed)
     print(f'device_train: {report["device"]}, torch {torch.__version__}, recipes {", ".join(cfgs)}', flush=True)
 
     try:
@@ -152,33 +220,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     report['data_s'] = time.time() - t0
     print(f'data: {n_images} training images decoded in {report["data_s"]:.0f} s', flush=True)
 
-    start = time.time()
-    probe, report['probe_rc'] = _probe(recipes, cfgs, data, n_images, args.probe_images, work, out, extra,
-                                       deadline=t0 + args.budget_s)
-    if not probe:
-        (out / 'device_train.json').write_text(json.dumps(report, indent=1))
-        return 1
-    report['probe'] = probe
-    report['probe_s'] = time.time() - start
-    left = args.budget_s - (time.time() - t0) - max(v['startup_s'] for v in probe.values()) - END_MARGIN_S
-    epochs = max(1, min(args.max_epochs, math.floor(left / max(v['epoch_s'] for v in probe.values()))))
-    report['epochs'] = epochs
-    print(f'probe ({report["probe_s"]:.0f} s): ' + '; '.join(
-        f'{n} {v["img_per_s"]:.0f} img/s, {v["epoch_s"]:.1f} s an epoch, start-up {v["startup_s"]:.0f} s'
-        for n, v in probe.items()) + f'; {left:.0f} s left for epochs -> {epochs} epochs', flush=True)
+    fixed = bool(packed) or args.epochs is not None  # a run over several leases: stopping at the deadline is the plan
+    if fixed:
+        names, epochs = list(recipes), args.epochs
+    else:
+        start = time.time()
+        probe, report['probe_rc'] = _probe(recipes, cfgs, data, n_images, args.probe_images, work, out, extra,
+                                           deadline=t0 + args.budget_s)
+        if not probe:
+            (out / 'device_train.json').write_text(json.dumps(report, indent=1))
+            return 1
+        report['probe'] = probe
+        report['probe_s'] = time.time() - start
+        left = args.budget_s - (time.time() - t0) - max(v['startup_s'] for v in probe.values()) - END_MARGIN_S
+        epochs = max(1, min(args.max_epochs, math.floor(left / max(v['epoch_s'] for v in probe.values()))))
+        names = list(probe)
+        print(f'probe ({report["probe_s"]:.0f} s): ' + '; '.join(
+            f'{n} {v["img_per_s"]:.0f} img/s, {v["epoch_s"]:.1f} s an epoch, start-up {v["startup_s"]:.0f} s'
+            for n, v in probe.items()) + f'; {left:.0f} s left for epochs -> {epochs} epochs', flush=True)
+    report['epochs'] = epochs  # None: each resumed run keeps its own length
 
-    runs = {n: work / 'runs' / n for n in probe}
-    jobs = {n: _launch(recipes[n], data, runs[n], [*extra, '--epochs', str(epochs), '--keep-checkpoints', '1'],
-                       out / f'{n}.log') for n in probe}
+    runs = {n: work / 'runs' / n for n in names}
+    todo = [n for n in names if not (runs[n] / 'summary.json').is_file()]  # a packed run may have finished already
+    length = [] if packed else ['--epochs', str(epochs)]
+    jobs = {n: _launch(recipes[n], data, runs[n], [*extra, *length, '--keep-checkpoints', '1'], out / f'{n}.log',
+                       resume=bool(packed)) for n in todo}
     report['runs'] = _run_all(jobs, deadline=t0 + args.budget_s)
     for n, run in runs.items():
         if run.exists():
             _pack(run, out / f'{n}.tar.gz')
-        print(f'{n}: rc {report["runs"][n]["rc"]}, {report["runs"][n]["wall_s"] / 60:.1f} min'
-              f'{", stopped at the deadline" if report["runs"][n]["stopped"] else ""}', flush=True)
+        end = report['runs'].setdefault(n, dict(rc=0, wall_s=0.0, stopped=False, finished_before=True))
+        end['epoch'] = _last_epoch(run)
+        print(f'{n}: rc {end["rc"]}, {end["wall_s"] / 60:.1f} min, epoch {end["epoch"]}'
+              f'{", finished on an earlier lease" if n not in todo else ""}'
+              f'{", stopped at the deadline (--resume-from continues it)" if end["stopped"] else ""}', flush=True)
     report['total_s'] = time.time() - t0
     (out / 'device_train.json').write_text(json.dumps(report, indent=1))
-    return 0 if all(r['rc'] == 0 for r in report['runs'].values()) else 1
+    return 0 if all(r['rc'] == 0 or (fixed and r['stopped']) for r in report['runs'].values()) else 1
 
 
 if __name__ == '__main__':

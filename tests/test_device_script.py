@@ -1,6 +1,7 @@
 """scripts/device_train.py, rehearsed on the CPU with a tiny budget (as before every lent-GPU run)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -12,8 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'scripts' / 'device_train.py'
 
 
-def _script(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+TINY = '--model resnet20_mmc --feature-dim 16 --batch-size 16 --holdout 16 --lr 0.002 --threads 1'
+
+
+def _script(*args, timeout=300, **env_extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
     return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -23,7 +27,7 @@ def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tm
     out = tmp_path / 'out'
     proc = _script('-c', 'gpu/resnet32_mmc_at', '--data', str(data), '--out', str(out), '--work', str(tmp_path / 'w'),
                    '--budget-s', '240', '--probe-images', '64', '--max-epochs', '2',
-                   '--extra', '--model resnet20_mmc --feature-dim 16 --batch-size 16 --holdout 16 --lr 0.002 --threads 1')
+                   '--extra', TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / 'device_train.json').read_text())
     probe = report['probe']['resnet32_mmc_at']
@@ -50,6 +54,61 @@ def test_device_script_refuses_bad_recipes_and_data_before_any_work(tmp_path):
                    '--work', str(tmp_path / 'w'), '--budget-s', '60')
     assert proc.returncode == 2 and 'Hub parquet layout' in proc.stderr
     assert not (tmp_path / 'w' / 'data').exists()
+
+
+def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path):
+    """--epochs fixes the length (no probe); a run cut on one lease is packed, and --resume-from on the next lease
+    (a fresh work folder, as on a fresh machine) unpacks it and continues it with --resume to the same weights as a
+    run never cut."""
+    data = write_synthetic_dataset(tmp_path / 'ds', n_train=64, n_test=16)
+    common = ['-c', 'gpu/resnet32_mmc_at_pgd', '--data', str(data), '--budget-s', '240', '--extra',
+              TINY + ' --adv-steps 2']
+    cut = _script(*common, '--epochs', '2', '--out', str(tmp_path / 'lease1'), '--work', str(tmp_path / 'w1'),
+                  TIMM_MMC_FAULT='step:4')  # killed in epoch 2 (3 steps an epoch), after epoch 1's checkpoint
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    first = json.loads((tmp_path / 'lease1' / 'device_train.json').read_text())
+    assert 'probe' not in first and first['epochs'] == 2
+    assert first['runs']['resnet32_mmc_at_pgd'] == dict(first['runs']['resnet32_mmc_at_pgd'], stopped=False, epoch=1)
+    assert first['runs']['resnet32_mmc_at_pgd']['rc'] != 0
+
+    shutil.rmtree(tmp_path / 'w1')  # the next lease is a fresh machine: only the packed folder comes back
+    cont = _script(*common, '--resume-from', str(tmp_path / 'lease1'), '--out', str(tmp_path / 'lease2'),
+                   '--work', str(tmp_path / 'w1'))
+    assert cont.returncode == 0, cont.stdout + cont.stderr
+    second = json.loads((tmp_path / 'lease2' / 'device_train.json').read_text())
+    assert second['resumed_from_epoch'] == {'resnet32_mmc_at_pgd': 1} and second['epochs'] is None
+    assert second['runs']['resnet32_mmc_at_pgd'] == dict(second['runs']['resnet32_mmc_at_pgd'], rc=0, epoch=2)
+    assert '--resume' in (tmp_path / 'lease2' / 'resnet32_mmc_at_pgd.log').read_text().splitlines()[0]
+
+    straight = _script(*common, '--epochs', '2', '--out', str(tmp_path / 'once'), '--work', str(tmp_path / 'w3'))
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    weights = [(tmp_path / w / 'runs' / 'resnet32_mmc_at_pgd' / 'model.safetensors').read_bytes() for w in ('w1', 'w3')]
+    assert weights[0] == weights[1]
+
+    again = _script(*common, '--resume-from', str(tmp_path / 'lease2'), '--out', str(tmp_path / 'lease3'),
+                    '--work', str(tmp_path / 'w1'))  # a run that finished on an earlier lease is not started again
+    assert again.returncode == 0 and 'finished on an earlier lease' in again.stdout, again.stdout + again.stderr
+
+
+def test_resume_from_refuses_missing_and_unsafe_archives_before_any_work(tmp_path):
+    common = ['-c', 'gpu/resnet32_mmc_at_pgd', '--data', str(tmp_path / 'none'), '--out', str(tmp_path / 'out'),
+              '--work', str(tmp_path / 'w'), '--budget-s', '60']
+    proc = _script(*common, '--resume-from', str(tmp_path))
+    assert proc.returncode == 2 and 'no packed run' in proc.stderr
+    proc = _script(*common, '--resume-from', str(tmp_path), '--epochs', '5')
+    assert proc.returncode == 2 and 'keeps its own length' in proc.stderr
+    (tmp_path / 'evil').write_text('x')
+    with tarfile.open(tmp_path / 'resnet32_mmc_at_pgd.tar.gz', 'w:gz') as tar:
+        tar.add(tmp_path / 'evil', arcname='resnet32_mmc_at_pgd/../../evil')
+    proc = _script(*common, '--resume-from', str(tmp_path))
+    assert proc.returncode == 2 and 'not a file or folder of run' in proc.stderr
+    with tarfile.open(tmp_path / 'resnet32_mmc_at_pgd.tar.gz', 'w:gz') as tar:
+        link = tarfile.TarInfo('resnet32_mmc_at_pgd/args.yaml')
+        link.type, link.linkname = tarfile.SYMTYPE, '/etc/passwd'
+        tar.addfile(link)
+    proc = _script(*common, '--resume-from', str(tmp_path))
+    assert proc.returncode == 2 and 'not a file or folder of run' in proc.stderr
+    assert not (tmp_path / 'w' / 'data').exists() and not (tmp_path / 'w' / 'runs' / 'resnet32_mmc_at_pgd').exists()
 
 
 def test_run_all_stops_a_job_still_going_at_the_deadline_and_keeps_the_finished_ones():
