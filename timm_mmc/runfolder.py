@@ -39,7 +39,8 @@ __all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 
            'EpochRecord', 'read_metrics']
 
 # options a resumed run may change: they do not change the weights it computes, only how it is run and what it
-# measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less)
+# measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less;
+# tests/test_adversarial.py::test_what_a_run_measures_never_changes_its_weights holds the weights to it)
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
                             'overwrite', 'output', 'test_every', 'robust_every'})
 _EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
