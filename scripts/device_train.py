@@ -29,6 +29,7 @@ Rehearse it on the CPU with a tiny budget first (``tests/test_device_script.py``
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -39,16 +40,17 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from timm_mmc.config import TrainConfig, parse_config
+from timm_mmc.config import ConfigError, TrainConfig, parse_config
 from timm_mmc.data import DataError
 from timm_mmc.npz import parquet_to_npz_folder
-from timm_mmc.runfolder import METRICS_FILE, read_metrics
+from timm_mmc.runfolder import METRICS_FILE, RunError, RunFolder, read_metrics, resolve_resume
 
 END_MARGIN_S = 25.0  # the last epoch's export, the final test pass and the packing
 
@@ -57,13 +59,16 @@ def _name(recipe: str) -> str:
     return Path(recipe).stem
 
 
-def _launch(recipe: str, data: Path, out: Path, args: Sequence[str], log: Path, resume: bool = False
-            ) -> subprocess.Popen:
-    """One training run in its own process group, logging to ``log``. A resumed run gets no ``-c``: it keeps the
-    options in its ``args.yaml`` (``--dataset`` must then be the path it started on: the same ``--work``)."""
-    recipe_args = ['--resume'] if resume else ['-c', recipe]
-    cmd = [sys.executable, '-m', 'timm_mmc.train', *recipe_args, '--dataset', str(data), '--output', str(out),
-           '--no-progress', *args]
+def _train_args(recipe: Optional[str], data: Path, out: Path, extra: Sequence[str]) -> List[str]:
+    """``timm_mmc.train``'s arguments: a new run from ``recipe``, or (``recipe`` None) the run in ``out`` continued
+    with the options in its ``args.yaml`` (``--dataset`` must then be the path it started on: the same ``--work``)."""
+    return [*(['-c', recipe] if recipe else ['--resume']), '--dataset', str(data), '--output', str(out),
+            '--no-progress', *extra]
+
+
+def _launch(train_args: Sequence[str], log: Path) -> subprocess.Popen:
+    """One training run in its own process group, logging to ``log`` (its first line is the command)."""
+    cmd = [sys.executable, '-m', 'timm_mmc.train', *train_args]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     with open(log, 'w') as fh:  # the child keeps its own copy of the descriptor
         fh.write(' '.join(cmd) + '\n')
@@ -110,39 +115,78 @@ def _pack(run: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _member_ok(member: tarfile.TarInfo, name: str) -> bool:
+    """A regular file or folder inside run ``name``: no link, device, absolute path or ``..``."""
+    parts = Path(member.name).parts
+    return ((member.isfile() or member.isdir()) and bool(parts) and parts[0] == name and '..' not in parts
+            and not Path(member.name).is_absolute())
+
+
 def _unpack(packed: Path, dest: Path, name: str) -> Path:
-    """Unpack a run folder that :func:`_pack` wrote on an earlier lease into ``dest / name`` (replacing what is there).
+    """Unpack a run folder that :func:`_pack` wrote on an earlier lease into ``dest / name``, replacing what is there.
 
     The archive is data: only regular files and folders under ``name/`` are accepted, never links, devices or paths
-    that leave ``dest``.
+    that leave ``dest``; the whole gzip stream is read first, so that a damaged copy fails its checksum instead of
+    unpacking changed bytes (tarfile stops at the archive's end marker and never reaches the gzip trailer).
+
+    Args:
+        packed: ``NAME.tar.gz`` from an earlier lease's ``OUT`` folder.
+        dest: The folder that holds the run folders (``WORK/runs``).
+        name: The run's name (the recipe's file stem).
+
+    Returns:
+        The unpacked run folder.
 
     Raises:
-        ValueError: The archive cannot be read or holds anything else; the message names it.
+        ValueError: The archive cannot be read, is damaged or holds anything else; the message names the fix.
     """
+    fix = 'pass the OUT folder of an earlier scripts/device_train.py lease, or leave the recipe out'
+    if (dest / name).is_symlink():
+        raise ValueError(f'{str(dest / name)!r} is a link; remove it or pass another --work.')
     try:
+        with gzip.open(packed) as stream:
+            while stream.read(1 << 20):
+                pass
         with tarfile.open(packed, 'r:gz') as tar:
             members = tar.getmembers()
-            for m in members:
-                parts = Path(m.name).parts
-                if not (m.isfile() or m.isdir()) or not parts or parts[0] != name or '..' in parts \
-                        or Path(m.name).is_absolute():
-                    raise ValueError(f'{str(packed)!r} holds {m.name!r}, which is not a file or folder of run '
-                                     f'{name!r}; pass the OUT folder of an earlier scripts/device_train.py lease.')
-            shutil.rmtree(dest / name, ignore_errors=True)
+            bad = next((m.name for m in members if not _member_ok(m, name)), None)
+            if bad is not None:
+                raise ValueError(f'{str(packed)!r} holds {bad!r}, which is not a file or folder of run {name!r}; '
+                                 f'{fix}.')
+            if not any(m.isfile() and m.name == f'{name}/args.yaml' for m in members):
+                raise ValueError(f'{str(packed)!r} holds no args.yaml for run {name!r}: it is not a packed run folder; '
+                                 f'{fix}.')
+            if dest.joinpath(name).exists():
+                shutil.rmtree(dest / name)
             dest.mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
-    except (OSError, tarfile.TarError) as e:
-        raise ValueError(f'cannot unpack {str(packed)!r} ({type(e).__name__}: {e}); pass the OUT folder of an earlier '
-                         f'scripts/device_train.py lease.') from e
-    if not (dest / name / 'args.yaml').is_file():
-        raise ValueError(f'{str(packed)!r} holds no args.yaml for run {name!r}; it is not a packed run folder.')
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+        raise ValueError(f'cannot unpack {str(packed)!r} ({type(e).__name__}: {e}); {fix}.') from e
     return dest / name
 
 
 def _last_epoch(run: Path) -> int:
-    """The last epoch a run folder recorded (0 when none)."""
-    metrics = run / METRICS_FILE
-    return read_metrics(metrics)[-1].epoch if metrics.is_file() and read_metrics(metrics) else 0
+    """The last epoch a run folder recorded in its metrics (0 when none)."""
+    records = read_metrics(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else []
+    return records[-1].epoch if records else 0
+
+
+def _check_resumable(run: Path, data: Path, extra: Sequence[str]) -> int:
+    """What ``train --resume`` would refuse, asked before the lease's work: a changed option (another ``--work`` moves
+    the data path, another ``--extra`` changes the options) or no complete checkpoint. Returns the last epoch the run
+    recorded.
+
+    Raises:
+        ValueError: The run cannot be continued as asked; the message names the fix.
+    """
+    try:
+        cfg = parse_config(_train_args(None, data, run, [*extra, '--keep-checkpoints', '1']))
+        RunFolder(run).check_usable(resume=True, overwrite=False)
+        resolve_resume(cfg, set(cfg.given))
+    except (ConfigError, RunError) as e:
+        raise ValueError(f'the packed run {run.name!r} cannot be continued: {e} Pass the --work and --extra of the '
+                         f'lease that started it.') from e
+    return _last_epoch(run)
 
 
 def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_images: int, probe_images: int,
@@ -150,8 +194,8 @@ def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_
            ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, int]]:
     """Two epochs of every recipe side by side: per recipe that ran, :func:`_epoch_estimate`; and every return code.
     A recipe whose probe fails is left out (and said so): one broken recipe must not cost the others the lease."""
-    jobs = {n: _launch(c, data, work / 'probe' / n, [*extra, '--epochs', '2', '--train-limit',
-                                                      str(min(probe_images, n_images))],
+    jobs = {n: _launch(_train_args(c, data, work / 'probe' / n, [*extra, '--epochs', '2', '--train-limit',
+                                                                 str(min(probe_images, n_images))]),
                        out / f'probe_{n}.log') for n, c in recipes.items()}
     ends = _run_all(jobs, deadline=deadline)
     probe = {}
@@ -174,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--work', default='/tmp/device_train', help='scratch folder: decoded data, probe and run folders')
     p.add_argument('--budget-s', type=float, required=True, help='wall seconds for the whole script, probe included')
     p.add_argument('--probe-images', type=int, default=12800, help='training images of the two-epoch probe')
-    p.add_argument('--max-epochs', type=int, default=200, help='at most this many epochs (the paper trains 200)')
+    p.add_argument('--max-epochs', type=int, default=200,
+                   help='at most this many epochs, where the probe chooses them (the paper trains 200)')
     p.add_argument('--epochs', type=int, default=None,
                    help='a fixed run length, for a run over several leases: no probe; the runs train until the '
                         'deadline and are packed for --resume-from (default: what fits this lease, by the probe)')
@@ -201,8 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         p.error(f'--resume-from: no packed run {", ".join(missing)}; pass the OUT folder of the lease that ran these '
                 f'recipes, or leave the recipe out.')
-    try:  # unpacked before any work, so that a bad archive costs nothing
-        report_resumed = {n: _last_epoch(_unpack(f, work / 'runs', n)) for n, f in packed.items()}
+    try:  # unpacked and checked before any work, so that a bad archive or a changed option costs nothing
+        report_resumed = {n: _check_resumable(_unpack(f, work / 'runs', n), work / 'data', extra)
+                          for n, f in packed.items()}
     except ValueError as e:
         p.error(str(e))
     report: Dict[str, object] = dict(
@@ -241,22 +287,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     report['epochs'] = epochs  # None: each resumed run keeps its own length
 
     runs = {n: work / 'runs' / n for n in names}
-    todo = [n for n in names if not (runs[n] / 'summary.json').is_file()]  # a packed run may have finished already
-    length = [] if packed else ['--epochs', str(epochs)]
-    jobs = {n: _launch(recipes[n], data, runs[n], [*extra, *length, '--keep-checkpoints', '1'], out / f'{n}.log',
-                       resume=bool(packed)) for n in todo}
-    report['runs'] = _run_all(jobs, deadline=t0 + args.budget_s)
+    # a run packed by an earlier lease may have finished there (summary.json is written last)
+    todo = [n for n in names if not (packed and (runs[n] / 'summary.json').is_file())]
+    steps_before = {n: RunFolder(runs[n]).checkpoint_step() for n in names}
+    length = [] if packed else ['--epochs', str(epochs)]  # a continued run keeps its own
+    jobs = {n: _launch(_train_args(None if packed else recipes[n], data, runs[n],
+                                   [*extra, *length, '--keep-checkpoints', '1']), out / f'{n}.log') for n in todo}
+    # in fixed mode the deadline stops the runs: keep the stop, the packing and the report inside the budget
+    runs_end = _run_all(jobs, deadline=t0 + args.budget_s - (END_MARGIN_S if fixed else 0.0))
+    ok = True
     for n, run in runs.items():
         if run.exists():
             _pack(run, out / f'{n}.tar.gz')
-        end = report['runs'].setdefault(n, dict(rc=0, wall_s=0.0, stopped=False, finished_before=True))
-        end['epoch'] = _last_epoch(run)
-        print(f'{n}: rc {end["rc"]}, {end["wall_s"] / 60:.1f} min, epoch {end["epoch"]}'
-              f'{", finished on an earlier lease" if n not in todo else ""}'
-              f'{", stopped at the deadline (--resume-from continues it)" if end["stopped"] else ""}', flush=True)
+        end = runs_end.setdefault(n, dict(rc=0, wall_s=0.0, stopped=False))
+        end.update(finished_before=n not in todo, epoch=_last_epoch(run), step=RunFolder(run).checkpoint_step())
+        note = ', finished on an earlier lease' if n not in todo else ''
+        if end['stopped'] and fixed and end['step'] > steps_before[n]:
+            note = ', stopped at the deadline (--resume-from continues it)'
+        elif end['stopped']:
+            note = (', stopped at the deadline with no new checkpoint: give it a larger --budget-s, or checkpoint '
+                    'within epochs (--extra "--checkpoint-every N")' if fixed else ', stopped at the deadline')
+            ok = False
+        elif end['rc'] != 0:
+            note, ok = f', failed: see {out / f"{n}.log"}', False
+        print(f'{n}: rc {end["rc"]}, {end["wall_s"] / 60:.1f} min, epoch {end["epoch"]}{note}', flush=True)
+    report['runs'] = runs_end
     report['total_s'] = time.time() - t0
     (out / 'device_train.json').write_text(json.dumps(report, indent=1))
-    return 0 if all(r['rc'] == 0 or (fixed and r['stopped']) for r in report['runs'].values()) else 1
+    return 0 if ok else 1
 
 
 if __name__ == '__main__':

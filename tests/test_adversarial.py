@@ -274,7 +274,7 @@ def test_select_best_after_sigkill_and_resume_is_bit_identical(synth, tmp_path):
 def test_what_a_run_measures_never_changes_its_weights(synth, tmp_path):
     """--test-every and --robust-every may change on a resume (RESUME_MUTABLE) because measuring draws nothing the
     training uses: the same run measured every epoch (test split and held-out PGD-10) and once at the end only ends
-    with the same bytes in every weight of its last checkpoint and of its export."""
+    with the same bytes in every tensor of its last checkpoint (weights, weight average, optimizer) and its export."""
     base = [a for a in ARGS if a != '--select-best']
     outs = []
     for every in (['--robust-every', '1', '--test-every', '1'], ['--robust-every', '0', '--test-every', '3']):
@@ -286,7 +286,8 @@ def test_what_a_run_measures_never_changes_its_weights(synth, tmp_path):
     assert [h['robust_acc'] is not None for h in hist[0]] == [True] * 3  # the first run measured every epoch,
     assert [h['test_acc'] is not None for h in hist[1]] == [False, False, True]  # the second at the end only
     assert hist[1][0]['robust_acc'] is None and hist[1][1]['robust_acc'] is None
-    last = [sorted((o / 'checkpoints').glob('step_*'))[-1] / 'model.safetensors' for o in outs]
-    for files in (last, [o / 'model.safetensors' for o in outs]):
+    last = [sorted((o / 'checkpoints').glob('step_*'))[-1] for o in outs]
+    pairs = [[c / f for c in last] for f in ('model.safetensors', 'ema.safetensors', 'optimizer.safetensors')]
+    for files in (*pairs, [o / 'model.safetensors' for o in outs]):
         a, b = (load_file(str(f)) for f in files)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

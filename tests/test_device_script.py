@@ -1,4 +1,5 @@
 """scripts/device_train.py, rehearsed on the CPU with a tiny budget (as before every lent-GPU run)."""
+import io
 import json
 import os
 import shutil
@@ -6,6 +7,10 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
 
 from timm_mmc.data import write_synthetic_dataset
 
@@ -56,19 +61,26 @@ def test_device_script_refuses_bad_recipes_and_data_before_any_work(tmp_path):
     assert not (tmp_path / 'w' / 'data').exists()
 
 
+def _last_checkpoint(run: Path) -> dict:
+    """Every tensor of a run folder's newest checkpoint (model, weight average, optimizer), by file and name."""
+    ckpt = sorted((run / 'checkpoints').glob('step_*'))[-1]
+    return {f.name: load_file(str(f)) for f in sorted(ckpt.glob('*.safetensors'))}
+
+
 def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path):
     """--epochs fixes the length (no probe); a run cut on one lease is packed, and --resume-from on the next lease
-    (a fresh work folder, as on a fresh machine) unpacks it and continues it with --resume to the same weights as a
-    run never cut."""
+    (the work folder gone, as on a fresh machine) unpacks it and continues it with --resume: every tensor of its
+    last checkpoint and every epoch's training loss equal those of a run never cut."""
     data = write_synthetic_dataset(tmp_path / 'ds', n_train=64, n_test=16)
     common = ['-c', 'gpu/resnet32_mmc_at_pgd', '--data', str(data), '--budget-s', '240', '--extra',
               TINY + ' --adv-steps 2']
     cut = _script(*common, '--epochs', '2', '--out', str(tmp_path / 'lease1'), '--work', str(tmp_path / 'w1'),
                   TIMM_MMC_FAULT='step:4')  # killed in epoch 2 (3 steps an epoch), after epoch 1's checkpoint
-    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert cut.returncode == 1 and 'failed: see' in cut.stdout, cut.stdout + cut.stderr
     first = json.loads((tmp_path / 'lease1' / 'device_train.json').read_text())
     assert 'probe' not in first and first['epochs'] == 2
-    assert first['runs']['resnet32_mmc_at_pgd'] == dict(first['runs']['resnet32_mmc_at_pgd'], stopped=False, epoch=1)
+    assert first['runs']['resnet32_mmc_at_pgd'] == dict(first['runs']['resnet32_mmc_at_pgd'], stopped=False, epoch=1,
+                                                         step=3)
     assert first['runs']['resnet32_mmc_at_pgd']['rc'] != 0
 
     shutil.rmtree(tmp_path / 'w1')  # the next lease is a fresh machine: only the packed folder comes back
@@ -77,17 +89,84 @@ def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_
     assert cont.returncode == 0, cont.stdout + cont.stderr
     second = json.loads((tmp_path / 'lease2' / 'device_train.json').read_text())
     assert second['resumed_from_epoch'] == {'resnet32_mmc_at_pgd': 1} and second['epochs'] is None
-    assert second['runs']['resnet32_mmc_at_pgd'] == dict(second['runs']['resnet32_mmc_at_pgd'], rc=0, epoch=2)
-    assert '--resume' in (tmp_path / 'lease2' / 'resnet32_mmc_at_pgd.log').read_text().splitlines()[0]
+    assert second['runs']['resnet32_mmc_at_pgd'] == dict(second['runs']['resnet32_mmc_at_pgd'], rc=0, epoch=2, step=6)
+    command = (tmp_path / 'lease2' / 'resnet32_mmc_at_pgd.log').read_text().splitlines()[0].split()
+    assert '--resume' in command and '-c' not in command
 
     straight = _script(*common, '--epochs', '2', '--out', str(tmp_path / 'once'), '--work', str(tmp_path / 'w3'))
     assert straight.returncode == 0, straight.stdout + straight.stderr
-    weights = [(tmp_path / w / 'runs' / 'resnet32_mmc_at_pgd' / 'model.safetensors').read_bytes() for w in ('w1', 'w3')]
-    assert weights[0] == weights[1]
+    resumed, once = (tmp_path / w / 'runs' / 'resnet32_mmc_at_pgd' for w in ('w1', 'w3'))
+    a, b = _last_checkpoint(resumed), _last_checkpoint(once)
+    assert a.keys() == b.keys() == {'ema.safetensors', 'model.safetensors', 'optimizer.safetensors'}
+    assert all(a[f].keys() == b[f].keys() and all(torch.equal(a[f][k], b[f][k]) for k in a[f]) for f in a)
+    losses = [[json.loads(line)['train_loss'] for line in (r / 'metrics.jsonl').read_text().splitlines()]
+              for r in (resumed, once)]
+    assert losses[0] == losses[1] and len(losses[0]) == 2
 
     again = _script(*common, '--resume-from', str(tmp_path / 'lease2'), '--out', str(tmp_path / 'lease3'),
                     '--work', str(tmp_path / 'w1'))  # a run that finished on an earlier lease is not started again
     assert again.returncode == 0 and 'finished on an earlier lease' in again.stdout, again.stdout + again.stderr
+    moved = _script(*common, '--resume-from', str(tmp_path / 'lease1'), '--out', str(tmp_path / 'lease4'),
+                    '--work', str(tmp_path / 'elsewhere'))  # another --work moves the data path: refused up front
+    assert moved.returncode == 2 and 'cannot be continued' in moved.stderr and '--work' in moved.stderr
+    assert not (tmp_path / 'elsewhere' / 'data').exists()
+
+
+def test_a_fixed_length_run_stopped_before_its_first_checkpoint_is_a_failure_that_names_the_fix(tmp_path):
+    """--epochs mode plans to be stopped at the deadline, but a stop that left no new checkpoint gains nothing."""
+    data = write_synthetic_dataset(tmp_path / 'ds', n_train=64, n_test=16)
+    proc = _script('-c', 'gpu/resnet32_mmc_at_pgd', '--data', str(data), '--budget-s', '26', '--epochs', '50',
+                   '--out', str(tmp_path / 'out'), '--work', str(tmp_path / 'w'), '--extra', TINY)
+    assert proc.returncode == 1 and 'no new checkpoint' in proc.stdout and '--checkpoint-every' in proc.stdout, \
+        proc.stdout + proc.stderr
+    report = json.loads((tmp_path / 'out' / 'device_train.json').read_text())
+    assert report['runs']['resnet32_mmc_at_pgd']['stopped'] is True
+
+
+def _archive(path: Path, *members: tarfile.TarInfo, data: bytes = b'x') -> Path:
+    with tarfile.open(path, 'w:gz') as tar:
+        for m in members:
+            m.size = len(data) if m.isfile() else 0
+            tar.addfile(m, io.BytesIO(data) if m.isfile() else None)
+    return path
+
+
+def _module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('device_train', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_unpack_refuses_damaged_and_unsafe_archives(tmp_path):
+    """What an earlier lease's archive may hold: regular files and folders of its own run, whole. Anything else is a
+    ValueError that names the fix, and nothing is written."""
+    unpack, name = _module()._unpack, 'resnet32_mmc_at_pgd'
+    packed, dest = tmp_path / f'{name}.tar.gz', tmp_path / 'w' / 'runs'
+
+    def member(path: str, kind: bytes = tarfile.REGTYPE, link: str = '') -> tarfile.TarInfo:
+        info = tarfile.TarInfo(path)
+        info.type, info.linkname = kind, link
+        return info
+    unsafe = {'leaves the folder': member(f'{name}/../../evil'), 'absolute': member('/tmp/evil'),
+              'another run': member(f'{name}_x/args.yaml'), 'symlink': member(f'{name}/args.yaml', tarfile.SYMTYPE,
+                                                                                '/etc/passwd'),
+              'hard link': member(f'{name}/args.yaml', tarfile.LNKTYPE, '/etc/passwd')}
+    for why, bad in unsafe.items():
+        with pytest.raises(ValueError, match='not a file or folder of run .*earlier scripts/device_train.py lease'):
+            unpack(_archive(packed, member(f'{name}/args.yaml'), bad), dest, name)
+    with pytest.raises(ValueError, match='no args.yaml'):
+        unpack(_archive(packed, member(f'{name}/metrics.jsonl')), dest, name)
+    assert not dest.exists()
+    whole = _archive(packed, member(f'{name}/args.yaml'), data=b'y' * 4096).read_bytes()
+    assert unpack(packed, dest, name) == dest / name and (dest / name / 'args.yaml').read_bytes() == b'y' * 4096
+    packed.write_bytes(whole[:len(whole) // 2])  # cut short, as a copy that did not finish
+    with pytest.raises(ValueError, match='cannot unpack'):
+        unpack(packed, dest, name)
+    packed.write_bytes(whole[:-8] + bytes(b ^ 0xFF for b in whole[-8:]))  # a damaged gzip trailer (CRC, length)
+    with pytest.raises(ValueError, match='cannot unpack'):
+        unpack(packed, dest, name)
 
 
 def test_resume_from_refuses_missing_and_unsafe_archives_before_any_work(tmp_path):
@@ -97,27 +176,18 @@ def test_resume_from_refuses_missing_and_unsafe_archives_before_any_work(tmp_pat
     assert proc.returncode == 2 and 'no packed run' in proc.stderr
     proc = _script(*common, '--resume-from', str(tmp_path), '--epochs', '5')
     assert proc.returncode == 2 and 'keeps its own length' in proc.stderr
-    (tmp_path / 'evil').write_text('x')
-    with tarfile.open(tmp_path / 'resnet32_mmc_at_pgd.tar.gz', 'w:gz') as tar:
-        tar.add(tmp_path / 'evil', arcname='resnet32_mmc_at_pgd/../../evil')
+    link = tarfile.TarInfo('resnet32_mmc_at_pgd/args.yaml')
+    link.type, link.linkname = tarfile.SYMTYPE, '/etc/passwd'
+    _archive(tmp_path / 'resnet32_mmc_at_pgd.tar.gz', link)
     proc = _script(*common, '--resume-from', str(tmp_path))
     assert proc.returncode == 2 and 'not a file or folder of run' in proc.stderr
-    with tarfile.open(tmp_path / 'resnet32_mmc_at_pgd.tar.gz', 'w:gz') as tar:
-        link = tarfile.TarInfo('resnet32_mmc_at_pgd/args.yaml')
-        link.type, link.linkname = tarfile.SYMTYPE, '/etc/passwd'
-        tar.addfile(link)
-    proc = _script(*common, '--resume-from', str(tmp_path))
-    assert proc.returncode == 2 and 'not a file or folder of run' in proc.stderr
-    assert not (tmp_path / 'w' / 'data').exists() and not (tmp_path / 'w' / 'runs' / 'resnet32_mmc_at_pgd').exists()
+    assert not (tmp_path / 'w').exists()
 
 
 def test_run_all_stops_a_job_still_going_at_the_deadline_and_keeps_the_finished_ones():
     """The deadline path: a run still going is stopped (SIGTERM to its process group) and reported as stopped, with
     its non-zero code, while a run that ended in time keeps its own code."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('device_train', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _module()
     quick = subprocess.Popen([sys.executable, '-c', 'pass'], start_new_session=True)
     slow = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)
     start = module.time.time()

@@ -300,6 +300,15 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def checkpoint_step(self) -> int:
+        """The optimizer step a ``--resume`` would continue from (the newest complete checkpoint's); 0 when none."""
+        for path in self.complete_checkpoints():
+            try:
+                return int(json.loads((path / 'state.json').read_text())['trainer']['global_step'])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return 0
+
     @staticmethod
     def read_checkpoint(path: Path, with_ema: bool) -> Checkpoint:
         """Read one checkpoint; any unreadable or missing part raises :class:`RunError`."""
