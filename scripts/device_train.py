@@ -156,19 +156,13 @@ def _unpack(packed: Path, dest: Path, name: str) -> Path:
             if not any(m.isfile() and m.name == f'{name}/args.yaml' for m in members):
                 raise ValueError(f'{str(packed)!r} holds no args.yaml for run {name!r}: it is not a packed run folder; '
                                  f'{fix}.')
-            if dest.joinpath(name).exists():
+            if (dest / name).exists():
                 shutil.rmtree(dest / name)
             dest.mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
     except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise ValueError(f'cannot unpack {str(packed)!r} ({type(e).__name__}: {e}); {fix}.') from e
     return dest / name
-
-
-def _last_epoch(run: Path) -> int:
-    """The last epoch a run folder recorded in its metrics (0 when none)."""
-    records = read_metrics(run / METRICS_FILE) if (run / METRICS_FILE).is_file() else []
-    return records[-1].epoch if records else 0
 
 
 def _check_resumable(run: Path, data: Path, extra: Sequence[str]) -> int:
@@ -186,7 +180,7 @@ def _check_resumable(run: Path, data: Path, extra: Sequence[str]) -> int:
     except (ConfigError, RunError) as e:
         raise ValueError(f'the packed run {run.name!r} cannot be continued: {e} Pass the --work and --extra of the '
                          f'lease that started it.') from e
-    return _last_epoch(run)
+    return RunFolder(run).last_epoch()
 
 
 def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_images: int, probe_images: int,
@@ -287,8 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report['epochs'] = epochs  # None: each resumed run keeps its own length
 
     runs = {n: work / 'runs' / n for n in names}
-    # a run packed by an earlier lease may have finished there (summary.json is written last)
-    todo = [n for n in names if not (packed and (runs[n] / 'summary.json').is_file())]
+    todo = [n for n in names if not (packed and RunFolder(runs[n]).finished())]  # it may have ended on a past lease
     steps_before = {n: RunFolder(runs[n]).checkpoint_step() for n in names}
     length = [] if packed else ['--epochs', str(epochs)]  # a continued run keeps its own
     jobs = {n: _launch(_train_args(None if packed else recipes[n], data, runs[n],
@@ -300,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.exists():
             _pack(run, out / f'{n}.tar.gz')
         end = runs_end.setdefault(n, dict(rc=0, wall_s=0.0, stopped=False))
-        end.update(finished_before=n not in todo, epoch=_last_epoch(run), step=RunFolder(run).checkpoint_step())
+        end.update(finished_before=n not in todo, epoch=RunFolder(run).last_epoch(),
+                   step=RunFolder(run).checkpoint_step())
         note = ', finished on an earlier lease' if n not in todo else ''
         if end['stopped'] and fixed and end['step'] > steps_before[n]:
             note = ', stopped at the deadline (--resume-from continues it)'

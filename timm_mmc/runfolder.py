@@ -300,6 +300,15 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def finished(self) -> bool:
+        """Whether the run ended: ``summary.json`` is the last file its export writes."""
+        return (self.path / 'summary.json').is_file()
+
+    def last_epoch(self) -> int:
+        """The last epoch ``metrics.jsonl`` recorded; 0 when none."""
+        records = read_metrics(self.path / METRICS_FILE) if (self.path / METRICS_FILE).is_file() else []
+        return records[-1].epoch if records else 0
+
     def checkpoint_step(self) -> int:
         """The optimizer step a ``--resume`` would continue from (the newest complete checkpoint's); 0 when none."""
         for path in self.complete_checkpoints():
