@@ -50,7 +50,7 @@ import torch
 from timm_mmc.config import ConfigError, TrainConfig, parse_config
 from timm_mmc.data import DataError
 from timm_mmc.npz import parquet_to_npz_folder
-from timm_mmc.runfolder import METRICS_FILE, RunError, RunFolder, read_metrics, resolve_resume
+from timm_mmc.runfolder import RunError, RunFolder, resolve_resume
 
 END_MARGIN_S = 25.0  # the last epoch's export, the final test pass and the packing
 
@@ -100,7 +100,7 @@ def _run_all(jobs: Dict[str, subprocess.Popen], deadline: float) -> Dict[str, Di
 def _epoch_estimate(run: Path, n_train: int, probe_train: int, wall_s: float) -> Dict[str, float]:
     """From a two-epoch probe: seconds for one full epoch (the second epoch's training scaled to ``n_train`` images,
     its evaluations as measured) and for a run's fixed costs (start-up, the first epoch's warm-up, the end)."""
-    first, second = read_metrics(run / METRICS_FILE)[-2:]
+    first, second = RunFolder(run).history()[-2:]
     epoch_s = second.elapsed_s - first.elapsed_s
     train_s = probe_train / second.img_per_s
     eval_s = max(epoch_s - train_s, 0.0)

@@ -95,8 +95,10 @@ def test_epoch_record_round_trips_and_refuses_what_a_run_does_not_write(tmp_path
                         heldout_clean_acc=0.5, heldout_clean_acc_ema=0.6, robust_attack='PGD-10', collapse=True)]
     assert set(recs[0].to_dict()) == set(EpochRecord._ALWAYS)
     assert recs[1].to_dict()['robust_acc_ema'] == 0.0 and recs[1].to_dict()['collapse'] is True
-    RunFolder(tmp_path).write_metrics(recs)
-    assert read_metrics(tmp_path / 'metrics.jsonl') == recs
+    run = RunFolder(tmp_path)
+    assert run.history() == [] and run.last_epoch() == 0  # before the first epoch ends
+    run.write_metrics(recs)
+    assert read_metrics(tmp_path / 'metrics.jsonl') == recs == run.history() and run.last_epoch() == 2
     for bad, match in (('{"epoch": true}', 'not an epoch record'), ('[1, 2]', 'not an epoch record'),
                        ('{"epoch": 3, "test_acc": "high"}', 'epoch 3 has test_acc'),
                        ('{"epoch": 3, "collapse": 1}', 'epoch 3 has collapse')):

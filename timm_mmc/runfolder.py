@@ -304,9 +304,13 @@ class RunFolder:
         """Whether the run ended: ``summary.json`` is the last file its export writes."""
         return (self.path / 'summary.json').is_file()
 
+    def history(self) -> List[EpochRecord]:
+        """The epochs ``metrics.jsonl`` recorded, oldest first; empty before the first epoch ends."""
+        return read_metrics(self.path / METRICS_FILE) if (self.path / METRICS_FILE).is_file() else []
+
     def last_epoch(self) -> int:
         """The last epoch ``metrics.jsonl`` recorded; 0 when none."""
-        records = read_metrics(self.path / METRICS_FILE) if (self.path / METRICS_FILE).is_file() else []
+        records = self.history()
         return records[-1].epoch if records else 0
 
     def checkpoint_step(self) -> int:
