@@ -709,7 +709,7 @@ def test_results_table_reads_every_figure_from_the_release(release, tmp_path):
     cells = [c.strip() for c in table[2].strip('|').split('|')]
     row = dict(zip(hub.RESULTS_COLUMNS, cells))
     assert row['training'] == '1 ep, 62 min'  # args.yaml and summary.json (3725 s)
-    assert row['clean, 10k test'] == '55.5' and row['n'] == '64' and row['clean'] == '42.2'
+    assert row['clean, 10k test'] == '55.55' and row['n'] == '64' and row['clean'] == '42.2'
     assert row['PGD-50 un 8 (worst over objectives)'] == '23.4'  # the column: 15/64
     assert row['AutoAttack 8'] == '9.4 (standard, first 32)'
     assert row['worst case 8'] == '**7.8; 6.2 on the first 32**' and row['worst case 16'] == '6.2'

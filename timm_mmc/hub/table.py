@@ -70,7 +70,8 @@ def _row(folder: Path, rep: EvalReport) -> str:
         f'{_pct(aa.accuracy)} ({aa.version}, {f"first {aa.n}" if aa.n != rep.n else f"all {aa.n}"})'
     cw = rep.find_attack(family='cw', targeted=False)
     cw_text = '-' if cw is None or cw.l2_paper is None else f'{cw.l2_paper:.3f} ({cw.n})'  # failures as 0
-    cells = [f'[`{folder.name}`](hub_cards/{folder.name})', _training(args, summary), _pct(summary.test_acc),
+    cells = [f'[`{folder.name}`](hub_cards/{folder.name})', _training(args, summary),
+             percent(summary.test_acc, 2),  # 10k images: 0.01 is one image, and 89.99 must not read as 90.0
              str(rep.n), _pct(rep.clean_accuracy),
              _pct(_accuracy(rep.find_attack(**pgd10, objective=rep.own_objective))),
              _pct(_accuracy(rep.find_attack(**pgd10, objective='margin'))),
