@@ -72,6 +72,18 @@ def _bad_config(text: str) -> Callable[[Path], None]:
     return lambda folder: (folder / 'config.json').write_text(text)
 
 
+def _float_labels(tmp: Path) -> None:
+    """A parquet data set in the Hub layout whose label column holds floats (they must not be rounded to classes)."""
+    import datasets
+    from PIL import Image
+    feats = datasets.Features(img=datasets.Image(), label=datasets.Value('float32'))
+    for split in ('train', 'test'):
+        ds = datasets.Dataset.from_dict(dict(img=[Image.fromarray(a) for a in U8], label=[0.4, 1.9, 2.5, 0.99] * 2),
+                                        features=feats)
+        (tmp / 'fl').mkdir(exist_ok=True)
+        ds.to_parquet(str(tmp / 'fl' / f'{split}-00000-of-00001.parquet'))
+
+
 def _file(name: str) -> Callable[[Path], None]:
     return _write(name, 'not a folder')
 
@@ -123,6 +135,7 @@ TRAIN = [
     Case('npz-missing-keys', ['--dataset', '{tmp}/bad.npz'], ['no labels'],
          lambda tmp: np.savez(tmp / 'bad.npz', images=U8)),
     Case('npz-not-npz', ['--dataset', '{tmp}/bad.npz'], ['not a readable .npz'], _write('bad.npz', 'hello')),
+    Case('parquet-float-labels', ['--dataset', '{tmp}/fl'], ['label', 'not integer class labels'], _float_labels),
     Case('init-from-truncated', ['--init-from', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
          _weights_copy(_truncate)),
     Case('init-from-pickle', ['--init-from', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
@@ -159,6 +172,9 @@ EVAL = [
     Case('npz-labels-out-of-range', ['--dataset', '{tmp}/bad.npz'], ['outside'],
          _npz(U8, np.arange(8) % 4 + 1, class_names=NAMES, split='test')),
     Case('unknown-model', ['--model', 'resnet33_mmc'], ['unknown model']),
+    Case('image-column-not-images', ['--image-column', 'label'], ['--image-column', "'label'", 'not images']),
+    Case('label-column-not-labels', ['--label-column', 'img'], ['--label-column', "'img'", 'not integer class labels']),
+    Case('parquet-float-labels', ['--dataset', '{tmp}/fl'], ['label', 'not integer class labels'], _float_labels),
 ]
 
 HUB = [

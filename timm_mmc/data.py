@@ -133,7 +133,25 @@ def _find_columns(ds, image_column: Optional[str], label_column: Optional[str]) 
         label_column = labels[0]
     elif label_column not in feats:
         raise DataError(f'label column {label_column!r} not in the data set (columns: {list(feats)}).')
+    _check_column_kinds(feats, image_column, label_column)
     return image_column, label_column
+
+
+_INT_DTYPES = ('int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64')
+
+
+def _check_column_kinds(feats, image_column: str, label_column: str) -> None:
+    """The image column holds images and the label column class indices (a ``ClassLabel`` or an integer column);
+    anything else would be decoded into a traceback or, for float labels, silently rounded."""
+    import datasets
+    kinds = {k: (type(f).__name__ if not isinstance(f, datasets.Value) else f.dtype) for k, f in feats.items()}
+    if not isinstance(feats[image_column], datasets.Image):
+        raise DataError(f'column {image_column!r} holds {kinds[image_column]}, not images; name the image column '
+                        f'with --image-column (columns and their kinds: {kinds}).')
+    lab = feats[label_column]
+    if not (isinstance(lab, datasets.ClassLabel) or (isinstance(lab, datasets.Value) and lab.dtype in _INT_DTYPES)):
+        raise DataError(f'column {label_column!r} holds {kinds[label_column]}, not integer class labels; name the '
+                        f'label column with --label-column, or cast it to integers (columns and their kinds: {kinds}).')
 
 
 def _decode(ds, image_column: str) -> np.ndarray:
@@ -197,7 +215,10 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
         labels = np.load(lbl_path, allow_pickle=False)
     else:
         images = _decode(ds, image_column)
-        labels = np.asarray(ds[label_column], dtype=np.int64)
+        labels = np.asarray(ds[label_column])
+        if labels.dtype.kind not in 'iu':  # the column kind was checked; this guards what it decodes to
+            raise DataError(f'the labels of {dataset}:{split} decode as {labels.dtype}, not integers.')
+        labels = labels.astype(np.int64)
         try:
             cache.mkdir(parents=True, exist_ok=True)
             for path, arr in ((img_path, images), (lbl_path, labels)):
