@@ -172,6 +172,8 @@ EVAL = [
     Case('npz-labels-out-of-range', ['--dataset', '{tmp}/bad.npz'], ['outside'],
          _npz(U8, np.arange(8) % 4 + 1, class_names=NAMES, split='test')),
     Case('unknown-model', ['--model', 'resnet33_mmc'], ['unknown model']),
+    Case('npz-changed-after-writing', ['--dataset', '{tmp}/bad.npz'], ['stored sha256', 'changed after writing'],
+         _npz(U8, np.arange(8) % 4, class_names=NAMES, split='test', sha256='0' * 64)),
     Case('image-column-not-images', ['--image-column', 'label'], ['--image-column', "'label'", 'not images']),
     Case('label-column-not-labels', ['--label-column', 'img'], ['--label-column', "'img'", 'not integer class labels']),
     Case('parquet-float-labels', ['--dataset', '{tmp}/fl'], ['label', 'not integer class labels'], _float_labels),

@@ -187,6 +187,7 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
         a, b = load_split(str(out), split), load_split(str(ds), split)
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.class_names == b.class_names
         assert b.source.split('sha256 ')[-1] in a.source  # the same pixel digest, named in the provenance
+        assert a.digest == b.digest == b.source.split('sha256 ')[-1]  # what a resume compares
     monkeypatch.setitem(sys.modules, 'datasets', None)  # reading the folder never needs datasets
     assert torch.equal(load_split(str(out), 'train', limit=4).labels, load_split(str(out), 'train').labels[:4])
     with pytest.raises(DataError, match=r"has no split 'validation' \(it has \['test', 'train'\]\)"):
@@ -201,5 +202,11 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     with pytest.raises(DataError, match=r"has columns \['x', 'y'\]: no Hub image struct or label column"):
         parquet_to_npz_folder(bad, tmp_path / 'b')
     assert not (tmp_path / 'b').exists()  # train decoded fine, but nothing was written
+    table = pq.read_table(parquet_split_path(ds, 'test'))
+    i = table.column_names.index('label')
+    pq.write_table(table.set_column(i, 'label', table.column(i).cast(pa.float32())), parquet_split_path(bad, 'test'))
+    with pytest.raises(DataError, match="label column 'label' holds float, not integer class labels"):
+        parquet_to_npz_folder(bad, tmp_path / 'b')
+    assert not (tmp_path / 'b').exists()
     assert main(['npz', '--dataset', str(ds), '--splits', 'test', '--limit', '3', '--out', str(tmp_path / 'y')]) == 0
     assert load_split(str(tmp_path / 'y'), 'test').labels.shape == (3,)

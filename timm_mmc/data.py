@@ -15,6 +15,7 @@ without ``datasets`` (a lent GPU machine; ``scripts/device_train.py``). :mod:`ti
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -52,6 +53,12 @@ class ImageSplit:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """:func:`content_digest` of these pixels (as ``(N, H, W, C)`` uint8) and labels: what the split is, not where
+        it was read from (a resume compares it; the spelling of a path does not change it)."""
+        return content_digest(self.images.permute(0, 2, 3, 1).numpy(), self.labels.numpy())
 
     def float_images(self, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Images in [0, 1] as float32, optionally a subset."""

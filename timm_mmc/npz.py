@@ -62,8 +62,7 @@ def read_npz_split(path: os.PathLike, split: str, limit: Optional[int] = None, n
                 n_cls = int(labels.max()) + 1 if labels.size and np.issubdtype(labels.dtype, np.integer) else 0
                 class_names = [str(i) for i in range(n_cls)]
             sample_split = str(f['split']) if 'split' in f.files else split
-            sha = str(f['sha256']) if 'sha256' in f.files else hashlib.sha256(
-                images.tobytes() + labels.tobytes()).hexdigest()
+            stored = str(f['sha256']) if 'sha256' in f.files else None
             origin = str(f['source']) if 'source' in f.files else 'an .npz without provenance'
     except DataError:
         raise
@@ -72,6 +71,11 @@ def read_npz_split(path: os.PathLike, split: str, limit: Optional[int] = None, n
                         f'`python -m timm_mmc.data sample`.') from e
     check_arrays(images, labels, len(class_names), str(path))
     labels = labels.astype(np.int64)
+    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes() + labels.tobytes()).hexdigest()  # as the writer's
+    if stored is not None and stored != sha:
+        raise DataError(f'{str(path)!r} does not hold what it was written with: its images and labels hash to '
+                        f'{sha[:16]}, its stored sha256 says {stored[:16]}; the file was changed after writing. Write '
+                        f'it again (`python -m timm_mmc.data sample` or `npz`).')
     if split != sample_split:
         raise DataError(f'{dataset} holds only the {sample_split!r} split (asked for {split!r}); pass --split '
                         f'{sample_split}.')
@@ -121,6 +125,7 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     import io
     import json
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
 
@@ -138,6 +143,10 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
         label_col = next((k for k in _LABEL_NAMES if k in table.column_names), None)
         if image_col is None or label_col is None:
             raise DataError(f'{str(path)!r} has columns {table.column_names}: no Hub image struct or label column.')
+        if not pa.types.is_integer(table.schema.field(label_col).type):
+            kind = table.schema.field(label_col).type
+            raise DataError(f'{str(path)!r}: the label column {label_col!r} holds {kind}, not integer class labels; '
+                            f'cast it to integers first.')
         meta = json.loads((table.schema.metadata or {}).get(b'huggingface', b'{}'))
         names = meta.get('info', {}).get('features', {}).get(label_col, {}).get('names')
         labels = np.asarray(table.column(label_col).to_pylist(), dtype=np.int64)

@@ -149,14 +149,20 @@ class Trainer:
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
 
     def _check_same_data(self) -> None:
-        """A resumed run must see the data it started on: the pixels' and labels' sha256 in ``args.yaml`` (runs
-        started before it was recorded name a loader fingerprint instead, and are not checked)."""
+        """A resumed run must see the data it started on: the digest of the pixels and labels in ``args.yaml``
+        (``train_digest``, ``test_digest``). Runs started before the digests were recorded compare the whole source
+        string where it names a sha256; older ones name a loader fingerprint instead, and are not checked."""
         old = self.run.read_args()
-        for key, now in (('train_source', self.train_set.source), ('test_source', self.test_set.source)):
-            was = old.get(key)
-            if isinstance(was, str) and ' sha256 ' in was and was != now:
-                raise TrainError(f'the data changed since {str(self.out)!r} started: its {key} was {was!r}, now '
-                                 f'{now!r}. Resume on the data the run started on, or start over with --overwrite.')
+        for split, data in (('train', self.train_set), ('test', self.test_set)):
+            was_digest, was = old.get(f'{split}_digest'), old.get(f'{split}_source')
+            if isinstance(was_digest, str):
+                same = was_digest == data.digest
+            else:
+                same = not (isinstance(was, str) and ' sha256 ' in was and was != data.source)
+            if not same:
+                raise TrainError(f'the data changed since {str(self.out)!r} started: its {split} split was {was!r}, '
+                                 f'now {data.source!r} (digest {data.digest}). Resume on the data the run started on, '
+                                 f'or start over with --overwrite.')
 
     def autocast(self):
         if self.cfg.precision == 'bf16':
@@ -292,6 +298,7 @@ class Trainer:
             resolved = dict(self.cfg.to_dict(), loss=self.loss_name, adv_loss=self.adv_loss,
                             adv_targeted=self.adv_targeted, num_classes=self.num_classes,
                             train_source=self.train_set.source, test_source=self.test_set.source,
+                            train_digest=self.train_set.digest, test_digest=self.test_set.digest,
                             world_size=self.world)
             self.run.prepare(self.cfg.overwrite, resolved)
         acc.wait_for_everyone()
