@@ -169,9 +169,21 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f'--{name.replace("_", "-")} must be >= 1 (got {v}).')
+        for name, (ok, where) in _RANGES.items():  # caught here, not as a traceback at the first step
+            v = getattr(self, name)
+            if not (math.isfinite(v) and ok(v)):
+                raise ConfigError(f'{_flag(name)} must be {where} (got {v}).')
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Float options checked by range alone: (test, the range in words).
+_RANGES = dict(
+    drop_rate=(lambda v: 0 <= v < 1, 'in [0, 1)'), label_smoothing=(lambda v: 0 <= v < 1, 'in [0, 1)'),
+    momentum=(lambda v: 0 <= v < 1, 'in [0, 1)'), warmup_frac=(lambda v: 0 <= v < 1, 'in [0, 1)'),
+    gamma=(lambda v: 0 < v <= 1, 'in (0, 1]'), weight_decay=(lambda v: v >= 0, '>= 0'),
+    lambda_c=(lambda v: v >= 0, '>= 0'), lgm_alpha=(lambda v: v >= 0, '>= 0'), lgm_lambda=(lambda v: v >= 0, '>= 0'))
 
 
 def _flag(name: str) -> str:
