@@ -367,6 +367,13 @@ def test_non_finite_loss_stops_the_run_without_an_export(synth, tmp_path, capsys
     err = capsys.readouterr().err
     assert 'non-finite' in err and '--lr' in err
     assert not (out / 'model.safetensors').exists() and not (out / 'summary.json').exists()
+    # with mid-epoch checkpoints: none holds weights trained on the non-finite loss (a --resume would continue them)
+    out = tmp_path / 'run_ckpt'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--lr', '1e30',
+                 '--checkpoint-every', '2']) == 2
+    assert 'before its checkpoint' in capsys.readouterr().err
+    for ckpt in (out / 'checkpoints').glob('step_*'):
+        assert all(torch.isfinite(v).all() for v in load_file(str(ckpt / 'model.safetensors')).values()), ckpt
 
 
 def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path):

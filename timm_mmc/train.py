@@ -351,6 +351,9 @@ class Trainer:
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
                         and self.step_in_epoch < self.steps_per_epoch:
                     self._fold(loss_sum, correct_sum, seen, time.time() - t0)
+                    so_far = acc.reduce(torch.tensor([self.sums['loss']], device=self.device), 'sum')  # every process
+                    self._check_finite(float(so_far[0]), f'in epoch {epoch + 1} (step {self.global_step}, before its '
+                                                         f'checkpoint)')
                     loss_sum.zero_(), correct_sum.zero_()
                     seen, t0 = 0, time.time()
                     self.sums['wall'] = time.time() - start_wall
@@ -362,6 +365,7 @@ class Trainer:
             rec = EpochRecord(
                 epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
                 img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9), lr=self.scheduler.get_last_lr()[0])
+            self._check_finite(rec.train_loss, f'in epoch {epoch + 1}')  # before measuring or saving these weights
             if (epoch + 1) % cfg.test_every == 0 or epoch + 1 == cfg.epochs:
                 rec.test_acc = self.test_accuracy()
                 rec.test_acc_ema = self.test_accuracy(self.ema.module) if self.ema is not None else None
@@ -370,10 +374,6 @@ class Trainer:
             elif cfg.holdout:
                 self._measure_heldout_clean(rec)
             rec.elapsed_s = time.time() - start_wall
-            if not math.isfinite(rec.train_loss):
-                raise TrainError(f'the training loss became non-finite ({rec.train_loss}) in epoch {epoch + 1}: '
-                                 f'nothing was exported. Lower --lr, set --grad-clip, or check the data; the last '
-                                 f'finite checkpoint is in {str(self.run.ckpt_root)!r}.')
             self.history.append(rec)
             self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}'
                      f'{epoch_figures(rec)}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, {rec.elapsed_s / 60:.1f} min')
@@ -438,6 +438,13 @@ class Trainer:
         model.load_state_dict(weights)
         tol = self.cfg.select_tolerance
         return model, dict(best.to_dict(), rule=selection_rule(tol, on), tolerance=tol, select_on=on)
+
+    def _check_finite(self, loss: float, where: str) -> None:
+        """Stop before weights trained on a non-finite loss are measured, checkpointed or exported."""
+        if not math.isfinite(loss):
+            raise TrainError(f'the training loss became non-finite ({loss}) {where}: nothing was exported. Lower --lr, '
+                             f'set --grad-clip, or check the data; the last finite checkpoint is in '
+                             f'{str(self.run.ckpt_root)!r}.')
 
     def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
         self.sums['loss'] += float(loss_sum)
