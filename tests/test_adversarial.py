@@ -107,6 +107,17 @@ def test_epoch_record_round_trips_and_refuses_what_a_run_does_not_write(tmp_path
             read_metrics(tmp_path / 'metrics.jsonl')
 
 
+def test_the_weight_average_is_exported_by_held_out_accuracy_when_the_run_has_held_out_images():
+    from timm_mmc.adversarial import ema_beats_last
+    # the test split favours the average, the held-out images the last weights: with held-out images they decide
+    rec = EpochRecord(epoch=3, test_acc=0.80, test_acc_ema=0.82, heldout_clean_acc=0.79, heldout_clean_acc_ema=0.78)
+    assert ema_beats_last(rec, heldout=False) and not ema_beats_last(rec, heldout=True)
+    rec = EpochRecord(epoch=3, test_acc=0.82, test_acc_ema=0.80, heldout_clean_acc=0.78, heldout_clean_acc_ema=0.79)
+    assert ema_beats_last(rec, heldout=True) and not ema_beats_last(rec, heldout=False)
+    assert not ema_beats_last(EpochRecord(epoch=3, test_acc=0.5, test_acc_ema=0.5), heldout=False)  # a tie: last
+    assert not ema_beats_last(EpochRecord(epoch=3, test_acc=0.5, test_acc_ema=0.6), heldout=True)  # not measured
+
+
 def test_best_epoch_takes_robust_then_clean_then_the_earlier_and_the_last_weights():
     assert best_epoch([_rec(1, None)]) is None
     hist = [_rec(1, 0.30, 0.70), _rec(2, 0.40, 0.60, 0.42, 0.65), _rec(3, 0.42, 0.70, 0.41, 0.80), _rec(4, 0.10, 0.9)]

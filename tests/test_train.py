@@ -376,6 +376,20 @@ def test_non_finite_loss_stops_the_run_without_an_export(synth, tmp_path, capsys
         assert all(torch.isfinite(v).all() for v in load_file(str(ckpt / 'model.safetensors')).values()), ckpt
 
 
+def test_with_held_out_images_the_test_split_does_not_choose_the_exported_weights(synth, tmp_path):
+    """--holdout without --select-best: the weight average or the last weights are exported by their clean accuracy
+    on the held-out images at the end, and summary.json and the card say so."""
+    from timm_mmc.runfolder import RunSummary
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--ema-decay', '0.5',
+                 '--holdout', '16']) == 0
+    last = _history(out)[-1]
+    summary = RunSummary.read(out / 'summary.json')
+    assert summary.weights_chosen_on == 'heldout'
+    assert summary.weights == ('ema' if last['heldout_clean_acc_ema'] > last['heldout_clean_acc'] else 'last')
+    assert summary.test_acc == (last['test_acc_ema'] if summary.weights == 'ema' else last['test_acc'])
+
+
 def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
             '--ema-decay', '0.5', '--cutout', '8', *TINY]
@@ -384,6 +398,7 @@ def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(s
     assert all(h['test_acc_ema'] is not None for h in hist)
     summary = json.loads((tmp_path / 'ref' / 'summary.json').read_text())
     assert summary['weights'] == ('ema' if hist[-1]['test_acc_ema'] > hist[-1]['test_acc'] else 'last')
+    assert summary['weights_chosen_on'] == 'test'  # no held-out images: the test split chose, and the card says so
     assert summary['test_acc'] == max(hist[-1]['test_acc_ema'], hist[-1]['test_acc'])
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
     assert killed.returncode == -9

@@ -6,6 +6,7 @@
 * :func:`best_epoch`: the (epoch, weights) with the best accuracy on the held-out training images, robust (adversarial
   training) or clean (standard training), or the latest within a tolerance of it, read off the run's per-epoch
   records, so that a resumed run picks exactly what an uncut one would.
+* :func:`ema_beats_last`: without ``--select-best``, whether the weight average or the last weights are exported.
 * :func:`collapse_warning`: the line the log prints when robust accuracy falls far below its best (catastrophic
   overfitting, Wong et al. 2020; robust overfitting, Rice et al. 2020).
 
@@ -137,6 +138,14 @@ def best_epoch(history: List[EpochRecord], tolerance: float = 0.0, on: str = 'ro
         return top
     near = [c for c in cands if score(c) >= score(top) - tolerance - 1e-12]
     return max(near, key=lambda c: (c.epoch, other(c), score(c)))
+
+
+def ema_beats_last(last: EpochRecord, heldout: bool) -> bool:
+    """Whether a run without ``--select-best`` exports its weight average rather than its last weights: the better
+    clean accuracy at the last epoch, on the held-out images when the run has them (then the test split chooses
+    nothing), else on the test split; the last weights when either figure is missing or they tie."""
+    ema, plain = (last.heldout_clean_acc_ema, last.heldout_clean_acc) if heldout else (last.test_acc_ema, last.test_acc)
+    return ema is not None and plain is not None and ema > plain
 
 
 def selection_rule(tolerance: float = 0.0, on: str = 'robust') -> str:

@@ -145,6 +145,8 @@ class RunSummary:
     test_acc: Optional[float] = None  # clean accuracy of the exported weights on the test split, at training time
     weights: Optional[str] = None  # 'last' or 'ema'
     selected: Optional[Dict[str, Any]] = None  # --select-best: epoch, weights, held-out robust / clean, rule, tolerance
+    weights_chosen_on: Optional[str] = None  # without --select-best, which split chose the weight average or the last
+    # weights at the end: 'test', or 'heldout' with --holdout (None in releases from before it was recorded: 'test')
     test_acc_last: Optional[float] = None  # the last epoch's figures of both weights
     test_acc_ema: Optional[float] = None
     robust_acc: Optional[float] = None  # the last PGD-10 measured during training, and where (robust_attack)
@@ -176,8 +178,8 @@ class RunSummary:
             raise RunError(f'{str(path)!r} is not a JSON object.')
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        key = _mistyped(values, dict(model=str, weights=str, robust_attack=str, hardware=str, dataset=str, epochs=int,
-                                     world_size=int, selected=dict, versions=dict))
+        key = _mistyped(values, dict(model=str, weights=str, weights_chosen_on=str, robust_attack=str, hardware=str,
+                                     dataset=str, epochs=int, world_size=int, selected=dict, versions=dict))
         if key is not None:
             raise RunError(f'{str(path)!r}: {key} is {values[key]!r}, not what a run writes there.')
         return cls(**values)

@@ -35,8 +35,8 @@ if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/tra
 import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401  registers the models
-from timm_mmc.adversarial import (best_epoch, collapse_warning, pgd_accuracy, selection_rule,  # noqa: E402
-                                  training_attack)
+from timm_mmc.adversarial import (best_epoch, collapse_warning, ema_beats_last, pgd_accuracy,  # noqa: E402
+                                  selection_rule, training_attack)
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError  # noqa: E402
@@ -456,8 +456,7 @@ class Trainer:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
         acc = self.accelerator
         last = self.history[-1] if self.history else EpochRecord(epoch=0)
-        use_ema = self.ema is not None and last.test_acc_ema is not None and last.test_acc is not None \
-            and last.test_acc_ema > last.test_acc
+        use_ema = self.ema is not None and ema_beats_last(last, heldout=self.cfg.holdout > 0)
         model = self.ema.module if use_ema else self.model
         test_acc, selected = last.test_acc_ema if use_ema else last.test_acc, None
         if self.cfg.select_best:
@@ -465,7 +464,9 @@ class Trainer:
             test_acc = self.test_accuracy(model)
         summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
                        weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
-                       selected=selected, test_acc_last=last.test_acc, test_acc_ema=last.test_acc_ema,
+                       selected=selected,
+                       weights_chosen_on=None if selected else 'heldout' if self.cfg.holdout else 'test',
+                       test_acc_last=last.test_acc, test_acc_ema=last.test_acc_ema,
                        robust_acc=next((h.robust_acc for h in reversed(self.history) if h.robust_acc is not None),
                                        None),
                        robust_attack=next((h.robust_attack for h in reversed(self.history)
