@@ -28,6 +28,7 @@ import re
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -35,6 +36,7 @@ import torch
 
 from timm_mmc import (OBJECTIVES, DataError, EvalReport, ModelLoadError, file_sha256, load_model, load_split,
                       package_versions, random_targets)
+from timm_mmc.io import HeadFromNameWarning
 
 from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
@@ -211,11 +213,21 @@ def check_outputs(out: str, name: str, overwrite: bool) -> None:
                         f'replace it or choose another --name.')
 
 
-def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.device):
+def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.device, said: List[str]):
+    """The model, evaluation-ready; the loader's warnings (e.g. a checkpoint that does not say its head) are printed
+    and added to ``said``, which the report carries."""
     try:
-        model = load_model(spec, checkpoint=checkpoint, pretrained=pretrained)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', HeadFromNameWarning)
+            model = load_model(spec, checkpoint=checkpoint, pretrained=pretrained)
     except ModelLoadError as e:
         raise EvalError(str(e)) from None
+    for w in caught:
+        if issubclass(w.category, HeadFromNameWarning):
+            said.append(str(w.message))
+            print(f'warning: {w.message}', file=sys.stderr)
+        else:  # not ours to record: shown as they would have been
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -261,7 +273,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
     if args.start < 0:
         raise EvalError(f'--start must be >= 0 (got {args.start}).')
-    model = _load(args.model, args.checkpoint, args.pretrained, device)
+    load_warnings: List[str] = []
+    model = _load(args.model, args.checkpoint, args.pretrained, device, load_warnings)
     mm = is_mm_model(model)
     num_classes = getattr(model, 'num_classes', None)
 
@@ -294,7 +307,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if args.transfer_checkpoint and not Path(args.transfer_checkpoint).is_file():
             raise EvalError(f'transfer checkpoint {args.transfer_checkpoint!r} does not exist.')
         source = _load(args.transfer_from, args.transfer_checkpoint, args.pretrained and not
-                       args.transfer_checkpoint, device)
+                       args.transfer_checkpoint, device, load_warnings)
         src_obj = default_objectives(is_mm_model(source))[0]
         if getattr(source, 'num_classes', num_classes) != num_classes:
             raise EvalError(f'the transfer source {args.transfer_from} has {source.num_classes} classes, the target '
@@ -355,6 +368,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
                                                                                     *argv]))
     rep = summarise(_to_cpu(rec), specs, rep)
+    rep.warnings = load_warnings + rep.warnings
     rep.timings = dict(rec.times, total_s=time.perf_counter() - t_start)
     paths = write_outputs(rep, Path(args.out), stem)
     _print_claims(rep, say)

@@ -112,8 +112,11 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
                  '--aa-n-iter', '3', '--aa-target-classes', '1', '--transfer-from', 'resnet20_sce',
                  '--name', 'tiny')
     assert main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert 'ROBUST ACCURACY UNDER THE SUITE at eps 0.25/255' in printed and 'device cpu' in printed
+    # the checkpoint is a bare safetensors file: the head came from the name, and the run says so where it is read
+    assert "warning: " in captured.err and "built from the name 'resnet20_mmc'" in captured.err
     from timm_mmc import report
 
     rep = report.load(out / 'tiny.json')  # through the schema: every key typed and checked
@@ -121,6 +124,7 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert (out / 'tiny.md').is_file() and (out / 'tiny.png').stat().st_size > 1000
     assert not list(out.glob('*.tmp*'))
     assert rep.n == 12 and rep.indices == list(range(12))
+    assert any("built from the name 'resnet20_mmc'" in w for w in rep.warnings)
     assert rep.clean_accuracy == 1.0 and rep.logits == 'distance' and rep.own_objective == 'mm'
     assert len(rep.checkpoint_sha256) == 64
     assert all(rep.versions.values()) and 'not installed' not in rep.versions.values()  # every package is here

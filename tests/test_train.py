@@ -11,6 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from timm_mmc.io import ModelLoadError
 from timm_mmc.train import main
 
 from timm_mmc.data import parquet_split_path, write_synthetic_dataset as make_image_dataset
@@ -259,6 +260,33 @@ def test_init_from_checkpoint_of_another_model_is_refused(arch, classes, with_co
     argv = ['--dataset', synth, '--output', str(out), '--init-from', str(ck), *TINY]
     assert main(['--model', 'resnet20_sce' if arch == 'resnet20_sce' else 'resnet20_mmc', *argv]) == 2
     assert 'does not fit' in capsys.readouterr().err and not out.exists()
+
+
+def test_a_runs_checkpoints_say_what_model_they_are(synth, tmp_path):
+    """checkpoints/ and best/ have no config.json beside their weights; the weights' safetensors metadata says the
+    model, so they load with the head they were trained with (not the name's defaults), another head's name is
+    refused, and a file that says nothing loads with a warning that names the risk."""
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+    from timm_mmc.io import HeadFromNameWarning, load_model
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--center-norm', '5',
+                 '--checkpoint-every', '2', '--holdout', '16', '--select-best', '--select-on', 'clean']) == 0
+    files = [*sorted((out / 'checkpoints').glob('step_*/model.safetensors')), out / 'best' / 'model.safetensors']
+    assert len(files) >= 2
+    for f in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', HeadFromNameWarning)
+            model = load_model('resnet20_mmc', checkpoint=f)
+        assert model.head_config.center_norm == 5.0  # from the metadata; the name's default is 10
+        with pytest.raises(ModelLoadError, match="pass --model resnet20_mmc"):
+            load_model('resnet20_mmc_rand', checkpoint=f)
+    bare = tmp_path / 'bare' / 'model.safetensors'
+    bare.parent.mkdir()
+    save_file(load_file(str(out / 'best' / 'model.safetensors')), str(bare))  # the same tensors, no metadata
+    with pytest.warns(HeadFromNameWarning, match="built from the name 'resnet20_mmc'"):
+        assert load_model('resnet20_mmc', checkpoint=bare, feature_dim=16).head_config.center_norm == 10.0
 
 
 def test_init_from_the_same_model_loads_its_weights(tmp_path):

@@ -3,8 +3,11 @@
 Weights come only from safetensors or ``torch.load(weights_only=True)``: a pickle that would run code is refused
 before anything of it runs. ``load_model`` accepts what users type: a registered name (``resnet32_mmc``, optionally
 ``.tag`` and ``pretrained=True``; ``BACKBONE+HEAD`` such as ``resnet18+mmc`` for an MM head on a timm backbone),
-``hf-hub:org/repo``, ``local-dir:path``, or a name plus a checkpoint file (a
-``config.json`` beside the checkpoint, as our exports and training runs write, supplies the model arguments).
+``hf-hub:org/repo``, ``local-dir:path``, or a name plus a checkpoint file. The model arguments of a checkpoint
+come from the ``config.json`` beside it (what exports write) or, for the weights a training run keeps in its
+checkpoints and ``best/``, from the same config in the file's safetensors metadata (:func:`config_metadata`). A
+Max-Mahalanobis head's centers are never stored in the weights, so a file with neither is loaded with the head the
+name implies, and :func:`load_model` warns that the figures are only right if it was trained with that head.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -19,11 +23,18 @@ import torch
 import torch.nn as nn
 
 __all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError',
-           'check_state_dict_fits', 'checkpoint_config']
+           'check_state_dict_fits', 'checkpoint_config', 'config_metadata', 'CONFIG_METADATA_KEY',
+           'HeadFromNameWarning']
+
+CONFIG_METADATA_KEY = 'timm_mmc.config'  # safetensors metadata: the JSON of config.json's architecture and arguments
 
 
 class ModelLoadError(ValueError):
     """A model or checkpoint that cannot be loaded as asked; the message says how to fix it."""
+
+
+class HeadFromNameWarning(UserWarning):
+    """A checkpoint that does not say its head's arguments: the head was built from the model name alone."""
 
 
 class UnsafeCheckpointError(ModelLoadError):
@@ -102,20 +113,46 @@ def _unwrap_training_state(state: Dict[str, torch.Tensor], own: Dict[str, Any]) 
     return state
 
 
-def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
-    """The timm ``config.json`` beside a checkpoint file, if there is one."""
-    cfg = Path(checkpoint).parent / 'config.json'
-    if not cfg.is_file():
+def config_metadata(model: nn.Module) -> Dict[str, str]:
+    """Safetensors metadata that makes a weights file self-describing: what ``config.json`` would say of ``model``
+    (architecture, class count, model arguments), read back by :func:`checkpoint_config`."""
+    config = dict(architecture=model.pretrained_cfg.get('architecture'), num_classes=model.num_classes,
+                  model_args=model.model_args())
+    return {'format': 'pt', CONFIG_METADATA_KEY: json.dumps(config)}
+
+
+def _metadata_config(checkpoint: Path) -> Optional[str]:
+    if checkpoint.suffix != '.safetensors' or not checkpoint.is_file():
         return None
+    from safetensors import safe_open
     try:
-        with open(cfg) as f:
-            data = json.load(f)
+        with safe_open(str(checkpoint), framework='pt') as f:
+            return (f.metadata() or {}).get(CONFIG_METADATA_KEY)
+    except Exception:  # an unreadable file fails, with its own message, when its weights are read
+        return None
+
+
+def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The timm ``config.json`` beside a checkpoint file, else the same config in its safetensors metadata; None
+    when it has neither."""
+    cfg = Path(checkpoint).parent / 'config.json'
+    where = f'{str(cfg)!r} beside the checkpoint'
+    try:
+        if cfg.is_file():
+            with open(cfg) as f:
+                data = json.load(f)
+        else:
+            text = _metadata_config(Path(checkpoint))
+            if text is None:
+                return None
+            where = f'the {CONFIG_METADATA_KEY!r} metadata of {str(checkpoint)!r}'
+            data = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f'{str(cfg)!r} beside the checkpoint is not readable JSON ({type(e).__name__}: {e}); fix '
-                             f'or remove it (it supplies the model arguments).') from e
+        raise ModelLoadError(f'{where} is not readable JSON ({type(e).__name__}: {e}); fix or remove it (it supplies '
+                             f'the model arguments).') from e
     if not isinstance(data, dict) or not isinstance(data.get('model_args', {}), dict):
-        raise ModelLoadError(f'{str(cfg)!r} beside the checkpoint is not a timm config (a JSON object whose '
-                             f'model_args is an object); fix or remove it.')
+        raise ModelLoadError(f'{where} is not a timm config (a JSON object whose model_args is an object); fix or '
+                             f'remove it.')
     return data
 
 
@@ -191,4 +228,10 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
     state = _unwrap_training_state(state, model.state_dict())
     check_state_dict_fits(model, state, checkpoint, spec)
     model.load_state_dict(state)
+    head = getattr(getattr(model, 'head_config', None), 'head', 'linear')
+    if head != 'linear' and checkpoint_config(checkpoint) is None:
+        warnings.warn(f'{str(checkpoint)!r} has no config.json beside it and no model config in its metadata: its '
+                      f'{head} head (centers, their norm and seed) was built from the name {spec!r}, since centers '
+                      f'are never stored in weights. If it was trained with other head arguments every figure is '
+                      f'wrong; put the run\'s config.json beside the file.', HeadFromNameWarning, stacklevel=2)
     return model

@@ -277,18 +277,22 @@ class RunFolder:
 
     def save_checkpoint(self, state: TrainerState, model: Dict[str, torch.Tensor], optimizer: Dict[str, Any],
                         scheduler: Dict[str, Any], ema: Optional[Dict[str, torch.Tensor]], keep: int,
-                        before_rename: Optional[Callable[[], None]] = None) -> Path:
-        """Write a complete checkpoint atomically (temporary folder, then rename), then point ``latest`` at it."""
+                        before_rename: Optional[Callable[[], None]] = None,
+                        metadata: Optional[Dict[str, str]] = None) -> Path:
+        """Write a complete checkpoint atomically (temporary folder, then rename), then point ``latest`` at it.
+        ``metadata`` goes into the weights files (:func:`timm_mmc.io.config_metadata`: what model they are)."""
         from safetensors.torch import save_file
         name = f'step_{state.global_step:08d}'
         tmp = self.ckpt_root / f'.tmp_{name}'
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.items()}, str(tmp / 'model.safetensors'))
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.items()}, str(tmp / 'model.safetensors'),
+                  metadata=metadata)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer)
         save_file(opt_tensors, str(tmp / 'optimizer.safetensors'))
         if ema is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / 'ema.safetensors'))
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / 'ema.safetensors'),
+                      metadata=metadata)
         sched = {k: v for k, v in scheduler.items() if k != 'lr_lambdas'}
         if before_rename is not None:
             before_rename()
@@ -357,13 +361,16 @@ class RunFolder:
                        f'Start over with --overwrite.')
 
     # -- the best epoch (--select-best) ----------------------------------------------------------------------------
-    def save_best(self, weights: Dict[str, torch.Tensor], info: Dict[str, Any]) -> None:
-        """Replace ``best/`` atomically by these weights and what they are (``info``: epoch, which weights, ...)."""
+    def save_best(self, weights: Dict[str, torch.Tensor], info: Dict[str, Any],
+                  metadata: Optional[Dict[str, str]] = None) -> None:
+        """Replace ``best/`` atomically by these weights and what they are (``info``: epoch, which weights, ...;
+        ``metadata``: what model they are, as in :meth:`save_checkpoint`)."""
         from safetensors.torch import save_file
         tmp, final = self.path / '.tmp_best', self.path / 'best'
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / 'model.safetensors'))
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / 'model.safetensors'),
+                  metadata=metadata)
         atomic_write_text(tmp / 'best.json', json.dumps(info))
         old = self.path / '.old_best'
         shutil.rmtree(old, ignore_errors=True)

@@ -39,7 +39,7 @@ from timm_mmc.adversarial import (best_epoch, collapse_warning, ema_beats_last, 
                                   selection_rule, training_attack)
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
-from timm_mmc.io import ModelLoadError  # noqa: E402
+from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
@@ -258,7 +258,8 @@ class Trainer:
             self.run.save_checkpoint(
                 state, acc.unwrap_model(self.net).state_dict(), self.optimizer.state_dict(),
                 self.scheduler.state_dict(), self.ema.module.state_dict() if self.ema is not None else None,
-                self.cfg.keep_checkpoints, before_rename=lambda: _fault('save', self.global_step))
+                self.cfg.keep_checkpoints, before_rename=lambda: _fault('save', self.global_step),
+                metadata=config_metadata(self.model))
         acc.wait_for_everyone()
 
     def load_checkpoint(self) -> str:
@@ -416,7 +417,7 @@ class Trainer:
             return
         if self.accelerator.is_main_process:
             model = self.ema.module if best.weights == 'ema' else self.model
-            self.run.save_best(model.state_dict(), best.to_dict())
+            self.run.save_best(model.state_dict(), best.to_dict(), metadata=config_metadata(model))
         robust = f'robust {best.robust_acc:.4f}, ' if best.robust_acc is not None else ''
         self.log(f'best so far: epoch {epoch} ({best.weights} weights), held-out {robust}clean {best.clean_acc:.4f}')
 
