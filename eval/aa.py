@@ -91,7 +91,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
     Raises:
         ValueError: Unknown version.
-        RuntimeError: AutoAttack returned points outside the eps-ball or [0, 1].
+        CheckError: AutoAttack returned points outside the eps-ball or [0, 1].
     """
     from pyautoattack import AutoAttack
     if version == 'custom':

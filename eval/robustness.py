@@ -34,9 +34,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from timm_mmc import (OBJECTIVES, DataError, EvalReport, ModelLoadError, file_sha256, load_model, load_split,
-                      package_versions, random_targets)
-from timm_mmc.io import HeadFromNameWarning
+from timm_mmc import (OBJECTIVES, CheckError, DataError, EvalReport, HeadFromNameWarning, ModelLoadError, file_sha256,
+                      load_model, load_split, package_versions, random_targets)
 
 from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
@@ -449,7 +448,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except EvalError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
-    except RuntimeError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
+    except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
         print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
         return 1
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from timm_mmc import (PGD, ScaledLogits, check_box, check_linf_batch, choose_logit_scale, is_fooled, objective,
-                      predict)
+from timm_mmc import (PGD, CheckError, ScaledLogits, check_box, check_linf_batch, choose_logit_scale, is_fooled,
+                      objective, predict)
 
 from .aa import run_autoattack
 from .blackbox import MIM
@@ -173,7 +173,7 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
                 robust[todo] = _run_linf(model, spec, x[todo], y[todo], targets[todo], num_classes, seed, bs,
                                          progress, source_model, extra)
             if (robust & ~clean).any():
-                raise RuntimeError(f'{spec.name}: a point counts as robust but is misclassified clean.')
+                raise CheckError(f'{spec.name}: a point counts as robust but is misclassified clean.')
             rec.attacks[spec.name] = dict(robust=robust, in_slice=in_slice, attacked=todo)
             if extra:
                 rec.extra[spec.name] = extra

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from timm_mmc import AttackResult, Column, EvalReport, WorstCase, eps_key
+from timm_mmc import AttackResult, CheckError, Column, EvalReport, WorstCase, eps_key
 
 from .runner import Records
 from .specs import AttackSpec
@@ -54,7 +54,7 @@ def _attack_result(spec: AttackSpec, rec: Records) -> AttackResult:
     clean_sl = _share(rec.clean, sl)
     acc = _share(a['robust'], sl)
     if spec.threat == ThreatModel.LINF and acc > clean_sl + _TOL:
-        raise RuntimeError(f'{spec.name}: robust accuracy {acc:.4f} exceeds clean accuracy {clean_sl:.4f}.')
+        raise CheckError(f'{spec.name}: robust accuracy {acc:.4f} exceeds clean accuracy {clean_sl:.4f}.')
     extra = dict(rec.extra.get(spec.name, {}))
     if 'attacks' in extra:
         extra['components'] = extra.pop('attacks')
@@ -138,7 +138,7 @@ def summarise(rec: Records, specs: Sequence[AttackSpec], report: EvalReport) -> 
         report: The report's description of the run (model, data, options, ...); its measured fields are replaced.
 
     Raises:
-        RuntimeError: A Linf attack's robust accuracy above the clean accuracy (a broken run-time invariant).
+        CheckError: A Linf attack's robust accuracy above the clean accuracy (a broken run-time invariant).
     """
     n = rec.clean.numel()
     results = {spec.name: _attack_result(spec, rec) for spec in specs}

@@ -13,8 +13,8 @@ from eval.cw import CWL2
 from eval.spsa import SPSA
 from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc import (PGD, BestAdversarial, CenterClassifier, EvalReport, HeadConfig, ScaledLogits, adam_update,
-                      check_box, check_linf_batch, choose_logit_scale, project_linf, uniform_start)
+from timm_mmc import (PGD, BestAdversarial, CenterClassifier, CheckError, EvalReport, HeadConfig, ScaledLogits,
+                      adam_update, check_box, check_linf_batch, choose_logit_scale, project_linf, uniform_start)
 
 
 class Linear2(nn.Module):
@@ -107,9 +107,9 @@ def test_run_time_checks_name_what_is_wrong():
     check_linf_batch(x + 0.01, x, 0.01)  # on the sphere of the ball: fine
     for bad, needle in [(x + 0.02, 'eps-ball'), (x.clone().fill_(1.2), r'\[0, 1\]'),
                         (x.clone().fill_(float('nan')), 'NaN'), (x[:1], 'shape')]:
-        with pytest.raises(RuntimeError, match=needle):
+        with pytest.raises(CheckError, match=needle):
             check_linf_batch(bad, x, 0.01 if needle != r'\[0, 1\]' else 1.0)
-    with pytest.raises(RuntimeError, match=r'\[0, 1\]'):
+    with pytest.raises(CheckError, match=r'\[0, 1\]'):
         check_box(torch.tensor([[-0.1, 0.5]]))
     check_box(torch.zeros(0, 3))  # an empty batch is in the box
 
@@ -403,7 +403,7 @@ def test_runtime_check_rejects_out_of_ball_examples(monkeypatch):
     opts = SuiteOptions(eps=(8 / 255,), pgd_steps=(2,), objectives=('margin',), batch_size=8)
     specs = build_suite('quick', opts)
     specs = [s for s in specs if s.family.value == 'pgd']
-    with pytest.raises(RuntimeError, match='eps-ball'):
+    with pytest.raises(CheckError, match='eps-ball'):
         _summary(model, specs, opts, x, y)
 
 

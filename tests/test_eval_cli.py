@@ -156,6 +156,24 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md
 
 
+def test_a_broken_check_writes_no_report_and_other_crashes_are_not_called_checks(tiny, tmp_path, capsys, monkeypatch):
+    """An attack whose batch leaves the eps-ball is a failed run-time check (exit 1, no report); an unrelated
+    RuntimeError (say, out of memory) is not relabelled as one."""
+    from timm_mmc import PGD
+    argv = _base(tiny, tmp_path / 'res', '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1',
+                 '--n-examples', '4', '--name', 'r')
+    monkeypatch.setattr(PGD, 'perturb', lambda self, x, y, t=None: (x + 2 * self.eps).clamp(0, 1))
+    assert main(argv) == 1
+    assert 'run-time check failed' in capsys.readouterr().err and not list((tmp_path / 'res').glob('r.*'))
+
+    def oom(self, x, y, t=None):
+        raise RuntimeError('out of memory')
+    monkeypatch.setattr(PGD, 'perturb', oom)
+    with pytest.raises(RuntimeError, match='out of memory'):
+        main(argv)
+    assert 'run-time check failed' not in capsys.readouterr().err
+
+
 def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatch):
     """Run from a checkout (no installed distribution, as on a rented GPU): versions come from the modules, and only
     a package that cannot be imported is None; never "not installed" for one that ran."""

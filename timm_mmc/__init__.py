@@ -5,14 +5,14 @@
 The public surface is :data:`__all__`: the names below are what :mod:`eval` and the users of the package import
 (``from timm_mmc import PGD``); the submodules themselves are internal, and may move what they do not export here.
 """
-from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, FGSMRandomStart, ScaledLogits, adam_update, check_box,
-                      check_eps, check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective, predict,
-                      project_linf, random_targets, resolve_targets, uniform_start)
+from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMRandomStart, ScaledLogits, adam_update,
+                      check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective,
+                      predict, project_linf, random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
 from .data import DataError, ImageSplit, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
 from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
-from .io import ModelLoadError, file_sha256, load_model
+from .io import HeadFromNameWarning, ModelLoadError, file_sha256, load_model
 from .losses import LOSSES, build_loss, default_loss_for_head
 from .models import CifarResNet, MMCWrapper, create_mmc_model
 from .models._pretrained import PretrainedWeightsError
@@ -27,14 +27,16 @@ __all__ = [
     'mm_centers', 'max_pairwise_cosine', 'HEAD_KINDS', 'HEADS', 'HeadConfig', 'HeadSpec', 'MMHead', 'CenterClassifier',
     'distance_logits', 'head_spec', 'LOSSES', 'build_loss', 'default_loss_for_head',
     # models and their weights
-    'CifarResNet', 'MMCWrapper', 'create_mmc_model', 'load_model', 'ModelLoadError', 'file_sha256',
+    'CifarResNet', 'MMCWrapper', 'create_mmc_model', 'load_model', 'ModelLoadError', 'HeadFromNameWarning',
+    'file_sha256',
     'PretrainedWeightsError', 'resolve_model_name', 'model_display_name', 'release_name',
     # data
     'load_split', 'ImageSplit', 'DataError',
     # attacks and what every attack shares
     'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'project_linf', 'uniform_start',
     'is_fooled',
-    'BestAdversarial', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets', 'predict',
+    'BestAdversarial', 'CheckError', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets',
+    'predict',
     'ScaledLogits', 'choose_logit_scale', 'adam_update',
     # the evaluation report (schema), its plot, whole-or-nothing writes
     'REPORT_VERSION', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent', 'package_versions',

@@ -20,9 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'check_linf_batch',
-           'check_box', 'check_eps', 'random_targets', 'resolve_targets', 'project_linf', 'uniform_start', 'is_fooled',
-           'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale', 'adam_update']
+__all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'CheckError',
+           'check_linf_batch', 'check_box', 'check_eps', 'random_targets', 'resolve_targets', 'project_linf',
+           'uniform_start', 'is_fooled', 'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale',
+           'adam_update']
 
 Objective = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -92,25 +93,30 @@ def check_eps(eps: float) -> None:
         raise ValueError(f'eps must lie in [0, 1] in pixel units (got {eps!r}); 8/255 is {8 / 255:.5f}.')
 
 
+class CheckError(RuntimeError):
+    """A run-time invariant of an attack or an evaluation broke (an adversarial batch outside the eps-ball or [0, 1],
+    robust accuracy above clean): the figures cannot be trusted, so nothing is reported."""
+
+
 def check_box(x_adv: torch.Tensor, tol: float = 1e-5) -> None:
-    """Raise ``RuntimeError`` if an adversarial batch holds NaN or inf or leaves the box [0, 1] (float tolerance)."""
+    """Raise :class:`CheckError` if an adversarial batch holds NaN or inf or leaves the box [0, 1] (float tolerance)."""
     if not torch.isfinite(x_adv).all():
-        raise RuntimeError('adversarial batch holds NaN or inf.')
+        raise CheckError('adversarial batch holds NaN or inf.')
     if x_adv.numel():
         lo, hi = x_adv.min().item(), x_adv.max().item()
         if lo < -tol or hi > 1 + tol:
-            raise RuntimeError(f'adversarial batch leaves [0, 1]: min {lo:.6g}, max {hi:.6g}.')
+            raise CheckError(f'adversarial batch leaves [0, 1]: min {lo:.6g}, max {hi:.6g}.')
 
 
 def check_linf_batch(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-5) -> None:
-    """Raise ``RuntimeError`` if an adversarial batch leaves the Linf ball of radius ``eps`` around ``x`` or the box
+    """Raise :class:`CheckError` if an adversarial batch leaves the Linf ball of radius ``eps`` around ``x`` or the box
     [0, 1]."""
     if x_adv.shape != x.shape:
-        raise RuntimeError(f'adversarial batch has shape {tuple(x_adv.shape)}, clean batch {tuple(x.shape)}.')
+        raise CheckError(f'adversarial batch has shape {tuple(x_adv.shape)}, clean batch {tuple(x.shape)}.')
     check_box(x_adv, tol)
     dist = (x_adv.float() - x.float()).abs().amax().item() if x.numel() else 0.0
     if dist > eps + tol:
-        raise RuntimeError(f'adversarial batch leaves the eps-ball: max |x_adv - x| = {dist:.6g} > eps = {eps:.6g}.')
+        raise CheckError(f'adversarial batch leaves the eps-ball: max |x_adv - x| = {dist:.6g} > eps = {eps:.6g}.')
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
