@@ -360,7 +360,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rep = EvalReport(
         model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
         checkpoint=args.checkpoint, checkpoint_sha256=_checkpoint_sha(args.model, args.checkpoint, model),
-        pretrained=args.pretrained, logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
+        pretrained=args.pretrained and not args.checkpoint,  # --pretrained then only serves the transfer source
+        logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
         dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
         clean_accuracy_flip_tta=_flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None,
         versions=package_versions(), device=_device_words(device), num_processes=world,

@@ -98,8 +98,7 @@ def _batches(index: Tensor, batch_size: int, desc: str, progress: bool) -> Itera
         bar.close()
 
 
-def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor, obj: str,
-                     batch_size: int) -> torch.Tensor:
+def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, obj: str, batch_size: int) -> torch.Tensor:
     """Per sample: is the input gradient of objective ``obj`` (untargeted) at the clean image exactly zero?"""
     fn = objective(obj)
     out = []
@@ -138,7 +137,7 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
     for obj in diagnostic_objectives:
         flags = torch.zeros_like(clean)
         if ok.numel():
-            flags[ok] = _zero_grad_flags(model, x[ok], y[ok], targets[ok], obj, bs)
+            flags[ok] = _zero_grad_flags(model, x[ok], y[ok], obj, bs)
         rec.zero_grad[obj] = flags
     by_name: Dict[str, AttackSpec] = {}
     for k, spec in enumerate(specs):

@@ -282,6 +282,14 @@ def test_a_runs_checkpoints_say_what_model_they_are(synth, tmp_path):
         assert model.head_config.center_norm == 5.0  # from the metadata; the name's default is 10
         with pytest.raises(ModelLoadError, match="pass --model resnet20_mmc"):
             load_model('resnet20_mmc_rand', checkpoint=f)
+    # --init-from a run's checkpoint (its weights are the model wrapped with its loss): unwrapped and loaded
+    from timm_mmc.config import parse_config
+    from timm_mmc.train_parts import load_init_weights
+    target = timm.create_model('resnet20_mmc', num_classes=4, feature_dim=16, center_norm=5.0)
+    load_init_weights(target, parse_config(['--model', 'resnet20_mmc', '--init-from', str(files[0])]), 'resnet20_mmc',
+                      {}, 4)
+    want = load_file(str(files[0]))
+    assert all(torch.equal(v, want[f'model.{k}']) for k, v in target.state_dict().items())
     bare = tmp_path / 'bare' / 'model.safetensors'
     bare.parent.mkdir()
     save_file(load_file(str(out / 'best' / 'model.safetensors')), str(bare))  # the same tensors, no metadata

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 __all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError',
            'check_state_dict_fits', 'checkpoint_config', 'config_metadata', 'CONFIG_METADATA_KEY',
-           'HeadFromNameWarning']
+           'HeadFromNameWarning', 'unwrap_training_state']
 
 CONFIG_METADATA_KEY = 'timm_mmc.config'  # safetensors metadata: the JSON of config.json's architecture and arguments
 
@@ -106,7 +106,7 @@ def check_state_dict_fits(model: nn.Module, state: Dict[str, torch.Tensor], sour
                              f'Pass the architecture and num_classes it was trained with.')
 
 
-def _unwrap_training_state(state: Dict[str, torch.Tensor], own: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+def unwrap_training_state(state: Dict[str, torch.Tensor], own: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """Training checkpoints hold ``model.*`` (and the loss's ``loss_fn.*``): keep the model's part."""
     if own and not any(k in own for k in state) and any(k.startswith('model.') for k in state):
         return {k[len('model.'):]: v for k, v in state.items() if k.startswith('model.')}
@@ -225,7 +225,7 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f'cannot build {spec!r} with the model_args of {str(checkpoint.parent / "config.json")!r} '
                              f'({type(e).__name__}: {e}); fix model_args there or remove the file.') from e
-    state = _unwrap_training_state(state, model.state_dict())
+    state = unwrap_training_state(state, model.state_dict())
     check_state_dict_fits(model, state, checkpoint, spec)
     model.load_state_dict(state)
     head = getattr(getattr(model, 'head_config', None), 'head', 'linear')

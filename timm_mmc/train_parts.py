@@ -16,7 +16,7 @@ from timm.layers import BatchNormAct2d
 
 from .config import TrainConfig
 from .data import ImageSplit
-from .io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe
+from .io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe, unwrap_training_state
 from .models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name
 from .runfolder import EpochRecord, RunSummary
 
@@ -80,18 +80,20 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
 
 def load_init_weights(model: nn.Module, cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any],
                       num_classes: int) -> None:
-    """Load ``--init-from`` (safetensors only) into ``model`` after checking that the checkpoint is this model.
+    """Load ``--init-from`` (safetensors, or a weights-only ``.pth``; a run's checkpoint is unwrapped to its model)
+    into ``model`` after checking that the checkpoint is this model.
 
     MM checkpoints hold no class-sized tensor, so the shapes alone cannot tell a 10-class model from a 100-class one;
-    the ``config.json`` beside the weights, when there is one, names the architecture and the number of classes.
+    the config beside the weights (``config.json``) or in their metadata, when there is one, names the architecture
+    and the number of classes.
     """
-    state = load_state_dict_safe(cfg.init_from)
+    state = unwrap_training_state(load_state_dict_safe(cfg.init_from), model.state_dict())
     beside = checkpoint_config(cfg.init_from)
     if beside is not None:
         arch, classes = beside.get('architecture'), beside.get('num_classes')
         named = model_display_name(arch, beside.get('model_args') or {}) if arch else None
         if named not in (None, model_display_name(timm_name, name_args)) or classes not in (None, num_classes):
-            raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its config.json), '
+            raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its config), '
                              f'not a {cfg.model!r} with {num_classes}: it does not fit.')
     check_state_dict_fits(model, state, cfg.init_from, cfg.model)
     model.load_state_dict(state)
