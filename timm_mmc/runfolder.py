@@ -27,13 +27,16 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 import yaml
 
 from .config import ConfigError, TrainConfig
 from .fileio import atomic_write_text
+
+if TYPE_CHECKING:  # the run folder records what data a run saw; it never loads any
+    from .data import ImageSplit
 
 __all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
            'EpochRecord', 'read_metrics']
@@ -244,6 +247,26 @@ class RunFolder:
         if not isinstance(data, dict):
             raise RunError(f'{str(self.path / "args.yaml")!r} is not a mapping; start over with --overwrite.')
         return data
+
+    def check_same_data(self, train: ImageSplit, test: ImageSplit) -> None:
+        """A resumed run must see the data it started on: the digests of the pixels and labels in ``args.yaml``
+        (``train_digest``, ``test_digest``). Runs started before the digests were recorded compare the whole source
+        string where it names a sha256; older ones name a loader fingerprint instead, and are not checked.
+
+        Raises:
+            RunError: Other data than the run started on.
+        """
+        old = self.read_args()
+        for split, data in (('train', train), ('test', test)):
+            was_digest, was = old.get(f'{split}_digest'), old.get(f'{split}_source')
+            if isinstance(was_digest, str):
+                same = was_digest == data.digest
+            else:
+                same = not (isinstance(was, str) and ' sha256 ' in was and was != data.source)
+            if not same:
+                raise RunError(f'the data changed since {str(self.path)!r} started: its {split} split was {was!r}, '
+                               f'now {data.source!r} (digest {data.digest}). Resume on the data the run started on, or '
+                               f'start over with --overwrite.')
 
     def prepare(self, overwrite: bool, resolved: Dict[str, Any]) -> None:
         """A new run: clear the run files when overwriting, then write ``args.yaml``."""

@@ -102,7 +102,7 @@ class Trainer:
             self.train_set, self.robust_set = hold_out(self.train_set, cfg.holdout, cfg.seed)
         self.robust_n = len(self.robust_set) if cfg.holdout else min(cfg.robust_n, len(self.test_set))
         if cfg.resume:
-            self._check_same_data()
+            self.run.check_same_data(self.train_set, self.test_set)
         if len(self.train_set) < cfg.batch_size:
             raise TrainError(f'the training split has {len(self.train_set)} images, fewer than one batch of '
                              f'{cfg.batch_size}; lower --batch-size.')
@@ -147,22 +147,6 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[EpochRecord] = []
         self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
-
-    def _check_same_data(self) -> None:
-        """A resumed run must see the data it started on: the digest of the pixels and labels in ``args.yaml``
-        (``train_digest``, ``test_digest``). Runs started before the digests were recorded compare the whole source
-        string where it names a sha256; older ones name a loader fingerprint instead, and are not checked."""
-        old = self.run.read_args()
-        for split, data in (('train', self.train_set), ('test', self.test_set)):
-            was_digest, was = old.get(f'{split}_digest'), old.get(f'{split}_source')
-            if isinstance(was_digest, str):
-                same = was_digest == data.digest
-            else:
-                same = not (isinstance(was, str) and ' sha256 ' in was and was != data.source)
-            if not same:
-                raise TrainError(f'the data changed since {str(self.out)!r} started: its {split} split was {was!r}, '
-                                 f'now {data.source!r} (digest {data.digest}). Resume on the data the run started on, '
-                                 f'or start over with --overwrite.')
 
     def autocast(self):
         if self.cfg.precision == 'bf16':
