@@ -573,6 +573,21 @@ def test_push_refuses_a_card_that_does_not_match_its_results(release, tmp_path, 
     (folder / 'model.pth').write_bytes(b'not uploaded')
     assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
     assert 'safetensors only' in capsys.readouterr().err
+    (folder / 'model.pth').unlink()
+    # other weights of the same shapes under a card that names the evaluated ones' sha256: refused
+    from safetensors.torch import load_file, save_file
+    w = load_file(str(folder / 'model.safetensors'))
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in w.items()}, str(folder / 'model.safetensors'),
+              metadata={'format': 'pt'})
+    assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
+    assert 'is not what the folder\'s files render' in capsys.readouterr().err
+    shutil.copyfile(release['out'] / 'model.safetensors', folder / 'model.safetensors')
+    assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 0  # restored: passes again
+    capsys.readouterr()
+    (folder / 'results' / 'notes.txt').symlink_to(tmp_path / 'secret.txt')  # would upload what it points to
+    (tmp_path / 'secret.txt').write_text('not for the Hub')
+    assert hub.main(['push', str(folder), '--repo-id', REPO, '--dry-run']) == 2
+    assert 'symbolic link' in capsys.readouterr().err
 
 
 def test_push_calls_create_repo_and_upload_folder(release, monkeypatch, capsys):

@@ -18,12 +18,21 @@ __all__ = ['release_files', 'check_release', 'card_repo', 'push']
 
 
 def release_files(folder: os.PathLike) -> List[str]:
-    """Relative paths (posix) of the files a release folder uploads: everything except hidden files/folders."""
+    """Relative paths (posix) of the files a release folder uploads: everything except hidden files/folders.
+
+    Raises:
+        HubError: A symbolic link in the folder (it would upload whatever it points to, e.g. a whole run folder).
+    """
     folder = Path(folder)
     out = []
     for p in sorted(folder.rglob('*')):
         rel = p.relative_to(folder)
-        if p.is_file() and not any(part.startswith('.') for part in rel.parts):
+        if any(part.startswith('.') for part in rel.parts):
+            continue
+        if p.is_symlink():
+            raise HubError(f'{str(p)!r} is a symbolic link; a release folder holds its own files only. Replace it by '
+                           f'the file itself or remove it.')
+        if p.is_file():
             out.append(rel.as_posix())
     return out
 
@@ -75,6 +84,12 @@ def check_release(folder: Path, repo_id: Optional[str]) -> List[str]:
     if repo_id is not None and card.data.model_name != repo_id:
         raise HubError(f'the card names repo {card.data.model_name!r}, not {repo_id!r}; re-render it for this repo: '
                        f'python -m timm_mmc.hub card {folder} --repo-id {repo_id}')
+    from .card import render_card
+    if str(render_card(folder, repo_id=card.data.model_name)) != (folder / CARD_FILE).read_text(encoding='utf-8'):
+        raise HubError(f'{str(folder / CARD_FILE)!r} is not what the folder\'s files render (the weights, config, '
+                       f'report or training files changed after the card was written, e.g. weights whose sha256 the '
+                       f'card does not name); re-export the release, or re-render the card: python -m timm_mmc.hub '
+                       f'card {folder}')
     return files
 
 
