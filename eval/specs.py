@@ -109,6 +109,14 @@ class AutoAttackConfig:
     target_classes: Optional[int] = None
     target_margin: float = 10.0
 
+    @property
+    def label(self) -> str:
+        """The version as the report names it: ``standard`` only with AutoAttack's own 100 APGD iterations and 9
+        target classes (RobustBench's); a shortened run is ``standard-shortened``, never published as standard."""
+        if self.version == 'standard' and (self.n_iter not in (None, 100) or self.target_classes not in (None, 9)):
+            return 'standard-shortened'
+        return self.version
+
 
 @dataclass(frozen=True)
 class SPSAConfig:
@@ -182,7 +190,7 @@ class AttackSpec:
 
     @property
     def version(self) -> Optional[str]:
-        return getattr(self.config, 'version', None)
+        return getattr(self.config, 'label', None) or getattr(self.config, 'version', None)
 
     @property
     def method(self) -> Optional[str]:
@@ -254,12 +262,11 @@ class _Builder:
         o = self.opts
         before = [s.name for s in self.specs if s.threat == ThreatModel.LINF and s.eps is not None
                   and s.eps <= o.aa_eps + 1e-12]
-        self.specs.append(AttackSpec(f'autoattack-{o.aa_version}-{eps_key(o.aa_eps)}', AttackFamily.AUTOATTACK,
-                                     ThreatModel.LINF, o.aa_eps, False,
-                                     AutoAttackConfig(o.aa_version, o.aa_n_iter, o.aa_target_classes,
-                                                      o.aa_target_margin),
-                                     n_limit=o.aa_n, skip_after=before if self.skip else [],
-                                     column=f'AA {o.aa_version} {eps_key(o.aa_eps)}'))
+        cfg = AutoAttackConfig(o.aa_version, o.aa_n_iter, o.aa_target_classes, o.aa_target_margin)
+        self.specs.append(AttackSpec(f'autoattack-{cfg.label}-{eps_key(o.aa_eps)}', AttackFamily.AUTOATTACK,
+                                     ThreatModel.LINF, o.aa_eps, False, cfg, n_limit=o.aa_n,
+                                     skip_after=before if self.skip else [],
+                                     column=f'AA {cfg.label} {eps_key(o.aa_eps)}'))
 
     def spsa_and_cw(self) -> None:
         o = self.opts

@@ -13,8 +13,9 @@ from eval.cw import CWL2
 from eval.spsa import SPSA
 from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc import (PGD, BestAdversarial, CenterClassifier, CheckError, EvalReport, HeadConfig, ScaledLogits,
-                      adam_update, check_box, check_linf_batch, choose_logit_scale, project_linf, uniform_start)
+from timm_mmc import (PGD, AttackResult, BestAdversarial, CenterClassifier, CheckError, EvalReport, HeadConfig,
+                      ScaledLogits, adam_update, check_box, check_linf_batch, choose_logit_scale, project_linf,
+                      uniform_start)
 
 
 class Linear2(nn.Module):
@@ -357,6 +358,26 @@ def test_autoattack_warnings_are_captured():
     out = run_autoattack(Noisy().eval(), x, y, 8 / 255, version='custom', attacks=['apgd-ce'], n_iter=2,
                          batch_size=8)
     assert any('randomized' in w for w in out.warnings)
+
+
+def test_a_shortened_standard_autoattack_is_never_named_standard():
+    """--aa-version standard with fewer APGD iterations or target classes is reported as standard-shortened, so that
+    no card, table or RobustBench file can publish it as the standard AutoAttack."""
+    def aa(**kw):
+        return next(s for s in build_suite('autoattack', SuiteOptions(aa_version='standard', **kw))
+                    if s.family.value == 'autoattack')
+    full = aa()
+    assert full.version == 'standard' and full.name == 'autoattack-standard-8' and full.config.version == 'standard'
+    assert aa(aa_n_iter=100, aa_target_classes=9).version == 'standard'
+    for kw in (dict(aa_n_iter=5), dict(aa_target_classes=1)):
+        short = aa(**kw)
+        assert short.version == 'standard-shortened' and 'standard-shortened' in short.name + short.column
+        assert short.config.version == 'standard'  # what pyautoattack is asked to run
+    rep = EvalReport(model='m', dataset='d', split='test', n=1, suite='autoattack', seed=0)
+    rep.attacks = {'a': AttackResult(name='a', family='autoattack', threat='Linf', eps=8 / 255, targeted=False, n=1,
+                                     n_attacked=1, accuracy=0.5, version=aa(aa_n_iter=5).version)}
+    from timm_mmc.hub.robustbench import model_info
+    assert model_info(rep, 'resnet32_mmc', {}, {})['autoattack_acc'] is None
 
 
 def test_autoattack_bad_arguments():
