@@ -522,6 +522,30 @@ def test_export_requires_the_report_of_these_weights(release, tmp_path, capsys):
     hub.check_release(out, REPO)  # a consistent folder still: the card carries the (unverified) report's numbers
 
 
+def test_export_of_a_checkpoint_whose_bytes_the_release_changes_is_not_silently_verified(release, tmp_path, capsys):
+    """--checkpoint weights that were evaluated but re-save as other bytes (here: extra metadata) cannot be tied to
+    the released file by the card: export refuses and names the fix, or with --allow-unverified-eval says so."""
+    from safetensors.torch import load_file, save_file
+    from timm_mmc.io import file_sha256
+    source = tmp_path / 'ckpt' / 'model.safetensors'
+    source.parent.mkdir()
+    save_file(load_file(str(release['run'] / 'model.safetensors')), str(source), metadata={'format': 'pt', 'x': 'y'})
+    report = copy.deepcopy(release['data'])
+    report['checkpoint_sha256'] = file_sha256(source)
+    path = tmp_path / 'ckpt.json'
+    path.write_text(json.dumps(report))
+    out = tmp_path / 'cards' / f'{ARCH}.{TAG}'
+    argv = ['export', '--run', str(release['run']), '--eval', str(path), '--out', str(out), '--checkpoint',
+            str(source), '--no-plot']
+    assert hub.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'whose bytes differ' not in err and 're-saves it as other bytes' in err and 'local-dir:' in err
+    assert not out.exists()
+    assert hub.main([*argv, '--allow-unverified-eval']) == 0
+    assert 'WARNING' in capsys.readouterr().out
+    assert '**Provenance not verified**' in (out / 'README.md').read_text()
+
+
 def test_plot_draws_measured_points_only_with_n_in_every_label():
     from timm_mmc.plot import robustness_figure
 

@@ -110,7 +110,8 @@ def _check_eval_model(rep: EvalReport, name: str) -> None:
 
 
 def _check_eval_weights(rep: EvalReport, source: Path, exported: Path, allow_unverified: bool) -> Optional[str]:
-    """The report's ``checkpoint_sha256`` must be the source or the exported weights'.
+    """The report's ``checkpoint_sha256`` must be the exported weights' (the card ties its figures to those bytes;
+    the run folder's ``model.safetensors`` re-saves to the same bytes, a checkpoint with another layout does not).
 
     Returns:
         None when verified, else what is wrong (only with ``allow_unverified``).
@@ -121,8 +122,17 @@ def _check_eval_weights(rep: EvalReport, source: Path, exported: Path, allow_unv
     from ..io import file_sha256
 
     sha = rep.checkpoint_sha256
-    if sha is not None and sha.lower() in (file_sha256(source), file_sha256(exported)):
+    if sha is not None and sha.lower() == file_sha256(exported):
         return None
+    if sha is not None and sha.lower() == file_sha256(source):
+        if allow_unverified:  # the card ties figures to the released file's bytes, which differ from the source's
+            return (f'the evaluation report names {str(source)!r}, whose bytes differ from the released '
+                    f'model.safetensors (another key layout or metadata), so the card cannot tie its figures to them')
+        raise HubError(f'the evaluation report names {str(source)!r}, but the release re-saves it as other bytes '
+                       f'(another key layout or metadata), so the card could not tie its figures to the released '
+                       f'file. Export once with --allow-unverified-eval to a scratch folder, evaluate that folder '
+                       f'(python -m eval.robustness --model local-dir:FOLDER ...) and export again with that report; '
+                       f'or export from the run folder whose model.safetensors was evaluated.')
     problem = (f'the evaluation report was computed on other weights (sha256 {sha[:12]}...) than {str(source)!r}'
                if sha else 'the evaluation report records no weights sha256, so it cannot be tied to these weights')
     if not allow_unverified:
