@@ -522,6 +522,23 @@ def test_export_requires_the_report_of_these_weights(release, tmp_path, capsys):
     hub.check_release(out, REPO)  # a consistent folder still: the card carries the (unverified) report's numbers
 
 
+def test_an_adversarially_trained_run_never_gets_a_standard_tag(release, tmp_path, capsys):
+    """The tag follows the run's args.yaml: an adversarially trained run is refused a standard tag (given or derived
+    from the data set), where before it was exported as the standard release of its data set."""
+    run = tmp_path / 'at_run'
+    shutil.copytree(release['run'], run)
+    args = yaml.safe_load((run / 'args.yaml').read_text())
+    (run / 'args.yaml').write_text(yaml.safe_dump(dict(args, adv='nfgsm')))
+    for extra, words in (([], 'has no adversarially trained tag'), (['--tag', 'cifar10'], '--tag cifar10 does not fit')):
+        out = tmp_path / 'cards' / 'x'
+        assert hub.main(['export', '--run', str(run), '--eval', str(release['eval']), '--out', str(out), '--no-plot',
+                         *extra]) == 2
+        assert words in capsys.readouterr().err and not out.exists()
+    assert hub.main(['export', '--run', str(release['run']), '--eval', str(release['eval']), '--out',
+                     str(tmp_path / 'cards' / 'y'), '--no-plot', '--tag', 'cifar10_at']) == 2  # and the other way
+    assert 'does not fit the run' in capsys.readouterr().err
+
+
 def test_export_of_a_checkpoint_whose_bytes_the_release_changes_is_not_silently_verified(release, tmp_path, capsys):
     """--checkpoint weights that were evaluated but re-save as other bytes (here: extra metadata) cannot be tied to
     the released file by the card: export refuses and names the fix, or with --allow-unverified-eval says so."""

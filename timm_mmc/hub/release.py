@@ -84,8 +84,20 @@ def _resolve_tag(arch: str, tag: Optional[str], run: Dict[str, Any], rep: EvalRe
         raise HubError(f'config.json names architecture {arch!r}, which timm_mmc does not register; see '
                        f'timm.list_models("resnet*_mmc") and timm.list_models("mmc_wrapper").')
     run_ds, eval_ds = norm_dataset(run['args'].get('dataset')), norm_dataset(rep.dataset)
-    tag = next((c for c in (tag, run_ds, eval_ds, (run['config'].get('pretrained_cfg') or {}).get('tag')) if c), None)
+    adv = run['args'].get('adv')  # None for runs without args.yaml: nothing to check the tag against
+    suffix = '_at' if adv not in (None, 'none') else ''
+    given = tag
+    tag = next((c for c in (tag, run_ds and run_ds + suffix, eval_ds and eval_ds + suffix,
+                            (run['config'].get('pretrained_cfg') or {}).get('tag')) if c), None)
+    if given and adv is not None and given.endswith('_at') != bool(suffix):
+        raise HubError(f'--tag {given} does not fit the run: it was trained with adv {adv!r}, so its tag is '
+                       f'{"an _at one (e.g. cifar10_at)" if suffix else "a standard one (e.g. cifar10)"}; an '
+                       f'adversarially trained release must never replace a standard one, nor the other way round.')
     known = arch_tags(arch)  # every registered tag: a release may be the first of its tag
+    if suffix and tag not in known:
+        raise HubError(f'the run was adversarially trained (adv {adv!r}), but {arch} has no adversarially trained tag '
+                       f'(its tags: {known}); a release under a standard tag would pass for a standard model. Register '
+                       f'an _at tag for it (timm_mmc/models/cifar_resnet.py, _AT_ARCHS) first.')
     if tag not in known:
         raise HubError(f'cannot tell which pretrained tag {arch} gets (found {tag!r}); pass --tag, one of {known}.')
     for what, ds in (('training args.yaml', run_ds), ('evaluation report', eval_ds)):
