@@ -188,8 +188,10 @@ def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_
            ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, int]]:
     """Two epochs of every recipe side by side: per recipe that ran, :func:`_epoch_estimate`; and every return code.
     A recipe whose probe fails is left out (and said so): one broken recipe must not cost the others the lease."""
+    shutil.rmtree(work / 'probe', ignore_errors=True)  # a retry with the same --work starts the probe afresh
+    probe_n = {n: min(probe_images, cfgs[n].train_limit or n_images, n_images) for n in recipes}  # --extra may set one
     jobs = {n: _launch(_train_args(c, data, work / 'probe' / n, [*extra, '--epochs', '2', '--train-limit',
-                                                                 str(min(probe_images, n_images))]),
+                                                                 str(probe_n[n])]),
                        out / f'probe_{n}.log') for n, c in recipes.items()}
     ends = _run_all(jobs, deadline=deadline)
     probe = {}
@@ -284,10 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = [n for n in names if not (packed and RunFolder(runs[n]).finished())]  # it may have ended on a past lease
     steps_before = {n: RunFolder(runs[n]).checkpoint_step() for n in names}
     length = [] if packed else ['--epochs', str(epochs)]  # a continued run keeps its own
+    if not packed:  # a retry with the same --work: a new run, not what an earlier attempt left there
+        for run in runs.values():
+            shutil.rmtree(run, ignore_errors=True)
     jobs = {n: _launch(_train_args(None if packed else recipes[n], data, runs[n],
                                    [*extra, *length, '--keep-checkpoints', '1']), out / f'{n}.log') for n in todo}
-    # in fixed mode the deadline stops the runs: keep the stop, the packing and the report inside the budget
-    runs_end = _run_all(jobs, deadline=t0 + args.budget_s - (END_MARGIN_S if fixed else 0.0))
+    # the deadline stops the runs (in fixed mode, by plan): keep the stop, the packing and the report inside the budget
+    runs_end = _run_all(jobs, deadline=t0 + args.budget_s - END_MARGIN_S)
     ok = True
     for n, run in runs.items():
         if run.exists():

@@ -46,6 +46,13 @@ def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tm
     log = (out / 'resnet32_mmc_at.log').read_text()
     assert '--epochs 2' in log.splitlines()[0] and 'claim: resnet20_mmc, 2 epochs' in log
     assert (out / 'probe_resnet32_mmc_at.log').is_file()
+    # a retry with the same --work (a lent machine still up) starts afresh; a --train-limit in --extra bounds the probe
+    proc = _script('-c', 'gpu/resnet32_mmc_at', '--data', str(data), '--out', str(tmp_path / 'out2'), '--work',
+                   str(tmp_path / 'w'), '--budget-s', '240', '--probe-images', '64', '--max-epochs', '1',
+                   '--extra', f'{TINY} --train-limit 48')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / 'out2' / 'probe_resnet32_mmc_at.log').read_text().splitlines()[0].endswith('--train-limit 48')
+    assert 'claim: resnet20_mmc, 1 epochs' in (tmp_path / 'out2' / 'resnet32_mmc_at.log').read_text()
 
 
 def test_device_script_refuses_bad_recipes_and_data_before_any_work(tmp_path):
