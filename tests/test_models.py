@@ -230,8 +230,15 @@ def test_any_timm_backbone(backbone):
 
 
 def test_create_mmc_model_on_own_family_and_errors():
-    m = timm_mmc.create_mmc_model('resnet20_sce', head='mmlda', num_classes=10)
+    m = timm_mmc.create_mmc_model('resnet20_mmlda', head='mmlda', num_classes=10)
     assert isinstance(m, timm_mmc.CifarResNet) and m.head_config.head == 'mmlda'
+    # the name carries the head: another head under it would be a model whose name lies (and whose weights never load)
+    with pytest.raises(ValueError, match=r"carries its own 'sce' head.*resnet20_mmlda"):
+        timm_mmc.create_mmc_model('resnet20_sce', head='mmlda', num_classes=10)
+    tagged = timm_mmc.create_mmc_model('resnet20_mmc.cifar10', num_classes=10)  # a tag: still built directly
+    assert isinstance(tagged, timm_mmc.CifarResNet)
+    with pytest.raises(ValueError, match='its own head'):  # never two heads stacked
+        timm.create_model('mmc_wrapper', backbone='resnet32_mmc.cifar10')
     with pytest.raises(ValueError, match='unknown backbone'):
         timm_mmc.create_mmc_model('no_such_net')
     with pytest.raises(ValueError, match='num_classes'):

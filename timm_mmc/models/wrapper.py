@@ -47,7 +47,7 @@ def _check_backbone(name: Any) -> str:
         stem = name.split('_')[0] if isinstance(name, str) else ''
         raise ValueError(f'unknown backbone {name!r}: not a registered timm model. List candidates with '
                          f'timm.list_models("{stem}*").')
-    if name in timm.list_models(module=list(_OWN_MODULES)):
+    if name.split('.', 1)[0] in timm.list_models(module=list(_OWN_MODULES)):  # with or without a tag
         raise ValueError(f'{name!r} is a timm_mmc model with its own head: name the head in its suffix '
                          f'(timm.list_models("{name.split("_")[0]}_*")) instead of wrapping it.')
     return name
@@ -333,7 +333,8 @@ def create_mmc_model(
     """Any timm model with an MM (or linear / L-GM) head: ``timm.create_model('mmc_wrapper', backbone=model_name)``.
 
     Args:
-        model_name: A timm model name. One of this package's CIFAR ResNets is built directly with the given head.
+        model_name: A timm model name. One of this package's CIFAR ResNets (``resnet32_mmc``, optionally with a tag)
+            is built directly; its suffix must name the same head as ``head`` and ``center_kind``.
         head: ``'mmc'``, ``'mmlda'``, ``'lgm'`` or ``'linear'``.
         num_classes: Number of classes (>= 2).
         feature_dim: Width of the feature ``z`` that meets the centers.
@@ -343,7 +344,8 @@ def create_mmc_model(
         mean: Input normalisation mean (pixel units); defaults to the backbone's pretrained cfg.
         std: Input normalisation std; defaults to the backbone's pretrained cfg.
         drop_rate: Dropout before the feature layer.
-        pretrained: Load the backbone's pretrained weights (timm's; see :meth:`MMCWrapper.load_backbone_weights`).
+        pretrained: Load the backbone's pretrained weights (timm's; see :meth:`MMCWrapper.load_backbone_weights`);
+            for one of this package's CIFAR ResNets, its released weights (the whole model).
         **timm_kwargs: Passed to ``timm.create_model`` for the backbone.
 
     Raises:
@@ -361,7 +363,13 @@ def create_mmc_model(
         kwargs['norm_mean'] = tuple(mean)
     if std is not None:
         kwargs['norm_std'] = tuple(std)
-    if model_name in timm.list_models(module='cifar_resnet'):
+    base = model_name.split('.', 1)[0]
+    if base in timm.list_models(module='cifar_resnet'):
+        own = base.split('_', 1)[1]  # the head the name carries: sce, mmc, mmlda, ...
+        if own != _suffix(head, center_kind):
+            raise ValueError(f'{model_name!r} carries its own {own!r} head, not head={head!r}, '
+                             f'center_kind={center_kind!r}; name the head in the suffix instead '
+                             f'({base.split("_")[0]}_{_suffix(head, center_kind)}).')
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
     model = timm.create_model(WRAPPER_ARCH, backbone=model_name, **kwargs)
     if pretrained:
