@@ -65,7 +65,7 @@ def suite_time(args) -> None:
     from eval.robustness import main
     argv = ['--model', args.model, '--dataset', args.dataset, '--split', 'test', '--n-examples', str(args.suite_n),
             '--suite', 'full', '--aa-version', 'fast', '--out', args.out, '--name', f'bench_{args.suite_n}',
-            '--batch-size', str(args.batch), '--no-progress']
+            '--batch-size', str(args.batch), '--no-progress', '--overwrite']  # a bench run replaces its own report
     if args.checkpoint:
         argv += ['--checkpoint', args.checkpoint]
     argv += args.suite_args
