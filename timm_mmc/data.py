@@ -82,12 +82,17 @@ def hold_out(split: ImageSplit, n: int, seed: int) -> Tuple[ImageSplit, ImageSpl
     return part(kept, f'{n} held out (seed {seed})'), part(held, f'the {n} held out (seed {seed})')
 
 
-def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """The first 16 hex digits of the sha256 of the decoded pixels and labels: what the data is, not where it came
-    from (a re-built Hub cache or a moved folder keeps it; one changed pixel or label changes it)."""
+def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+    """The sha256 (hex) of the decoded pixels and the labels as int64: what the data is, not where it came from (a
+    re-built Hub cache or a moved folder keeps it; one changed pixel or label changes it)."""
     h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
     h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """The first 16 hex digits of :func:`content_sha256`, as source strings and run folders record it."""
+    return content_sha256(images, labels)[:16]
 
 
 def default_cache_dir() -> Path:
@@ -222,10 +227,7 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
         labels = np.load(lbl_path, allow_pickle=False)
     else:
         images = _decode(ds, image_column)
-        labels = np.asarray(ds[label_column])
-        if labels.dtype.kind not in 'iu':  # the column kind was checked; this guards what it decodes to
-            raise DataError(f'the labels of {dataset}:{split} decode as {labels.dtype}, not integers.')
-        labels = labels.astype(np.int64)
+        labels = np.asarray(ds[label_column])  # no cast: check_arrays refuses anything but integers
         try:
             cache.mkdir(parents=True, exist_ok=True)
             for path, arr in ((img_path, images), (lbl_path, labels)):

@@ -156,11 +156,11 @@ def checkpoint_config(checkpoint: os.PathLike) -> Optional[Dict[str, Any]]:
     return data
 
 
-def _config_model_args(checkpoint: Path, spec: str, arch: str, name_args: Dict[str, Any]) -> Dict[str, Any]:
-    """The model arguments of the ``config.json`` beside a checkpoint, checked against the model name given."""
+def _config_model_args(cfg: Optional[Dict[str, Any]], checkpoint: Path, spec: str, arch: str,
+                       name_args: Dict[str, Any]) -> Dict[str, Any]:
+    """The model arguments of a checkpoint's config (:func:`checkpoint_config`), checked against the name given."""
     from .models import model_display_name
 
-    cfg = checkpoint_config(checkpoint)
     if cfg is None:
         return {}
     args = {k: v for k, v in dict(cfg.get('model_args', {}), num_classes=cfg.get('num_classes')).items()
@@ -218,7 +218,8 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
             raise ModelLoadError(f'could not create {spec!r}: {type(e).__name__}: {e}') from e
     checkpoint = Path(checkpoint)
     state = load_state_dict_safe(checkpoint)
-    args = dict(_config_model_args(checkpoint, spec, arch, name_args), **name_args)
+    saved = checkpoint_config(checkpoint)
+    args = dict(_config_model_args(saved, checkpoint, spec, arch, name_args), **name_args)
     args.update(kwargs)
     try:
         model = timm.create_model(timm_name, pretrained=False, **args)
@@ -229,7 +230,7 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
     check_state_dict_fits(model, state, checkpoint, spec)
     model.load_state_dict(state)
     head = getattr(getattr(model, 'head_config', None), 'head', 'linear')
-    if head != 'linear' and checkpoint_config(checkpoint) is None:
+    if head != 'linear' and saved is None:
         warnings.warn(f'{str(checkpoint)!r} has no config.json beside it and no model config in its metadata: its '
                       f'{head} head (centers, their norm and seed) was built from the name {spec!r}, since centers '
                       f'are never stored in weights. If it was trained with other head arguments every figure is '

@@ -9,7 +9,6 @@ layout with pyarrow and Pillow alone, for machines without ``datasets`` (a lent 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, _to_nchw, check_arrays, content_digest,
-                   parquet_split_path)
+                   content_sha256, parquet_split_path)
 
 __all__ = ['read_npz_split', 'write_npz_split', 'is_npz_folder', 'parquet_to_npz_folder']
 
@@ -71,7 +70,7 @@ def read_npz_split(path: os.PathLike, split: str, limit: Optional[int] = None, n
                         f'`python -m timm_mmc.data sample`.') from e
     check_arrays(images, labels, len(class_names), str(path))
     labels = labels.astype(np.int64)
-    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes() + labels.tobytes()).hexdigest()  # as the writer's
+    sha = content_sha256(images, labels)  # as the writer stored it
     if stored is not None and stored != sha:
         raise DataError(f'{str(path)!r} does not hold what it was written with: its images and labels hash to '
                         f'{sha[:16]}, its stored sha256 says {stored[:16]}; the file was changed after writing. Write '
@@ -100,7 +99,7 @@ def write_npz_split(out: os.PathLike, images: np.ndarray, labels: np.ndarray, cl
     """
     labels = np.asarray(labels).astype(np.int64)
     check_arrays(images, labels, len(class_names), str(out))
-    sha = hashlib.sha256(np.ascontiguousarray(images).tobytes() + labels.tobytes()).hexdigest()
+    sha = content_sha256(images, labels)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f'.{out.name}.tmp{os.getpid()}')
