@@ -350,6 +350,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rec = run_suite(model, specs, opts, x, y.long(), targets.long(), positions, num_classes, source_model=source,
                     progress=main_proc and not args.no_progress,
                     diagnostic_objectives=('ce', 'mm', 'margin') if mm else ('ce', 'margin'))
+    # every process takes part in each collective: the flip-TTA sum before the non-main ones leave
+    tta = _flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None
     if distributed:
         import torch.distributed as dist
         parts = [None] * world
@@ -363,7 +365,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         pretrained=args.pretrained and not args.checkpoint,  # --pretrained then only serves the transfer source
         logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
         dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
-        clean_accuracy_flip_tta=_flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None,
+        clean_accuracy_flip_tta=tta,
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
                                                                                     *argv]))
@@ -390,6 +392,18 @@ def _flip_tta_accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int,
         import torch.distributed as dist
         dist.all_reduce(total)
     return float(total[0] / total[1])
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group a sharded run made, on every process, before the interpreter shuts down.
+
+    A process that exits with a Gloo group still alive can abort (SIGABRT) while Python is being torn down, and
+    torchrun then fails the whole run although the report was written. Only called on success: after an error the
+    process exits non-zero and torchrun stops the others.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _to_cpu(rec):
@@ -445,7 +459,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return evaluate(args, argv)
+        code = evaluate(args, argv)
+        _leave_process_group()
+        return code
     except EvalError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

@@ -241,9 +241,9 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'eval.robustness',
                         *_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--n-examples', '11',
                                '--pgd-steps', '2', '--eps', '0.25/255', '--pgd-alpha', '0.1/255', '--threads', '1',
-                               '--name', 'sharded')],
+                               '--tta-flip', '--name', 'sharded')],
                        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[:6000]
     from timm_mmc import report
 
     rep = report.load(out / 'sharded.json')
@@ -252,6 +252,17 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     for a in rep.attacks.values():
         assert a.n == 11 and a.n_attacked == 11  # both shards' examples were attacked and gathered
     assert rep.worst_at(0.25 / 255).accuracy < 1.0
+    # flip TTA sums over both shards (every process joins that collective before the second one leaves)
+    import timm
+
+    from timm_mmc.data import load_split
+    model = timm.create_model('resnet20_mmc', pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(tiny['ckpt']))).eval()
+    data = load_split(str(tiny['data']), 'test')
+    x, y = data.float_images()[:11], data.labels[:11]
+    with torch.no_grad():
+        want = ((model(x) + model(x.flip(3))).argmax(1) == y).double().mean().item()
+    assert rep.clean_accuracy_flip_tta == pytest.approx(want)
 
 
 def test_flip_tta_is_reported_beside_the_single_pass_figure(tiny, tmp_path, capsys):

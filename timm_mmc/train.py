@@ -477,7 +477,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if cfg.resume:
             RunFolder(cfg.output).check_usable(resume=True, overwrite=cfg.overwrite)
             cfg, changes = resolve_resume(cfg, set(getattr(cfg, 'given', ())))
-        Trainer(cfg, changes).fit()
+        trainer = Trainer(cfg, changes)
+        trainer.fit()
+        # a sharded run's process group goes before Python shuts down (a live Gloo group can abort the exit)
+        trainer.accelerator.end_training()
     except (TrainError, ConfigError, DataError, ModelLoadError, RunError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
