@@ -34,8 +34,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from timm_mmc import (OBJECTIVES, CheckError, DataError, EvalReport, HeadFromNameWarning, ModelLoadError, file_sha256,
-                      load_model, load_split, package_versions, random_targets)
+from timm_mmc import (OBJECTIVES, CheckError, DataError, EvalReport, HeadFromNameWarning, ModelLoadError,
+                      TooFewExamples, file_sha256, load_model, load_split, package_versions, random_targets)
 
 from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
@@ -280,11 +280,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         data = load_split(args.dataset, args.split, args.image_column, args.label_column,
                           limit=None if args.n_examples is None else args.start + args.n_examples)
+    except TooFewExamples as e:
+        raise EvalError(f'{e} Lower --n-examples (and --start) to fit the split.') from None
     except DataError as e:
-        msg = str(e)
-        if 'asked for' in msg:
-            msg += ' Lower --n-examples (and --start) to fit the split.'
-        raise EvalError(msg) from None
+        raise EvalError(str(e)) from None
     if num_classes is None:
         raise EvalError(f'{args.model} does not say how many classes it has (model.num_classes).')
     if num_classes != data.num_classes:

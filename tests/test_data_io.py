@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from timm_mmc.data import DataError, augment_batch, load_split, write_synthetic_dataset
+from timm_mmc.data import DataError, TooFewExamples, augment_batch, load_split, write_synthetic_dataset
 from timm_mmc.io import ModelLoadError, UnsafeCheckpointError, load_model, load_state_dict_safe
 
 
@@ -33,8 +33,9 @@ def test_load_split_errors(ds, tmp_path):
         load_split(str(ds), 'validation')
     with pytest.raises(DataError, match='image column'):
         load_split(str(ds), 'train', image_column='pixels')
-    with pytest.raises(DataError, match='has 8'):
+    with pytest.raises(TooFewExamples, match='has 8') as exc:
         load_split(str(ds), 'test', limit=9)
+    assert (exc.value.asked, exc.value.have) == (9, 8)
 
 
 @pytest.mark.slow
@@ -144,10 +145,12 @@ def test_bundled_sample_loads_offline_and_matches_its_checksum():
     sha = hashlib.sha256(hwc.tobytes() + s.labels.numpy().tobytes()).hexdigest()
     assert sha[:16] in s.source
     assert torch.equal(load_split('cifar10-sample', 'test', limit=7).labels, s.labels[:7])
-    with pytest.raises(DataError, match='--split test'):
+    with pytest.raises(DataError, match='--split test') as exc:
         load_split('cifar10-sample', 'train')
-    with pytest.raises(DataError, match='has 500'):
+    assert not isinstance(exc.value, TooFewExamples)  # a missing split is not a count to lower
+    with pytest.raises(TooFewExamples, match='has 500') as exc:
         load_split('cifar10-sample', 'test', limit=501)
+    assert (exc.value.asked, exc.value.have) == (501, 500)
     with pytest.raises(DataError, match='bundled samples'):
         load_split(str(Path('/nonexistent/x.npz')), 'test')
 

@@ -78,12 +78,17 @@ def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
           str(tiny['data']), '--out', str(out)], 1, 'does not exist'),
         (_base(tiny, out)[:4] + ['--dataset', str(tiny['root'] / 'no_such_data'), '--out', str(out)], 1,
          'does not exist'),
-        (_base(tiny, out, '--n-examples', '25'), 1, 'asked for 25'),
+        (_base(tiny, out, '--n-examples', '25'), 1, 'asked for 25 examples but split'),
+        (_base(tiny, out, '--n-examples', '25'), 1, 'Lower --n-examples'),
+        (_base(tiny, out)[:4] + ['--dataset', 'cifar10-sample', '--split', 'train', '--out', str(out)], 1,
+         "holds only the 'test' split"),
     ]
     for argv, code, text in cases:
         assert main(argv) == code, argv
         err = capsys.readouterr().err
         assert text in err, (text, err)
+        if '--split' in argv:  # a missing split is not fixed by fewer examples
+            assert '--n-examples' not in err, err
     for argv, text in [(_base(tiny, out, '--eps', '0'), 'outside (0, 1]'),
                        (_base(tiny, out, '--eps', '8'), 'outside (0, 1]'),
                        (_base(tiny, out, '--aa-eps=-1/255'), 'outside (0, 1]'),

@@ -9,7 +9,7 @@ from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMR
                       check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective,
                       predict, project_linf, random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
-from .data import DataError, ImageSplit, load_split
+from .data import DataError, ImageSplit, TooFewExamples, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
 from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
 from .io import HeadFromNameWarning, ModelLoadError, file_sha256, load_model
@@ -31,7 +31,7 @@ __all__ = [
     'file_sha256',
     'PretrainedWeightsError', 'resolve_model_name', 'model_display_name', 'release_name',
     # data
-    'load_split', 'ImageSplit', 'DataError',
+    'load_split', 'ImageSplit', 'DataError', 'TooFewExamples',
     # attacks and what every attack shares
     'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'project_linf', 'uniform_start',
     'is_fooled',

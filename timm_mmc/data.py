@@ -40,6 +40,14 @@ class DataError(ValueError):
     """A data set that cannot be used as asked; the message says how to fix it."""
 
 
+class TooFewExamples(DataError):
+    """More examples were asked for (a limit) than the split holds; ``asked`` and ``have`` say how many."""
+
+    def __init__(self, asked: int, have: int, where: str) -> None:
+        super().__init__(f'asked for {asked} examples but {where} has {have}.')
+        self.asked, self.have = asked, have
+
+
 @dataclass
 class ImageSplit:
     images: torch.Tensor  # (N, C, H, W) uint8
@@ -211,7 +219,7 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     image_column, label_column = _find_columns(ds, image_column, label_column)
     if limit is not None:
         if limit < 1 or limit > len(ds):
-            raise DataError(f'asked for {limit} examples but split {split!r} has {len(ds)}.')
+            raise TooFewExamples(limit, len(ds), f'split {split!r}')
         ds = ds.select(range(limit))
     label_feat = ds.features[label_column]
     if isinstance(label_feat, datasets.ClassLabel):

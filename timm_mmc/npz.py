@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, _to_nchw, check_arrays, content_digest,
-                   content_sha256, parquet_split_path)
+from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, TooFewExamples, _to_nchw, check_arrays,
+                   content_digest, content_sha256, parquet_split_path)
 
 __all__ = ['read_npz_split', 'write_npz_split', 'is_npz_folder', 'parquet_to_npz_folder']
 
@@ -80,7 +80,7 @@ def read_npz_split(path: os.PathLike, split: str, limit: Optional[int] = None, n
                         f'{sample_split}.')
     if limit is not None:
         if limit < 1 or limit > len(labels):
-            raise DataError(f'asked for {limit} examples but {dataset} has {len(labels)}.')
+            raise TooFewExamples(limit, len(labels), str(dataset))
         images, labels = images[:limit], labels[:limit]
     imgs = _to_nchw(images)
     source = f'{dataset}:{split} [{path.name}, sha256 {sha[:16]}], from {origin}'
