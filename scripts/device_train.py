@@ -19,7 +19,8 @@ The machine is lent for minutes and starts bare, so one command does everything:
 A run longer than one lease: ``--epochs N`` fixes its length and skips the probe (step 2); the runs train until the
 deadline and are packed. The next lease carries that ``OUT`` folder back and passes it as ``--resume-from``: each run
 is unpacked and continues from its last checkpoint (``--resume``, bit-exact), keeping its own length and options
-(pass the same ``--extra`` and ``--work`` as the first lease: the run checks that nothing else changed)::
+(pass the same ``--data``, ``--extra`` and ``--work`` as the first lease: the run checks that nothing else changed,
+and another ``--data`` is refused before the decode by its parquet files' sha256 in ``device_train.json``)::
 
     PYTHONPATH=$PWD python scripts/device_train.py --data .devdata/cifar10 --out "$OUT" --budget-s 520 \
         --resume-from .devruns -c gpu/resnet32_mmc_at_pgd
@@ -49,6 +50,7 @@ import torch
 
 from timm_mmc.config import ConfigError, TrainConfig, parse_config
 from timm_mmc.data import DataError
+from timm_mmc.io import file_sha256
 from timm_mmc.npz import parquet_to_npz_folder
 from timm_mmc.runfolder import RunError, RunFolder, resolve_resume
 
@@ -95,6 +97,26 @@ def _run_all(jobs: Dict[str, subprocess.Popen], deadline: float) -> Dict[str, Di
                     done[name] = dict(rc=proc.returncode, wall_s=time.time() - start, stopped=True)
         time.sleep(1.0)
     return done
+
+
+def _data_files(data: Path) -> Dict[str, str]:
+    """The sha256 of every parquet file of the data set, by path inside it: what a later lease compares before the
+    decode, so that another data set costs no lease time (``train --resume`` would refuse it only after the decode)."""
+    return {f.relative_to(data).as_posix(): file_sha256(f) for f in sorted(Path(data).rglob('*.parquet'))}
+
+
+def _check_same_data(earlier_out: Path, files: Dict[str, str]) -> None:
+    """Refuse data files other than those the earlier lease (its ``device_train.json``) trained on.
+
+    Raises:
+        ValueError: The files differ; the message names the fix.
+    """
+    report = earlier_out / 'device_train.json'
+    before = json.loads(report.read_text()).get('data_files') if report.is_file() else None
+    if before is not None and before != files:  # an earlier lease's report without the field: train checks later
+        changed = sorted(set(before) ^ set(files) | {k for k in set(before) & set(files) if before[k] != files[k]})
+        raise ValueError(f'--data is not the data set the runs in {str(earlier_out)!r} trained on (these parquet '
+                         f'files differ: {", ".join(changed)}); pass the --data of the lease that started them.')
 
 
 def _epoch_estimate(run: Path, n_train: int, probe_train: int, wall_s: float) -> Dict[str, float]:
@@ -242,13 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         p.error(f'--resume-from: no packed run {", ".join(missing)}; pass the OUT folder of the lease that ran these '
                 f'recipes, or leave the recipe out.')
-    try:  # unpacked and checked before any work, so that a bad archive or a changed option costs nothing
+    data_files = _data_files(Path(args.data))
+    try:  # unpacked and checked before any work, so that a bad archive, other data or a changed option cost nothing
+        if args.resume_from:
+            _check_same_data(Path(args.resume_from), data_files)
         report_resumed = {n: _check_resumable(_unpack(f, work / 'runs', n), work / 'data', extra)
                           for n, f in packed.items()}
     except ValueError as e:
         p.error(str(e))
     report: Dict[str, object] = dict(
-        recipes=args.config, extra=extra, budget_s=args.budget_s, python=platform.python_version(),
+        recipes=args.config, extra=extra, budget_s=args.budget_s, data_files=data_files,
+        python=platform.python_version(),
         torch=torch.__version__, device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
         resumed_from_epoch=report_resumed)
     print(f'device_train: {report["device"]}, torch {torch.__version__}, recipes {", ".join(cfgs)}', flush=True)

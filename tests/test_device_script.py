@@ -83,7 +83,7 @@ def _last_checkpoint(run: Path) -> dict:
     return {f.name: load_file(str(f)) for f in sorted(ckpt.glob('*.safetensors'))}
 
 
-def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path):
+def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path, capsys):
     """--epochs fixes the length (no probe); a run cut on one lease is packed, and --resume-from on the next lease
     (the work folder gone, as on a fresh machine) unpacks it and continues it with --resume: every tensor of its
     last checkpoint and every epoch's training loss equal those of a run never cut."""
@@ -126,6 +126,14 @@ def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_
                     '--work', str(tmp_path / 'elsewhere'))  # another --work moves the data path: refused up front
     assert moved.returncode == 2 and 'cannot be continued' in moved.stderr and '--work' in moved.stderr
     assert not (tmp_path / 'elsewhere' / 'data').exists()
+    assert first['data_files'].keys() == {'plain_text/train-00000-of-00001.parquet',
+                                          'plain_text/test-00000-of-00001.parquet'}
+    other = write_synthetic_dataset(tmp_path / 'other', n_train=64, n_test=16, seed=1)
+    err = _refused(capsys, '-c', 'gpu/resnet32_mmc_at_pgd', '--data', str(other), '--budget-s', '240', '--extra',
+                   TINY + ' --adv-steps 2', '--resume-from', str(tmp_path / 'lease1'), '--out',
+                   str(tmp_path / 'lease5'), '--work', str(tmp_path / 'w5'))  # other data: refused before the decode
+    assert 'is not the data set' in err and 'train-00000-of-00001.parquet' in err, err
+    assert not (tmp_path / 'w5').exists()
 
 
 def test_a_fixed_length_run_stopped_before_its_first_checkpoint_is_a_failure_that_names_the_fix(tmp_path):
