@@ -114,7 +114,7 @@ def _check_same_data(earlier_out: Path, files: Dict[str, str]) -> None:
     report = earlier_out / 'device_train.json'
     before = json.loads(report.read_text()).get('data_files') if report.is_file() else None
     if before is not None and before != files:  # an earlier lease's report without the field: train checks later
-        changed = sorted(set(before) ^ set(files) | {k for k in set(before) & set(files) if before[k] != files[k]})
+        changed = sorted(k for k in set(before) | set(files) if before.get(k) != files.get(k))
         raise ValueError(f'--data is not the data set the runs in {str(earlier_out)!r} trained on (these parquet '
                          f'files differ: {", ".join(changed)}); pass the --data of the lease that started them.')
 
@@ -274,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(e))
     report: Dict[str, object] = dict(
         recipes=args.config, extra=extra, budget_s=args.budget_s, data_files=data_files,
-        python=platform.python_version(),
-        torch=torch.__version__, device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
+        python=platform.python_version(), torch=torch.__version__,
+        device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
         resumed_from_epoch=report_resumed)
     print(f'device_train: {report["device"]}, torch {torch.__version__}, recipes {", ".join(cfgs)}', flush=True)
 
