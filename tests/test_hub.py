@@ -134,7 +134,8 @@ def _write_run(run: Path, model: torch.nn.Module) -> Path:
     (run / 'args.yaml').write_text(yaml.safe_dump(dict(
         model=ARCH, dataset='cifar10', epochs=1, batch_size=8, lr=0.05, loss='mmc', adv='none', eps=8 / 255,
         seed=0)))
-    (run / 'summary.json').write_text(json.dumps(dict(test_acc=0.5555, wall_time_s=3725.0, hardware='2 CPU cores',
+    (run / 'summary.json').write_text(json.dumps(dict(test_acc=0.5555, wall_time_s=3725.0, cpu_time_s=7020.0,
+                                                      hardware='2 CPU cores',
                                                       versions={'torch': torch.__version__})))
     (run / 'metrics.jsonl').write_text(json.dumps(dict(epoch=0, train_loss=1.0, train_acc=0.1, test_acc=0.1,
                                                        robust_acc=None, img_per_s=10.0, lr=0.05, elapsed_s=1.0)) + '\n')
@@ -359,6 +360,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     assert 'must come before' in body and 'it is this release\'s `model.safetensors`' in body
     assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True)' in body
     assert '2 CPU cores' in body and '1 h 02 min' in body  # hardware and wall time from summary.json
+    assert 'CPU time of the training process, all threads: 1 h 57 min (7020 s)' in body
 
     # re-render from new results: the old numbers go, the new ones come, all from the JSON
     folder = tmp_path / 'rerender'

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -12,7 +13,8 @@ import yaml
 from safetensors.torch import load_file
 
 from timm_mmc.io import ModelLoadError
-from timm_mmc.train import main
+from timm_mmc.runfolder import EpochRecord
+from timm_mmc.train import Trainer, main
 
 from timm_mmc.data import parquet_split_path, write_synthetic_dataset as make_image_dataset
 
@@ -90,9 +92,30 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert _history(tmp_path / 'ref') == [
-        {**h, 'img_per_s': _history(tmp_path / 'ref')[i]['img_per_s'], 'elapsed_s': _history(tmp_path / 'ref')[i][
-            'elapsed_s']} for i, h in enumerate(_history(tmp_path / 'cut'))]
+    assert _untimed(_history(tmp_path / 'ref')) == _untimed(_history(tmp_path / 'cut'))
+    # CPU time is recorded every epoch and goes on across the resume (the killed part's own time is lost with it)
+    cpu = [h['cpu_s'] for h in _history(tmp_path / 'cut')]
+    summary = json.loads((tmp_path / 'cut' / 'summary.json').read_text())
+    assert 0 < cpu[0] < cpu[1] <= summary['cpu_time_s'] and summary['wall_time_s'] > 0
+
+
+def _untimed(history):
+    return [{k: v for k, v in h.items() if k not in EpochRecord.TIMINGS} for h in history]
+
+
+def test_cpu_time_is_unknown_after_resuming_a_run_that_did_not_record_it():
+    """A run cut before CPU time was recorded has none after its resume, rather than the resumed part's alone."""
+    older = SimpleNamespace(sums=dict(loss=0.0, wall=600.0), global_step=390)
+    Trainer._start_clocks(older)
+    clocks = Trainer._clocks(older)
+    assert 'cpu' not in clocks and clocks['wall'] >= 600.0
+    new = SimpleNamespace(sums=dict(loss=0.0), global_step=0)
+    Trainer._start_clocks(new)
+    sum(i * i for i in range(200_000))  # spend some CPU
+    assert 0 < Trainer._clocks(new)['cpu'] < 60
+    resumed = SimpleNamespace(sums=dict(wall=600.0, cpu=1100.0), global_step=390)
+    Trainer._start_clocks(resumed)
+    assert 1100.0 <= Trainer._clocks(resumed)['cpu'] < 1160.0
 
 
 def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
@@ -439,7 +462,7 @@ def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(s
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
     assert killed.returncode == -9
     out = _run([*base, '--output', str(tmp_path / 'cut'), '--resume']).stdout
-    assert 'claim: resnet20_mmc, 2 epochs' in out
+    assert 'claim: resnet20_mmc, 2 epochs' in out and ' CPU-min) on ' in out
     a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
     b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -78,12 +78,15 @@ class EpochRecord:
     img_per_s: Optional[float] = None
     lr: Optional[float] = None
     elapsed_s: Optional[float] = None  # wall time since the run began (resumes included)
+    cpu_s: Optional[float] = None  # the main process's CPU time since then (all threads; pauses and other jobs not
+    # counted); None in runs from before it was recorded, and in runs cut then and resumed after
     robust_attack: Optional[str] = None  # which attack robust_acc is, and on what
     heldout_clean_acc: Optional[float] = None  # --holdout: clean accuracy there, last weights / weight average
     heldout_clean_acc_ema: Optional[float] = None
     robust_acc_ema: Optional[float] = None  # --holdout: PGD-10 of the weight average there
     collapse: bool = False  # the robust accuracy fell COLLAPSE_DROP below its best before (a warning was logged)
 
+    TIMINGS = ('img_per_s', 'elapsed_s', 'cpu_s')  # the fields two runs of one config and seed may differ in
     _ALWAYS = ('epoch', 'train_loss', 'train_acc', 'test_acc', 'robust_acc', 'test_acc_ema', 'img_per_s', 'lr',
                'elapsed_s')
 
@@ -156,6 +159,7 @@ class RunSummary:
     robust_attack: Optional[str] = None
     epochs: Optional[int] = None
     wall_time_s: Optional[float] = None
+    cpu_time_s: Optional[float] = None  # the main process's CPU time, all threads (see EpochRecord.cpu_s)
     hardware: Optional[str] = None
     world_size: Optional[int] = None
     versions: Optional[Dict[str, str]] = None

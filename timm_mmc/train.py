@@ -306,7 +306,7 @@ class Trainer:
                  f'{len(self.train_set)} train / {len(self.test_set)} test, {cfg.epochs} epochs of '
                  f'{self.steps_per_epoch} steps, batch {cfg.batch_size}, {cfg.precision}; {hw}; '
                  f'torch {torch.__version__}, timm {timm.__version__}')
-        start_wall = time.time() - self.sums.get('wall', 0.0)
+        self._start_clocks()
         from tqdm import tqdm
         while self.epoch < cfg.epochs:
             epoch = self.epoch
@@ -341,7 +341,7 @@ class Trainer:
                                                          f'checkpoint)')
                     loss_sum.zero_(), correct_sum.zero_()
                     seen, t0 = 0, time.time()
-                    self.sums['wall'] = time.time() - start_wall
+                    self.sums.update(self._clocks())
                     self.save_checkpoint()
             bar.close()
             self._fold(loss_sum, correct_sum, seen, time.time() - t0)
@@ -358,7 +358,8 @@ class Trainer:
                 self._measure_robust(rec)
             elif cfg.holdout:
                 self._measure_heldout_clean(rec)
-            rec.elapsed_s = time.time() - start_wall
+            clocks = self._clocks()
+            rec.elapsed_s, rec.cpu_s = clocks['wall'], clocks.get('cpu')
             self.history.append(rec)
             self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}'
                      f'{epoch_figures(rec)}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, {rec.elapsed_s / 60:.1f} min')
@@ -370,10 +371,27 @@ class Trainer:
                 self._keep_if_best(rec.epoch)
             self.epoch += 1
             self.step_in_epoch = 0
-            self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, wall=time.time() - start_wall)
+            self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, **clocks)
             self.save_checkpoint()
             self._write_metrics()
-        return self.export(time.time() - start_wall, hw)
+        clocks = self._clocks()
+        return self.export(clocks['wall'], clocks.get('cpu'), hw)
+
+    def _start_clocks(self) -> None:
+        """Set the run's clocks going again where its last checkpoint left them (from zero in a new run).
+
+        CPU time is this process's, all its threads (:func:`time.process_time`): unlike wall time it does not count
+        pauses or what other jobs on the machine took. A run cut before CPU time was recorded has none."""
+        self._wall0 = time.time() - self.sums.get('wall', 0.0)
+        known = self.global_step == 0 or 'cpu' in self.sums
+        self._cpu0 = time.process_time() - self.sums.get('cpu', 0.0) if known else None
+
+    def _clocks(self) -> Dict[str, float]:
+        """Wall and CPU seconds since the run began, resumes included (``cpu`` absent where it is not known)."""
+        out = dict(wall=time.time() - self._wall0)
+        if self._cpu0 is not None:
+            out['cpu'] = time.process_time() - self._cpu0
+        return out
 
     def _measure_robust(self, rec: EpochRecord) -> None:
         """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the
@@ -437,7 +455,7 @@ class Trainer:
         self.sums['seen'] += seen
         self.sums['time'] += dt
 
-    def export(self, wall: float, hardware: str) -> RunSummary:
+    def export(self, wall: float, cpu: Optional[float], hardware: str) -> RunSummary:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
         acc = self.accelerator
         last = self.history[-1] if self.history else EpochRecord(epoch=0)
@@ -456,7 +474,8 @@ class Trainer:
                                        None),
                        robust_attack=next((h.robust_attack for h in reversed(self.history)
                                            if h.robust_attack is not None), None),
-                       epochs=self.cfg.epochs, wall_time_s=wall, hardware=hardware, world_size=self.world,
+                       epochs=self.cfg.epochs, wall_time_s=wall, cpu_time_s=cpu, hardware=hardware,
+                       world_size=self.world,
                        versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=timm_mmc.__version__,
                                      python=platform.python_version()),
                        dataset=self.train_set.source)

@@ -239,6 +239,7 @@ def claim_line(summary: RunSummary, n_test: int) -> str:
     elif summary.test_acc_ema is not None:
         other = (f' (weight average; last weights {100 * summary.test_acc_last:.2f}%)' if summary.weights == 'ema'
                  else f' (last weights; weight average {100 * summary.test_acc_ema:.2f}%)')
-    return (f'claim: {summary.model}, {summary.epochs} epochs in {summary.wall_time_s / 60:.1f} min on '
+    cpu = f' ({summary.cpu_time_s / 60:.0f} CPU-min)' if summary.cpu_time_s is not None else ''
+    return (f'claim: {summary.model}, {summary.epochs} epochs in {summary.wall_time_s / 60:.1f} min{cpu} on '
             f'{summary.hardware}: clean accuracy {100 * summary.test_acc:.2f}% on {n_test} test images'
             f'{other}; torch {summary.versions["torch"]}, data {summary.dataset}')

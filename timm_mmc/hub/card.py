@@ -76,10 +76,10 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
             'weights_ema_heldout' if summary.weights_chosen_on == 'heldout' else 'weights_ema'])
     if summary.hardware is not None:
         facts.append(f'- Hardware: {md(summary.hardware)}')
-    wall = summary.wall_time_s
-    if wall is not None:
-        h, rem = divmod(int(round(wall)), 3600)
-        facts.append(f'- Wall time: {h} h {rem // 60:02d} min ({wall:g} s)')
+    if summary.wall_time_s is not None:
+        facts.append(f'- Wall time: {_duration(summary.wall_time_s)}')
+    if summary.cpu_time_s is not None:
+        facts.append(f'- CPU time of the training process, all threads: {_duration(summary.cpu_time_s)}')
     if summary.versions is not None:
         facts.append(f'- Software: {md(summary.versions)}')
     if facts:
@@ -96,6 +96,12 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
         lines += _heldout_curve(records, sel, args.get('holdout'), summary.select_on == 'clean')
         lines += ['', 'Per-epoch training logs are in `training/metrics.jsonl`.']
     return '\n'.join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """``2 h 26 min (8767 s)``: hours and minutes, then the seconds as recorded."""
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f'{h} h {rem // 60:02d} min ({seconds:g} s)'
 
 
 def _heldout_curve(records: List[EpochRecord], selected: Any, n: Any, on_clean: bool) -> List[str]:
