@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import timm
@@ -14,7 +13,8 @@ from safetensors.torch import load_file
 
 from timm_mmc.io import ModelLoadError
 from timm_mmc.runfolder import EpochRecord
-from timm_mmc.train import Trainer, main
+from timm_mmc.train import main
+from timm_mmc.train_parts import RunClock
 
 from timm_mmc.data import parquet_split_path, write_synthetic_dataset as make_image_dataset
 
@@ -105,17 +105,13 @@ def _untimed(history):
 
 def test_cpu_time_is_unknown_after_resuming_a_run_that_did_not_record_it():
     """A run cut before CPU time was recorded has none after its resume, rather than the resumed part's alone."""
-    older = SimpleNamespace(sums=dict(loss=0.0, wall=600.0), global_step=390)
-    Trainer._start_clocks(older)
-    clocks = Trainer._clocks(older)
+    clocks = RunClock(dict(loss=0.0, wall=600.0), global_step=390).read()
     assert 'cpu' not in clocks and clocks['wall'] >= 600.0
-    new = SimpleNamespace(sums=dict(loss=0.0), global_step=0)
-    Trainer._start_clocks(new)
+    new = RunClock(dict(loss=0.0), global_step=0)
     sum(i * i for i in range(200_000))  # spend some CPU
-    assert 0 < Trainer._clocks(new)['cpu'] < 60
-    resumed = SimpleNamespace(sums=dict(wall=600.0, cpu=1100.0), global_step=390)
-    Trainer._start_clocks(resumed)
-    assert 1100.0 <= Trainer._clocks(resumed)['cpu'] < 1160.0
+    assert 0 < new.read()['cpu'] < 60
+    resumed = RunClock(dict(wall=600.0, cpu=1100.0), global_step=390)
+    assert 1100.0 <= resumed.read()['cpu'] < 1160.0
 
 
 def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):

@@ -43,7 +43,7 @@ from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
-from timm_mmc.train_parts import (ModelWithLoss, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
+from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
                                   epoch_figures, load_init_weights, local_batch_norms, lr_lambda, resolve_model,
                                   set_global_batch_norm)
 from timm.utils import ModelEmaV3  # noqa: E402
@@ -306,7 +306,7 @@ class Trainer:
                  f'{len(self.train_set)} train / {len(self.test_set)} test, {cfg.epochs} epochs of '
                  f'{self.steps_per_epoch} steps, batch {cfg.batch_size}, {cfg.precision}; {hw}; '
                  f'torch {torch.__version__}, timm {timm.__version__}')
-        self._start_clocks()
+        clock = RunClock(self.sums, self.global_step)
         from tqdm import tqdm
         while self.epoch < cfg.epochs:
             epoch = self.epoch
@@ -341,7 +341,7 @@ class Trainer:
                                                          f'checkpoint)')
                     loss_sum.zero_(), correct_sum.zero_()
                     seen, t0 = 0, time.time()
-                    self.sums.update(self._clocks())
+                    self.sums.update(clock.read())
                     self.save_checkpoint()
             bar.close()
             self._fold(loss_sum, correct_sum, seen, time.time() - t0)
@@ -358,7 +358,7 @@ class Trainer:
                 self._measure_robust(rec)
             elif cfg.holdout:
                 self._measure_heldout_clean(rec)
-            clocks = self._clocks()
+            clocks = clock.read()
             rec.elapsed_s, rec.cpu_s = clocks['wall'], clocks.get('cpu')
             self.history.append(rec)
             self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}'
@@ -374,24 +374,8 @@ class Trainer:
             self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, **clocks)
             self.save_checkpoint()
             self._write_metrics()
-        clocks = self._clocks()
+        clocks = clock.read()
         return self.export(clocks['wall'], clocks.get('cpu'), hw)
-
-    def _start_clocks(self) -> None:
-        """Set the run's clocks going again where its last checkpoint left them (from zero in a new run).
-
-        CPU time is this process's, all its threads (:func:`time.process_time`): unlike wall time it does not count
-        pauses or what other jobs on the machine took. A run cut before CPU time was recorded has none."""
-        self._wall0 = time.time() - self.sums.get('wall', 0.0)
-        known = self.global_step == 0 or 'cpu' in self.sums
-        self._cpu0 = time.process_time() - self.sums.get('cpu', 0.0) if known else None
-
-    def _clocks(self) -> Dict[str, float]:
-        """Wall and CPU seconds since the run began, resumes included (``cpu`` absent where it is not known)."""
-        out = dict(wall=time.time() - self._wall0)
-        if self._cpu0 is not None:
-            out['cpu'] = time.process_time() - self._cpu0
-        return out
 
     def _measure_robust(self, rec: EpochRecord) -> None:
         """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import platform
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -201,6 +202,26 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
         epoch = step // steps_per_epoch
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     return f
+
+
+class RunClock:
+    """Wall and CPU seconds since a run began, going on from where its last checkpoint's ``sums`` left them.
+
+    CPU time is this process's, all its threads (:func:`time.process_time`): unlike wall time it does not count pauses
+    or what other jobs on the machine took. A run cut before CPU time was recorded has none after its resume.
+    """
+
+    def __init__(self, sums: Dict[str, float], global_step: int) -> None:
+        self.wall0 = time.time() - sums.get('wall', 0.0)
+        known = global_step == 0 or 'cpu' in sums
+        self.cpu0 = time.process_time() - sums.get('cpu', 0.0) if known else None
+
+    def read(self) -> Dict[str, float]:
+        """``wall`` and ``cpu`` seconds so far (``cpu`` absent where it is not known)."""
+        out = dict(wall=time.time() - self.wall0)
+        if self.cpu0 is not None:
+            out['cpu'] = time.process_time() - self.cpu0
+        return out
 
 
 def cpu_name() -> str:
