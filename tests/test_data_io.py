@@ -1,5 +1,7 @@
 """Data loading (column detection, decode cache, augmentation) and safe weight loading."""
+import logging
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,23 @@ def test_load_split_errors(ds, tmp_path):
     with pytest.raises(TooFewExamples, match='has 8') as exc:
         load_split(str(ds), 'test', limit=9)
     assert (exc.value.asked, exc.value.have) == (9, 8)
+
+
+def test_a_plain_readme_beside_the_data_loads_without_the_hub_card_warning(ds, tmp_path):
+    """A README without a YAML block (as ../shared/data/cifar10 has) made huggingface_hub log a warning per load."""
+    folder = tmp_path / 'with_readme'
+    shutil.copytree(ds, folder)
+    (folder / 'README.md').write_text('# A data set\n\nProse only, no metadata block.\n')
+    logger, seen = logging.getLogger('huggingface_hub.repocard'), []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        assert len(load_split(str(folder), 'train', cache_dir=tmp_path / 'cache')) == 16
+        logger.warning('another warning from this logger')  # still shown: only the one message is dropped
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ['another warning from this logger'] and not logger.filters
 
 
 @pytest.mark.slow

@@ -16,11 +16,13 @@ without ``datasets`` (a lent GPU machine; ``scripts/device_train.py``). :mod:`ti
 from __future__ import annotations
 
 import functools
+import contextlib
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -114,6 +116,24 @@ def _is_hub_id(name: str) -> bool:
     return len(parts) <= 2 and not name.startswith(('.', '/', '~')) and not os.path.exists(name)
 
 
+class _NoCardMetadataWarning(logging.Filter):
+    """Drops huggingface_hub's warning that a data set's README has no YAML block: the loader does not use it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'metadata block was not found' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_card_warning() -> Iterator[None]:
+    """Within the block, a local folder whose README is plain prose (``../shared/data/cifar10``'s) loads silently."""
+    logger, quiet = logging.getLogger('huggingface_hub.repocard'), _NoCardMetadataWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _open(dataset: str, split: str):
     try:
         import datasets
@@ -124,7 +144,8 @@ def _open(dataset: str, split: str):
         raise DataError(f'data set folder {dataset!r} does not exist; pass a Hub id (e.g. uoft-cs/cifar10) or '
                         f'a local folder in the Hub layout (e.g. ../shared/data/cifar10).')
     try:
-        ds = datasets.load_dataset(path if os.path.exists(path) else dataset, split=split)
+        with _quiet_card_warning():
+            ds = datasets.load_dataset(path if os.path.exists(path) else dataset, split=split)
     except ValueError as e:
         if 'split' in str(e).lower():
             raise DataError(f'data set {dataset!r} has no split {split!r}: {e}') from e
