@@ -15,8 +15,8 @@ without ``datasets`` (a lent GPU machine; ``scripts/device_train.py``). :mod:`ti
 """
 from __future__ import annotations
 
-import functools
 import contextlib
+import functools
 import hashlib
 import logging
 import os
