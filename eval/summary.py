@@ -91,37 +91,47 @@ def _columns(rec: Records, specs: Sequence[AttackSpec]) -> Dict[str, Column]:
     return out
 
 
-def _worst_cases(rec: Records, linf: Sequence[AttackSpec]) -> Tuple[Dict[str, WorstCase], Dict[float, torch.Tensor]]:
-    """Per eps, the per-sample worst case over every Linf attack with eps <= it, and the robust masks."""
-    n = rec.clean.numel()
+Masks = Dict[float, Tuple[torch.Tensor, torch.Tensor]]  # per eps: (robust, covered) per sample
+
+
+def _worst_cases(rec: Records, linf: Sequence[AttackSpec]) -> Tuple[Dict[str, WorstCase], Masks]:
+    """Per eps, the per-sample worst case over every Linf attack with eps <= it, and its masks.
+
+    The worst case at eps counts only the points some attack at that eps ran on: a point no attack of that budget
+    reached (outside every prefix of ``--aa-n``, ``--spsa-n``) is left out of its ``n`` rather than counted robust.
+    """
     worst: Dict[str, WorstCase] = {}
-    robust_at: Dict[float, torch.Tensor] = {}
+    masks: Masks = {}
     for eps in sorted({s.eps for s in linf}):
         within = [s for s in linf if s.eps <= eps + _TOL]
-        robust = _still_robust(rec, within, rec.clean)
-        names = [s.name for s in within]
-        robust_at[eps] = robust
-        worst[eps_key(eps)] = WorstCase(eps=eps, accuracy=robust.double().mean().item() if n else math.nan, n=n,
-                                        attacks=names)
-    return worst, robust_at
+        covered = torch.zeros_like(rec.clean)
+        for s in within:
+            if abs(s.eps - eps) <= _TOL:
+                covered |= rec.attacks[s.name]['in_slice']
+        robust = _still_robust(rec, within, rec.clean) & covered
+        masks[eps] = robust, covered
+        worst[eps_key(eps)] = WorstCase(eps=eps, accuracy=_share(robust, covered) if covered.any() else math.nan,
+                                        n=int(covered.sum()), attacks=[s.name for s in within])
+    return worst, masks
 
 
 def _worst_slices(rec: Records, linf: Sequence[AttackSpec], worst: Dict[str, WorstCase],
-                  robust_at: Dict[float, torch.Tensor]) -> Dict[str, WorstCase]:
+                  masks: Masks) -> Dict[str, WorstCase]:
     """Where some Linf attack ran on the first k < n points only (AutoAttack with aa_n, SPSA with spsa_n), the worst
     case counts it there only; so also the worst case on that prefix: AutoAttack's if it was limited, else the
-    largest one, naming the attacks that covered fewer points still."""
+    largest one, naming the attacks that covered fewer points still. None where that prefix is all the worst case
+    counted already."""
     n = rec.clean.numel()
     out: Dict[str, WorstCase] = {}
-    for eps, robust in robust_at.items():
+    for eps, (robust, counted) in masks.items():
         within = [s for s in linf if s.eps <= eps + _TOL]
         limited = [(s.family == AttackFamily.AUTOATTACK, int(rec.attacks[s.name]['in_slice'].sum()),
                     rec.attacks[s.name]['in_slice']) for s in within if int(rec.attacks[s.name]['in_slice'].sum()) < n]
         if not limited:
             continue
-        covered = max(limited, key=lambda t: t[:2])[2]
+        covered = max(limited, key=lambda t: t[:2])[2] & counted
         k = int(covered.sum())
-        if k:
+        if 0 < k < int(counted.sum()):
             partial = [s.name for s in within if bool((covered & ~rec.attacks[s.name]['in_slice']).any())]
             out[eps_key(eps)] = WorstCase(eps=eps, accuracy=(robust & covered).double().sum().item() / k, n=k,
                                           attacks=list(worst[eps_key(eps)].attacks), partial=partial)
@@ -144,9 +154,9 @@ def summarise(rec: Records, specs: Sequence[AttackSpec], report: EvalReport) -> 
     results = {spec.name: _attack_result(spec, rec) for spec in specs}
     columns = _columns(rec, specs)
     linf = [s for s in specs if s.threat == ThreatModel.LINF and s.eps is not None]
-    worst, robust_at = _worst_cases(rec, linf)
-    worst_slice = _worst_slices(rec, linf, worst, robust_at)
-    diags = _diagnostics(rec, specs, results, columns, robust_at)
+    worst, masks = _worst_cases(rec, linf)
+    worst_slice = _worst_slices(rec, linf, worst, masks)
+    diags = _diagnostics(rec, specs, results, columns, masks)
     warns = list(rec.warnings) + diags.pop('warnings')
     return dataclasses.replace(report, n=n, clean_accuracy=rec.clean.double().mean().item() if n else math.nan,
                                attacks=results, columns=columns, worst_case=worst, worst_case_slice=worst_slice,
@@ -154,7 +164,7 @@ def summarise(rec: Records, specs: Sequence[AttackSpec], report: EvalReport) -> 
 
 
 def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, AttackResult],
-                 columns: Dict[str, Column], robust_at: Dict[float, torch.Tensor]) -> Dict[str, Any]:
+                 columns: Dict[str, Column], masks: Masks) -> Dict[str, Any]:
     warns: List[str] = []
     out: Dict[str, Any] = {}
     n_clean = int(rec.clean.sum())
@@ -210,11 +220,12 @@ def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, A
                 warns.append(f'gradient masking?: robust accuracy does not fall with {what}: {s.name} {a_s:.2%} -> '
                              f'{t.name} {a_t:.2%}.')
     out['not_falling'] = flat
-    # the suite's worst case must fall with eps too
-    keys = sorted(robust_at)
+    # the suite's worst case must fall with eps too (on the points both budgets counted)
+    keys = sorted(masks)
     for lo, hi in zip(keys, keys[1:]):
-        a_lo, a_hi = robust_at[lo].double().mean().item(), robust_at[hi].double().mean().item()
-        if a_hi >= a_lo - _TOL and robust_at[lo].sum() >= min_left:
+        both = masks[lo][1] & masks[hi][1]
+        a_lo, a_hi = _share(masks[lo][0], both), _share(masks[hi][0], both)
+        if a_hi >= a_lo - _TOL and (masks[lo][0] & both).sum() >= min_left:
             warns.append(f'gradient masking?: the worst case does not fall from eps {eps_key(lo)}/255 ({a_lo:.2%}) to '
                          f'{eps_key(hi)}/255 ({a_hi:.2%}).')
     out['warnings'] = warns

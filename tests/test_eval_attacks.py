@@ -456,9 +456,30 @@ def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
     rec.attacks['spsa'] = dict(robust=pos != 5, in_slice=pos < 8, attacked=pos < 8)
     rec.attacks['aa'] = dict(robust=pos >= 2, in_slice=pos < 4, attacked=pos < 4)
     out = summarise(rec, [spsa, aa], _toy_report())
-    assert out.worst_case['8'].accuracy == pytest.approx(7 / 10)  # each attack counted on its own prefix
+    # each attack counted on its own prefix; points 8 and 9, which no attack reached, are not counted at all
+    assert (out.worst_case['8'].n, out.worst_case['8'].accuracy) == (8, pytest.approx(5 / 8))
     sl = out.worst_case_slice['8']
     assert sl.n == 4 and sl.accuracy == pytest.approx(2 / 4) and sl.partial == []
-    # without AutoAttack, the largest limited prefix (SPSA's 8), naming nothing on fewer points
+    # without AutoAttack, SPSA's prefix is all the worst case counts: no second figure
     out = summarise(rec, [spsa], _toy_report())
-    assert out.worst_case_slice['8'].n == 8 and out.worst_case_slice['8'].accuracy == pytest.approx(7 / 8)
+    assert (out.worst_case['8'].n, out.worst_case['8'].accuracy) == (8, pytest.approx(7 / 8))
+    assert out.worst_case_slice == {}
+
+
+def test_points_no_attack_reached_are_not_counted_robust():
+    """AutoAttack alone on 2 of 10 clean-correct points, both broken: the suite's worst case is 0 of 2, not 8 of 10.
+    A weaker budget's attack on every point does not count a point as attacked at the larger eps."""
+    from eval.threat import AttackFamily, ThreatModel
+
+    n = 10
+    pos = torch.arange(n)
+    aa = AttackSpec('aa', AttackFamily.AUTOATTACK, ThreatModel.LINF, 16 / 255, False, n_limit=2)
+    pgd = AttackSpec('pgd', AttackFamily.PGD, ThreatModel.LINF, 8 / 255, False)
+    rec = Records(pos, torch.ones(n, dtype=torch.bool))
+    rec.attacks['aa'] = dict(robust=pos >= 2, in_slice=pos < 2, attacked=pos < 2)
+    rec.attacks['pgd'] = dict(robust=pos != 9, in_slice=pos >= 0, attacked=pos >= 0)
+    out = summarise(rec, [aa], _toy_report())
+    assert (out.worst_case['16'].n, out.worst_case['16'].accuracy) == (2, 0.0) and out.worst_case_slice == {}
+    out = summarise(rec, [pgd, aa], _toy_report())
+    assert (out.worst_case['8'].n, out.worst_case['8'].accuracy) == (10, pytest.approx(9 / 10))
+    assert (out.worst_case['16'].n, out.worst_case['16'].accuracy) == (2, 0.0)
