@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from timm_mmc import (BestAdversarial, adam_update, check_eps, check_linf_batch, is_fooled, objective,
+from timm_mmc import (BestAdversarial, adam_update, check_eps, check_linf_batch, objective,
                       project_linf, resolve_targets, uniform_start)
 
 __all__ = ['SPSA']
@@ -63,7 +63,8 @@ class SPSA:
 
     @torch.no_grad()
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Adversarial examples for ``(x, y)``; per sample the first iterate that fools the model, else the last."""
+        """Adversarial examples for ``(x, y)``; per sample the first misclassified iterate (the target or not), else
+        the last."""
         x = x.detach().float()
         target = resolve_targets(self.targeted, target, y, self.num_classes, self.generator, 'SPSA')
         if self.eps == 0:
@@ -77,7 +78,7 @@ class SPSA:
         rep_y = y.repeat_interleave(2 * half)
         rep_t = None if target is None else target.repeat_interleave(2 * half)
         for step in range(1, self.steps + 1):
-            best.update(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
+            best.update(x_adv, self.model(x_adv).argmax(1) != y)  # any wrong class, targeted or not
             signs = torch.randint(0, 2, (n, half, *shape), generator=self.generator).to(x.device).float() * 2 - 1
             probes = torch.cat([x_adv[:, None] + self.delta * signs, x_adv[:, None] - self.delta * signs], 1)
             losses = self._loss(probes.flatten(0, 1), rep_y, rep_t).view(n, 2 * half)
@@ -86,7 +87,7 @@ class SPSA:
             delta, m, v = adam_update(grad, m, v, step, self.lr)
             x_adv = x_adv + delta
             x_adv = project_linf(x_adv, x, self.eps)
-        x_adv = best.finish(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
+        x_adv = best.finish(x_adv, self.model(x_adv).argmax(1) != y)
         if self.check:
             check_linf_batch(x_adv, x, self.eps)
         return x_adv

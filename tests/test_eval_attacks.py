@@ -141,6 +141,34 @@ def test_best_adversarial_keeps_the_first_fooling_iterate_or_the_smallest_score(
     assert scored.found.tolist() == [False, True, False, True]
 
 
+class Detour(nn.Module):
+    """Logits from the mean pixel m: class 0, but class 1 for 0.35 < m < 0.45; class 2's logit rises towards m = 0.7
+    and never wins. An attack towards class 2 climbs m through class 1 and ends back in class 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.ones_like(m), 2 * ((m > 0.35) & (m < 0.45)).float(), 0.5 - 10 * (m - 0.7) ** 2], 1)
+
+
+@pytest.mark.parametrize('attack', ['pgd', 'spsa'])
+def test_a_targeted_attack_keeps_an_iterate_in_a_third_class(attack):
+    """Robust accuracy counts any wrong class: the iterate that passed through class 1 breaks the point, although
+    the attack never reached its target and its last iterate is correct again."""
+    x, y, target = torch.full((1, 3, 4, 4), 0.3), torch.tensor([0]), torch.tensor([2])
+    model = Detour()
+    if attack == 'pgd':
+        att = PGD(model, eps=0.5, alpha=0.1, steps=6, loss='margin', random_start=False, targeted=True)
+        last = PGD(model, eps=0.5, alpha=0.1, steps=6, loss='margin', random_start=False, targeted=True,
+                   keep_best=False).perturb(x, y, target)
+    else:
+        att = SPSA(model, eps=0.5, steps=10, n_samples=32, delta=0.01, lr=0.05, targeted=True, random_start=False)
+        last = None
+    x_adv = att.perturb(x, y, target)
+    assert model(x_adv).argmax(1).item() == 1
+    if last is not None:  # without keep-best the attack ends where the point is correct again
+        assert model(last).argmax(1).item() == 0
+
+
 def test_pgd_linear_matches_closed_form_worst_case():
     torch.manual_seed(0)
     d = 3 * 4 * 4

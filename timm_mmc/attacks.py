@@ -263,8 +263,9 @@ class PGD:
         random_start: Start from a uniform point in the ball.
         targeted: Attack towards ``target`` (given to :meth:`perturb`, or random targets != y).
         num_classes: Needed for random targets.
-        keep_best: Return, per sample, the first iterate that fools the model (else the last iterate). Evaluation
-            wants this; training does not.
+        keep_best: Return, per sample, the first iterate the model misclassifies (else the last iterate); for a
+            targeted attack too, as robust accuracy counts any wrong class, not only the target. Evaluation wants
+            this; training does not.
         seed: Seed of the random start and random targets.
         check: Verify every returned batch lies in the ball and in [0, 1].
     """
@@ -297,7 +298,7 @@ class PGD:
             x_adv.requires_grad_(True)
             logits = self.model(x_adv)
             if best is not None:
-                best.update(x_adv, is_fooled(logits.detach().argmax(1), y, target))
+                best.update(x_adv, logits.detach().argmax(1) != y)  # any wrong class breaks the point
             losses = self.loss_fn(logits.float(), y, target)
             (grad,) = torch.autograd.grad(losses.sum(), x_adv)
             if step == 0:
@@ -306,7 +307,7 @@ class PGD:
                 x_adv = project_linf(x_adv.detach() + self.alpha * grad.sign(), x, self.eps)
         if best is not None:
             with torch.no_grad():
-                x_adv = best.finish(x_adv, is_fooled(self.model(x_adv).argmax(1), y, target))
+                x_adv = best.finish(x_adv, self.model(x_adv).argmax(1) != y)
         x_adv = x_adv.detach()
         if self.check:
             check_linf_batch(x_adv, x, self.eps)
