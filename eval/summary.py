@@ -133,7 +133,7 @@ def _worst_slices(rec: Records, linf: Sequence[AttackSpec], worst: Dict[str, Wor
         k = int(covered.sum())
         if 0 < k < int(counted.sum()):
             partial = [s.name for s in within if bool((covered & ~rec.attacks[s.name]['in_slice']).any())]
-            out[eps_key(eps)] = WorstCase(eps=eps, accuracy=(robust & covered).double().sum().item() / k, n=k,
+            out[eps_key(eps)] = WorstCase(eps=eps, accuracy=_share(robust, covered), n=k,
                                           attacks=list(worst[eps_key(eps)].attacks), partial=partial)
     return out
 
