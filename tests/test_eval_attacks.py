@@ -408,6 +408,22 @@ def test_a_shortened_standard_autoattack_is_never_named_standard():
     assert model_info(rep, 'resnet32_mmc', {}, {})['autoattack_acc'] is None
 
 
+def test_robustbench_autoattack_acc_only_on_the_images_clean_acc_counts():
+    """``--aa-n 100 --n-examples 1000``: AutoAttack's figure on the first 100 beside clean accuracy on 1000 is not a
+    RobustBench pair; the file leaves autoattack_acc empty and says why, with the prefix figure in the footnote."""
+    from timm_mmc.hub.robustbench import model_info
+    rep = EvalReport(model='m', dataset='d', split='test', n=1000, suite='autoattack', seed=0, clean_accuracy=0.9)
+
+    def info(aa_n: int):
+        rep.attacks = {'a': AttackResult(name='a', family='autoattack', threat='Linf', eps=8 / 255, targeted=False,
+                                         n=aa_n, n_attacked=aa_n, accuracy=0.4, version='standard')}
+        return model_info(rep, 'resnet32_mmc', {}, {})
+    part, whole = info(100), info(1000)
+    assert part['autoattack_acc'] is None and part['autoattack_n'] == 100
+    assert 'first 100 of the 1000' in part['footnote'] and '40.00%' in part['footnote']
+    assert whole['autoattack_acc'] == '40.00' and 'first' not in whole['footnote']
+
+
 def test_autoattack_bad_arguments():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10))
     x, y = torch.rand(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)

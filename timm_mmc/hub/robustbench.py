@@ -2,8 +2,9 @@
 
 Written from the same report as the card. Accuracies are percentages with two decimals as strings, as RobustBench
 writes them. ``autoattack_acc`` is filled only by AutoAttack *standard* at eps 8/255 (the RobustBench Linf CIFAR
-protocol); the fields RobustBench does not have (``n_examples``, ``autoattack_composite``, ``worst_case_acc``, ...)
-say how our figure differs from a leaderboard entry (fewer test points, AutoAttack on the survivors of our attacks).
+protocol) run on every image ``clean_acc`` counts; the fields RobustBench does not have (``n_examples``,
+``autoattack_composite``, ``worst_case_acc``, ...) say how our figure differs from a leaderboard entry (fewer test
+points, AutoAttack on the survivors of our attacks).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..fileio import atomic_write_text
-from ..report import EvalReport, fmt_eps, percent
+from ..report import AttackResult, EvalReport, fmt_eps, percent
 from .common import (EVAL_FILE, ROBUSTBENCH_FILE, folder_config, head_key, norm_dataset, read_report, training_files,
                      wrapped_backbone_text)
 
@@ -38,10 +39,22 @@ def _architecture(arch: str, model_args: Dict[str, Any]) -> str:
     return f'ResNet-{depth} ({kind}) + {head_key(model_args)} head'
 
 
+def _aa_footnote(rep: EvalReport, aa: Optional[AttackResult]) -> str:
+    if aa is None:
+        return 'no AutoAttack run. '
+    if aa.version != 'standard':
+        return f'AutoAttack {aa.version} only, not the standard version: no autoattack_acc. '
+    if aa.n != rep.n:
+        return (f'AutoAttack standard on only the first {aa.n} of the {rep.n} images clean_acc counts: no '
+                f'autoattack_acc (its figure on those {aa.n}: {percent(aa.accuracy, 2)}%). ')
+    return ''
+
+
 def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_args: Dict[str, Any]) -> Dict[str, Any]:
     """The RobustBench ``model_info`` fields of a release, from its report, config and training arguments."""
     aa = rep.find_attack(family='autoattack', eps=EPS)
     standard = aa is not None and aa.version == 'standard'
+    whole = aa is not None and aa.n == rep.n  # clean_acc is on all n: a figure on a prefix of them is not comparable
     worst = rep.worst_at(EPS)
     composite = None
     if aa is not None:
@@ -52,10 +65,9 @@ def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_arg
     return dict(
         _PAPER, additional_data=False, number_forward_passes=1, dataset=norm_dataset(rep.dataset),
         threat_model='Linf', architecture=_architecture(arch, model_args), eps=fmt_eps(EPS),
-        clean_acc=_pct(rep.clean_accuracy), reported=None, autoattack_acc=_pct(aa.accuracy) if standard else None,
-        footnote=('Trained and evaluated by timm-mmc (not the authors\' model); '
-                  + (f'AutoAttack {aa.version} only, not the standard version: no autoattack_acc. '
-                     if aa is not None and not standard else '' if aa is not None else 'no AutoAttack run. ')
+        clean_acc=_pct(rep.clean_accuracy), reported=None,
+        autoattack_acc=_pct(aa.accuracy) if standard and whole else None,
+        footnote=('Trained and evaluated by timm-mmc (not the authors\' model); ' + _aa_footnote(rep, aa)
                   + 'MM-head logits must be scaled for APGD-CE (eval/aa.py ScaledLogits).'),
         n_examples=rep.n, split=rep.split, autoattack_version=aa.version if aa else None,
         autoattack_n=aa.n if aa else None, autoattack_composite=composite,
