@@ -109,7 +109,7 @@ def _diagnostics(rep: EvalReport) -> List[str]:
         out.append('Points broken by gradient-free / transfer attacks but by no white-box attack: '
                    + ', '.join(f'{k} {v}' for k, v in beat.items()) + '.')
     out += ['', '## Warnings', '']
-    out += [f'- {w}' for w in rep.warnings] or ['- none']
+    out += [f'- {w}' for w in rep.all_warnings()] or ['- none']
     out += ['', '## Run', '', f'- command: `{rep.command}`', f'- wall time: {rep.timings.get("total_s", 0):.0f} s',
             '- versions: ' + ', '.join(f'{k} {v if v is not None else "not importable"}'
                                        for k, v in rep.versions.items()), '']

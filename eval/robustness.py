@@ -34,8 +34,9 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from timm_mmc import (OBJECTIVES, CheckError, DataError, EvalReport, HeadFromNameWarning, ModelLoadError,
-                      TooFewExamples, file_sha256, load_model, load_split, package_versions, random_targets)
+from timm_mmc import (OBJECTIVES, TARGETED_KEEP_BEST, CheckError, DataError, EvalReport, HeadFromNameWarning,
+                      ModelLoadError, TooFewExamples, file_sha256, load_model, load_split, package_versions,
+                      random_targets)
 
 from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
@@ -367,7 +368,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         clean_accuracy_flip_tta=tta,
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
-                                                                                    *argv]))
+                                                                                    *argv]),
+        rules=dict(targeted_keep_best=TARGETED_KEEP_BEST))
     rep = summarise(_to_cpu(rec), specs, rep)
     rep.warnings = load_warnings + rep.warnings
     rep.timings = dict(rec.times, total_s=time.perf_counter() - t_start)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from eval.report import render_markdown
 from eval.robustness import main
 from eval.suite import Records, merge_records
 from timm_mmc.data import write_parquet_split
@@ -159,6 +160,15 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     md = (out / 'tiny.md').read_text()
     assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md
+    # the keep-best rule it counted by is recorded, so no reader takes it for a report of the old rule
+    assert rep.rules == {'targeted_keep_best': 'misclassified'} and rep.all_warnings() == rep.warnings
+    assert 'records no keep-best rule' not in md
+    old = report.from_dict(dict(rep.to_dict(), rules={}))
+    assert any('records no keep-best rule' in w for w in old.all_warnings()) and old.warnings == rep.warnings
+    assert 'records no keep-best rule' in render_markdown(old)
+    untargeted = dict(old.to_dict(), attacks={k: v for k, v in old.to_dict()['attacks'].items()
+                                               if not (v['targeted'] and v['family'] in ('pgd', 'spsa'))})
+    assert report.from_dict(untargeted).all_warnings() == rep.warnings  # nothing the old rule could have changed
 
 
 def test_a_broken_check_writes_no_report_and_other_crashes_are_not_called_checks(tiny, tmp_path, capsys, monkeypatch):

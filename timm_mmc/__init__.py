@@ -5,9 +5,9 @@
 The public surface is :data:`__all__`: the names below are what :mod:`eval` and the users of the package import
 (``from timm_mmc import PGD``); the submodules themselves are internal, and may move what they do not export here.
 """
-from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMRandomStart, ScaledLogits, adam_update,
-                      check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective,
-                      predict, project_linf, random_targets, resolve_targets, uniform_start)
+from .attacks import (NFGSM, OBJECTIVES, PGD, TARGETED_KEEP_BEST, BestAdversarial, CheckError, FGSMRandomStart,
+                      ScaledLogits, adam_update, check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled,
+                      logit_margin, objective, predict, project_linf, random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
 from .data import DataError, ImageSplit, TooFewExamples, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
@@ -37,7 +37,7 @@ __all__ = [
     'is_fooled',
     'BestAdversarial', 'CheckError', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets',
     'predict',
-    'ScaledLogits', 'choose_logit_scale', 'adam_update',
+    'ScaledLogits', 'choose_logit_scale', 'adam_update', 'TARGETED_KEEP_BEST',
     # the evaluation report (schema), its plot, whole-or-nothing writes
     'REPORT_VERSION', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent', 'package_versions',
     'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',

@@ -12,7 +12,8 @@ Layout (schema ``version`` 2.0; accuracies are fractions in [0, 1], eps in pixel
                                    "steps": 10, "objective": "mm", "n": 1000, "accuracy": 0.26, "config": {...}}},
      "columns": {"PGD10 un 8": {"family": "pgd", "steps": 10, "eps": ..., "objectives": ["mm", "margin"], ...}},
      "worst_case": {"8": {"eps": ..., "accuracy": ..., "n": ..., "attacks": [...]}}, "worst_case_slice": {...},
-     "diagnostics": {...}, "warnings": [...], "timings": {...}, "versions": {...}, "device": ..., "command": ...}
+     "diagnostics": {...}, "warnings": [...], "timings": {...}, "versions": {...}, "device": ..., "command": ...,
+     "rules": {"targeted_keep_best": "misclassified"}}
 
 Version 1.0 files (the first releases) load through :func:`_from_v1`, which fills the typed attributes from each
 attack's ``config``; nothing else is read.
@@ -197,6 +198,10 @@ class EvalReport:
         num_processes: Processes the examples were sharded over.
         transfer_from: Source model of the transfer attacks.
         command: The command line.
+        rules: How the attacks counted, where the project changed a rule, so that older reports can be told apart:
+            ``targeted_keep_best`` is ``misclassified`` when targeted PGD and SPSA kept the first misclassified
+            iterate (since 2026-12-05). A report without it is older: those attacks kept only iterates that
+            reached the target, and its targeted figures may be too high (:meth:`all_warnings` says so).
     """
     model: str
     dataset: str
@@ -227,6 +232,7 @@ class EvalReport:
     num_processes: int = 1
     transfer_from: Optional[str] = None
     command: str = ''
+    rules: Dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------ look-ups by attribute
 
@@ -250,6 +256,17 @@ class EvalReport:
         """Robust accuracy under the suite at ``eps`` (on the limited attacks' prefix with ``on_slice``)."""
         table = self.worst_case_slice if on_slice else self.worst_case
         return next((w for w in table.values() if same_eps(w.eps, eps)), None)
+
+    def all_warnings(self) -> List[str]:
+        """The recorded warnings, then those a reader needs that the report could not know when it was written."""
+        out = list(self.warnings)
+        if 'targeted_keep_best' not in self.rules and any(a.targeted and a.family in ('pgd', 'spsa')
+                                                          for a in self.attacks.values()):
+            out.append('this report records no keep-best rule: it predates 2026-12-05, when targeted PGD and SPSA '
+                       'kept only iterates that reached the target, so a point whose iterate passed through a third '
+                       'class counted as robust. Its targeted figures may be too high; re-run python -m '
+                       'eval.robustness (eval/README.md).')
+        return out
 
     # --------------------------------------------------------------------------------------------- serialisation
 

@@ -126,5 +126,5 @@ def eval_tables(rep: EvalReport, pgd_row: Optional[Dict[str, Any]], aa_row: Opti
     notes += _autoattack_notes(rep)
     if not standalone:
         notes.append(prose()['notes']['cheapest_first'])
-    notes += [f'Evaluation warning (from the report): {md(w)}' for w in rep.warnings]
+    notes += [f'Evaluation warning (from the report): {md(w)}' for w in rep.all_warnings()]
     return '\n'.join(lines), '\n'.join(f'- {n}' for n in notes)
