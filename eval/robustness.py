@@ -280,7 +280,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     try:
         data = load_split(args.dataset, args.split, args.image_column, args.label_column,
-                          limit=None if args.n_examples is None else args.start + args.n_examples)
+                          limit=None if args.n_examples is None else args.start + args.n_examples,
+                          progress=not args.no_progress)
     except TooFewExamples as e:
         raise EvalError(f'{e} Lower --n-examples (and --start) to fit the split.') from None
     except DataError as e:

@@ -57,6 +57,20 @@ def test_a_plain_readme_beside_the_data_loads_without_the_hub_card_warning(ds, t
     assert seen == ['another warning from this logger'] and not logger.filters
 
 
+def test_no_progress_leaves_no_datasets_progress_bar_in_the_log(ds, tmp_path, capfd):
+    """``--no-progress`` logs had "Generating train split: ..." bars from ``datasets`` at every start."""
+    import datasets
+    shown = []
+    for progress in (False, True):
+        folder = tmp_path / f'copy_{progress}'  # a new folder, so that datasets generates its split again
+        shutil.copytree(ds, folder)
+        capfd.readouterr()
+        assert len(load_split(str(folder), 'train', cache_dir=tmp_path / 'cache', progress=progress)) == 16
+        shown.append('Generating train split' in capfd.readouterr().err)
+    assert shown == [False, True]  # the bar is drawn where asked for, so the first check can fail
+    assert not datasets.are_progress_bars_disabled()  # the setting is the caller's again afterwards
+
+
 @pytest.mark.slow
 def test_real_cifar10_matches_hub_layout(cifar10_path):
     s = load_split(cifar10_path, 'test', limit=64)

@@ -124,17 +124,24 @@ class _NoCardMetadataWarning(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_card_warning() -> Iterator[None]:
-    """Within the block, a local folder whose README is plain prose (``../shared/data/cifar10``'s) loads silently."""
+def _quiet_loading(progress: bool) -> Iterator[None]:
+    """Within the block, a local folder whose README is plain prose (``../shared/data/cifar10``'s) loads without
+    huggingface_hub's warning, and without ``datasets``' progress bars unless ``progress``."""
+    import datasets
     logger, quiet = logging.getLogger('huggingface_hub.repocard'), _NoCardMetadataWarning()
+    bars_were_off = datasets.are_progress_bars_disabled()
     logger.addFilter(quiet)
+    if not progress:
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
         logger.removeFilter(quiet)
+        if not bars_were_off:
+            datasets.enable_progress_bars()
 
 
-def _open(dataset: str, split: str):
+def _open(dataset: str, split: str, progress: bool = True):
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - a declared dependency
@@ -144,7 +151,7 @@ def _open(dataset: str, split: str):
         raise DataError(f'data set folder {dataset!r} does not exist; pass a Hub id (e.g. uoft-cs/cifar10) or '
                         f'a local folder in the Hub layout (e.g. ../shared/data/cifar10).')
     try:
-        with _quiet_card_warning():
+        with _quiet_loading(progress):
             ds = datasets.load_dataset(path if os.path.exists(path) else dataset, split=split)
     except ValueError as e:
         if 'split' in str(e).lower():
@@ -209,7 +216,7 @@ def _decode(ds, image_column: str) -> np.ndarray:
 
 def load_split(dataset: str, split: str = 'train', image_column: Optional[str] = None,
                label_column: Optional[str] = None, cache_dir: Optional[os.PathLike] = None,
-               limit: Optional[int] = None) -> ImageSplit:
+               limit: Optional[int] = None, progress: bool = True) -> ImageSplit:
     """Load one split as uint8 tensors, decoding at most once per data set version.
 
     Args:
@@ -219,6 +226,7 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
         label_column: Label column; detected when None (``label``, ``fine_label``, or a ``ClassLabel``).
         cache_dir: Where decoded arrays are cached (default ``$TIMM_MMC_CACHE`` or ``~/.cache/timm_mmc``).
         limit: Keep only the first ``limit`` rows (the CIFAR copy is shuffled, so a prefix is a fair sample).
+        progress: Let ``datasets`` draw its progress bars (off for ``--no-progress`` logs).
 
     Raises:
         DataError: Missing data set, split or column; the message names the fix.
@@ -236,7 +244,7 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
                             f'--split (or --train-split / --test-split) with one of them.')
         return read_npz_split(folder / f'{split}.npz', split, limit)
     import datasets
-    ds = _open(dataset, split)
+    ds = _open(dataset, split, progress)
     image_column, label_column = _find_columns(ds, image_column, label_column)
     if limit is not None:
         if limit < 1 or limit > len(ds):

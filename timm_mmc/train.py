@@ -93,9 +93,9 @@ class Trainer:
         self.timm_name, self.name_args = resolve_model(cfg)
         # data before anything is written: a bad data set must leave no trace
         self.train_set = load_split(cfg.dataset, cfg.train_split, cfg.image_column, cfg.label_column,
-                                    cfg.cache_dir, cfg.train_limit)
+                                    cfg.cache_dir, cfg.train_limit, progress=cfg.progress)
         self.test_set = load_split(cfg.dataset, cfg.test_split, cfg.image_column, cfg.label_column,
-                                   cfg.cache_dir, cfg.test_limit)
+                                   cfg.cache_dir, cfg.test_limit, progress=cfg.progress)
         # robust accuracy during training: on held-out training images when asked (never the test split then)
         self.robust_set = self.test_set
         if cfg.holdout:
