@@ -197,13 +197,13 @@ def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatc
     # imported before the metadata goes away, as in a process that ran them
     modules = {name: importlib.import_module(name) for name in ('accelerate', 'pyautoattack', 'datasets')}
 
-    from timm_mmc import report
+    from timm_mmc.versions import package_versions
 
     def no_metadata(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, 'version', no_metadata)
-    versions = report.package_versions()
+    versions = package_versions()
     import timm
     import timm_mmc
     assert versions['timm-mmc'] == timm_mmc.__version__ and versions['timm'] == timm.__version__

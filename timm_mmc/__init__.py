@@ -18,7 +18,8 @@ from .models import CifarResNet, MMCWrapper, create_mmc_model
 from .models._pretrained import PretrainedWeightsError
 from .models.wrapper import model_display_name, release_name, resolve_model_name
 from .plot import robustness_png
-from .report import REPORT_VERSION, AttackResult, Column, EvalReport, WorstCase, eps_key, package_versions, percent
+from .report import REPORT_VERSION, AttackResult, Column, EvalReport, WorstCase, eps_key, percent
+from .versions import package_versions
 
 __version__ = '0.1.0'
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 __all__ = ['REPORT_VERSION', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load', 'loads',
-           'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent', 'package_versions']
+           'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent']
 
 REPORT_VERSION = '2.0'
 V1 = '1.0'
@@ -474,36 +474,4 @@ def _from_v1(data: Dict[str, Any]) -> Dict[str, Any]:
     out['logits'] = 'distance' if head == 'mm' else 'linear'
     out['own_objective'] = 'mm' if head == 'mm' else 'ce'
     out['versions'] = {k: (None if v == 'not installed' else v) for k, v in (data.get('versions') or {}).items()}
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ package versions
-
-_MODULES = {'torch': 'torch', 'timm': 'timm', 'timm-mmc': 'timm_mmc', 'pyautoattack': 'pyautoattack',
-            'datasets': 'datasets', 'accelerate': 'accelerate', 'numpy': 'numpy'}
-
-
-def package_versions() -> Dict[str, Optional[str]]:
-    """Versions of the packages an evaluation depends on: the installed distribution's, else the importable
-    module's ``__version__`` (a checkout on ``PYTHONPATH``), else None (not importable)."""
-    import importlib
-    import importlib.util
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: Dict[str, Optional[str]] = {'python': platform.python_version()}
-    for dist, module in _MODULES.items():
-        try:
-            out[dist] = version(dist)
-            continue
-        except PackageNotFoundError:
-            pass
-        if importlib.util.find_spec(module) is None:
-            out[dist] = None
-            continue
-        try:
-            mod_version = getattr(importlib.import_module(module), '__version__', None)
-        except Exception:  # present but not importable here: its version is unknown, not "not installed"
-            mod_version = None
-        out[dist] = str(mod_version) if mod_version is not None else 'installed, version unknown'
     return out
