@@ -34,7 +34,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from timm_mmc import (OBJECTIVES, TARGETED_KEEP_BEST, CheckError, DataError, EvalReport, HeadFromNameWarning,
+from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, HeadFromNameWarning,
                       ModelLoadError, TooFewExamples, file_sha256, load_model, load_split, package_versions,
                       random_targets)
 
@@ -281,7 +281,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         data = load_split(args.dataset, args.split, args.image_column, args.label_column,
                           limit=None if args.n_examples is None else args.start + args.n_examples,
-                          progress=not args.no_progress)
+                          progress=main_proc and not args.no_progress)
     except TooFewExamples as e:
         raise EvalError(f'{e} Lower --n-examples (and --start) to fit the split.') from None
     except DataError as e:
@@ -370,7 +370,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         versions=package_versions(), device=_device_words(device), num_processes=world,
         transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
                                                                                     *argv]),
-        rules=dict(targeted_keep_best=TARGETED_KEEP_BEST))
+        rules=dict(RULES))
     rep = summarise(_to_cpu(rec), specs, rep)
     rep.warnings = load_warnings + rep.warnings
     rep.timings = dict(rec.times, total_s=time.perf_counter() - t_start)
@@ -437,7 +437,7 @@ def _print_claims(rep: EvalReport, say) -> None:
         fewer = f', of which {", ".join(w.partial)} on fewer points' if w.partial else ''
         say(f'[eval] ROBUST ACCURACY UNDER THE SUITE at eps {k}/255 on the first {w.n} points: '
             f'{100 * w.accuracy:.2f}% (per-sample worst case over {len(w.attacks)} attacks{fewer})')
-    for w in rep.warnings:
+    for w in rep.all_warnings():
         say(f'[eval] WARNING: {w}')
     say(f'[eval] total {rep.timings["total_s"]:.0f}s')
 

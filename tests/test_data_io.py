@@ -57,9 +57,11 @@ def test_a_plain_readme_beside_the_data_loads_without_the_hub_card_warning(ds, t
     assert seen == ['another warning from this logger'] and not logger.filters
 
 
-def test_no_progress_leaves_no_datasets_progress_bar_in_the_log(ds, tmp_path, capfd):
+def test_no_progress_leaves_no_datasets_progress_bar_in_the_log(ds, tmp_path, capfd, monkeypatch):
     """``--no-progress`` logs had "Generating train split: ..." bars from ``datasets`` at every start."""
     import datasets
+    monkeypatch.delenv('HF_DATASETS_DISABLE_PROGRESS_BARS', raising=False)
+    datasets.enable_progress_bars()
     shown = []
     for progress in (False, True):
         folder = tmp_path / f'copy_{progress}'  # a new folder, so that datasets generates its split again
@@ -69,6 +71,15 @@ def test_no_progress_leaves_no_datasets_progress_bar_in_the_log(ds, tmp_path, ca
         shown.append('Generating train split' in capfd.readouterr().err)
     assert shown == [False, True]  # the bar is drawn where asked for, so the first check can fail
     assert not datasets.are_progress_bars_disabled()  # the setting is the caller's again afterwards
+    with pytest.raises(DataError):
+        load_split(str(ds), 'validation', progress=False)
+    assert not datasets.are_progress_bars_disabled()  # also after an error
+    datasets.disable_progress_bars()
+    try:
+        load_split(str(ds), 'train', cache_dir=tmp_path / 'cache', progress=True)
+        assert datasets.are_progress_bars_disabled()  # a caller's own "off" stays off
+    finally:
+        datasets.enable_progress_bars()
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from eval.cw import CWL2
 from eval.spsa import SPSA
 from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise
 from eval.threat import parse_eps
-from timm_mmc import (PGD, AttackResult, BestAdversarial, CenterClassifier, CheckError, EvalReport, HeadConfig,
+from timm_mmc import (PGD, RULES, AttackResult, BestAdversarial, CenterClassifier, CheckError, EvalReport, HeadConfig,
                       ScaledLogits, adam_update, check_box, check_linf_batch, choose_logit_scale, project_linf,
                       uniform_start)
 
@@ -165,6 +165,7 @@ def test_a_targeted_attack_keeps_an_iterate_in_a_third_class(attack):
         last = None
     x_adv = att.perturb(x, y, target)
     assert model(x_adv).argmax(1).item() == 1
+    assert RULES['targeted_keep_best'] == 'misclassified'  # what every report says this code does
     if last is not None:  # without keep-best the attack ends where the point is correct again
         assert model(last).argmax(1).item() == 0
 

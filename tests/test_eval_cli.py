@@ -161,13 +161,17 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md
     # the keep-best rule it counted by is recorded, so no reader takes it for a report of the old rule
-    assert rep.rules == {'targeted_keep_best': 'misclassified'} and rep.all_warnings() == rep.warnings
-    assert 'records no keep-best rule' not in md
-    old = report.from_dict(dict(rep.to_dict(), rules={}))
-    assert any('records no keep-best rule' in w for w in old.all_warnings()) and old.warnings == rep.warnings
-    assert 'records no keep-best rule' in render_markdown(old)
-    untargeted = dict(old.to_dict(), attacks={k: v for k, v in old.to_dict()['attacks'].items()
-                                               if not (v['targeted'] and v['family'] in ('pgd', 'spsa'))})
+    assert rep.rules == report.RULES == {'targeted_keep_best': 'misclassified'}
+    assert rep.all_warnings() == rep.warnings and 'made before the fix' not in md
+    old_file = {k: v for k, v in dict(rep.to_dict(), version='2.0').items() if k != 'rules'}  # a 2.0 file
+    old = report.from_dict(old_file)
+    assert old.version == report.REPORT_VERSION and old.rules == {} and old.warnings == rep.warnings
+    assert any('made before the fix of 2026-12-05' in w for w in old.all_warnings())
+    assert 'made before the fix of 2026-12-05' in render_markdown(old)
+    other = report.from_dict(dict(rep.to_dict(), rules={'targeted_keep_best': 'target'}))
+    assert any("keep-best rule 'target', not 'misclassified'" in w for w in other.all_warnings())
+    untargeted = dict(old_file, attacks={k: v for k, v in old_file['attacks'].items()
+                                         if not (v['targeted'] and v['family'] in ('pgd', 'spsa'))})
     assert report.from_dict(untargeted).all_warnings() == rep.warnings  # nothing the old rule could have changed
 
 

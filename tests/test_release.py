@@ -109,6 +109,7 @@ def test_robustbench_file_agrees_with_the_report(folder):
         assert info['autoattack_acc'] == f'{100 * aa.accuracy:.2f}'
     else:  # RobustBench's autoattack_acc: the standard version on the images clean_acc counts, never another
         assert info['autoattack_acc'] is None and aa.version in info['footnote']
+        assert aa.version != 'standard' or f'first {aa.n} of the {rep.n}' in info['footnote']
     assert info['worst_case_acc'] == f'{100 * rep.worst_at(8 / 255).accuracy:.2f}'
     assert info['weights_sha256'] == rep.checkpoint_sha256
     assert info == hub.robustbench.folder_model_info(folder)  # what python -m timm_mmc.hub card writes

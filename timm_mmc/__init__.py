@@ -5,7 +5,7 @@
 The public surface is :data:`__all__`: the names below are what :mod:`eval` and the users of the package import
 (``from timm_mmc import PGD``); the submodules themselves are internal, and may move what they do not export here.
 """
-from .attacks import (NFGSM, OBJECTIVES, PGD, TARGETED_KEEP_BEST, BestAdversarial, CheckError, FGSMRandomStart,
+from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMRandomStart,
                       ScaledLogits, adam_update, check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled,
                       logit_margin, objective, predict, project_linf, random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
@@ -18,7 +18,7 @@ from .models import CifarResNet, MMCWrapper, create_mmc_model
 from .models._pretrained import PretrainedWeightsError
 from .models.wrapper import model_display_name, release_name, resolve_model_name
 from .plot import robustness_png
-from .report import REPORT_VERSION, AttackResult, Column, EvalReport, WorstCase, eps_key, percent
+from .report import REPORT_VERSION, RULES, AttackResult, Column, EvalReport, WorstCase, eps_key, percent
 from .versions import package_versions
 
 __version__ = '0.1.0'
@@ -38,8 +38,8 @@ __all__ = [
     'is_fooled',
     'BestAdversarial', 'CheckError', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets',
     'predict',
-    'ScaledLogits', 'choose_logit_scale', 'adam_update', 'TARGETED_KEEP_BEST',
+    'ScaledLogits', 'choose_logit_scale', 'adam_update',
     # the evaluation report (schema), its plot, whole-or-nothing writes
-    'REPORT_VERSION', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent', 'package_versions',
-    'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
+    'REPORT_VERSION', 'RULES', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent',
+    'package_versions', 'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
 ]

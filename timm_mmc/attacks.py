@@ -23,11 +23,7 @@ import torch.nn.functional as F
 __all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'CheckError',
            'check_linf_batch', 'check_box', 'check_eps', 'random_targets', 'resolve_targets', 'project_linf',
            'uniform_start', 'is_fooled', 'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale',
-           'adam_update', 'TARGETED_KEEP_BEST']
-
-# what a targeted attack's keep-best counts as broken: any misclassified iterate (robust accuracy counts every wrong
-# class). Reports record it (EvalReport.rules); until 2026-12-05 it was only iterates that reached the target
-TARGETED_KEEP_BEST = 'misclassified'
+           'adam_update']
 
 Objective = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 

@@ -129,15 +129,15 @@ def _quiet_loading(progress: bool) -> Iterator[None]:
     huggingface_hub's warning, and without ``datasets``' progress bars unless ``progress``."""
     import datasets
     logger, quiet = logging.getLogger('huggingface_hub.repocard'), _NoCardMetadataWarning()
-    bars_were_off = datasets.are_progress_bars_disabled()
+    switch_bars = not progress and not datasets.are_progress_bars_disabled()
     logger.addFilter(quiet)
-    if not progress:
-        datasets.disable_progress_bars()
     try:
+        if switch_bars:
+            datasets.disable_progress_bars()
         yield
     finally:
         logger.removeFilter(quiet)
-        if not bars_were_off:
+        if switch_bars:
             datasets.enable_progress_bars()
 
 

@@ -4,9 +4,9 @@
 (:mod:`timm_mmc.hub`: model card, model-index, README results table, RobustBench file), the plot
 (:mod:`timm_mmc.plot`), eval's Markdown and the tests read it back with :func:`load`. Nobody else parses the JSON.
 
-Layout (schema ``version`` 2.0; accuracies are fractions in [0, 1], eps in pixel units of images in [0, 1])::
+Layout (schema ``version`` 2.1; accuracies are fractions in [0, 1], eps in pixel units of images in [0, 1])::
 
-    {"version": "2.0", "model": ..., "checkpoint_sha256": ..., "dataset": ..., "split": "test", "n": 1000,
+    {"version": "2.1", "model": ..., "checkpoint_sha256": ..., "dataset": ..., "split": "test", "n": 1000,
      "indices": [...], "logits": "distance", "own_objective": "mm", "clean_accuracy": 0.85,
      "attacks": {"pgd10-un-8-mm": {"family": "pgd", "threat": "Linf", "eps": 0.0314, "targeted": false,
                                    "steps": 10, "objective": "mm", "n": 1000, "accuracy": 0.26, "config": {...}}},
@@ -15,8 +15,9 @@ Layout (schema ``version`` 2.0; accuracies are fractions in [0, 1], eps in pixel
      "diagnostics": {...}, "warnings": [...], "timings": {...}, "versions": {...}, "device": ..., "command": ...,
      "rules": {"targeted_keep_best": "misclassified"}}
 
-Version 1.0 files (the first releases) load through :func:`_from_v1`, which fills the typed attributes from each
-attack's ``config``; nothing else is read.
+Version 2.1 (2026-12-05) added ``rules``; a 2.0 file loads as a 2.1 report without them (made before the
+keep-best fix, :data:`RULES`). Version 1.0 files (the first releases) load through :func:`_from_v1`, which fills the
+typed attributes from each attack's ``config``; nothing else is read.
 """
 from __future__ import annotations
 
@@ -29,11 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-__all__ = ['REPORT_VERSION', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load', 'loads',
-           'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent']
+__all__ = ['REPORT_VERSION', 'RULES', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load',
+           'loads', 'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent']
 
-REPORT_VERSION = '2.0'
+REPORT_VERSION = '2.1'
+V2_0 = '2.0'
 V1 = '1.0'
+
+# How this code's attacks count, where a rule changed (what EvalReport.rules records). targeted_keep_best: targeted
+# PGD and SPSA keep the first misclassified iterate, as robust accuracy counts any wrong class (timm_mmc.attacks
+# and eval.spsa); before the fix of 2026-12-05 (commit 84da00e) they kept only iterates that reached the target
+RULES = {'targeted_keep_best': 'misclassified'}
 
 # the attack families and threat models eval writes (eval.threat.AttackFamily / ThreatModel values)
 FAMILIES = ('pgd', 'cw', 'spsa', 'noise', 'rotation', 'transfer', 'autoattack')
@@ -198,10 +205,10 @@ class EvalReport:
         num_processes: Processes the examples were sharded over.
         transfer_from: Source model of the transfer attacks.
         command: The command line.
-        rules: How the attacks counted, where the project changed a rule, so that older reports can be told apart:
-            ``targeted_keep_best`` is ``misclassified`` when targeted PGD and SPSA kept the first misclassified
-            iterate (since 2026-12-05). A report without it is older: those attacks kept only iterates that
-            reached the target, and its targeted figures may be too high (:meth:`all_warnings` says so).
+        rules: How the attacks counted where the project changed a rule (:data:`RULES` as the evaluation's code had
+            them), so that older reports can be told apart. Empty in a report made before 2026-12-05: its
+            targeted PGD and SPSA kept only iterates that reached the target, and :meth:`all_warnings` says that
+            its targeted figures may be too high.
     """
     model: str
     dataset: str
@@ -260,12 +267,14 @@ class EvalReport:
     def all_warnings(self) -> List[str]:
         """The recorded warnings, then those a reader needs that the report could not know when it was written."""
         out = list(self.warnings)
-        if 'targeted_keep_best' not in self.rules and any(a.targeted and a.family in ('pgd', 'spsa')
-                                                          for a in self.attacks.values()):
-            out.append('this report records no keep-best rule: it predates 2026-12-05, when targeted PGD and SPSA '
-                       'kept only iterates that reached the target, so a point whose iterate passed through a third '
-                       'class counted as robust. Its targeted figures may be too high; re-run python -m '
-                       'eval.robustness (eval/README.md).')
+        rule, now = self.rules.get('targeted_keep_best'), RULES['targeted_keep_best']
+        if rule != now and any(a.targeted and a.family in ('pgd', 'spsa') for a in self.attacks.values()):
+            how = (f'counted by the keep-best rule {rule!r}, not {now!r}' if rule else
+                   'was made before the fix of 2026-12-05 (commit 84da00e): targeted PGD and SPSA kept only '
+                   'iterates that reached the target, so a point whose iterate passed through a third class counted '
+                   'as robust')
+            out.append(f'this report {how}. Its targeted figures may be too high; re-run python -m eval.robustness '
+                       f'(eval/README.md).')
         return out
 
     # --------------------------------------------------------------------------------------------- serialisation
@@ -375,7 +384,7 @@ def _check_accuracies(rep: EvalReport) -> None:
 
 
 def from_dict(data: Any) -> EvalReport:
-    """An :class:`EvalReport` from parsed JSON of any readable version (2.0, or 1.0 converted).
+    """An :class:`EvalReport` from parsed JSON of any readable version (2.1, or 2.0 / 1.0 converted).
 
     Raises:
         ReportError: Not a report, an unknown version, a missing or mistyped key, an accuracy outside [0, 1].
@@ -385,8 +394,11 @@ def from_dict(data: Any) -> EvalReport:
     version = data.get('version')
     if version == V1:
         data = _from_v1(data)
+    elif version == V2_0:
+        data = dict(data, version=REPORT_VERSION)  # the same keys; no rules recorded
     elif version != REPORT_VERSION:
-        raise ReportError(f'report version {version!r} is not one this timm-mmc reads ({V1}, {REPORT_VERSION}); '
+        raise ReportError(f'report version {version!r} is not one this timm-mmc reads ({V1}, {V2_0}, '
+                          f'{REPORT_VERSION}); '
                           f're-run python -m eval.robustness or upgrade timm-mmc.')
     rep = _build(EvalReport, data, 'report')
     _check_accuracies(rep)

@@ -80,6 +80,7 @@ class Trainer:
         self.device = acc.device
         self.world = acc.num_processes
         self.rank = acc.process_index
+        self.progress = cfg.progress and acc.is_main_process  # bars on the main process only
         if cfg.batch_size % self.world:
             raise TrainError(f'--batch-size {cfg.batch_size} must divide evenly over {self.world} processes.')
         if self.device.type == 'cpu':
@@ -93,9 +94,9 @@ class Trainer:
         self.timm_name, self.name_args = resolve_model(cfg)
         # data before anything is written: a bad data set must leave no trace
         self.train_set = load_split(cfg.dataset, cfg.train_split, cfg.image_column, cfg.label_column,
-                                    cfg.cache_dir, cfg.train_limit, progress=cfg.progress)
+                                    cfg.cache_dir, cfg.train_limit, progress=self.progress)
         self.test_set = load_split(cfg.dataset, cfg.test_split, cfg.image_column, cfg.label_column,
-                                   cfg.cache_dir, cfg.test_limit, progress=cfg.progress)
+                                   cfg.cache_dir, cfg.test_limit, progress=self.progress)
         # robust accuracy during training: on held-out training images when asked (never the test split then)
         self.robust_set = self.test_set
         if cfg.holdout:
@@ -314,7 +315,7 @@ class Trainer:
             self._perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
                 _step_seed(cfg.seed, epoch, 0)))
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {epoch + 1}',
-                       disable=not (cfg.progress and acc.is_main_process), leave=False, dynamic_ncols=True)
+                       disable=not self.progress, leave=False, dynamic_ncols=True)
             t0 = time.time()
             loss_sum = torch.zeros((), device=self.device)
             correct_sum = torch.zeros((), device=self.device)
