@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from timm_mmc import EvalReport, atomic_write_set, eps_key, percent, robustness_png
+from timm_mmc import AttackResult, EvalReport, atomic_write_set, eps_key, percent, robustness_png
 
 __all__ = ['render_markdown', 'output_paths', 'write_outputs']
 
@@ -116,6 +116,14 @@ def _diagnostics(rep: EvalReport) -> List[str]:
     return out
 
 
+def _accuracy_cell(a: AttackResult) -> str:
+    """C&W has no budget: its "accuracy" is the share it did not fool (targeted: that it did not bring to the target,
+    although the model may misclassify them), not a robust accuracy."""
+    if a.family != 'cw':
+        return _pct(a.accuracy)
+    return f'{_pct(a.accuracy)} (not fooled{" to the target" if a.targeted else ""}; no budget)'
+
+
 def render_markdown(rep: EvalReport) -> str:
     """The report as Markdown: Table A (PGD) and Table B (C&W, SPSA, corruptions) in the paper's layout, then
     AutoAttack, transfer, the worst case, every attack, diagnostics and warnings."""
@@ -130,7 +138,7 @@ def render_markdown(rep: EvalReport) -> str:
     out += _table_a(rep, name) + _table_b(rep, name) + _autoattack(rep) + _worst(rep)
     out += ['## Every attack', '']
     out += _table(['attack', 'n', 'attacked', 'accuracy', 'time s'],
-                  [[a.name, str(a.n), str(a.n_attacked), _pct(a.accuracy), f'{a.time_s:.1f}']
+                  [[a.name, str(a.n), str(a.n_attacked), _accuracy_cell(a), f'{a.time_s:.1f}']
                    for a in rep.attacks.values()])
     out += [''] + _diagnostics(rep)
     return '\n'.join(out)

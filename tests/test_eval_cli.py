@@ -160,6 +160,8 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     md = (out / 'tiny.md').read_text()
     assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md
+    cw_tar = rep.find_attack(family='cw', targeted=True)
+    assert f'| {cw_tar.name} |' in md and 'not fooled to the target; no budget)' in md  # not read as robust accuracy
     # the keep-best rule it counted by is recorded, so no reader takes it for a report of the old rule
     assert rep.rules == report.RULES == {'targeted_keep_best': 'misclassified'}
     assert rep.all_warnings() == rep.warnings and 'made before the fix' not in md

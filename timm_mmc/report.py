@@ -91,7 +91,8 @@ class AttackResult:
         targeted: Toward a fixed random target != y.
         n: Points in the attack's slice (the first ``n_limit`` or all).
         n_attacked: Points actually attacked (clean-correct, not broken by a cheaper attack).
-        accuracy: Accuracy under the attack on its slice (C&W: points it failed on).
+        accuracy: Accuracy under the attack on its slice. C&W (no budget): the share it did not fool, and for the
+            targeted one the share it did not bring to the target, which may include points it misclassified.
         clean_accuracy: Clean accuracy on the slice.
         steps: Iterations (PGD, SPSA, transfer).
         objective: The loss the attack maximises (``mm``, ``margin``, ``ce``; transfer: on the source model).
