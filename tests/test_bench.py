@@ -41,3 +41,19 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
 def test_other_benches_run(script, args, pattern, monkeypatch, capsys):
     out = run_bench(script, args, monkeypatch, capsys)
     assert figure(out, pattern) > 0
+
+
+def test_robust_precision_prints_both_precisions(tmp_path, monkeypatch, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from timm_mmc.data import write_synthetic_dataset
+    data = write_synthetic_dataset(tmp_path / 'data', n_train=8, n_test=8, num_classes=10)
+    release = tmp_path / 'resnet20_mmc.tiny'
+    release.mkdir()
+    save_file(timm.create_model('resnet20_mmc', num_classes=10).state_dict(), str(release / 'model.safetensors'))
+    with pytest.warns(UserWarning, match='built from the name'):  # a bare weights file, as the warning says
+        out = run_bench('robust_precision.py', ['--dataset', str(data), '--n', '8', '--release', str(release),
+                                                '--threads', '1'], monkeypatch, capsys)
+    for precision in ('bf16', 'fp32'):
+        assert 0 <= figure(out, precision + r': clean [\d.]+%, PGD-10 8/255 \(worst of mm/margin\) ([\d.]+)%') <= 100
