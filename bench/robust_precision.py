@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line  # noqa: E402
 
 from timm_mmc import head_spec, load_model, load_split  # noqa: E402
-from timm_mmc.adversarial import pgd_accuracy  # noqa: E402
+from timm_mmc.adversarial import pgd_accuracy, robust_objectives  # noqa: E402
 
 RELEASES = ('hub_cards/resnet32_mmc.cifar10_at', 'hub_cards/resnet32_sce.cifar10_at')
 
@@ -41,8 +41,7 @@ def main() -> None:
     precisions = (('bf16', lambda: torch.autocast('cpu', dtype=torch.bfloat16)), ('fp32', nullcontext))
     for folder, name in zip(args.release, names):
         model = load_model(name, checkpoint=Path(folder) / 'model.safetensors').to(memory_format=torch.channels_last)
-        objectives = tuple(dict.fromkeys((head_spec(model.head_config.head, model.head_config.center_kind).objective,
-                                          'margin')))
+        objectives = robust_objectives(head_spec(model.head_config.head, model.head_config.center_kind).objective)
         for label, autocast in precisions:
             t = time.perf_counter()
             clean, robust, seen = pgd_accuracy(model, data.images, data.labels, objectives, 0, autocast,

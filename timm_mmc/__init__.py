@@ -5,9 +5,9 @@
 The public surface is :data:`__all__`: the names below are what :mod:`eval` and the users of the package import
 (``from timm_mmc import PGD``); the submodules themselves are internal, and may move what they do not export here.
 """
-from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMRandomStart,
-                      ScaledLogits, adam_update, check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled,
-                      logit_margin, objective, predict, project_linf, random_targets, resolve_targets, uniform_start)
+from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMRandomStart, ScaledLogits, adam_update,
+                      check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective,
+                      predict, project_linf, random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
 from .data import DataError, ImageSplit, TooFewExamples, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text

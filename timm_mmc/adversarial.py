@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,8 +26,8 @@ from .attacks import NFGSM, PGD, FGSMRandomStart
 from .config import SELECT_ON, TrainConfig
 from .runfolder import EpochRecord
 
-__all__ = ['training_attack', 'pgd_accuracy', 'BestEpoch', 'best_epoch', 'selection_rule', 'collapse_warning',
-           'COLLAPSE_DROP', 'ROBUST_EVAL', 'SELECT_ON']
+__all__ = ['training_attack', 'pgd_accuracy', 'robust_objectives', 'BestEpoch', 'best_epoch', 'selection_rule',
+           'collapse_warning', 'COLLAPSE_DROP', 'ROBUST_EVAL', 'SELECT_ON']
 
 ROBUST_EVAL = dict(eps=8 / 255, alpha=2 / 255, steps=10)  # the PGD-10 of the paper's tables, untargeted, keep-best
 COLLAPSE_DROP = 0.10  # robust accuracy this far (absolute) below its best so far marks a collapse in the log
@@ -46,6 +46,12 @@ def training_attack(cfg: TrainConfig, model: nn.Module, objective: str, targeted
     if cfg.adv == 'fgsm':
         return FGSMRandomStart(model, eps=cfg.eps, **common)
     raise ValueError(f'no inner attack for --adv {cfg.adv!r}.')
+
+
+def robust_objectives(own: str) -> Tuple[str, ...]:
+    """The objectives :func:`pgd_accuracy` takes the worst of: the head's own (``HeadSpec.objective``), then the
+    logit margin (the own one alone can be blunt: for MM heads ``margin`` finds errors that ``mm`` misses)."""
+    return tuple(dict.fromkeys((own, 'margin')))
 
 
 def pgd_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, objectives: Sequence[str], seed: int,

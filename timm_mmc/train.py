@@ -36,7 +36,7 @@ import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401  registers the models
 from timm_mmc.adversarial import (best_epoch, collapse_warning, ema_beats_last, pgd_accuracy,  # noqa: E402
-                                  selection_rule, training_attack)
+                                  robust_objectives, selection_rule, training_attack)
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
@@ -143,7 +143,7 @@ class Trainer:
         self._step_net = torch.compile(self.net) if cfg.compile else self.net
         spec = head_spec(self.head, model.head_config.center_kind)
         self.adv_loss = spec.objective
-        self.robust_objectives = tuple(dict.fromkeys((spec.objective, 'margin')))
+        self.robust_objectives = robust_objectives(spec.objective)
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[EpochRecord] = []

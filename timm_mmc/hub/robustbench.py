@@ -39,7 +39,8 @@ def _architecture(arch: str, model_args: Dict[str, Any]) -> str:
     return f'ResNet-{depth} ({kind}) + {head_key(model_args)} head'
 
 
-def _aa_footnote(rep: EvalReport, aa: Optional[AttackResult]) -> str:
+def _no_autoattack_acc(rep: EvalReport, aa: Optional[AttackResult]) -> Optional[str]:
+    """Why ``rep`` gives no RobustBench ``autoattack_acc``, for the footnote; None where it gives one."""
     if aa is None:
         return 'no AutoAttack run. '
     if aa.version != 'standard':
@@ -47,14 +48,13 @@ def _aa_footnote(rep: EvalReport, aa: Optional[AttackResult]) -> str:
     if aa.n != rep.n:
         return (f'AutoAttack standard on only the first {aa.n} of the {rep.n} images clean_acc counts: no '
                 f'autoattack_acc (its figure on those {aa.n}: {percent(aa.accuracy, 2)}%). ')
-    return ''
+    return None
 
 
 def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_args: Dict[str, Any]) -> Dict[str, Any]:
     """The RobustBench ``model_info`` fields of a release, from its report, config and training arguments."""
     aa = rep.find_attack(family='autoattack', eps=EPS)
-    standard = aa is not None and aa.version == 'standard'
-    whole = aa is not None and aa.n == rep.n  # clean_acc is on all n: a figure on a prefix of them is not comparable
+    missing = _no_autoattack_acc(rep, aa)
     worst = rep.worst_at(EPS)
     composite = None
     if aa is not None:
@@ -66,8 +66,8 @@ def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_arg
         _PAPER, additional_data=False, number_forward_passes=1, dataset=norm_dataset(rep.dataset),
         threat_model='Linf', architecture=_architecture(arch, model_args), eps=fmt_eps(EPS),
         clean_acc=_pct(rep.clean_accuracy), reported=None,
-        autoattack_acc=_pct(aa.accuracy) if standard and whole else None,
-        footnote=('Trained and evaluated by timm-mmc (not the authors\' model); ' + _aa_footnote(rep, aa)
+        autoattack_acc=_pct(aa.accuracy) if missing is None else None,
+        footnote=('Trained and evaluated by timm-mmc (not the authors\' model); ' + (missing or '')
                   + 'MM-head logits must be scaled for APGD-CE (eval/aa.py ScaledLogits).'),
         n_examples=rep.n, split=rep.split, autoattack_version=aa.version if aa else None,
         autoattack_n=aa.n if aa else None, autoattack_composite=composite,
