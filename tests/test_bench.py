@@ -57,3 +57,23 @@ def test_robust_precision_prints_both_precisions(tmp_path, monkeypatch, capsys):
                                                 '--threads', '1'], monkeypatch, capsys)
     for precision in ('bf16', 'fp32'):
         assert 0 <= figure(out, precision + r': clean [\d.]+%, PGD-10 8/255 \(worst of mm/margin\) ([\d.]+)%') <= 100
+
+
+def test_robust_precision_loads_a_release_folder_by_its_config(tmp_path, monkeypatch, capsys):
+    """A folder with config.json loads as ``local-dir:`` does, whatever its name: the head comes from the config."""
+    import warnings
+
+    import timm
+    from timm.models import save_for_hf
+
+    from timm_mmc.data import write_synthetic_dataset
+    from timm_mmc.io import HeadFromNameWarning
+    data = write_synthetic_dataset(tmp_path / 'data', n_train=8, n_test=8, num_classes=10)
+    release = tmp_path / 'my-release'  # no model name in it: only config.json can say what it is
+    model = timm.create_model('resnet20_mmc', num_classes=10, center_norm=5.0)
+    save_for_hf(model, str(release), model_args=model.model_args(), safe_serialization=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', HeadFromNameWarning)
+        out = run_bench('robust_precision.py', ['--dataset', str(data), '--n', '8', '--release', str(release),
+                                                '--threads', '1'], monkeypatch, capsys)
+    assert figure(out, re.escape(str(release)) + r' fp32: clean ([\d.]+)%') >= 0
