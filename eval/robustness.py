@@ -17,7 +17,8 @@ Suites (Linf; eps in /255 units in names; every seed fixed and recorded):
 * ``autoattack``: AutoAttack (``--aa-version`` standard / rand / fast) at ``--aa-eps``.
 * ``full``: everything.
 
-Exit status: 0 on success, 2 for a bad command line, 1 for a model, data or run error (nothing is written then).
+Exit status: 0 on success, 2 for bad input (the command line, the model, the data), as train and hub give it, 1 when a
+run-time check fails (eps-ball, [0, 1], robust <= clean); nothing is written then.
 """
 from __future__ import annotations
 
@@ -464,9 +465,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = evaluate(args, argv)
         _leave_process_group()
         return code
-    except EvalError as e:
+    except EvalError as e:  # bad input: status 2, as argparse, train and hub give it
         print(f'error: {e}', file=sys.stderr)
-        return 1
+        return 2
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
         print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
         return 1

@@ -204,7 +204,7 @@ def test_write_sample_round_trips_through_load_split(ds, tmp_path):
     out = write_sample(str(ds), tmp_path / 's.npz', 5, split='test')
     a, b = load_split(str(out), 'test'), load_split(str(ds), 'test', limit=5)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and a.class_names == b.class_names
-    assert main(['sample', '--dataset', str(ds), '--n', '100000', '--out', str(tmp_path / 'big.npz')]) == 1
+    assert main(['sample', '--dataset', str(ds), '--n', '100000', '--out', str(tmp_path / 'big.npz')]) == 2
     assert not (tmp_path / 'big.npz').exists()  # nothing half-written
     with pytest.raises(SystemExit) as e:
         main(['sample', '--dataset', str(ds), '--n', '3', '--out', str(tmp_path / 'x.bin')])
@@ -239,9 +239,9 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     assert torch.equal(load_split(str(out), 'train', limit=4).labels, load_split(str(out), 'train').labels[:4])
     with pytest.raises(DataError, match=r"has no split 'validation' \(it has \['test', 'train'\]\)"):
         load_split(str(out), 'validation')
-    assert main(['npz', '--dataset', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'x')]) == 1
+    assert main(['npz', '--dataset', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'x')]) == 2
     assert not (tmp_path / 'x').exists()  # nothing half-written
-    assert main(['npz', '--dataset', str(ds), '--splits', 'train', 'validation', '--out', str(tmp_path / 'z')]) == 1
+    assert main(['npz', '--dataset', str(ds), '--splits', 'train', 'validation', '--out', str(tmp_path / 'z')]) == 2
     assert not (tmp_path / 'z').exists()  # the missing split is found before the train split is written
     bad = tmp_path / 'bad'
     shutil.copytree(ds, bad)

@@ -72,16 +72,16 @@ def _base(tiny, out, *extra):
 def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
     out = tmp_path / 'out'
     cases = [
-        (['--model', 'resnet7_nonsense', '--dataset', str(tiny['data']), '--out', str(out)], 1, 'unknown model'),
+        (['--model', 'resnet7_nonsense', '--dataset', str(tiny['data']), '--out', str(out)], 2, 'unknown model'),
         (['--model', 'resnet20_mmc', '--checkpoint', str(tiny['bad_ckpt']), '--dataset', str(tiny['data']),
-          '--out', str(out)], 1, 'does not fit'),
+          '--out', str(out)], 2, 'does not fit'),
         (['--model', 'resnet20_mmc', '--checkpoint', str(tiny['root'] / 'missing.safetensors'), '--dataset',
-          str(tiny['data']), '--out', str(out)], 1, 'does not exist'),
-        (_base(tiny, out)[:4] + ['--dataset', str(tiny['root'] / 'no_such_data'), '--out', str(out)], 1,
+          str(tiny['data']), '--out', str(out)], 2, 'does not exist'),
+        (_base(tiny, out)[:4] + ['--dataset', str(tiny['root'] / 'no_such_data'), '--out', str(out)], 2,
          'does not exist'),
-        (_base(tiny, out, '--n-examples', '25'), 1, 'asked for 25 examples but split'),
-        (_base(tiny, out, '--n-examples', '25'), 1, 'Lower --n-examples'),
-        (_base(tiny, out)[:4] + ['--dataset', 'cifar10-sample', '--split', 'train', '--out', str(out)], 1,
+        (_base(tiny, out, '--n-examples', '25'), 2, 'asked for 25 examples but split'),
+        (_base(tiny, out, '--n-examples', '25'), 2, 'Lower --n-examples'),
+        (_base(tiny, out)[:4] + ['--dataset', 'cifar10-sample', '--split', 'train', '--out', str(out)], 2,
          "holds only the 'test' split"),
     ]
     for argv, code, text in cases:
@@ -107,7 +107,7 @@ def test_module_entry_point_exit_status(tiny, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'eval.robustness', '--model', 'not_a_model', '--dataset',
                         str(tiny['data']), '--out', str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
-    assert r.returncode == 1 and 'unknown model' in r.stderr
+    assert r.returncode == 2 and 'unknown model' in r.stderr  # bad input: 2, as argparse gives it
 
 
 def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):

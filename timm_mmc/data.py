@@ -450,7 +450,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = parquet_to_npz_folder(args.dataset, args.out, args.splits, args.limit)
         except DataError as e:
             print(f'error: {e}', file=sys.stderr)
-            return 1
+            return 2
         for split in args.splits:
             print(f'wrote {out / (split + ".npz")}: {load_split(str(out), split).source}')
         return 0
@@ -460,7 +460,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = write_sample(args.dataset, args.out, args.n, args.split)
     except DataError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 1
+        return 2
     print(f'wrote {out}: {load_split(str(out), args.split).source}')
     return 0
 
