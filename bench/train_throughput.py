@@ -29,6 +29,7 @@ from _common import machine_line  # noqa: E402
 from timm_mmc.config import TrainConfig, resolve_recipe  # noqa: E402
 from timm_mmc.data import augment_batch, write_synthetic_dataset  # noqa: E402
 from timm_mmc.train import Trainer  # noqa: E402
+from timm_mmc.train_parts import native_bf16, resolve_precision  # noqa: E402
 
 
 def recipe_speed_settings() -> Dict[str, object]:
@@ -108,22 +109,28 @@ def main() -> None:
     dataset = args.dataset or str(write_synthetic_dataset(Path(tmp) / 'ds', n_train=args.images, n_test=128,
                                                           num_classes=10))
     torch.set_num_threads(os.cpu_count() or 1)
-    plain(dataset, 'resnet32_mmc', min(512, args.images), 'bf16', 128, False)  # warm-up: allocator, kernels
+    native = native_bf16(torch.device('cpu'))
+    # emulated bf16 is ~13x slower: a few steps show it, a full measurement would take most of the bench's time
+    images_for = dict(fp32=args.images, bf16=args.images if native else min(args.images, 512))
+    plain(dataset, 'resnet32_mmc', min(512, args.images), 'fp32', 128, False)  # warm-up: allocator, kernels
     variants: Dict[Tuple[str, int, bool], float] = {}
     for compiled in ((False, True) if not args.skip_compile else (False,)):
         for precision in ('fp32', 'bf16'):
             for batch in (128, 256):
-                variants[(precision, batch, compiled)] = plain(dataset, 'resnet32_mmc', args.images, precision,
-                                                               batch, compiled)
+                variants[(precision, batch, compiled)] = plain(dataset, 'resnet32_mmc', images_for[precision],
+                                                               precision, batch, compiled)
     settings = recipe_speed_settings()
+    settings['precision'], _ = resolve_precision(settings.get('precision', 'auto'), torch.device('cpu'))
     p_mmc = project(dataset, f'{tmp}/p_mmc', 'resnet32_mmc', args.images, **settings)
-    same = variants.get((settings.get('precision', 'bf16'), settings.get('batch_size', 128),
+    same = variants.get((settings['precision'], settings.get('batch_size', 128),
                          bool(settings.get('compile', False))))
-    sce = plain(dataset, 'resnet32_sce', args.images, settings.get('precision', 'bf16'),
+    sce = plain(dataset, 'resnet32_sce', images_for[settings['precision']], settings['precision'],
                 settings.get('batch_size', 128), False)
-    mmc = variants[(settings.get('precision', 'bf16'), settings.get('batch_size', 128), False)]
+    mmc = variants[(settings['precision'], settings.get('batch_size', 128), False)]
     print(machine_line())
-    print(f'ResNet-32 MMC, channels_last, {args.images} images per measurement, {torch.get_num_threads()} threads')
+    bf16 = 'native' if native else f'emulated (no AVX512-BF16 or AMX; measured on {images_for["bf16"]} images)'
+    print(f'ResNet-32 MMC, channels_last, {args.images} images per measurement, {torch.get_num_threads()} threads; '
+          f'bf16 {bf16}')
     print('plain loop variants (img/s):')
     for (precision, batch, compiled), v in sorted(variants.items(), key=lambda kv: -kv[1]):
         print(f'  {precision:4s} batch {batch:3d} {"compiled" if compiled else "eager   "}  {v:7.1f}')

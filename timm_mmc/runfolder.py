@@ -48,6 +48,9 @@ RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_che
                             'overwrite', 'output', 'test_every', 'robust_every'})
 _EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
 METRICS_FILE = 'metrics.jsonl'  # one EpochRecord a line; read_metrics reads it
+# Option values that leave the choice to the run (a loss from the head, a precision from the machine): on a resume
+# the run's recorded choice stands, so a recipe saying "auto" resumes a run that recorded bf16.
+_DEFERS_TO_RUN = dict(loss=None, adv_targeted=None, precision='auto')
 RUN_FILES = ('args.yaml', 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
 
 
@@ -465,9 +468,11 @@ def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict
     changed, refused = {}, []
     for key in sorted(given & names - {'resume', 'overwrite', 'output'}):
         now = getattr(cfg, key)
-        if key in values and values[key] != now and not (key in ('loss', 'adv_targeted') and now is None):
+        if now == _DEFERS_TO_RUN.get(key, object()):  # "whatever the run chose": the run's recorded choice stands
+            continue
+        if key in values and values[key] != now:
             (changed.__setitem__(key, (values[key], now)) if key in RESUME_MUTABLE else refused.append(key))
-        values[key] = now if key not in ('loss', 'adv_targeted') or now is not None else values.get(key)
+        values[key] = now
     if refused:
         detail = ', '.join(f'{k}={old[k]!r} (asked: {getattr(cfg, k)!r})' for k in refused)
         raise RunError(f'cannot resume {str(folder.path)!r} with other options: it was started with {detail}. '

@@ -16,6 +16,7 @@ Design:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -45,7 +46,7 @@ from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
                                   epoch_figures, load_init_weights, local_batch_norms, lr_lambda, resolve_model,
-                                  set_global_batch_norm)
+                                  resolve_precision, set_global_batch_norm)
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
@@ -72,6 +73,11 @@ class Trainer:
         # --precision is the one precision setting: accelerate's own (ACCELERATE_MIXED_PRECISION, `accelerate launch
         # --mixed_precision`) would autocast the forward pass behind our back, so it is switched off here
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='no')
+        precision, note = resolve_precision(cfg.precision, self.accelerator.device)
+        if note:
+            self.accelerator.print(note)
+        if precision != cfg.precision:  # args.yaml records what ran, so that --resume continues it bit-exactly
+            self.cfg = cfg = dataclasses.replace(cfg, precision=precision)
         env_mp = os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')
         if env_mp not in ('no', {'bf16': 'bf16', 'fp32': 'no'}[cfg.precision]):
             self.accelerator.print(f'note: accelerate asked for mixed precision {env_mp!r}; this run uses --precision '
