@@ -2,16 +2,24 @@
 
 The report itself is the dataclass :class:`timm_mmc.report.EvalReport`; this module renders it. Each file is written
 atomically (:mod:`timm_mmc.fileio`), so a killed run never leaves a torn one.
+
+    python -m eval.report results/NAME.json [...]
+
+re-renders ``NAME.md`` and ``NAME.png`` beside each report from its JSON (left as it is), so that a report made by an
+older timm-mmc shows what this one says of it (its warnings: a rule that changed since, an attack that was cut short).
+Exit status 0; 2 for a file that is not a report (nothing is written then).
 """
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from timm_mmc import AttackResult, EvalReport, atomic_write_set, eps_key, percent, robustness_png
+from timm_mmc.report import ReportError, load as load_report
 
-__all__ = ['render_markdown', 'output_paths', 'write_outputs']
+__all__ = ['render_markdown', 'output_paths', 'write_outputs', 'rerender']
 
 
 def _pct(v: Optional[float]) -> str:
@@ -161,3 +169,33 @@ def write_outputs(rep: EvalReport, out_dir: Path, stem: str) -> Dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_set(files)
     return paths
+
+
+def rerender(path: Path) -> Dict[str, Path]:
+    """Rewrite the Markdown and the plot beside the report ``path`` (``NAME.json``) from it; the JSON stays."""
+    rep = load_report(path)
+    paths = output_paths(path.parent, path.stem)
+    atomic_write_set({paths['md']: render_markdown(rep).encode(), paths['png']: robustness_png(rep)})
+    return paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog='python -m eval.report', description='re-render the Markdown and plot beside '
+                                'evaluation reports from their JSON')
+    p.add_argument('reports', nargs='+', type=Path, help='NAME.json files written by python -m eval.robustness')
+    args = p.parse_args(argv)
+    try:
+        reports = {path: load_report(path) for path in args.reports}  # every one read before anything is written
+    except ReportError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    for path in reports:
+        written = rerender(path)
+        warns = len(reports[path].all_warnings())
+        print(f'wrote {written["md"]} and {written["png"]}' + (f' ({warns} warning(s) in it)' if warns else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

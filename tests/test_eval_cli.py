@@ -175,6 +175,19 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     untargeted = dict(old_file, attacks={k: v for k, v in old_file['attacks'].items()
                                          if not (v['targeted'] and v['family'] in ('pgd', 'spsa'))})
     assert report.from_dict(untargeted).all_warnings() == rep.warnings  # nothing the old rule could have changed
+    # python -m eval.report re-renders the Markdown and plot beside an old report; the JSON stays as it was
+    from eval.report import main as rerender_main
+    stale = tmp_path / 'old' / 'r20.json'
+    stale.parent.mkdir()
+    stale.write_text(json.dumps(old_file))
+    (stale.parent / 'r20.md').write_text('what an older timm-mmc wrote')
+    assert rerender_main([str(stale)]) == 0
+    assert 'made before the fix of 2026-12-05' in (stale.parent / 'r20.md').read_text()
+    assert (stale.parent / 'r20.png').stat().st_size > 0 and json.loads(stale.read_text()) == old_file
+    (tmp_path / 'old' / 'bad.json').write_text('{"model": 1}')
+    (stale.parent / 'r20.md').unlink()
+    assert rerender_main([str(stale), str(tmp_path / 'old' / 'bad.json')]) == 2  # all read before any is written
+    assert not (tmp_path / 'old' / 'bad.md').exists() and not (stale.parent / 'r20.md').exists()
 
 
 def test_a_broken_check_writes_no_report_and_other_crashes_are_not_called_checks(tiny, tmp_path, capsys, monkeypatch):
