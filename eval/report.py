@@ -7,10 +7,11 @@ atomically (:mod:`timm_mmc.fileio`), so a killed run never leaves a torn one.
 
 re-renders ``NAME.md`` and ``NAME.png`` beside each report from its JSON (left as it is), so that a report made by an
 older timm-mmc shows what this one says of it (its warnings: a rule that changed since, an attack that was cut short).
-Exit status 0; 2 for a file that is not a report (nothing is written then).
+Exit status 0; 2 for a file that is not a report (nothing is written then); 1 when a file cannot be written.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from pathlib import Path
@@ -171,16 +172,18 @@ def write_outputs(rep: EvalReport, out_dir: Path, stem: str) -> Dict[str, Path]:
     return paths
 
 
-def rerender(path: Path) -> Dict[str, Path]:
-    """Rewrite the Markdown and the plot beside the report ``path`` (``NAME.json``) from it; the JSON stays."""
-    rep = load_report(path)
+def rerender(path: Path, rep: Optional[EvalReport] = None) -> Dict[str, Path]:
+    """Rewrite the Markdown and the plot beside the report ``path`` (``NAME.json``), from ``rep`` or the file; the
+    JSON stays as it is."""
+    rep = load_report(path) if rep is None else rep
     paths = output_paths(path.parent, path.stem)
     atomic_write_set({paths['md']: render_markdown(rep).encode(), paths['png']: robustness_png(rep)})
     return paths
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
+    """``python -m eval.report NAME.json ...``; returns the exit status (0; 2 for a file that is not a report, with
+    nothing written; 1 when a file cannot be written)."""
     p = argparse.ArgumentParser(prog='python -m eval.report', description='re-render the Markdown and plot beside '
                                 'evaluation reports from their JSON')
     p.add_argument('reports', nargs='+', type=Path, help='NAME.json files written by python -m eval.robustness')
@@ -190,9 +193,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ReportError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    for path in reports:
-        written = rerender(path)
-        warns = len(reports[path].all_warnings())
+    for path, rep in reports.items():
+        try:
+            written = rerender(path, rep)
+        except OSError as e:
+            print(f'error: cannot write beside {str(path)!r} ({e}); make the folder writable and run it again.',
+                  file=sys.stderr)
+            return 1
+        warns = len(rep.all_warnings())
         print(f'wrote {written["md"]} and {written["png"]}' + (f' ({warns} warning(s) in it)' if warns else ''))
     return 0
 

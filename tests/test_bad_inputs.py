@@ -227,7 +227,7 @@ def _check(case: Case, fn, base: Sequence[str], env, tmp_path, capsys) -> None:
     before = sorted(str(p) for p in tmp_path.rglob('*'))
     code = _call(fn, _fill([*base, *case.argv], values))
     err = capsys.readouterr().err
-    assert code not in (0, None), err
+    assert code == 2, (code, err)  # bad input: 2 from every command, as argparse gives it
     for needle in case.needles:
         assert needle in err, (needle, err)
     assert 'Traceback' not in err

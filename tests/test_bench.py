@@ -72,8 +72,13 @@ def test_robust_precision_loads_a_release_folder_by_its_config(tmp_path, monkeyp
     release = tmp_path / 'my-release'  # no model name in it: only config.json can say what it is
     model = timm.create_model('resnet20_mmc', num_classes=10, center_norm=5.0)
     save_for_hf(model, str(release), model_args=model.model_args(), safe_serialization=True)
+    import timm_mmc
+    loaded = []
+    real_load = timm_mmc.load_model
+    monkeypatch.setattr(timm_mmc, 'load_model', lambda *a, **k: loaded.append(real_load(*a, **k)) or loaded[-1])
     with warnings.catch_warnings():
         warnings.simplefilter('error', HeadFromNameWarning)
         out = run_bench('robust_precision.py', ['--dataset', str(data), '--n', '8', '--release', str(release),
                                                 '--threads', '1'], monkeypatch, capsys)
+    assert [m.head_config.center_norm for m in loaded] == [5.0]  # the config's head, not the name's default 10
     assert figure(out, re.escape(str(release)) + r' fp32: clean ([\d.]+)%') >= 0

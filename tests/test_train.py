@@ -408,6 +408,8 @@ def test_precision_auto_picks_by_the_machine_records_it_and_resumes_with_it(nati
     assert yaml.safe_load((out / 'args.yaml').read_text())['precision'] == chosen
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: not native)  # "another machine"
     assert main(['--output', str(out), '--resume', '--precision', 'auto', '--no-progress']) == 0
+    said = capsys.readouterr().out
+    assert f'batch 32, {chosen};' in said and '--precision auto:' not in said  # it ran in the run's precision
     assert yaml.safe_load((out / 'args.yaml').read_text())['precision'] == chosen
     assert json.loads((out / 'resumes.jsonl').read_text().splitlines()[-1])['changed'] == {}
     assert main(['--output', str(out), '--resume', '--precision', other, '--no-progress']) == 2
@@ -421,6 +423,7 @@ def test_explicit_bf16_without_native_support_says_so(monkeypatch):
     cpu = torch.device('cpu')
     precision, note = resolve_precision('bf16', cpu)
     assert precision == 'bf16' and 'emulated' in note and '--precision auto or fp32' in note
+    assert 'only a new run (--overwrite' in resolve_precision('bf16', cpu, resumed=True)[1]  # a resume keeps bf16
     assert resolve_precision('fp32', cpu) == ('fp32', None)
     monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: True)
     assert resolve_precision('bf16', cpu) == ('bf16', None) and resolve_precision('auto', cpu)[0] == 'bf16'

@@ -73,7 +73,10 @@ class Trainer:
         # --precision is the one precision setting: accelerate's own (ACCELERATE_MIXED_PRECISION, `accelerate launch
         # --mixed_precision`) would autocast the forward pass behind our back, so it is switched off here
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='no')
-        precision, note = resolve_precision(cfg.precision, self.accelerator.device)
+        precision, note = resolve_precision(cfg.precision, self.accelerator.device, resumed=cfg.resume)
+        if self.accelerator.num_processes > 1:  # the main process decides for all, as for hosts that differ
+            from accelerate.utils import broadcast_object_list
+            precision = broadcast_object_list([precision], from_process=0)[0]
         if note:
             self.accelerator.print(note)
         if precision != cfg.precision:  # args.yaml records what ran, so that --resume continues it bit-exactly

@@ -231,14 +231,20 @@ def native_bf16(device: torch.device) -> bool:
     AMD EPYC (docs/recipes.md), where AVX512-BF16 made it 1.6x faster than fp32.
     """
     if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # emulated on GPUs before compute capability 8
     probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')  # private to torch.cpu: absent means unknown
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def resolve_precision(precision: str, device: torch.device) -> Tuple[str, Optional[str]]:
+def resolve_precision(precision: str, device: torch.device, resumed: bool = False) -> Tuple[str, Optional[str]]:
     """The precision a run trains in (``auto``: bf16 where it is native, else fp32), and a note for its log (why
-    ``auto`` chose as it did, or that an explicit bf16 will be emulated), or None."""
+    ``auto`` chose as it did, or that an explicit bf16 will be emulated), or None.
+
+    Args:
+        precision: ``auto``, ``bf16`` or ``fp32`` as asked (on a resume: as the run recorded it).
+        device: Where the run trains.
+        resumed: A resumed run keeps its precision, so the note names the way out that remains (a new run).
+    """
     native = native_bf16(device)
     where = 'this GPU' if device.type == 'cuda' else 'this CPU'
     if precision == 'auto':
@@ -246,8 +252,10 @@ def resolve_precision(precision: str, device: torch.device) -> Tuple[str, Option
         why = 'bf16 is native' if native else 'bf16 would be emulated (no AVX512-BF16 or AMX), about 13x slower'
         return chosen, f'--precision auto: {chosen}, since on {where} {why}'
     if precision == 'bf16' and not native:
+        way_out = ('this run recorded bf16 and keeps it; only a new run (--overwrite, or another --output) with '
+                   '--precision auto or fp32 avoids it') if resumed else '--precision auto or fp32 avoids it'
         return precision, (f'note: {where} has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast is emulated and '
-                           f'about 13x slower than fp32 on an AVX2-only CPU; --precision auto or fp32 avoids it')
+                           f'about 13x slower than fp32 on an AVX2-only CPU; {way_out}')
     return precision, None
 
 
