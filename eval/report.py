@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from timm_mmc import AttackResult, EvalReport, atomic_write_set, eps_key, percent, robustness_png
-from timm_mmc.report import ReportError, load as load_report
+from timm_mmc import (AttackResult, EvalReport, ReportError, atomic_write_set, eps_key, load_report, percent,
+                      robustness_png)
 
 __all__ = ['render_markdown', 'output_paths', 'write_outputs', 'rerender']
 

@@ -23,6 +23,7 @@ from timm_mmc.io import file_sha256
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES = sorted(p for p in (ROOT / 'hub_cards').iterdir() if (p / 'model.safetensors').is_file())
 SAMPLE_JSON = ROOT / 'docs' / 'results' / 'sample_quick.json'  # the README's main command, run here
+REPRO_IMAGES = 2  # images per figure the README's sample figures may move by on another CPU (float rounding)
 
 
 def test_the_mmc_release_exists():
@@ -214,7 +215,15 @@ def test_readme_main_command_reproduces_its_numbers(tmp_path):
     old = report.load(SAMPLE_JSON)
     assert new.checkpoint_sha256 == old.checkpoint_sha256 and new.indices == old.indices
     assert new.clean_accuracy == old.clean_accuracy
-    accuracy = (lambda ev: {k: a.accuracy for k, a in ev.attacks.items()})
-    assert accuracy(new) == accuracy(old)
-    assert new.worst_case == old.worst_case
-    assert new.worst_case_slice == old.worst_case_slice
+    # The committed figures were made on an AVX512 CPU. On an AVX2-only one oneDNN's kernels round differently, and a
+    # PGD step near a decision boundary flipped one image of 500 in two attacks (2026-12-05); the README says so. More
+    # than REPRO_IMAGES images is not rounding.
+    assert set(new.attacks) == set(old.attacks)
+    for name, a in old.attacks.items():
+        assert abs(new.attacks[name].accuracy - a.accuracy) * a.n <= REPRO_IMAGES + 1e-9, name
+    for new_cases, old_cases in ((new.worst_case, old.worst_case), (new.worst_case_slice, old.worst_case_slice)):
+        assert set(new_cases) == set(old_cases)
+        for k, w in old_cases.items():
+            got = new_cases[k]
+            assert (got.eps, got.n, got.attacks, got.partial) == (w.eps, w.n, w.attacks, w.partial), k
+            assert abs(got.accuracy - w.accuracy) * w.n <= REPRO_IMAGES + 1e-9, k
