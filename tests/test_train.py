@@ -1,6 +1,7 @@
 """Training entry point: learning, export, resume after SIGKILL, distributed equivalence, bad input."""
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -427,6 +428,26 @@ def test_explicit_bf16_without_native_support_says_so(monkeypatch):
     assert resolve_precision('fp32', cpu) == ('fp32', None)
     monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: True)
     assert resolve_precision('bf16', cpu) == ('bf16', None) and resolve_precision('auto', cpu)[0] == 'bf16'
+
+
+@pytest.mark.parametrize('flags, native', [({'avx2', 'avx512f'}, False), ({'avx512f', 'avx512_bf16'}, True),
+                                           ({'amx_bf16', 'amx_tile'}, True), (set(), False)])
+def test_without_torchs_private_probes_the_cpu_flags_decide(flags, native, monkeypatch):
+    """torch.cpu's bf16 probes are private: where a torch version lacks them, /proc/cpuinfo's flags decide."""
+    from timm_mmc import train_parts
+    monkeypatch.delattr(torch.cpu, '_is_avx512_bf16_supported', raising=False)
+    monkeypatch.delattr(torch.cpu, '_is_amx_tile_supported', raising=False)
+    monkeypatch.setattr(train_parts, 'cpu_flags', lambda: flags)
+    assert train_parts.native_bf16(torch.device('cpu')) is native
+    assert train_parts.resolve_precision('auto', torch.device('cpu'))[0] == ('bf16' if native else 'fp32')
+
+
+def test_cpu_flags_reads_this_machines_processor():
+    from timm_mmc.train_parts import cpu_flags
+    flags = cpu_flags()
+    if Path('/proc/cpuinfo').exists() and platform.machine() in ('x86_64', 'AMD64'):
+        assert 'sse2' in flags  # every x86-64 processor has it
+    assert all(isinstance(flag, str) and flag == flag.strip() and flag for flag in flags)
 
 
 def test_resume_of_nothing_is_refused(synth, tmp_path, capsys):

@@ -8,7 +8,7 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 import torch.distributed as dist
@@ -23,7 +23,7 @@ from .runfolder import EpochRecord, RunSummary
 
 __all__ = ['TrainError', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
            'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
-           'cpu_name', 'native_bf16', 'resolve_precision', 'epoch_figures', 'claim_line']
+           'cpu_flags', 'cpu_name', 'native_bf16', 'resolve_precision', 'epoch_figures', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -228,12 +228,24 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix products run in hardware here: AVX512-BF16 or AMX on a CPU, bf16 support on a GPU.
 
     Without it oneDNN emulates bf16 on the CPU: a ResNet-32 train step took 13x as long as in fp32 on an AVX2-only
-    AMD EPYC (docs/recipes.md), where AVX512-BF16 made it 1.6x faster than fp32.
+    AMD EPYC (docs/recipes.md), where AVX512-BF16 made it 1.6x faster than fp32. On the CPU it asks torch's own
+    probes and, where this torch lacks them (they are private), the processor's flags in ``/proc/cpuinfo``.
     """
     if device.type == 'cuda':
         return torch.cuda.is_bf16_supported(including_emulation=False)  # emulated on GPUs before compute capability 8
-    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')  # private to torch.cpu: absent means unknown
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    probes = [getattr(torch.cpu, name, None) for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+    if any(probe is not None for probe in probes):  # private to torch.cpu, so a torch version may lack them
+        return any(probe() for probe in probes if probe is not None)
+    return bool(cpu_flags() & {'avx512_bf16', 'amx_bf16'})
+
+
+def cpu_flags() -> Set[str]:
+    """The processor's feature flags as Linux lists them (``/proc/cpuinfo``), or an empty set where it does not."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return set(next(line.split(':', 1)[1].split() for line in f if line.startswith('flags')))
+    except (OSError, StopIteration, IndexError):
+        return set()
 
 
 def resolve_precision(precision: str, device: torch.device, resumed: bool = False) -> Tuple[str, Optional[str]]:
