@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    'local-dir:path, or a name plus --checkpoint.')
     g.add_argument('--checkpoint', help='weights file (.safetensors preferred) for --model NAME.')
     g.add_argument('--pretrained', action='store_true', help="load the registered model's pretrained weights.")
+    g.add_argument('--random-weights', action='store_true',
+                   help='evaluate --model NAME with its random initial weights (a check of the pipeline, never a '
+                        'result); without it a name needs --pretrained or --checkpoint.')
     g.add_argument('--dataset', required=True, help='Hub id (uoft-cs/cifar10) or a local folder in the Hub layout.')
     g.add_argument('--split', default='test')
     g.add_argument('--image-column')
@@ -276,6 +279,14 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError(f'--start must be >= 0 (got {args.start}).')
     load_warnings: List[str] = []
     model = _load(args.model, args.checkpoint, args.pretrained, device, load_warnings)
+    named_weights = args.checkpoint or args.pretrained or args.model.startswith(('hf-hub:', 'local-dir:'))
+    if named_weights and args.random_weights:
+        raise EvalError('--random-weights contradicts the weights --model / --checkpoint / --pretrained name; drop one.')
+    if not (named_weights or args.random_weights):
+        raise EvalError(f'--model {args.model} names an architecture but no weights, so its random initial weights '
+                        f'would be evaluated; add --pretrained (the released weights), --checkpoint FILE '
+                        f'(.safetensors), or give hf-hub:ORG/REPO or local-dir:FOLDER (--random-weights, if a random '
+                        f'model is what you mean).')
     mm = is_mm_model(model)
     num_classes = getattr(model, 'num_classes', None)
 

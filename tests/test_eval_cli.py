@@ -83,6 +83,11 @@ def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
         (_base(tiny, out, '--n-examples', '25'), 2, 'Lower --n-examples'),
         (_base(tiny, out)[:4] + ['--dataset', 'cifar10-sample', '--split', 'train', '--out', str(out)], 2,
          "holds only the 'test' split"),
+        # a name alone would evaluate random initial weights: refused, naming the ways to give weights
+        (['--model', 'resnet20_mmc', '--dataset', str(tiny['data']), '--out', str(out)], 2,
+         'random initial weights would be evaluated; add --pretrained'),
+        (['--model', 'resnet20_mmc', '--dataset', str(tiny['data']), '--out', str(out)], 2, '--checkpoint FILE'),
+        (_base(tiny, out, '--random-weights'), 2, '--random-weights contradicts'),
     ]
     for argv, code, text in cases:
         assert main(argv) == code, argv
@@ -90,6 +95,7 @@ def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
         assert text in err, (text, err)
         if '--split' in argv:  # a missing split is not fixed by fewer examples
             assert '--n-examples' not in err, err
+    assert not out.exists()  # nothing written
     for argv, text in [(_base(tiny, out, '--eps', '0'), 'outside (0, 1]'),
                        (_base(tiny, out, '--eps', '8'), 'outside (0, 1]'),
                        (_base(tiny, out, '--aa-eps=-1/255'), 'outside (0, 1]'),
@@ -251,13 +257,16 @@ def test_merge_records_orders_by_position():
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason='real CIFAR-10 copy not present')
 def test_real_cifar_plumbing(tmp_path, capsys):
-    argv = ['--model', 'resnet20_sce', '--dataset', str(SHARED_CIFAR), '--n-examples', '32', '--suite', 'quick',
+    argv = ['--model', 'resnet20_sce', '--random-weights', '--dataset', str(SHARED_CIFAR), '--n-examples', '32',
+            '--suite', 'quick',
             '--pgd-steps', '3', '--aa-n', '8', '--aa-n-iter', '3', '--out', str(tmp_path), '--no-progress',
             '--batch-size', '32', '--name', 'real']
     assert main(argv) == 0
     from timm_mmc import report
 
     rep = report.load(tmp_path / 'real.json')
+    assert any('random initial weights' in w for w in rep.all_warnings())  # --random-weights is said in the report
+    assert 'random initial weights' in (tmp_path / 'real.md').read_text()
     assert rep.n == 32 and 'cifar10' in rep.dataset_source and rep.logits == 'linear' and rep.own_objective == 'ce'
     assert set(rep.options['objectives']) == {'ce', 'margin'}
     assert rep.worst_at(8 / 255).accuracy <= rep.clean_accuracy

@@ -268,6 +268,9 @@ class EvalReport:
     def all_warnings(self) -> List[str]:
         """The recorded warnings, then those a reader needs that the report could not know when it was written."""
         out = list(self.warnings)
+        if not (self.checkpoint or self.pretrained or self.model.startswith(('hf-hub:', 'local-dir:'))):
+            out.append('this report measured random initial weights (no checkpoint, no pretrained weights): a check of '
+                       'the pipeline, not a result.')
         rule, now = self.rules.get('targeted_keep_best'), RULES['targeted_keep_best']
         if rule != now and any(a.targeted and a.family in ('pgd', 'spsa') for a in self.attacks.values()):
             how = (f'counted by the keep-best rule {rule!r}, not {now!r}' if rule else
