@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from timm_mmc import (AttackResult, EvalReport, ReportError, atomic_write_set, eps_key, load_report, percent,
+from timm_mmc import (AttackResult, EvalReport, ExitStatus, ReportError, atomic_write_set, eps_key, load_report, percent,
                       robustness_png)
 
 __all__ = ['render_markdown', 'output_paths', 'write_outputs', 'rerender']
@@ -192,17 +192,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reports = {path: load_report(path) for path in args.reports}  # every one read before anything is written
     except ReportError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return ExitStatus.BAD_INPUT
     for path, rep in reports.items():
         try:
             written = rerender(path, rep)
         except OSError as e:
             print(f'error: cannot write beside {str(path)!r} ({e}); make the folder writable and run it again.',
                   file=sys.stderr)
-            return 1
+            return ExitStatus.FAILED
         warns = len(rep.all_warnings())
         print(f'wrote {written["md"]} and {written["png"]}' + (f' ({warns} warning(s) in it)' if warns else ''))
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == '__main__':

@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, HeadFromNameWarning,
+from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, ExitStatus, HeadFromNameWarning,
                       ModelLoadError, TooFewExamples, file_sha256, load_model, load_split, package_versions,
                       random_targets)
 
@@ -370,7 +370,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         parts = [None] * world
         dist.all_gather_object(parts, _to_cpu(rec))
         if not main_proc:
-            return 0
+            return ExitStatus.OK
         rec = merge_records(parts)
     rep = EvalReport(
         model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
@@ -390,7 +390,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _print_claims(rep, say)
     say(_summary_table(rep))
     say(f'[eval] wrote {paths["json"]}, {paths["md"]}, {paths["png"]}')
-    return 0
+    return ExitStatus.OK
 
 
 @torch.no_grad()
@@ -476,12 +476,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = evaluate(args, argv)
         _leave_process_group()
         return code
-    except EvalError as e:  # bad input: status 2, as argparse, train and hub give it
+    except EvalError as e:  # refused before any work (timm_mmc.ExitStatus)
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return ExitStatus.BAD_INPUT
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
         print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
-        return 1
+        return ExitStatus.FAILED
 
 
 if __name__ == '__main__':

@@ -661,6 +661,19 @@ def test_push_calls_create_repo_and_upload_folder(release, monkeypatch, capsys):
     assert FAKE_TOKEN not in captured.out + captured.err and 'pushed 9 files' in captured.out
 
 
+def test_a_write_that_fails_half_way_exits_1_and_names_the_path(release, tmp_path, monkeypatch, capsys):
+    """Refused before any work is status 2; a write that fails once the work has begun is 1 (timm_mmc.ExitStatus)."""
+    from timm_mmc.hub import cli
+
+    def fail(args):
+        raise PermissionError(13, 'Permission denied', str(tmp_path / 'cache' / 'blob'))
+
+    monkeypatch.setattr(cli, '_run', fail)
+    assert hub.main(['cache', str(release['out']), '--cache-dir', str(tmp_path / 'cache')]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / 'cache' / 'blob') in err and 'Permission denied' in err and 'Traceback' not in err
+
+
 def test_push_offline_or_unreachable_fails_clearly(release, monkeypatch, capsys):
     from huggingface_hub import constants
 

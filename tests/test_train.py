@@ -476,14 +476,15 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(synth, tmp_pat
 
 def test_non_finite_loss_stops_the_run_without_an_export(synth, tmp_path, capsys):
     out = tmp_path / 'run'
-    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--lr', '1e30']) == 2
+    # it failed once training had begun, not on its input: status 1 (timm_mmc.ExitStatus), as a failed check
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--lr', '1e30']) == 1
     err = capsys.readouterr().err
     assert 'non-finite' in err and '--lr' in err
     assert not (out / 'model.safetensors').exists() and not (out / 'summary.json').exists()
     # with mid-epoch checkpoints: none holds weights trained on the non-finite loss (a --resume would continue them)
     out = tmp_path / 'run_ckpt'
     assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--lr', '1e30',
-                 '--checkpoint-every', '2']) == 2
+                 '--checkpoint-every', '2']) == 1
     assert 'before its checkpoint' in capsys.readouterr().err
     for ckpt in (out / 'checkpoints').glob('step_*'):
         assert all(torch.isfinite(v).all() for v in load_file(str(ckpt / 'model.safetensors')).values()), ckpt

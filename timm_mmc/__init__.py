@@ -20,6 +20,7 @@ from .models.wrapper import model_display_name, release_name, resolve_model_name
 from .plot import robustness_png
 from .report import REPORT_VERSION, RULES, AttackResult, Column, EvalReport, ReportError, WorstCase, eps_key, percent
 from .report import load as load_report
+from .status import ExitStatus, RunFailure, status_of
 from .versions import package_versions
 
 __version__ = '0.1.0'
@@ -43,5 +44,7 @@ __all__ = [
     # the evaluation report (schema), its plot, whole-or-nothing writes
     'REPORT_VERSION', 'RULES', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent',
     'ReportError', 'load_report',
+    # what every command's exit status means
+    'ExitStatus', 'RunFailure', 'status_of',
     'package_versions', 'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
 ]

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .status import ExitStatus
+
 __all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays',
            'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
            'write_sample', 'BUNDLED_SAMPLES']
@@ -450,19 +452,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = parquet_to_npz_folder(args.dataset, args.out, args.splits, args.limit)
         except DataError as e:
             print(f'error: {e}', file=sys.stderr)
-            return 2
+            return ExitStatus.BAD_INPUT
         for split in args.splits:
             print(f'wrote {out / (split + ".npz")}: {load_split(str(out), split).source}')
-        return 0
+        return ExitStatus.OK
     if not args.out.endswith('.npz'):
         p.error(f'--out must end in .npz (got {args.out!r}) so that --dataset recognises it.')
     try:
         out = write_sample(args.dataset, args.out, args.n, args.split)
     except DataError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return ExitStatus.BAD_INPUT
     print(f'wrote {out}: {load_split(str(out), args.split).source}')
-    return 0
+    return ExitStatus.OK
 
 
 if __name__ == '__main__':

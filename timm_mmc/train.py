@@ -44,9 +44,10 @@ from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
-from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, build_model, claim_line, cpu_name,  # noqa: E402
-                                  epoch_figures, load_init_weights, local_batch_norms, lr_lambda, resolve_model,
-                                  resolve_precision, set_global_batch_norm)
+from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, TrainingFailed, build_model,  # noqa: E402
+                                  claim_line, cpu_name, epoch_figures, load_init_weights, local_batch_norms,
+                                  lr_lambda, resolve_model, resolve_precision, set_global_batch_norm)
+from timm_mmc.status import ExitStatus, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
@@ -423,14 +424,14 @@ class Trainer:
         on = self.cfg.select_on
         best = best_epoch(self.history, self.cfg.select_tolerance, on)
         if best is None:
-            raise TrainError(f'--select-best found no held-out {on} accuracy in the records; nothing to choose.')
+            raise TrainingFailed(f'--select-best found no held-out {on} accuracy in the records; nothing to choose.')
         try:
             weights, info = self.run.load_best()
         except RunError as e:
-            raise TrainError(str(e)) from e
+            raise TrainingFailed(str(e)) from e
         if info != best.to_dict():
-            raise TrainError(f'{str(self.out / "best")!r} holds {info}, but the records choose {best.to_dict()}; the '
-                             f'run folder was changed by hand. Start over with --overwrite.')
+            raise TrainingFailed(f'{str(self.out / "best")!r} holds {info}, but the records choose {best.to_dict()}; '
+                                 f'the run folder was changed by hand. Start over with --overwrite.')
         model = copy.deepcopy(self.model)
         model.load_state_dict(weights)
         tol = self.cfg.select_tolerance
@@ -439,9 +440,9 @@ class Trainer:
     def _check_finite(self, loss: float, where: str) -> None:
         """Stop before weights trained on a non-finite loss are measured, checkpointed or exported."""
         if not math.isfinite(loss):
-            raise TrainError(f'the training loss became non-finite ({loss}) {where}: nothing was exported. Lower --lr, '
-                             f'set --grad-clip, or check the data; the last finite checkpoint is in '
-                             f'{str(self.run.ckpt_root)!r}.')
+            raise TrainingFailed(f'the training loss became non-finite ({loss}) {where}: nothing was exported. Lower '
+                              f'--lr, set --grad-clip, or check the data; the last finite checkpoint is in '
+                              f'{str(self.run.ckpt_root)!r}.')
 
     def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
         self.sums['loss'] += float(loss_sum)
@@ -496,8 +497,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         trainer.accelerator.end_training()
     except (TrainError, ConfigError, DataError, ModelLoadError, RunError) as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+        return status_of(e)
+    return ExitStatus.OK
 
 
 if __name__ == '__main__':

@@ -20,14 +20,20 @@ from .data import ImageSplit
 from .io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe, unwrap_training_state
 from .models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name
 from .runfolder import EpochRecord, RunSummary
+from .status import RunFailure
 
-__all__ = ['TrainError', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
+__all__ = ['TrainError', 'TrainingFailed', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
            'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
            'cpu_flags', 'cpu_name', 'native_bf16', 'resolve_precision', 'epoch_figures', 'claim_line']
 
 
 class TrainError(ValueError):
     """A run that cannot start as asked; the message says how to fix it."""
+
+
+class TrainingFailed(TrainError, RunFailure):
+    """A run that failed once training had begun (a non-finite loss; a run folder changed by hand under it): exit
+    status 1, with nothing exported."""
 
 
 def resolve_model(cfg: TrainConfig) -> Tuple[str, Dict[str, Any]]:

@@ -94,20 +94,23 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 bad input or Hub error)."""
+    """Command-line entry point; returns the exit status (:class:`~timm_mmc.status.ExitStatus`: 2 for bad input or
+    a Hub that refuses or cannot be reached, before anything is written or uploaded; 1 for a write that failed
+    half-way)."""
     args = build_parser().parse_args(argv)
     from ..io import ModelLoadError
+    from ..status import ExitStatus
     try:
         _check_output(args)
         _run(args)
     except (HubError, ModelLoadError) as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return ExitStatus.BAD_INPUT
     except OSError as e:  # a location that turned out unwritable half-way: say which, without a traceback
         print(f'error: could not write {e.filename or "the output"!s} ({e.strerror or e}); choose a folder you can '
               f'write to.', file=sys.stderr)
-        return 2
-    return 0
+        return ExitStatus.FAILED
+    return ExitStatus.OK
 
 
 def _check_output(args: argparse.Namespace) -> None:
