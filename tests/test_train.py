@@ -474,6 +474,39 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(synth, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_every_epoch_records_its_gradient_norm_before_clipping(synth, tmp_path, capsys):
+    """metrics.jsonl and the epoch line carry the mean and largest gradient norm of the epoch's steps; with --grad-clip
+    they are the norms before clipping (the evidence for choosing a clip value), and clipping changes the weights."""
+    runs = {}
+    for name, extra in [('free', []), ('clipped', ['--grad-clip', '1e-3'])]:
+        out = tmp_path / name
+        assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), '--precision', 'fp32',
+                     *TINY, *extra]) == 0
+        runs[name] = _history(out)
+        assert 'grad norm ' in capsys.readouterr().out
+    for free, clipped in zip(runs['free'], runs['clipped']):
+        assert 0 < free['grad_norm'] <= free['grad_norm_max'] < float('inf')
+        assert clipped['grad_norm'] > 1e-2  # the norm before clipping, not the clipped 1e-3
+        assert clipped['train_loss'] != free['train_loss']  # the clip acted
+
+
+def test_an_epoch_resumed_from_a_run_before_grad_norms_records_none_then_they_return(synth, tmp_path):
+    """A checkpoint written before gradient norms were kept (its epoch sums lack them) resumes; the epoch it cut
+    records no norm rather than one over part of its steps, and the next epochs record them again."""
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '5', *TINY,
+            '--epochs', '3', '--output', str(tmp_path / 'run')]
+    killed = _run(base, {'TIMM_MMC_FAULT': 'step:7'}, check=False)  # 4 steps an epoch: step 5 is mid-epoch 2
+    assert killed.returncode == -9
+    state_file = tmp_path / 'run' / 'checkpoints' / 'step_00000005' / 'state.json'
+    state = json.loads(state_file.read_text())
+    for key in ('steps', 'grad_norm', 'grad_norm_max'):
+        del state['trainer']['sums'][key]
+    state_file.write_text(json.dumps(state))
+    _run([*base, '--resume'])
+    history = _history(tmp_path / 'run')
+    assert [('grad_norm' in h, 'grad_norm_max' in h) for h in history] == [(True, True), (False, False), (True, True)]
+
+
 def test_non_finite_loss_stops_the_run_without_an_export(synth, tmp_path, capsys):
     out = tmp_path / 'run'
     # it failed once training had begun, not on its input: status 1 (timm_mmc.ExitStatus), as a failed check

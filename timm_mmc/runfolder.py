@@ -38,7 +38,7 @@ from .fileio import atomic_write_text
 if TYPE_CHECKING:  # the run folder records what data a run saw; it never loads any
     from .data import ImageSplit
 
-__all__ = ['RunFolder', 'RunError', 'TrainerState', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
+__all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
            'EpochRecord', 'read_metrics']
 
 # options a resumed run may change: they do not change the weights it computes, only how it is run and what it
@@ -87,6 +87,8 @@ class EpochRecord:
     heldout_clean_acc: Optional[float] = None  # --holdout: clean accuracy there, last weights / weight average
     heldout_clean_acc_ema: Optional[float] = None
     robust_acc_ema: Optional[float] = None  # --holdout: PGD-10 of the weight average there
+    grad_norm: Optional[float] = None  # the gradient's norm (before any --grad-clip), mean over the epoch's steps,
+    grad_norm_max: Optional[float] = None  # and its largest; None in an epoch resumed from a run before they were kept
     collapse: bool = False  # the robust accuracy fell COLLAPSE_DROP below its best before (a warning was logged)
 
     TIMINGS = ('img_per_s', 'elapsed_s', 'cpu_s')  # the fields two runs of one config and seed may differ in
@@ -111,6 +113,11 @@ class EpochRecord:
         return cls(**values)
 
 
+# what an epoch adds up as it goes (checkpoints carry it, so a resumed epoch's record is the uninterrupted one's):
+# loss and correct summed over images, images seen, seconds, steps, the gradient norms' sum and largest
+EPOCH_SUMS = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, steps=0, grad_norm=0.0, grad_norm_max=0.0)
+
+
 @dataclass
 class TrainerState:
     """The counters and records a checkpoint carries besides tensors (JSON)."""
@@ -118,7 +125,7 @@ class TrainerState:
     step_in_epoch: int = 0
     global_step: int = 0
     history: List[EpochRecord] = field(default_factory=list)
-    sums: Dict[str, float] = field(default_factory=lambda: dict(loss=0.0, correct=0.0, seen=0.0, time=0.0))
+    sums: Dict[str, float] = field(default_factory=lambda: dict(EPOCH_SUMS))
     model: str = ''
     num_classes: int = 0
 

@@ -43,7 +43,8 @@ from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa
 from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
-from timm_mmc.runfolder import EpochRecord, RunError, RunFolder, RunSummary, TrainerState, resolve_resume  # noqa: E402
+from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, RunSummary, TrainerState,  # noqa: E402
+                                resolve_resume)
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, TrainingFailed, build_model,  # noqa: E402
                                   claim_line, cpu_name, epoch_figures, load_init_weights, local_batch_norms,
                                   lr_lambda, resolve_model, resolve_precision, set_global_batch_norm)
@@ -157,7 +158,7 @@ class Trainer:
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[EpochRecord] = []
-        self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0)
+        self.sums = dict(EPOCH_SUMS)
 
     def autocast(self):
         if self.cfg.precision == 'bf16':
@@ -191,21 +192,24 @@ class Trainer:
         self.model.train(was_training)
         return torch.cat([x_adv, x[k:]]) if k < x.shape[0] else x_adv
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step; returns the (detached) loss and the number correct, without a device sync."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns the (detached) loss, the number correct and the gradient's norm before any
+        clipping (the same on every process: gradients are averaged before it), without a device sync."""
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             loss, logits = self._step_net(x, y)
         self.accelerator.backward(loss)
         if self.cfg.grad_clip:
-            self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+            grad_norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.net.parameters() if p.grad is not None])
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum(), grad_norm.detach().float()
 
     # -- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -329,6 +333,7 @@ class Trainer:
             t0 = time.time()
             loss_sum = torch.zeros((), device=self.device)
             correct_sum = torch.zeros((), device=self.device)
+            norms = torch.zeros(3, device=self.device)  # the gradient norms' sum, largest and count since the last fold
             seen = 0
             while self.step_in_epoch < self.steps_per_epoch:
                 step = self.step_in_epoch
@@ -336,9 +341,12 @@ class Trainer:
                 x, y = self.batch(epoch, step)
                 if cfg.adv != 'none':
                     x = self.adversarial(x, y, _step_seed(cfg.seed, epoch, step, 1000 + self.rank))
-                loss, correct = self.train_step(x, y)
+                loss, correct, grad_norm = self.train_step(x, y)
                 loss_sum += loss * len(y)
                 correct_sum += correct
+                norms[0] += grad_norm
+                norms[1] = torch.maximum(norms[1], grad_norm)
+                norms[2] += 1
                 seen += len(y)
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -346,21 +354,24 @@ class Trainer:
                 _fault('step', self.global_step)
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
                         and self.step_in_epoch < self.steps_per_epoch:
-                    self._fold(loss_sum, correct_sum, seen, time.time() - t0)
+                    self._fold(loss_sum, correct_sum, norms, seen, time.time() - t0)
                     so_far = acc.reduce(torch.tensor([self.sums['loss']], device=self.device), 'sum')  # every process
                     self._check_finite(float(so_far[0]), f'in epoch {epoch + 1} (step {self.global_step}, before its '
                                                          f'checkpoint)')
-                    loss_sum.zero_(), correct_sum.zero_()
+                    loss_sum.zero_(), correct_sum.zero_(), norms.zero_()
                     seen, t0 = 0, time.time()
                     self.sums.update(clock.read())
                     self.save_checkpoint()
             bar.close()
-            self._fold(loss_sum, correct_sum, seen, time.time() - t0)
+            self._fold(loss_sum, correct_sum, norms, seen, time.time() - t0)
             totals = acc.reduce(torch.tensor([self.sums['loss'], self.sums['correct'], self.sums['seen']],
                                              device=self.device), 'sum')
             rec = EpochRecord(
                 epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
                 img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9), lr=self.scheduler.get_last_lr()[0])
+            if self.sums.get('steps') == self.steps_per_epoch:  # not in an epoch resumed from a run before this field
+                rec.grad_norm = self.sums['grad_norm'] / self.sums['steps']
+                rec.grad_norm_max = self.sums['grad_norm_max']
             self._check_finite(rec.train_loss, f'in epoch {epoch + 1}')  # before measuring or saving these weights
             if (epoch + 1) % cfg.test_every == 0 or epoch + 1 == cfg.epochs:
                 rec.test_acc = self.test_accuracy()
@@ -382,7 +393,7 @@ class Trainer:
                 self._keep_if_best(rec.epoch)
             self.epoch += 1
             self.step_in_epoch = 0
-            self.sums = dict(loss=0.0, correct=0.0, seen=0.0, time=0.0, **clocks)
+            self.sums = dict(EPOCH_SUMS, **clocks)
             self.save_checkpoint()
             self._write_metrics()
         clocks = clock.read()
@@ -444,11 +455,17 @@ class Trainer:
                               f'--lr, set --grad-clip, or check the data; the last finite checkpoint is in '
                               f'{str(self.run.ckpt_root)!r}.')
 
-    def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dt: float) -> None:
+    def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, norms: torch.Tensor, seen: int,
+              dt: float) -> None:
+        """Add what the steps since the last fold measured to the epoch's sums (which checkpoints carry)."""
         self.sums['loss'] += float(loss_sum)
         self.sums['correct'] += float(correct_sum)
         self.sums['seen'] += seen
         self.sums['time'] += dt
+        if 'steps' in self.sums:  # absent in an epoch resumed from a checkpoint of a run before grad norms were kept
+            self.sums['steps'] += int(norms[2])
+            self.sums['grad_norm'] += float(norms[0])
+            self.sums['grad_norm_max'] = max(self.sums['grad_norm_max'], float(norms[1]))
 
     def export(self, wall: float, cpu: Optional[float], hardware: str) -> RunSummary:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""

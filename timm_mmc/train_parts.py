@@ -287,7 +287,8 @@ def cpu_name() -> str:
 
 
 def epoch_figures(rec: EpochRecord) -> str:
-    """The accuracies an epoch measured, for its log line (``--test-every`` and ``--robust-every`` skip some)."""
+    """The accuracies and gradient norms an epoch measured, for its log line (``--test-every`` and ``--robust-every``
+    skip some accuracies)."""
     parts = []
     if rec.test_acc is not None:
         parts.append(f'test {rec.test_acc:.4f}')
@@ -298,6 +299,8 @@ def epoch_figures(rec: EpochRecord) -> str:
         parts.append(f'test EMA {rec.test_acc_ema:.4f}')
     if rec.heldout_clean_acc_ema is not None:
         parts.append(f'held-out clean EMA {rec.heldout_clean_acc_ema:.4f}')
+    if rec.grad_norm is not None:
+        parts.append(f'grad norm {rec.grad_norm:.3g} (max {rec.grad_norm_max:.3g})')
     return ''.join(f', {p}' for p in parts)
 
 
