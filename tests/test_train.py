@@ -2,6 +2,7 @@
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,29 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
             torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3, msg=k)
         else:
             assert torch.equal(a[k], b[k]), k
+    (one,), (two,) = _history(tmp_path / 'one'), _history(tmp_path / 'two')
+    for key in ('train_loss', 'train_acc', 'grad_norm', 'grad_norm_max'):  # gradients averaged before the norm
+        assert two[key] == pytest.approx(one[key], rel=1e-3), key
+
+
+def test_torchrun_killed_mid_epoch_resumes_with_every_processs_part_of_the_epoch(synth, tmp_path):
+    """A checkpoint holds the main process's epoch sums: they must hold every process's part, or a resumed epoch's
+    train loss and accuracy would count the main process's part twice and the other's not at all."""
+    args = ['--model', 'resnet20_sce', '--dataset', synth, '--precision', 'fp32', '--epochs', '2',
+            '--batch-size', '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0',
+            '--no-progress', '--threads', '1', '--lr', '0.01', '--checkpoint-every', '1']
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29518',
+                str(REPO / 'timm_mmc' / 'train.py')]
+    for name, fault in [('whole', None), ('cut', 'step:4'), ('cut', None)]:  # 2 steps an epoch: step 3 is mid-epoch 2
+        extra = ['--resume'] if name == 'cut' and fault is None else []
+        proc = subprocess.run([*torchrun, *args, '--output', str(tmp_path / name), *extra], capture_output=True,
+                              text=True, timeout=600, env=dict(env, TIMM_MMC_FAULT=fault) if fault else env)
+        assert (proc.returncode != 0) if fault else (proc.returncode == 0), proc.stderr[-3000:]
+    assert 'resumed from step_00000003' in proc.stdout
+    whole, cut = _history(tmp_path / 'whole'), _history(tmp_path / 'cut')
+    for key in ('train_loss', 'train_acc', 'grad_norm', 'grad_norm_max'):
+        assert [h[key] for h in cut] == pytest.approx([h[key] for h in whole], rel=1e-6), key
 
 
 _GLOBAL_BN_SCRIPT = """
@@ -490,21 +514,25 @@ def test_every_epoch_records_its_gradient_norm_before_clipping(synth, tmp_path, 
         assert clipped['train_loss'] != free['train_loss']  # the clip acted
 
 
-def test_an_epoch_resumed_from_a_run_before_grad_norms_records_none_then_they_return(synth, tmp_path):
-    """A checkpoint written before gradient norms were kept (its epoch sums lack them) resumes; the epoch it cut
-    records no norm rather than one over part of its steps, and the next epochs record them again."""
+@pytest.mark.parametrize('cut', ['mid-epoch', 'epoch-end'])
+def test_a_resume_from_a_run_before_grad_norms_records_them_for_every_whole_epoch(cut, synth, tmp_path):
+    """A checkpoint written before gradient norms were kept (its epoch sums lack them) resumes: an epoch it cut
+    records no norm rather than one over part of its steps; every epoch run whole after it records them."""
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '5', *TINY,
             '--epochs', '3', '--output', str(tmp_path / 'run')]
     killed = _run(base, {'TIMM_MMC_FAULT': 'step:7'}, check=False)  # 4 steps an epoch: step 5 is mid-epoch 2
     assert killed.returncode == -9
-    state_file = tmp_path / 'run' / 'checkpoints' / 'step_00000005' / 'state.json'
+    ckpts = tmp_path / 'run' / 'checkpoints'
+    if cut == 'epoch-end':  # the newest complete checkpoint is then the end of epoch 1 (step 4)
+        shutil.rmtree(ckpts / 'step_00000005')
+    state_file = ckpts / ('step_00000005' if cut == 'mid-epoch' else 'step_00000004') / 'state.json'
     state = json.loads(state_file.read_text())
     for key in ('steps', 'grad_norm', 'grad_norm_max'):
         del state['trainer']['sums'][key]
     state_file.write_text(json.dumps(state))
     _run([*base, '--resume'])
     history = _history(tmp_path / 'run')
-    assert [('grad_norm' in h, 'grad_norm_max' in h) for h in history] == [(True, True), (False, False), (True, True)]
+    assert ['grad_norm' in h and 'grad_norm_max' in h for h in history] == [True, cut == 'epoch-end', True]
 
 
 def test_non_finite_loss_stops_the_run_without_an_export(synth, tmp_path, capsys):

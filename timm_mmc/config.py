@@ -71,7 +71,8 @@ class TrainConfig:
     warmup_frac: float = _f(0.25, 'one-cycle: fraction of steps spent warming up')
     milestones: List[int] = _f([100, 150], 'step schedule: epochs where lr is multiplied by gamma')
     gamma: float = _f(0.1, 'step schedule factor')
-    grad_clip: Optional[float] = _f(None, 'clip the gradient norm to this value')
+    grad_clip: Optional[float] = _f(None, 'clip the gradient norm to this value (metrics.jsonl records the norms '
+                                          'before clipping: grad_norm, grad_norm_max)')
     ema_decay: float = _f(0.0, 'per-step decay of an exponential moving average of the weights and batch-norm '
                           'statistics (timm ModelEmaV3), evaluated every epoch and exported when better; 0 = off')
     # adversarial training

@@ -38,8 +38,8 @@ from .fileio import atomic_write_text
 if TYPE_CHECKING:  # the run folder records what data a run saw; it never loads any
     from .data import ImageSplit
 
-__all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE', 'resolve_resume',
-           'EpochRecord', 'read_metrics']
+__all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE',
+           'resolve_resume', 'EpochRecord', 'read_metrics']
 
 # options a resumed run may change: they do not change the weights it computes, only how it is run and what it
 # measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less;

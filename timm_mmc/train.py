@@ -200,10 +200,10 @@ class Trainer:
         with self.autocast():
             loss, logits = self._step_net(x, y)
         self.accelerator.backward(loss)
-        if self.cfg.grad_clip:
-            grad_norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.net.parameters() if p.grad is not None])
+        # the norm before clipping; without --grad-clip a limit of inf scales every gradient by exactly 1
+        grad_norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip or math.inf)
+        if grad_norm is None:  # DeepSpeed clips inside its own step and returns no norm
+            grad_norm = torch.full((), math.nan, device=self.device)
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
@@ -280,7 +280,10 @@ class Trainer:
             raise TrainError(f'checkpoint {str(ckpt.path)!r} does not fit this model: {type(e).__name__}: {e}') from e
         self.scheduler.load_state_dict(dict(ckpt.scheduler, lr_lambdas=[None] * len(self.optimizer.param_groups)))
         self.epoch, self.step_in_epoch, self.global_step = st.epoch, st.step_in_epoch, st.global_step
-        self.history, self.sums = st.history, st.sums
+        # a checkpoint from before the gradient norms were kept lacks their sums: an epoch it cut records none
+        self.history, self.sums = st.history, dict(EPOCH_SUMS, **st.sums)
+        if not self.accelerator.is_main_process:  # the main process's sums hold every process's part (_fold_global)
+            self.sums.update(loss=0.0, correct=0.0, seen=0.0)
         return ckpt.path.name
 
     # -- the run ----------------------------------------------------------------------------------------------
@@ -355,9 +358,8 @@ class Trainer:
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
                         and self.step_in_epoch < self.steps_per_epoch:
                     self._fold(loss_sum, correct_sum, norms, seen, time.time() - t0)
-                    so_far = acc.reduce(torch.tensor([self.sums['loss']], device=self.device), 'sum')  # every process
-                    self._check_finite(float(so_far[0]), f'in epoch {epoch + 1} (step {self.global_step}, before its '
-                                                         f'checkpoint)')
+                    self._check_finite(self._fold_global(), f'in epoch {epoch + 1} (step {self.global_step}, '
+                                                            f'before its checkpoint)')
                     loss_sum.zero_(), correct_sum.zero_(), norms.zero_()
                     seen, t0 = 0, time.time()
                     self.sums.update(clock.read())
@@ -369,7 +371,7 @@ class Trainer:
             rec = EpochRecord(
                 epoch=epoch + 1, train_loss=float(totals[0] / totals[2]), train_acc=float(totals[1] / totals[2]),
                 img_per_s=float(totals[2]) / max(self.sums['time'], 1e-9), lr=self.scheduler.get_last_lr()[0])
-            if self.sums.get('steps') == self.steps_per_epoch:  # not in an epoch resumed from a run before this field
+            if self.sums['steps'] == self.steps_per_epoch and math.isfinite(self.sums['grad_norm']):
                 rec.grad_norm = self.sums['grad_norm'] / self.sums['steps']
                 rec.grad_norm_max = self.sums['grad_norm_max']
             self._check_finite(rec.train_loss, f'in epoch {epoch + 1}')  # before measuring or saving these weights
@@ -452,8 +454,18 @@ class Trainer:
         """Stop before weights trained on a non-finite loss are measured, checkpointed or exported."""
         if not math.isfinite(loss):
             raise TrainingFailed(f'the training loss became non-finite ({loss}) {where}: nothing was exported. Lower '
-                              f'--lr, set --grad-clip, or check the data; the last finite checkpoint is in '
-                              f'{str(self.run.ckpt_root)!r}.')
+                                 f'--lr, set --grad-clip, or check the data; the last finite checkpoint is in '
+                                 f'{str(self.run.ckpt_root)!r}.')
+
+    def _fold_global(self) -> float:
+        """Gather every process's part of the epoch's loss, correct and seen into the main process's sums (the others
+        start again from zero), so that a checkpoint, which holds the main process's, holds the whole epoch so far
+        (every process takes part); returns the loss summed so far."""
+        keys = ('loss', 'correct', 'seen')
+        totals = self.accelerator.reduce(torch.tensor([self.sums[k] for k in keys], dtype=torch.float64,
+                                                      device=self.device), 'sum').tolist()
+        self.sums.update({k: v if self.accelerator.is_main_process else 0.0 for k, v in zip(keys, totals)})
+        return totals[0]
 
     def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, norms: torch.Tensor, seen: int,
               dt: float) -> None:
@@ -462,10 +474,9 @@ class Trainer:
         self.sums['correct'] += float(correct_sum)
         self.sums['seen'] += seen
         self.sums['time'] += dt
-        if 'steps' in self.sums:  # absent in an epoch resumed from a checkpoint of a run before grad norms were kept
-            self.sums['steps'] += int(norms[2])
-            self.sums['grad_norm'] += float(norms[0])
-            self.sums['grad_norm_max'] = max(self.sums['grad_norm_max'], float(norms[1]))
+        self.sums['steps'] += int(norms[2])
+        self.sums['grad_norm'] += float(norms[0])
+        self.sums['grad_norm_max'] = max(self.sums['grad_norm_max'], float(norms[1]))
 
     def export(self, wall: float, cpu: Optional[float], hardware: str) -> RunSummary:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
