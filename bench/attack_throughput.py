@@ -68,7 +68,7 @@ def suite_time(args) -> None:
             '--batch-size', str(args.batch), '--no-progress', '--overwrite']  # a bench run replaces its own report
     if args.checkpoint:
         argv += ['--checkpoint', args.checkpoint]
-    elif not args.model.startswith(('hf-hub:', 'local-dir:')):
+    elif not args.model.startswith(('hf-hub:', 'local-dir:')) and '--pretrained' not in args.suite_args:
         print('note: no --checkpoint, so the suite runs on random weights, whose images mostly start misclassified: '
               'the attacks do less work than on trained weights')
         argv += ['--random-weights']

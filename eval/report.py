@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from timm_mmc import (AttackResult, EvalReport, ExitStatus, ReportError, atomic_write_set, eps_key, load_report, percent,
-                      robustness_png)
+from timm_mmc import (AttackResult, EvalReport, ExitStatus, ReportError, atomic_write_set, eps_key, load_report,
+                      percent, robustness_png)
 
 __all__ = ['render_markdown', 'output_paths', 'write_outputs', 'rerender']
 

@@ -17,8 +17,9 @@ Suites (Linf; eps in /255 units in names; every seed fixed and recorded):
 * ``autoattack``: AutoAttack (``--aa-version`` standard / rand / fast) at ``--aa-eps``.
 * ``full``: everything.
 
-Exit status: 0 on success, 2 for bad input (the command line, the model, the data), as train and hub give it, 1 when a
-run-time check fails (eps-ball, [0, 1], robust <= clean); nothing is written then.
+Exit status (``timm_mmc.ExitStatus``, as every command gives it): 0 on success; 2 for bad input (the command line, the
+model, the data; a model name without weights unless ``--random-weights``), refused before any attack; 1 when a
+run-time check fails (eps-ball, [0, 1], robust <= clean). Nothing is written then.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import torch
 
 from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, ExitStatus, HeadFromNameWarning,
                       ModelLoadError, TooFewExamples, file_sha256, load_model, load_split, package_versions,
-                      random_targets)
+                      random_targets, status_of)
 
 from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
@@ -217,6 +218,21 @@ def check_outputs(out: str, name: str, overwrite: bool) -> None:
                         f'replace it or choose another --name.')
 
 
+def _names_weights(spec: str, checkpoint: Optional[str], pretrained: bool) -> bool:
+    return bool(checkpoint or pretrained or spec.startswith(('hf-hub:', 'local-dir:')))
+
+
+def _refuse_random_weights(flag: str, spec: str, checkpoint: Optional[str], pretrained: bool, random_weights: bool,
+                           checkpoint_flag: str = '--checkpoint') -> None:
+    """A model name with no weights would be measured (or attack from) its random initial weights: refused, unless
+    ``--random-weights`` asks for it (a check of the pipeline; the report then says so)."""
+    if not (random_weights or _names_weights(spec, checkpoint, pretrained)):
+        raise EvalError(f'{flag} {spec} names an architecture but no weights, so its random initial weights would be '
+                        f'used; add --pretrained (the released weights), {checkpoint_flag} FILE (.safetensors), or '
+                        f'give hf-hub:ORG/REPO or local-dir:FOLDER (--random-weights, if a random model is what you '
+                        f'mean).')
+
+
 def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.device, said: List[str]):
     """The model, evaluation-ready; the loader's warnings (e.g. a checkpoint that does not say its head) are printed
     and added to ``said``, which the report carries."""
@@ -277,16 +293,12 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
     if args.start < 0:
         raise EvalError(f'--start must be >= 0 (got {args.start}).')
+    if args.random_weights and _names_weights(args.model, args.checkpoint, args.pretrained):
+        raise EvalError('--random-weights contradicts the weights that --model, --checkpoint or --pretrained name; '
+                        'drop one.')
     load_warnings: List[str] = []
     model = _load(args.model, args.checkpoint, args.pretrained, device, load_warnings)
-    named_weights = args.checkpoint or args.pretrained or args.model.startswith(('hf-hub:', 'local-dir:'))
-    if named_weights and args.random_weights:
-        raise EvalError('--random-weights contradicts the weights --model / --checkpoint / --pretrained name; drop one.')
-    if not (named_weights or args.random_weights):
-        raise EvalError(f'--model {args.model} names an architecture but no weights, so its random initial weights '
-                        f'would be evaluated; add --pretrained (the released weights), --checkpoint FILE '
-                        f'(.safetensors), or give hf-hub:ORG/REPO or local-dir:FOLDER (--random-weights, if a random '
-                        f'model is what you mean).')
+    _refuse_random_weights('--model', args.model, args.checkpoint, args.pretrained, args.random_weights)
     mm = is_mm_model(model)
     num_classes = getattr(model, 'num_classes', None)
 
@@ -318,8 +330,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.transfer_from:
         if args.transfer_checkpoint and not Path(args.transfer_checkpoint).is_file():
             raise EvalError(f'transfer checkpoint {args.transfer_checkpoint!r} does not exist.')
-        source = _load(args.transfer_from, args.transfer_checkpoint, args.pretrained and not
-                       args.transfer_checkpoint, device, load_warnings)
+        source_pretrained = args.pretrained and not args.transfer_checkpoint
+        source = _load(args.transfer_from, args.transfer_checkpoint, source_pretrained, device, load_warnings)
+        _refuse_random_weights('--transfer-from', args.transfer_from, args.transfer_checkpoint, source_pretrained,
+                               args.random_weights, '--transfer-checkpoint')
         src_obj = default_objectives(is_mm_model(source))[0]
         if getattr(source, 'num_classes', num_classes) != num_classes:
             raise EvalError(f'the transfer source {args.transfer_from} has {source.num_classes} classes, the target '
@@ -481,7 +495,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return ExitStatus.BAD_INPUT
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
         print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
-        return ExitStatus.FAILED
+        return status_of(e)
 
 
 if __name__ == '__main__':

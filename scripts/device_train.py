@@ -53,6 +53,7 @@ from timm_mmc.data import DataError
 from timm_mmc.io import file_sha256
 from timm_mmc.npz import parquet_to_npz_folder
 from timm_mmc.runfolder import RunError, RunFolder, resolve_resume
+from timm_mmc.status import ExitStatus
 
 END_MARGIN_S = 25.0  # the last epoch's export, the final test pass and the packing
 
@@ -283,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = parquet_to_npz_folder(args.data, work / 'data')
     except DataError as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
+        return ExitStatus.BAD_INPUT
     n_images = int(np.load(data / 'train.npz')['labels'].shape[0])
     report['data_s'] = time.time() - t0
     print(f'data: {n_images} training images decoded in {report["data_s"]:.0f} s', flush=True)
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            deadline=t0 + args.budget_s)
         if not probe:
             (out / 'device_train.json').write_text(json.dumps(report, indent=1))
-            return 1
+            return ExitStatus.FAILED
         report['probe'] = probe
         report['probe_s'] = time.time() - start
         left = args.budget_s - (time.time() - t0) - max(v['startup_s'] for v in probe.values()) - END_MARGIN_S
@@ -339,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report['runs'] = runs_end
     report['total_s'] = time.time() - t0
     (out / 'device_train.json').write_text(json.dumps(report, indent=1))
-    return 0 if ok else 1
+    return ExitStatus.OK if ok else ExitStatus.FAILED
 
 
 if __name__ == '__main__':

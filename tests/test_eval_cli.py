@@ -83,10 +83,13 @@ def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
         (_base(tiny, out, '--n-examples', '25'), 2, 'Lower --n-examples'),
         (_base(tiny, out)[:4] + ['--dataset', 'cifar10-sample', '--split', 'train', '--out', str(out)], 2,
          "holds only the 'test' split"),
-        # a name alone would evaluate random initial weights: refused, naming the ways to give weights
+        # a name alone would be measured (or attack from) random initial weights: refused, naming the ways to give
+        # weights
         (['--model', 'resnet20_mmc', '--dataset', str(tiny['data']), '--out', str(out)], 2,
-         'random initial weights would be evaluated; add --pretrained'),
-        (['--model', 'resnet20_mmc', '--dataset', str(tiny['data']), '--out', str(out)], 2, '--checkpoint FILE'),
+         'random initial weights would be used; add --pretrained (the released weights), --checkpoint FILE'),
+        (_base(tiny, out, '--transfer-from', 'resnet20_sce'), 2,
+         '--transfer-from resnet20_sce names an architecture but no weights'),
+        (_base(tiny, out, '--transfer-from', 'resnet20_sce'), 2, '--transfer-checkpoint FILE'),
         (_base(tiny, out, '--random-weights'), 2, '--random-weights contradicts'),
     ]
     for argv, code, text in cases:
@@ -122,7 +125,7 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
                  '--eps', '0.1/255', '0.25/255', '--pgd-alpha', '0.05/255', '--aa-eps', '0.25/255',
                  '--cw-binary-steps', '2', '--cw-max-iter', '10', '--spsa-n', '4', '--spsa-samples', '8',
                  '--aa-n-iter', '3', '--aa-target-classes', '1', '--transfer-from', 'resnet20_sce',
-                 '--name', 'tiny')
+                 '--transfer-checkpoint', str(tiny['bad_ckpt']), '--name', 'tiny')  # a 10-class SCE net: a source
     assert main(argv) == 0
     captured = capsys.readouterr()
     printed = captured.out
@@ -306,6 +309,24 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     with torch.no_grad():
         want = ((model(x) + model(x.flip(3))).argmax(1) == y).double().mean().item()
     assert rep.clean_accuracy_flip_tta == pytest.approx(want)
+
+
+def test_random_weights_on_purpose_run_and_the_report_says_so(tiny, tmp_path, capsys):
+    from timm_mmc import report
+    out = tmp_path / 'res'
+    argv = ['--model', 'resnet20_mmc', '--random-weights', '--dataset', str(tiny['data']), '--out', str(out),
+            '--no-progress', '--batch-size', '12', '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1',
+            '--n-examples', '4', '--name', 'random']
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    rep = report.load(out / 'random.json')
+    assert rep.checkpoint is None and not rep.pretrained
+    assert [w for w in rep.all_warnings() if 'random initial weights' in w]
+    assert 'random initial weights' in (out / 'random.md').read_text() and 'random initial weights' in said
+    # the warning is derived from what the report records, so it is absent where weights were named
+    assert main(_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1', '--n-examples', '4',
+                      '--name', 'trained')) == 0
+    assert not [w for w in report.load(out / 'trained.json').all_warnings() if 'random initial weights' in w]
 
 
 def test_flip_tta_is_reported_beside_the_single_pass_figure(tiny, tmp_path, capsys):

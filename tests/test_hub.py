@@ -674,6 +674,22 @@ def test_a_write_that_fails_half_way_exits_1_and_names_the_path(release, tmp_pat
     assert str(tmp_path / 'cache' / 'blob') in err and 'Permission denied' in err and 'Traceback' not in err
 
 
+def test_an_upload_that_fails_after_its_repo_was_created_exits_1(release, monkeypatch, capsys):
+    from huggingface_hub import HfApi, RepoUrl, constants
+
+    monkeypatch.setenv('HF_TOKEN', FAKE_TOKEN)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(HfApi, 'create_repo', lambda self, repo_id, **kw: RepoUrl(f'https://huggingface.co/{repo_id}'))
+
+    def upload_folder(self, **kw):
+        raise ConnectionError('connection reset during the upload')
+
+    monkeypatch.setattr(HfApi, 'upload_folder', upload_folder)
+    assert hub.main(['push', str(release['out']), '--repo-id', REPO]) == 1  # the repo was written: not bad input
+    err = capsys.readouterr().err
+    assert 'connection reset' in err and f'The repo {REPO} exists now' in err and FAKE_TOKEN not in err
+
+
 def test_push_offline_or_unreachable_fails_clearly(release, monkeypatch, capsys):
     from huggingface_hub import constants
 

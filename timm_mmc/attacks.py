@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .status import RunFailure
+
 __all__ = ['OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'CheckError',
            'check_linf_batch', 'check_box', 'check_eps', 'random_targets', 'resolve_targets', 'project_linf',
            'uniform_start', 'is_fooled', 'BestAdversarial', 'predict', 'ScaledLogits', 'choose_logit_scale',
@@ -93,9 +95,9 @@ def check_eps(eps: float) -> None:
         raise ValueError(f'eps must lie in [0, 1] in pixel units (got {eps!r}); 8/255 is {8 / 255:.5f}.')
 
 
-class CheckError(RuntimeError):
+class CheckError(RuntimeError, RunFailure):
     """A run-time invariant of an attack or an evaluation broke (an adversarial batch outside the eps-ball or [0, 1],
-    robust accuracy above clean): the figures cannot be trusted, so nothing is reported."""
+    robust accuracy above clean): the figures cannot be trusted, so nothing is reported (exit status 1)."""
 
 
 def check_box(x_adv: torch.Tensor, tol: float = 1e-5) -> None:

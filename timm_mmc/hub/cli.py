@@ -9,7 +9,9 @@ Examples::
     python -m timm_mmc.hub curve runs/resnet32_mmc.cifar10 --every 5  # a run's learning curve (Markdown)
     python -m timm_mmc.hub cache hub_cards/resnet32_mmc.cifar10    # install into the local HF cache (offline use)
 
-Exit status: 0; 2 for bad input or a Hub error (the message says what to do).
+Exit status (``timm_mmc.ExitStatus``): 0; 2 for bad input or a Hub that refuses or cannot be reached before anything
+is uploaded; 1 when the work failed half-way (a file that could not be read or written, an upload that failed after
+the repo was created). The message says what to do.
 """
 from __future__ import annotations
 
@@ -94,21 +96,20 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (:class:`~timm_mmc.status.ExitStatus`: 2 for bad input or
-    a Hub that refuses or cannot be reached, before anything is written or uploaded; 1 for a write that failed
-    half-way)."""
+    """Command-line entry point; returns the exit status (:class:`~timm_mmc.status.ExitStatus`, as the module
+    docstring says)."""
     args = build_parser().parse_args(argv)
     from ..io import ModelLoadError
-    from ..status import ExitStatus
+    from ..status import ExitStatus, status_of
     try:
         _check_output(args)
         _run(args)
     except (HubError, ModelLoadError) as e:
         print(f'error: {e}', file=sys.stderr)
-        return ExitStatus.BAD_INPUT
-    except OSError as e:  # a location that turned out unwritable half-way: say which, without a traceback
-        print(f'error: could not write {e.filename or "the output"!s} ({e.strerror or e}); choose a folder you can '
-              f'write to.', file=sys.stderr)
+        return status_of(e)
+    except OSError as e:  # a file that turned out unreadable or unwritable half-way: say which, without a traceback
+        print(f'error: could not read or write {e.filename or "a file"!s} ({e.strerror or e}); check it, or choose a '
+              f'folder you can write to.', file=sys.stderr)
         return ExitStatus.FAILED
     return ExitStatus.OK
 

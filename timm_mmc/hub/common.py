@@ -21,9 +21,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from .. import report as schema
 from ..runfolder import METRICS_FILE, RunError, RunSummary
+from ..status import RunFailure
 
-__all__ = ['HubError', 'CARDS_DIR', 'TEMPLATE_PATH', 'PAPER_RESULTS_PATH', 'PROSE_PATH', 'WEIGHTS_FILE', 'CONFIG_FILE',
-           'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'TRAINING_DIR', 'TRAINING_FILES',
+__all__ = ['HubError', 'HubFailed', 'CARDS_DIR', 'TEMPLATE_PATH', 'PAPER_RESULTS_PATH', 'PROSE_PATH', 'WEIGHTS_FILE',
+           'CONFIG_FILE', 'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'TRAINING_DIR', 'TRAINING_FILES',
            'PICKLE_SUFFIXES', 'DATASETS', 'read_json', 'read_yaml', 'read_report', 'folder_config', 'training_files',
            'norm_dataset', 'dataset_info', 'head_key', 'prose', 'md', 'default_repo_id', 'wrapped_backbone_text']
 
@@ -49,7 +50,12 @@ DATASETS = {
 
 
 class HubError(Exception):
-    """Bad input or an unreachable Hub; the message says what to do. The command line exits non-zero on it."""
+    """Bad input or an unreachable Hub, before anything is written or uploaded; the message says what to do. The
+    command line exits 2 on it."""
+
+
+class HubFailed(HubError, RunFailure):
+    """The work failed half-way (an upload after its repo was created): the command line exits 1 on it."""
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PICKLE_SUFFIXES, ROBUSTBENCH_FILE, WEIGHTS_FILE, HubError,
-                     read_json, read_report)
+                     HubFailed, read_json, read_report)
 from .release import self_check
 from .robustbench import folder_model_info as robustbench_info
 
@@ -178,12 +178,16 @@ def push(folder: os.PathLike, repo_id: str, *, dry_run: bool = False, private: b
     api = HfApi(token=token, library_name='timm-mmc', library_version=timm_mmc.__version__)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+    except Exception as e:
+        raise HubError(_describe_hub_error(e, repo_id, token)) from None
+    try:  # one commit: every file or none, but the repo now exists (exit status 1)
         info = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), allow_patterns=files,
                                  delete_patterns=['*'], revision=revision, repo_type='model',
                                  commit_message=commit_message or f'Upload {folder.name} (timm-mmc '
                                                                   f'{timm_mmc.__version__})')
     except Exception as e:
-        raise HubError(_describe_hub_error(e, repo_id, token)) from None
+        raise HubFailed(f'{_describe_hub_error(e, repo_id, token)} The repo {url.repo_id} exists now; check what '
+                        f'it holds, then push again.') from None
     log(f'pushed {len(files)} files to {url}')
     return info
 
