@@ -38,7 +38,7 @@ import torch
 
 from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, ExitStatus, HeadFromNameWarning,
                       ModelLoadError, TooFewExamples, file_sha256, load_model, load_split, package_versions,
-                      random_targets, status_of)
+                      names_weights, random_targets, status_of)
 
 from .report import output_paths, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
@@ -218,15 +218,11 @@ def check_outputs(out: str, name: str, overwrite: bool) -> None:
                         f'replace it or choose another --name.')
 
 
-def _names_weights(spec: str, checkpoint: Optional[str], pretrained: bool) -> bool:
-    return bool(checkpoint or pretrained or spec.startswith(('hf-hub:', 'local-dir:')))
-
-
 def _refuse_random_weights(flag: str, spec: str, checkpoint: Optional[str], pretrained: bool, random_weights: bool,
                            checkpoint_flag: str = '--checkpoint') -> None:
     """A model name with no weights would be measured (or attack from) its random initial weights: refused, unless
     ``--random-weights`` asks for it (a check of the pipeline; the report then says so)."""
-    if not (random_weights or _names_weights(spec, checkpoint, pretrained)):
+    if not (random_weights or names_weights(spec, checkpoint, pretrained)):
         raise EvalError(f'{flag} {spec} names an architecture but no weights, so its random initial weights would be '
                         f'used; add --pretrained (the released weights), {checkpoint_flag} FILE (.safetensors), or '
                         f'give hf-hub:ORG/REPO or local-dir:FOLDER (--random-weights, if a random model is what you '
@@ -293,7 +289,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
     if args.start < 0:
         raise EvalError(f'--start must be >= 0 (got {args.start}).')
-    if args.random_weights and _names_weights(args.model, args.checkpoint, args.pretrained):
+    if args.random_weights and names_weights(args.model, args.checkpoint, args.pretrained):
         raise EvalError('--random-weights contradicts the weights that --model, --checkpoint or --pretrained name; '
                         'drop one.')
     load_warnings: List[str] = []

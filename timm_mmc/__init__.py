@@ -18,7 +18,8 @@ from .models import CifarResNet, MMCWrapper, create_mmc_model
 from .models._pretrained import PretrainedWeightsError
 from .models.wrapper import model_display_name, release_name, resolve_model_name
 from .plot import robustness_png
-from .report import REPORT_VERSION, RULES, AttackResult, Column, EvalReport, ReportError, WorstCase, eps_key, percent
+from .report import (REPORT_VERSION, RULES, AttackResult, Column, EvalReport, ReportError, WorstCase, eps_key,
+                     names_weights, percent)
 from .report import load as load_report
 from .status import ExitStatus, RunFailure, status_of
 from .versions import package_versions
@@ -43,7 +44,7 @@ __all__ = [
     'ScaledLogits', 'choose_logit_scale', 'adam_update',
     # the evaluation report (schema), its plot, whole-or-nothing writes
     'REPORT_VERSION', 'RULES', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent',
-    'ReportError', 'load_report',
+    'ReportError', 'load_report', 'names_weights',
     # what every command's exit status means
     'ExitStatus', 'RunFailure', 'status_of',
     'package_versions', 'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',

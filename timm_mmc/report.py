@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 __all__ = ['REPORT_VERSION', 'RULES', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load',
-           'loads', 'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent']
+           'loads', 'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent', 'names_weights']
 
 REPORT_VERSION = '2.1'
 V2_0 = '2.0'
@@ -72,6 +72,11 @@ def percent(value: Optional[float], digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '-'
     return f'{100.0 * value:.{digits}f}'
+
+
+def names_weights(model: str, checkpoint: Optional[str], pretrained: bool) -> bool:
+    """Whether an evaluation's model spec and flags name weights; if not, it measures random initial weights."""
+    return bool(checkpoint or pretrained or model.startswith(('hf-hub:', 'local-dir:')))
 
 
 def same_eps(a: Optional[float], b: Optional[float]) -> bool:
@@ -268,7 +273,7 @@ class EvalReport:
     def all_warnings(self) -> List[str]:
         """The recorded warnings, then those a reader needs that the report could not know when it was written."""
         out = list(self.warnings)
-        if not (self.checkpoint or self.pretrained or self.model.startswith(('hf-hub:', 'local-dir:'))):
+        if not names_weights(self.model, self.checkpoint, self.pretrained):
             out.append('this report measured random initial weights (no checkpoint, no pretrained weights): a check of '
                        'the pipeline, not a result.')
         rule, now = self.rules.get('targeted_keep_best'), RULES['targeted_keep_best']
