@@ -9,7 +9,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from timm_mmc.data import DataError, TooFewExamples, augment_batch, load_split, write_synthetic_dataset
+from timm_mmc.data import DataError, TooFewExamples, augment_batch, load_split, mixup_batch, write_synthetic_dataset
 from timm_mmc.io import ModelLoadError, UnsafeCheckpointError, load_model, load_state_dict_safe
 
 
@@ -108,6 +108,22 @@ def test_augment_slices_of_a_global_batch_match_the_whole(cutout):
     halves = [augment_batch(x[i * 4:(i + 1) * 4], generator=torch.Generator().manual_seed(1), offset=i * 4, total=8,
                             cutout=cutout) for i in range(2)]
     assert torch.equal(torch.cat(halves), whole)
+
+
+def test_mixup_blends_adjacent_pairs_and_slices_of_a_global_batch_match_the_whole():
+    x, y = torch.rand(8, 3, 4, 4), torch.arange(8)
+    lam = torch.tensor(0.7)
+    mixed, y_pair = mixup_batch(x, y, lam)
+    assert y_pair.tolist() == [1, 0, 3, 2, 5, 4, 7, 6]
+    torch.testing.assert_close(mixed[2], 0.7 * x[2] + 0.3 * x[3])
+    # two processes holding halves of the global batch make the single process's pairs
+    halves = [mixup_batch(x[i * 4:(i + 1) * 4], y[i * 4:(i + 1) * 4], lam) for i in range(2)]
+    assert torch.equal(torch.cat([h[0] for h in halves]), mixed)
+    assert torch.equal(torch.cat([h[1] for h in halves]), y_pair)
+    # an odd batch's last image is its own pair; weight 1 leaves the images as they were
+    odd, odd_pair = mixup_batch(x[:3], y[:3], lam)
+    assert odd_pair.tolist() == [1, 0, 2] and torch.allclose(odd[2], x[2])
+    assert torch.equal(mixup_batch(x, y, torch.tensor(1.0))[0], x)
 
 
 def test_cutout_zeroes_one_clipped_square_and_keeps_the_crop_and_flip_draws():

@@ -76,3 +76,37 @@ def test_registry_and_pairing():
         build_loss('focal', 10, 8)
     with pytest.raises(ValueError, match='head'):
         build_loss('mmc', 10, 8, head='linear')  # MMC on linear logits is meaningless
+
+
+def test_mixup_of_the_mmc_loss_pulls_toward_the_weighted_mean_of_the_two_centers():
+    """lam * ||z - mu_a||^2 / 2 + (1 - lam) * ||z - mu_b||^2 / 2 is ||z - (lam mu_a + (1 - lam) mu_b)||^2 / 2 plus a
+    constant lam (1 - lam) ||mu_a - mu_b||^2 / 2: the gradient of the training step's mixed loss is that of a pull
+    toward the mixed center."""
+    import torch.nn as nn
+    from timm_mmc.train_parts import ModelWithLoss
+
+    z, mu, y = _setup()
+    y_pair = y.flip(0)
+    lam = torch.tensor(0.3)
+
+    class Features(nn.Module):  # forward_features / forward_head / get_classifier of a model whose z is given
+        def forward_features(self, x):
+            return x
+
+        def forward_head(self, x, pre_logits=False):
+            return x
+
+        def get_classifier(self):
+            return lambda feats: distance_logits(feats, mu)
+
+    zz = z.clone().requires_grad_(True)
+    loss, logits = ModelWithLoss(Features(), build_loss('mmc', 3, 4))(zz, y, y_pair, lam)
+    mixed_center = lam * mu[y] + (1 - lam) * mu[y_pair]
+    constant = (lam * (1 - lam) * ((mu[y] - mu[y_pair]) ** 2).sum(1) / 2).mean()
+    torch.testing.assert_close(loss, ((z - mixed_center) ** 2).sum(1).mean() / 2 + constant)
+    loss.backward()
+    torch.testing.assert_close(zz.grad, (z - mixed_center) / len(z))
+    torch.testing.assert_close(logits, distance_logits(z, mu))
+    # without a pair the loss is the plain one
+    plain, _ = ModelWithLoss(Features(), build_loss('mmc', 3, 4))(z, y)
+    torch.testing.assert_close(plain, ((z - mu[y]) ** 2).sum(1).mean() / 2)

@@ -82,7 +82,7 @@ def _run(args, env_extra=None, check=True):
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
-            *TINY]
+            '--mixup', '0.4', *TINY]  # mixup's weights are drawn per step from the seed, so a resume draws them again
     _run([*base, '--output', str(tmp_path / 'ref')])
     # 4 steps an epoch (128 / 32): step 6 is mid-epoch 2, after the checkpoint at step 3 and the epoch-end one at 4
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
@@ -138,8 +138,8 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
     # batch is off by orders of magnitude more
     args = ['--model', 'resnet20_sce', '--dataset', synth, '--precision', 'fp32', '--epochs', '1',
             '--batch-size', '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0',
-            '--no-progress', '--threads', '1', '--lr', '0.01', '--schedule', 'cosine']
-    _run([*args, '--output', str(tmp_path / 'one')])
+            '--no-progress', '--threads', '1', '--lr', '0.01', '--schedule', 'cosine', '--mixup', '1.0']
+    _run([*args, '--output', str(tmp_path / 'one')])  # with mixup: each process must blend the pairs one process does
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
                 str(REPO / 'timm_mmc' / 'train.py')]
@@ -246,6 +246,8 @@ def test_set_global_batch_norm_swaps_in_and_back_and_names_what_it_cannot():
     (['--adv', 'pgd', '--eps', '1.5'], 'eps'),
     (['--adv', 'pgd', '--adv-steps', '0'], 'adv-steps'),
     (['--loss', 'sce'], 'head'),
+    (['--mixup', '-0.2'], '--mixup'),
+    (['--mixup', '0.2', '--adv', 'fgsm'], 'drop one of them'),
 ])
 def test_bad_input_exits_nonzero_and_writes_nothing(args, needle, synth, tmp_path, capsys):
     out = tmp_path / 'run'
@@ -661,3 +663,30 @@ def test_resume_compares_what_the_data_is_not_how_its_source_was_spelled(tmp_pat
     capsys.readouterr()
     assert main(['--output', str(out), '--resume']) == 2
     assert 'the data changed' in capsys.readouterr().err
+
+
+def test_mixup_blends_every_training_batch_with_its_own_seeded_weight(synth, tmp_path, monkeypatch):
+    import timm_mmc.train as train_mod
+    blend = train_mod.mixup_batch
+
+    def spy_on(record):
+        def spy(x, y, lam):
+            record.append(float(lam))
+            return blend(x, y, lam)
+        monkeypatch.setattr(train_mod, 'mixup_batch', spy)
+        return record
+
+    args = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--epochs', '1',
+            '--batch-size', '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0',
+            '--no-progress', '--threads', '1']
+    seen = spy_on([])
+    assert main([*args, '--output', str(tmp_path / 'plain')]) == 0
+    assert seen == []  # off by default
+    assert main([*args, '--mixup', '0.5', '--output', str(tmp_path / 'mixed')]) == 0
+    assert len(seen) == 2 and all(0 < lam < 1 for lam in seen) and seen[0] != seen[1]  # one draw a step
+    again = spy_on([])
+    assert main([*args, '--mixup', '0.5', '--output', str(tmp_path / 'again')]) == 0
+    assert again == seen  # drawn from the seed, as a resume needs
+    (plain,), (mixed,) = _history(tmp_path / 'plain'), _history(tmp_path / 'mixed')
+    assert mixed['train_loss'] != plain['train_loss']
+    assert yaml.safe_load((tmp_path / 'mixed' / 'args.yaml').read_text())['mixup'] == 0.5

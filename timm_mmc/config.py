@@ -59,6 +59,9 @@ class TrainConfig:
     cache_dir: Optional[str] = _f(None, 'where decoded uint8 arrays are cached (default ~/.cache/timm_mmc)')
     cutout: int = _f(0, 'side in pixels of a zeroed square at a random place in each training image (DeVries & '
                        'Taylor 2017); 0 = off')
+    mixup: float = _f(0.0, 'mixup (Zhang et al. 2018): blend image pairs with a Beta(a, a) weight drawn per batch and '
+                           'weigh the two labels\' losses by it (for MMC: a pull toward the weighted mean of the two '
+                           'centers); train_acc then counts each label by its weight; a = this value, 0 = off')
     # optimisation
     epochs: int = _f(30, 'training epochs (paper: 200)')
     batch_size: int = _f(128, 'global batch size, split over processes (paper: 50)')
@@ -143,6 +146,12 @@ class TrainConfig:
             raise ConfigError(f'--adv-step must be > 0 (got {self.adv_step}).')
         if not 0 < self.adv_ratio <= 1:
             raise ConfigError(f'--adv-ratio must lie in (0, 1] (got {self.adv_ratio}).')
+        if not (math.isfinite(self.mixup) and self.mixup >= 0):
+            raise ConfigError(f'--mixup is the Beta distribution\'s a, >= 0 (got {self.mixup}); 0 = off, 0.2 to 1 '
+                              f'typical.')
+        if self.mixup > 0 and self.adv != 'none':
+            raise ConfigError('--mixup with --adv is not defined here (which image would the attack perturb?): drop '
+                              'one of them.')
         if self.cutout < 0:
             raise ConfigError(f'--cutout must be >= 0 pixels (got {self.cutout}).')
         if not 0 <= self.ema_decay < 1:

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from .status import ExitStatus
 
-__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'check_arrays',
-           'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
+__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'mixup_batch',
+           'check_arrays', 'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
            'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
@@ -369,6 +369,27 @@ def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: O
         in_x = (xs[None] >= (cx - half)[:, None]) & (xs[None] < (cx - half + cutout)[:, None])  # (N, W)
         x = x * ~(in_y[:, None, :, None] & in_x[:, None, None, :])
     return x.contiguous()
+
+
+def mixup_batch(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018, arXiv:1710.09412): blend each image with its pair, ``lam * x + (1 - lam) * x_pair``.
+
+    Images ``2k`` and ``2k + 1`` are each other's pair (the batch order is already a random draw), so a process that
+    holds an even-sized slice of the global batch makes the pairs a single process would make; an odd batch's last
+    image is its own pair.
+
+    Args:
+        x: ``(N, C, H, W)`` float images.
+        y: ``(N,)`` labels.
+        lam: 0-dim weight of each image itself, in [0, 1].
+
+    Returns:
+        The blended images and the pair's labels ``y_pair``; the loss is ``lam * L(y) + (1 - lam) * L(y_pair)``.
+    """
+    n = x.shape[0]
+    pair = torch.arange(n, device=x.device) ^ 1
+    pair[pair >= n] = n - 1
+    return lam * x + (1 - lam) * x[pair], y[pair]
 
 
 def parquet_split_path(root: os.PathLike, split: str) -> Path:

@@ -39,7 +39,7 @@ import timm_mmc  # noqa: E402,F401  registers the models
 from timm_mmc.adversarial import (best_epoch, collapse_warning, ema_beats_last, pgd_accuracy,  # noqa: E402
                                   robust_objectives, selection_rule, training_attack)
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
-from timm_mmc.data import DataError, augment_batch, hold_out, load_split  # noqa: E402
+from timm_mmc.data import DataError, augment_batch, hold_out, load_split, mixup_batch  # noqa: E402
 from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
@@ -47,7 +47,7 @@ from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, Ru
                                 resolve_resume)
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, TrainingFailed, build_model,  # noqa: E402
                                   claim_line, cpu_name, epoch_figures, load_init_weights, local_batch_norms,
-                                  lr_lambda, resolve_model, resolve_precision, set_global_batch_norm)
+                                  lr_lambda, mixup_weight, resolve_model, resolve_precision, set_global_batch_norm)
 from timm_mmc.status import ExitStatus, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -192,13 +192,19 @@ class Trainer:
         self.model.train(was_training)
         return torch.cat([x_adv, x[k:]]) if k < x.shape[0] else x_adv
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimizer step; returns the (detached) loss, the number correct and the gradient's norm before any
-        clipping (the same on every process: gradients are averaged before it), without a device sync."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lam: Optional[float] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step, with mixup at weight ``lam`` when given; returns the (detached) loss, the number correct
+        (with mixup, each label counted by its weight) and the gradient's norm before any clipping (the same on every
+        process: gradients are averaged before it), without a device sync."""
+        y_pair, lam_t = None, None
+        if lam is not None:
+            lam_t = torch.tensor(lam, device=self.device)  # a tensor: a compiled step is not recompiled per value
+            x, y_pair = mixup_batch(x, y, lam_t)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            loss, logits = self._step_net(x, y)
+            loss, logits = self._step_net(x, y, y_pair, lam_t)
         self.accelerator.backward(loss)
         # the norm before clipping; without --grad-clip a limit of inf scales every gradient by exactly 1
         grad_norm = self.accelerator.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip or math.inf)
@@ -209,7 +215,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach(), (logits.detach().argmax(1) == y).sum(), grad_norm.detach().float()
+        hit = logits.detach().argmax(1) == y
+        if y_pair is not None:
+            hit = lam_t * hit + (1 - lam_t) * (logits.detach().argmax(1) == y_pair)
+        return loss.detach(), hit.sum(), grad_norm.detach().float()
 
     # -- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -344,7 +353,8 @@ class Trainer:
                 x, y = self.batch(epoch, step)
                 if cfg.adv != 'none':
                     x = self.adversarial(x, y, _step_seed(cfg.seed, epoch, step, 1000 + self.rank))
-                loss, correct, grad_norm = self.train_step(x, y)
+                lam = mixup_weight(cfg.mixup, _step_seed(cfg.seed, epoch, step, 2))  # the same on every process
+                loss, correct, grad_norm = self.train_step(x, y, lam)
                 loss_sum += loss * len(y)
                 correct_sum += correct
                 norms[0] += grad_norm

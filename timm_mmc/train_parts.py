@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -186,11 +187,23 @@ class ModelWithLoss(nn.Module):
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_pair: Optional[torch.Tensor] = None,
+                lam: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The loss of labels ``y``, or with mixup (``y_pair`` and the 0-dim ``lam``) ``lam * L(y) + (1 - lam) *
+        L(y_pair)``, and the logits."""
         feats = self.model.forward_features(x)
         z = self.model.forward_head(feats, pre_logits=True)  # (N, feature_dim)
         logits = self.model.get_classifier()(z)  # (N, num_classes) float32 for MM heads
-        return self.loss_fn(logits, y, z), logits
+        loss = self.loss_fn(logits, y, z)
+        if y_pair is not None:
+            loss = lam * loss + (1 - lam) * self.loss_fn(logits, y_pair, z)
+        return loss, logits
+
+
+def mixup_weight(alpha: float, seed: int) -> Optional[float]:
+    """Mixup's weight of each image itself for one batch, a Beta(alpha, alpha) draw from ``seed``; None when
+    ``alpha`` is 0 (mixup off)."""
+    return float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else None
 
 
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
