@@ -22,7 +22,6 @@ import os
 import platform
 import signal
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -45,9 +44,10 @@ from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, RunSummary, TrainerState,  # noqa: E402
                                 resolve_resume)
-from timm_mmc.train_parts import (ModelWithLoss, RunClock, TrainError, TrainingFailed, build_model,  # noqa: E402
-                                  claim_line, cpu_name, epoch_figures, load_init_weights, local_batch_norms,
-                                  lr_lambda, mixup_weight, resolve_model, resolve_precision, set_global_batch_norm)
+from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, TrainError, TrainingFailed,  # noqa: E402
+                                  build_model, claim_line, cpu_name, epoch_figures, gather_sums, load_init_weights,
+                                  local_batch_norms, lr_lambda, mixup_weight, resolve_model, resolve_precision,
+                                  set_global_batch_norm)
 from timm_mmc.status import ExitStatus, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -291,7 +291,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = st.epoch, st.step_in_epoch, st.global_step
         # a checkpoint from before the gradient norms were kept lacks their sums: an epoch it cut records none
         self.history, self.sums = st.history, dict(EPOCH_SUMS, **st.sums)
-        if not self.accelerator.is_main_process:  # the main process's sums hold every process's part (_fold_global)
+        if not self.accelerator.is_main_process:  # the main process's sums hold every process's part (gather_sums)
             self.sums.update(loss=0.0, correct=0.0, seen=0.0)
         return ckpt.path.name
 
@@ -342,11 +342,7 @@ class Trainer:
                 _step_seed(cfg.seed, epoch, 0)))
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {epoch + 1}',
                        disable=not self.progress, leave=False, dynamic_ncols=True)
-            t0 = time.time()
-            loss_sum = torch.zeros((), device=self.device)
-            correct_sum = torch.zeros((), device=self.device)
-            norms = torch.zeros(3, device=self.device)  # the gradient norms' sum, largest and count since the last fold
-            seen = 0
+            tally = StepTally(self.device)
             while self.step_in_epoch < self.steps_per_epoch:
                 step = self.step_in_epoch
                 torch.manual_seed(_step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
@@ -354,28 +350,20 @@ class Trainer:
                 if cfg.adv != 'none':
                     x = self.adversarial(x, y, _step_seed(cfg.seed, epoch, step, 1000 + self.rank))
                 lam = mixup_weight(cfg.mixup, _step_seed(cfg.seed, epoch, step, 2))  # the same on every process
-                loss, correct, grad_norm = self.train_step(x, y, lam)
-                loss_sum += loss * len(y)
-                correct_sum += correct
-                norms[0] += grad_norm
-                norms[1] = torch.maximum(norms[1], grad_norm)
-                norms[2] += 1
-                seen += len(y)
+                tally.add(*self.train_step(x, y, lam), len(y))
                 self.step_in_epoch += 1
                 self.global_step += 1
                 bar.update(1)
                 _fault('step', self.global_step)
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
                         and self.step_in_epoch < self.steps_per_epoch:
-                    self._fold(loss_sum, correct_sum, norms, seen, time.time() - t0)
-                    self._check_finite(self._fold_global(), f'in epoch {epoch + 1} (step {self.global_step}, '
-                                                            f'before its checkpoint)')
-                    loss_sum.zero_(), correct_sum.zero_(), norms.zero_()
-                    seen, t0 = 0, time.time()
+                    tally.fold(self.sums)
+                    self._check_finite(gather_sums(self.sums, acc), f'in epoch {epoch + 1} (step {self.global_step}, '
+                                                                    f'before its checkpoint)')
                     self.sums.update(clock.read())
                     self.save_checkpoint()
             bar.close()
-            self._fold(loss_sum, correct_sum, norms, seen, time.time() - t0)
+            tally.fold(self.sums)
             totals = acc.reduce(torch.tensor([self.sums['loss'], self.sums['correct'], self.sums['seen']],
                                              device=self.device), 'sum')
             rec = EpochRecord(
@@ -466,27 +454,6 @@ class Trainer:
             raise TrainingFailed(f'the training loss became non-finite ({loss}) {where}: nothing was exported. Lower '
                                  f'--lr, set --grad-clip, or check the data; the last finite checkpoint is in '
                                  f'{str(self.run.ckpt_root)!r}.')
-
-    def _fold_global(self) -> float:
-        """Gather every process's part of the epoch's loss, correct and seen into the main process's sums (the others
-        start again from zero), so that a checkpoint, which holds the main process's, holds the whole epoch so far
-        (every process takes part); returns the loss summed so far."""
-        keys = ('loss', 'correct', 'seen')
-        totals = self.accelerator.reduce(torch.tensor([self.sums[k] for k in keys], dtype=torch.float64,
-                                                      device=self.device), 'sum').tolist()
-        self.sums.update({k: v if self.accelerator.is_main_process else 0.0 for k, v in zip(keys, totals)})
-        return totals[0]
-
-    def _fold(self, loss_sum: torch.Tensor, correct_sum: torch.Tensor, norms: torch.Tensor, seen: int,
-              dt: float) -> None:
-        """Add what the steps since the last fold measured to the epoch's sums (which checkpoints carry)."""
-        self.sums['loss'] += float(loss_sum)
-        self.sums['correct'] += float(correct_sum)
-        self.sums['seen'] += seen
-        self.sums['time'] += dt
-        self.sums['steps'] += int(norms[2])
-        self.sums['grad_norm'] += float(norms[0])
-        self.sums['grad_norm_max'] = max(self.sums['grad_norm_max'], float(norms[1]))
 
     def export(self, wall: float, cpu: Optional[float], hardware: str) -> RunSummary:
         """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""

@@ -223,6 +223,48 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
+class StepTally:
+    """What the steps since the last fold measured, kept on the device so that no step waits for it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)  # summed over images
+        self.correct = torch.zeros((), device=device)
+        self.norms = torch.zeros(3, device=device)  # the gradient norms' sum, largest and count
+        self.seen, self.t0 = 0, time.time()
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, grad_norm: torch.Tensor, n: int) -> None:
+        """One step's mean loss, number correct and gradient norm, over its ``n`` images."""
+        self.loss += loss * n
+        self.correct += correct
+        self.norms[0] += grad_norm
+        self.norms[1] = torch.maximum(self.norms[1], grad_norm)
+        self.norms[2] += 1
+        self.seen += n
+
+    def fold(self, sums: Dict[str, float]) -> None:
+        """Add the tally to an epoch's ``sums`` (the keys of ``EPOCH_SUMS``, which checkpoints carry) and restart it."""
+        sums['loss'] += float(self.loss)
+        sums['correct'] += float(self.correct)
+        sums['seen'] += self.seen
+        sums['time'] += time.time() - self.t0
+        sums['steps'] += int(self.norms[2])
+        sums['grad_norm'] += float(self.norms[0])
+        sums['grad_norm_max'] = max(sums['grad_norm_max'], float(self.norms[1]))
+        self.loss.zero_(), self.correct.zero_(), self.norms.zero_()
+        self.seen, self.t0 = 0, time.time()
+
+
+def gather_sums(sums: Dict[str, float], accelerator: Any) -> float:
+    """Gather every process's part of an epoch's loss, correct and seen into the main process's ``sums`` (the others
+    start again from zero), so that a checkpoint, which holds the main process's, holds the whole epoch so far (every
+    process takes part); returns the loss summed so far."""
+    keys = ('loss', 'correct', 'seen')
+    totals = accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=accelerator.device),
+                                'sum').tolist()
+    sums.update({k: v if accelerator.is_main_process else 0.0 for k, v in zip(keys, totals)})
+    return totals[0]
+
+
 class RunClock:
     """Wall and CPU seconds since a run began, going on from where its last checkpoint's ``sums`` left them.
 
