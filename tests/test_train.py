@@ -516,6 +516,21 @@ def test_every_epoch_records_its_gradient_norm_before_clipping(synth, tmp_path, 
         assert clipped['train_loss'] != free['train_loss']  # the clip acted
 
 
+def test_a_backend_that_returns_no_gradient_norm_trains_and_records_none(synth, tmp_path, monkeypatch, capsys):
+    """DeepSpeed clips inside its own step and its clip_grad_norm_ returns None: the run goes on, exports, and its
+    records carry no gradient norm rather than a made-up one (DeepSpeed is not installed here, so accelerate's
+    return value is what stands in for it)."""
+    import accelerate
+    monkeypatch.setattr(accelerate.Accelerator, 'clip_grad_norm_', lambda self, params, max_norm: None)
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), '--precision', 'fp32',
+                 *TINY]) == 0
+    history = _history(out)
+    assert len(history) == 2 and all('grad_norm' not in h and 'grad_norm_max' not in h for h in history)
+    assert all(h['train_loss'] > 0 for h in history) and (out / 'model.safetensors').exists()
+    assert 'grad norm' not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize('cut', ['mid-epoch', 'epoch-end'])
 def test_a_resume_from_a_run_before_grad_norms_records_them_for_every_whole_epoch(cut, synth, tmp_path):
     """A checkpoint written before gradient norms were kept (its epoch sums lack them) resumes: an epoch it cut
