@@ -248,6 +248,7 @@ def test_set_global_batch_norm_swaps_in_and_back_and_names_what_it_cannot():
     (['--loss', 'sce'], 'head'),
     (['--mixup', '-0.2'], '--mixup'),
     (['--mixup', '0.2', '--adv', 'fgsm'], 'drop one of them'),
+    (['--mixup', '0.2', '--mixup-off-last', '3'], '--mixup-off-last'),
 ])
 def test_bad_input_exits_nonzero_and_writes_nothing(args, needle, synth, tmp_path, capsys):
     out = tmp_path / 'run'
@@ -705,3 +706,7 @@ def test_mixup_blends_every_training_batch_with_its_own_seeded_weight(synth, tmp
     (plain,), (mixed,) = _history(tmp_path / 'plain'), _history(tmp_path / 'mixed')
     assert mixed['train_loss'] != plain['train_loss']
     assert yaml.safe_load((tmp_path / 'mixed' / 'args.yaml').read_text())['mixup'] == 0.5
+    late = spy_on([])  # the last epoch of two on whole images: only the first epoch's two steps are blended
+    assert main([*args, '--epochs', '2', '--mixup', '0.5', '--mixup-off-last', '1', '--output',
+                 str(tmp_path / 'late')]) == 0
+    assert late == seen

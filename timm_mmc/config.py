@@ -62,6 +62,8 @@ class TrainConfig:
     mixup: float = _f(0.0, 'mixup (Zhang et al. 2018): blend image pairs with a Beta(a, a) weight drawn per batch and '
                            'weigh the two labels\' losses by it (for MMC: a pull toward the weighted mean of the two '
                            'centers); train_acc then counts each label by its weight; a = this value, 0 = off')
+    mixup_off_last: int = _f(0, 'train the last N epochs without mixup, on whole images (GluonCV\'s CIFAR-10 mixup '
+                                'recipe turns it off for its last 20 of 220 epochs)')
     # optimisation
     epochs: int = _f(30, 'training epochs (paper: 200)')
     batch_size: int = _f(128, 'global batch size, split over processes (paper: 50)')
@@ -149,6 +151,8 @@ class TrainConfig:
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise ConfigError(f'--mixup is the Beta distribution\'s a, >= 0 (got {self.mixup}); 0 = off, 0.2 to 1 '
                               f'typical.')
+        if not 0 <= self.mixup_off_last <= self.epochs:
+            raise ConfigError(f'--mixup-off-last must lie in [0, --epochs] (got {self.mixup_off_last}).')
         if self.mixup > 0 and self.adv != 'none':
             raise ConfigError('--mixup with --adv is not defined here (which image would the attack perturb?): drop '
                               'one of them.')

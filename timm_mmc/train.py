@@ -349,7 +349,8 @@ class Trainer:
                 x, y = self.batch(epoch, step)
                 if cfg.adv != 'none':
                     x = self.adversarial(x, y, _step_seed(cfg.seed, epoch, step, 1000 + self.rank))
-                lam = mixup_weight(cfg.mixup, _step_seed(cfg.seed, epoch, step, 2))  # the same on every process
+                alpha = cfg.mixup if epoch < cfg.epochs - cfg.mixup_off_last else 0.0
+                lam = mixup_weight(alpha, _step_seed(cfg.seed, epoch, step, 2))  # the same on every process
                 tally.add(*self.train_step(x, y, lam), len(y))
                 self.step_in_epoch += 1
                 self.global_step += 1
