@@ -911,3 +911,26 @@ def test_curve_prints_the_runs_own_records(tmp_path, capsys):
     assert 'holds no metrics.jsonl' in capsys.readouterr().err
     (run.path / 'metrics.jsonl').write_text('{"epoch": "one"}\n')
     assert hub.main(['curve', str(run.path)]) == 2 and 'Traceback' not in capsys.readouterr().err
+
+
+def test_curve_against_another_run_sets_them_side_by_side_where_both_measured(tmp_path, capsys):
+    from timm_mmc.runfolder import EpochRecord, RunFolder
+    for name, shift, test_every, last in (('seed0', 0.0, 1, 7), ('seed1', 0.01, 2, 6)):  # seed1 still going
+        run = RunFolder(tmp_path / name)
+        run.path.mkdir()
+        run.write_metrics([EpochRecord(epoch=e, train_acc=0.1 * e + shift, lr=0.01,
+                                       test_acc=0.05 * e + shift if e % test_every == 0 else None,
+                                       test_acc_ema=0.06 * e + shift if e % test_every == 0 else None)
+                           for e in range(1, last + 1)])
+    assert hub.main(['curve', str(tmp_path / 'seed0'), '--against', str(tmp_path / 'seed1'), '--every', '4']) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == ('| epoch | train, seed0 | train, seed1 | test, last, seed0 | test, last, seed1 | '
+                      'test, weight average, seed0 | test, weight average, seed1 |')
+    assert out[2:] == ['| 4 | 40.00 | 41.00 | 20.00 | 21.00 | 24.00 | 25.00 |',  # every 4th epoch both measured
+                       '| 6 | 60.00 | 61.00 | 30.00 | 31.00 | 36.00 | 37.00 |']  # and the last both measured
+    with pytest.raises(hub.HubError, match='two runs'):
+        hub.compare_curves([tmp_path / 'seed0'])
+    RunFolder(tmp_path / 'odd').path.mkdir()
+    RunFolder(tmp_path / 'odd').write_metrics([EpochRecord(epoch=1, train_acc=0.1, test_acc=0.1)])
+    assert hub.main(['curve', str(tmp_path / 'seed1'), '--against', str(tmp_path / 'odd')]) == 2
+    assert 'no epoch in which all of them' in capsys.readouterr().err

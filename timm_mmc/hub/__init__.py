@@ -21,7 +21,7 @@ from .card import render_card, write_card
 from .cli import main
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, PICKLE_SUFFIXES, PLOT_FILE, ROBUSTBENCH_FILE, WEIGHTS_FILE,
                      HubError)
-from .curve import learning_curve
+from .curve import compare_curves, learning_curve
 from .modelindex import eval_results
 from .plot import write_plot
 from .push import check_release, push, release_files
@@ -31,5 +31,5 @@ from .table import RESULTS_COLUMNS, results_table
 
 __all__ = ['HubError', 'export', 'read_run', 'render_card', 'write_card', 'write_plot', 'write_robustbench',
            'write_side_files', 'model_info', 'eval_results', 'push', 'check_release', 'release_files',
-           'build_hf_cache', 'results_table', 'learning_curve', 'RESULTS_COLUMNS', 'main', 'WEIGHTS_FILE',
-           'CONFIG_FILE', 'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'PICKLE_SUFFIXES']
+           'build_hf_cache', 'results_table', 'learning_curve', 'compare_curves', 'RESULTS_COLUMNS', 'main',
+           'WEIGHTS_FILE', 'CONFIG_FILE', 'CARD_FILE', 'EVAL_FILE', 'PLOT_FILE', 'ROBUSTBENCH_FILE', 'PICKLE_SUFFIXES']

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 from .cache import build_hf_cache
 from .common import CONFIG_FILE, HubError
-from .curve import learning_curve
+from .curve import compare_curves, learning_curve
 from .push import card_repo, check_release, push
 from .release import export, write_side_files
 from .table import results_table
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument('folder', help='a run folder, a release folder or a metrics.jsonl')
     v.add_argument('--every', type=int, default=5, help='one row every N epochs (plus the first, the last and the '
                    "weight average's best)")
+    v.add_argument('--against', action='append', default=[], metavar='FOLDER',
+                   help='another run (or release) to set beside this one, column by column (repeatable)')
     k = sub.add_parser('cache', help='install a release folder into the local HF cache (offline use)')
     k.add_argument('folder')
     k.add_argument('--repo-id', default=None, help='default: the repo the card names')
@@ -87,7 +89,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.cmd == 'table':
         print(results_table(args.folders))
     elif args.cmd == 'curve':
-        print(learning_curve(args.folder, every=args.every))
+        print(compare_curves([args.folder, *args.against], every=args.every) if args.against else
+              learning_curve(args.folder, every=args.every))
     elif args.cmd == 'cache':
         check_release(Path(args.folder), None)
         repo_id = args.repo_id or card_repo(Path(args.folder))

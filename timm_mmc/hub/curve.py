@@ -4,6 +4,9 @@
 every ``every`` epochs, plus the last epoch and the best epoch of the weight average on the test split, with only the
 columns the run measured; when the run exported a held-out choice (``--select-best``, read from its ``summary.json``),
 that epoch is there too, marked ``(exported)``. A release folder (its ``training/``) works alike.
+``--against OTHER`` (:func:`compare_curves`) sets runs side by side instead: train accuracy and the test split's
+accuracy of the last weights and of the weight average, each run's column beside the others', at the epochs where
+every run measured the test split.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from ..runfolder import METRICS_FILE, EpochRecord, RunError, RunSummary, read_metrics
 from .common import TRAINING_DIR, HubError
 
-__all__ = ['metrics_path', 'learning_curve']
+__all__ = ['metrics_path', 'learning_curve', 'compare_curves']
 
 Column = Tuple[str, Callable[[EpochRecord], Optional[float]], int]  # header, value as printed, decimals
 
@@ -61,6 +64,17 @@ def _exported_epoch(summary: Path) -> Optional[int]:
     return selected.get('epoch') if selected else None
 
 
+def _records(folder: os.PathLike) -> Tuple[Path, List[EpochRecord]]:
+    path = metrics_path(folder)
+    try:
+        records: List[EpochRecord] = read_metrics(path)
+    except RunError as e:
+        raise HubError(str(e)) from e
+    if not records:
+        raise HubError(f'{str(path)!r} has no epoch records yet; the run writes one after each epoch.')
+    return path, records
+
+
 def learning_curve(folder: os.PathLike, every: int = 5) -> str:
     """The run's curve: epochs 1, every ``every``-th, the best weight-average epoch and the last, as Markdown.
 
@@ -72,13 +86,7 @@ def learning_curve(folder: os.PathLike, every: int = 5) -> str:
     """
     if every < 1:
         raise HubError(f'--every must be >= 1 (got {every}).')
-    path = metrics_path(folder)
-    try:
-        records: List[EpochRecord] = read_metrics(path)
-    except RunError as e:
-        raise HubError(str(e)) from e
-    if not records:
-        raise HubError(f'{str(path)!r} has no epoch records yet; the run writes one after each epoch.')
+    path, records = _records(folder)
     columns = [c for c in COLUMNS if any(c[1](r) is not None for r in records)]
     averaged = [r for r in records if r.test_acc_ema is not None]
     best = max(averaged, key=lambda r: r.test_acc_ema).epoch if averaged else None
@@ -98,4 +106,31 @@ def learning_curve(folder: os.PathLike, every: int = 5) -> str:
     attack = next((r.robust_attack for r in reversed(records) if r.robust_attack), None)
     if attack:
         lines += ['', f'robust: {attack}']
+    return '\n'.join(lines)
+
+
+def compare_curves(folders: Sequence[os.PathLike], every: int = 5) -> str:
+    """Runs side by side, as Markdown: train accuracy, then the test split's accuracy of the last weights, then of the
+    weight average, one column a run in the order given (named by folder), at every ``every``-th epoch where every run
+    measured the test split, and at the last such epoch. A run still going is compared as far as it got.
+
+    Raises:
+        HubError: Fewer than two runs, a run without records, ``every`` below 1, or no epoch all runs measured.
+    """
+    if len(folders) < 2:
+        raise HubError('comparing needs two runs or more.')
+    if every < 1:
+        raise HubError(f'--every must be >= 1 (got {every}).')
+    runs = [{r.epoch: r for r in _records(f)[1] if r.test_acc is not None} for f in folders]
+    common = sorted(set.intersection(*(set(r) for r in runs)))
+    if not common:
+        raise HubError('the runs have no epoch in which all of them measured the test split (--test-every).')
+    epochs = [e for e in common if e % every == 0 or e == common[-1]]
+    names = [Path(f).name or str(f) for f in folders]
+    headers = [f'{what}, {name}' for what in ('train', 'test, last', 'test, weight average') for name in names]
+    lines = ['| epoch | ' + ' | '.join(headers) + ' |', '| --- ' * (len(headers) + 1) + '|']
+    for e in epochs:
+        cells = [_percent(get)(run[e]) for get in (lambda r: r.train_acc, lambda r: r.test_acc,
+                                                    lambda r: r.test_acc_ema) for run in runs]
+        lines.append(f'| {e} | ' + ' | '.join('-' if v is None else f'{v:.2f}' for v in cells) + ' |')
     return '\n'.join(lines)
