@@ -215,9 +215,10 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
-        hit = logits.detach().argmax(1) == y
+        pred = logits.detach().argmax(1)
+        hit = pred == y
         if y_pair is not None:
-            hit = lam_t * hit + (1 - lam_t) * (logits.detach().argmax(1) == y_pair)
+            hit = lam_t * hit + (1 - lam_t) * (pred == y_pair)
         return loss.detach(), hit.sum(), grad_norm.detach().float()
 
     # -- evaluation -------------------------------------------------------------------------------------------
