@@ -197,6 +197,17 @@ def test_readme_quotes_the_committed_sample_json():
         assert row in text, row
 
 
+def test_ci_runs_exactly_the_readmes_test_command():
+    """CI's entry point ends with the README's test command, word for word, and the dev extras install what it
+    needs (``-n auto`` is pytest-xdist's)."""
+    block = re.search(r'^## Set up and test\n\n```bash\n(.*?)\n```', (ROOT / 'README.md').read_text(), re.M | re.S)
+    assert block, 'the README lost its "Set up and test" block'
+    command = block.group(1).splitlines()[1]
+    assert (ROOT / '.ci' / 'run').read_text().rstrip().splitlines()[-1] == command
+    if '-n ' in command:
+        assert 'pytest-xdist' in (ROOT / 'pyproject.toml').read_text()
+
+
 @pytest.mark.slow
 def test_readme_main_command_reproduces_its_numbers(tmp_path):
     """Re-run the README's main command (offline, bundled sample) and compare with the committed JSON."""
