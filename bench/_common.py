@@ -7,11 +7,6 @@ import torch
 
 def machine_line() -> str:
     import timm
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return (f'{cpu}; {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; torch {torch.__version__}, '
-            f'timm {timm.__version__}, python {platform.python_version()}')
+    from timm_mmc.train_parts import cpu_name
+    return (f'{cpu_name()}; {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; '
+            f'torch {torch.__version__}, timm {timm.__version__}, python {platform.python_version()}')
