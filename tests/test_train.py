@@ -477,6 +477,17 @@ def test_cpu_flags_reads_this_machines_processor():
     assert all(isinstance(flag, str) and flag == flag.strip() and flag for flag in flags)
 
 
+def test_cpu_flags_of_an_x86_an_arm_and_a_missing_cpuinfo(tmp_path):
+    """On any machine: the x86 ``flags`` line is read whole, an ARM cpuinfo (``Features``) or none gives no flags."""
+    from timm_mmc import train_parts
+    x86, arm = tmp_path / 'x86', tmp_path / 'arm'
+    x86.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n'
+                   'processor\t: 1\nflags\t\t: fpu sse2\n')
+    arm.write_text('processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve bf16 i8mm\n')
+    assert train_parts.cpu_flags(str(x86)) == {'fpu', 'sse2', 'avx2', 'avx512f', 'avx512_bf16'}
+    assert train_parts.cpu_flags(str(arm)) == set() and train_parts.cpu_flags(str(tmp_path / 'none')) == set()
+
+
 def test_resume_of_nothing_is_refused(synth, tmp_path, capsys):
     out = tmp_path / 'run'
     assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), '--resume', *TINY]) == 2

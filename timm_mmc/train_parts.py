@@ -300,10 +300,11 @@ def native_bf16(device: torch.device) -> bool:
     return bool(cpu_flags() & {'avx512_bf16', 'amx_bf16'})
 
 
-def cpu_flags() -> Set[str]:
-    """The processor's feature flags as Linux lists them (``/proc/cpuinfo``), or an empty set where it does not."""
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> Set[str]:
+    """The processor's feature flags as Linux lists them on x86 (the ``flags`` line of ``cpuinfo``), or an empty set
+    where there is no such line (other systems; ARM's ``Features`` line names no bf16 matrix unit torch uses)."""
     try:
-        with open('/proc/cpuinfo') as f:
+        with open(cpuinfo) as f:
             return set(next(line.split(':', 1)[1].split() for line in f if line.startswith('flags')))
     except (OSError, StopIteration, IndexError):
         return set()
