@@ -6,6 +6,7 @@ run folder as ``timm_mmc/train.py`` writes it and an evaluation JSON as ``python
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -935,3 +936,38 @@ def test_curve_against_another_run_sets_them_side_by_side_where_both_measured(tm
     RunFolder(tmp_path / 'odd').write_metrics([EpochRecord(epoch=1, train_acc=0.1, test_acc=0.1)])
     assert hub.main(['curve', str(tmp_path / 'seed1'), '--against', str(tmp_path / 'odd')]) == 2
     assert 'no epoch in which all of them' in capsys.readouterr().err
+
+
+def test_runs_table_names_what_each_run_changed_and_what_it_reached(tmp_path, capsys):
+    """Runs in one table from their own files: the options that set the weights and differ (from the first run, or
+    from a recipe), an option a run's args.yaml lacks read as its default, a run still going as far as it got, and a
+    release folder (its training/) read like a run folder."""
+    from timm_mmc.config import parse_config
+    from timm_mmc.runfolder import EpochRecord, RunFolder, RunSummary
+    base = dataclasses.asdict(parse_config(['-c', 'resnet32_mmc']))
+    done, going = RunFolder(tmp_path / 'done' / 'training'), RunFolder(tmp_path / 'going')
+    for run, extra in ((done, dict(precision='fp32')), (going, dict(lr=0.05, mixup=0.2, threads=1, precision='fp32'))):
+        run.path.mkdir(parents=True)
+        args = dict(base, **extra, dataset=str(tmp_path / 'elsewhere'), output=str(run.path))
+        if run is done:
+            del args['mixup']  # written before the option existed: it trained without mixup
+        (run.path / 'args.yaml').write_text(yaml.safe_dump(args))
+    done.write_metrics([EpochRecord(epoch=e, train_acc=0.5 + 0.1 * e, test_acc=0.4 + 0.1 * e, elapsed_s=120.0 * e)
+                        for e in (1, 2, 3)])
+    (done.path / 'summary.json').write_text(json.dumps(RunSummary(
+        model='resnet32_mmc', test_acc=0.7125, test_acc_last=0.7, test_acc_ema=0.7125, epochs=3, wall_time_s=366.0,
+        cpu_time_s=700.0, hardware='AMD EPYC (AVX2), 2 threads x 1 proc').to_dict()))
+    going.write_metrics([EpochRecord(epoch=1, train_acc=0.3, test_acc=0.25, test_acc_ema=0.2, elapsed_s=60.0,
+                                     cpu_s=110.0), EpochRecord(epoch=2, train_acc=0.35, elapsed_s=120.0, cpu_s=230.0)])
+    assert hub.main(['runs', str(tmp_path / 'done'), str(going.path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith('| run | changed (against done) | epochs | wall min | CPU min | machine | clean, exported')
+    assert out[2] == ('| `done` | none | 3 | 6.1 | 12 | AMD EPYC (AVX2), 2 threads x 1 proc | 71.25 | 70.00 | 71.25 '
+                      '| 80.00 |')
+    assert out[3] == ('| `going` | mixup 0.2 (0.0), lr 0.05 (0.02) | 2 of 75 | 2.0 | 4 | - | - (running) '
+                      '| 25.00 (epoch 1) | 20.00 (epoch 1) | 35.00 |')  # threads, dataset and output set no weight
+    assert hub.main(['runs', str(going.path), '--base', 'resnet32_mmc']) == 0  # a recipe's "auto" is no change
+    assert '| `going` | mixup 0.2 (0.0), lr 0.05 (0.02) | 2 of 75 |' in capsys.readouterr().out
+    assert hub.main(['runs', str(tmp_path / 'none')]) == 2 and 'holds no args.yaml' in capsys.readouterr().err
+    assert hub.main(['runs', str(going.path), '--base', 'nosuch']) == 2
+    assert 'neither a file nor a recipe name' in capsys.readouterr().err

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the run folder records what data a run saw; it never loads 
     from .data import ImageSplit
 
 __all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE',
-           'resolve_resume', 'EpochRecord', 'read_metrics']
+           'DEFERS_TO_RUN', 'resolve_resume', 'EpochRecord', 'read_metrics']
 
 # options a resumed run may change: they do not change the weights it computes, only how it is run and what it
 # measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less;
@@ -50,7 +50,7 @@ _EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
 METRICS_FILE = 'metrics.jsonl'  # one EpochRecord a line; read_metrics reads it
 # Option values that leave the choice to the run (a loss from the head, a precision from the machine): on a resume
 # the run's recorded choice stands, so a recipe saying "auto" resumes a run that recorded bf16.
-_DEFERS_TO_RUN = dict(loss=None, adv_targeted=None, precision='auto')
+DEFERS_TO_RUN = dict(loss=None, adv_targeted=None, precision='auto')
 RUN_FILES = ('args.yaml', 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
 
 
@@ -475,7 +475,7 @@ def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict
     changed, refused = {}, []
     for key in sorted(given & names - {'resume', 'overwrite', 'output'}):
         now = getattr(cfg, key)
-        if now == _DEFERS_TO_RUN.get(key, object()):  # "whatever the run chose": the run's recorded choice stands
+        if now == DEFERS_TO_RUN.get(key, object()):  # "whatever the run chose": the run's recorded choice stands
             continue
         if key in values and values[key] != now:
             (changed.__setitem__(key, (values[key], now)) if key in RESUME_MUTABLE else refused.append(key))

@@ -327,7 +327,9 @@ class Trainer:
                      f'{self.step_in_epoch}){"; changed: " + changed if changed else ""}')
         else:
             self._prepare_output()
-        hw = f'{cpu_name()}, {torch.get_num_threads()} threads x {self.world} proc'
+        # the vector unit names the machine where the model name does not (every lent 2-core machine is an 'AMD EPYC')
+        hw = (f'{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads x '
+              f'{self.world} proc')
         if self.device.type == 'cuda':
             hw = f'{torch.cuda.get_device_name()} x {self.world}'
         self.log(f'{cfg.model} ({self.head} head, loss {self.loss_name}, adv {cfg.adv}) on {self.train_set.source}: '

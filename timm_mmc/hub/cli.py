@@ -1,4 +1,4 @@
-"""``python -m timm_mmc.hub`` (and the ``timm-mmc-hub`` script): export, card, push, table, curve, cache.
+"""``python -m timm_mmc.hub`` (and the ``timm-mmc-hub`` script): export, card, push, table, curve, runs, cache.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     python -m timm_mmc.hub card hub_cards/resnet32_mmc.cifar10     # re-render README.md, the plot, robustbench.json
     python -m timm_mmc.hub table hub_cards/*/                      # the README's results table
     python -m timm_mmc.hub curve runs/resnet32_mmc.cifar10 --every 5  # a run's learning curve (Markdown)
+    python -m timm_mmc.hub runs runs/a runs/b --base resnet32_mmc     # runs in a table: what changed, time, accuracy
     python -m timm_mmc.hub cache hub_cards/resnet32_mmc.cifar10    # install into the local HF cache (offline use)
 
 Exit status (``timm_mmc.ExitStatus``): 0; 2 for bad input or a Hub that refuses or cannot be reached before anything
@@ -26,6 +27,7 @@ from .common import CONFIG_FILE, HubError
 from .curve import compare_curves, learning_curve
 from .push import card_repo, check_release, push
 from .release import export, write_side_files
+from .runs import runs_table
 from .table import results_table
 
 __all__ = ['build_parser', 'main']
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "weight average's best)")
     v.add_argument('--against', action='append', default=[], metavar='FOLDER',
                    help='another run (or release) to set beside this one, column by column (repeatable)')
+    r = sub.add_parser('runs', help='print training runs as a table (Markdown): what each changed, its time and '
+                                    'accuracy')
+    r.add_argument('folders', nargs='+', help='run folders or release folders')
+    r.add_argument('--base', default=None, help='a recipe to name the changes against (default: the first run)')
     k = sub.add_parser('cache', help='install a release folder into the local HF cache (offline use)')
     k.add_argument('folder')
     k.add_argument('--repo-id', default=None, help='default: the repo the card names')
@@ -91,6 +97,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.cmd == 'curve':
         print(compare_curves([args.folder, *args.against], every=args.every) if args.against else
               learning_curve(args.folder, every=args.every))
+    elif args.cmd == 'runs':
+        print(runs_table(args.folders, base=args.base))
     elif args.cmd == 'cache':
         check_release(Path(args.folder), None)
         repo_id = args.repo_id or card_repo(Path(args.folder))
