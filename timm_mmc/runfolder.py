@@ -39,19 +39,22 @@ if TYPE_CHECKING:  # the run folder records what data a run saw; it never loads 
     from .data import ImageSplit
 
 __all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE',
-           'DEFERS_TO_RUN', 'resolve_resume', 'EpochRecord', 'read_metrics']
+           'DEFERS_TO_RUN', 'ARGS_FILE', 'SUMMARY_FILE', 'METRICS_FILE', 'resolve_resume', 'EpochRecord',
+           'read_metrics']
 
 # options a resumed run may change: they do not change the weights it computes, only how it is run and what it
 # measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less;
 # tests/test_adversarial.py::test_what_a_run_measures_never_changes_its_weights holds the weights to it)
 RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
                             'overwrite', 'output', 'test_every', 'robust_every'})
-_EXPORT_FILES = ('model.safetensors', 'config.json', 'summary.json')
+ARGS_FILE = 'args.yaml'  # the resolved options; RunFolder.read_args reads it
+SUMMARY_FILE = 'summary.json'  # a RunSummary, written last by the export; RunFolder.summary reads it
+_EXPORT_FILES = ('model.safetensors', 'config.json', SUMMARY_FILE)
 METRICS_FILE = 'metrics.jsonl'  # one EpochRecord a line; read_metrics reads it
 # Option values that leave the choice to the run (a loss from the head, a precision from the machine): on a resume
 # the run's recorded choice stands, so a recipe saying "auto" resumes a run that recorded bf16.
 DEFERS_TO_RUN = dict(loss=None, adv_targeted=None, precision='auto')
-RUN_FILES = ('args.yaml', 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
+RUN_FILES = (ARGS_FILE, 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
 
 
 class RunError(ValueError):
@@ -253,7 +256,7 @@ class RunFolder:
 
     def read_args(self) -> Dict[str, Any]:
         try:
-            with open(self.path / 'args.yaml') as f:
+            with open(self.path / ARGS_FILE) as f:
                 data = yaml.safe_load(f)
         except (OSError, yaml.YAMLError) as e:
             raise RunError(f'cannot read {str(self.path / "args.yaml")!r} ({type(e).__name__}: {e}); the run cannot be '
@@ -289,7 +292,7 @@ class RunFolder:
                 p = self.path / f
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / 'args.yaml', yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write_text(self.path / ARGS_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
     def record_resume(self, step: int, changed: Dict[str, Tuple[Any, Any]], checkpoint: str) -> None:
         rec = dict(resumed_at_step=step, checkpoint=checkpoint,
@@ -345,7 +348,11 @@ class RunFolder:
 
     def finished(self) -> bool:
         """Whether the run ended: ``summary.json`` is the last file its export writes."""
-        return (self.path / 'summary.json').is_file()
+        return (self.path / SUMMARY_FILE).is_file()
+
+    def summary(self) -> Optional[RunSummary]:
+        """What the run exported (``summary.json``); None before its export."""
+        return RunSummary.read(self.path / SUMMARY_FILE) if self.finished() else None
 
     def history(self) -> List[EpochRecord]:
         """The epochs ``metrics.jsonl`` recorded, oldest first; empty before the first epoch ends."""
@@ -440,7 +447,7 @@ class RunFolder:
         for f in ('model.safetensors', 'config.json'):
             os.replace(tmp / f, self.path / f)
         shutil.rmtree(tmp, ignore_errors=True)
-        atomic_write_text(self.path / 'summary.json', json.dumps(summary.to_dict(), indent=2))
+        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2))
 
 
 def read_metrics(path: os.PathLike) -> List[EpochRecord]:

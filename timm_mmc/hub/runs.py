@@ -1,11 +1,10 @@
 """Training runs side by side, one row a run: what it changed, how long it took where, and what it reached.
 
 ``python -m timm_mmc.hub runs runs/a runs/b hub_cards/resnet32_mmc.cifar10 --base resnet32_mmc`` prints the figures
-``docs/recipes.md``'s table of runs quotes, each read from the run's own files through their owners (``args.yaml``
-through :class:`~timm_mmc.runfolder.RunFolder`, ``summary.json`` through :class:`~timm_mmc.runfolder.RunSummary`,
-``metrics.jsonl`` through :func:`~timm_mmc.runfolder.read_metrics`). A release folder (its ``training/``) works alike;
-a run still going is shown as far as it got. "changed" lists the options that set the run's weights and differ from
-``--base`` (a recipe) or, without it, from the first run given; how a run was measured and where it wrote
+``docs/recipes.md``'s table of runs quotes, each read from the run's own files (``args.yaml``, ``metrics.jsonl``,
+``summary.json``) through their owner, :class:`~timm_mmc.runfolder.RunFolder`. A release folder (its ``training/``)
+works alike; a run still going is shown as far as it got. "changed" lists the options that set the run's weights and
+differ from ``--base`` (a recipe) or, without it, from the first run given; how a run was measured and where it wrote
 (:data:`~timm_mmc.runfolder.RESUME_MUTABLE`) does not count.
 """
 from __future__ import annotations
@@ -16,23 +15,23 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ..config import ConfigError, TrainConfig, parse_config, resolve_recipe
-from ..runfolder import DEFERS_TO_RUN, METRICS_FILE, RESUME_MUTABLE, RunError, RunFolder, RunSummary, read_metrics
+from ..runfolder import ARGS_FILE, DEFERS_TO_RUN, RESUME_MUTABLE, RunError, RunFolder
 from .common import TRAINING_DIR, HubError
 
 __all__ = ['runs_table']
 
-# TrainConfig fields that name where the data lives rather than what it is (args.yaml records its digest)
+# TrainConfig fields that set no weight: what a resume may change, and where the data lives (args.yaml also records
+# what it is, by digest)
 _NOT_COMPARED = RESUME_MUTABLE | {'dataset', 'cache_dir'}
-SUMMARY_FILE = 'summary.json'
 
 
 def _folder(path: os.PathLike) -> Path:
     """The folder holding the run's files: the run folder itself, or a release folder's ``training/``."""
     p = Path(path)
     for cand in (p, p / TRAINING_DIR):
-        if (cand / 'args.yaml').is_file():
+        if (cand / ARGS_FILE).is_file():
             return cand
-    raise HubError(f'{str(p)!r} holds no args.yaml; pass a run folder (--output of timm_mmc/train.py) or a release '
+    raise HubError(f'{str(p)!r} holds no {ARGS_FILE}; pass a run folder (--output of timm_mmc/train.py) or a release '
                    f'folder.')
 
 
@@ -65,8 +64,8 @@ def _pct(v: Optional[float]) -> str:
 
 
 def _row(name: str, folder: Path, options: Dict[str, Any], base: Dict[str, Any]) -> str:
-    records = read_metrics(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else []
-    summary = RunSummary.read(folder / SUMMARY_FILE) if (folder / SUMMARY_FILE).is_file() else None
+    run = RunFolder(folder)
+    records, summary = run.history(), run.summary()
     last = records[-1] if records else None
     tested = [r for r in records if r.test_acc is not None]
     if summary is not None:  # finished: what it exported
