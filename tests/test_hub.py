@@ -532,7 +532,8 @@ def test_an_adversarially_trained_run_never_gets_a_standard_tag(release, tmp_pat
     shutil.copytree(release['run'], run)
     args = yaml.safe_load((run / 'args.yaml').read_text())
     (run / 'args.yaml').write_text(yaml.safe_dump(dict(args, adv='nfgsm')))
-    for extra, words in (([], 'has no adversarially trained tag'), (['--tag', 'cifar10'], '--tag cifar10 does not fit')):
+    for extra, words in (([], 'has no adversarially trained tag'),
+                         (['--tag', 'cifar10'], '--tag cifar10 does not fit')):
         out = tmp_path / 'cards' / 'x'
         assert hub.main(['export', '--run', str(run), '--eval', str(release['eval']), '--out', str(out), '--no-plot',
                          *extra]) == 2
