@@ -22,7 +22,7 @@ import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401
 from _common import machine_line  # noqa: E402
-from timm_mmc.train_parts import native_bf16  # noqa: E402
+from timm_mmc.train_parts import resolve_precision  # noqa: E402
 
 
 def make_step(name: str, batch: int, precision: str):
@@ -52,8 +52,7 @@ def main() -> None:
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--precision', choices=('auto', 'bf16', 'fp32'), default='auto')
     args = p.parse_args()
-    if args.precision == 'auto':
-        args.precision = 'bf16' if native_bf16(torch.device('cpu')) else 'fp32'
+    args.precision, _ = resolve_precision(args.precision, torch.device('cpu'))  # auto: bf16 where native, else fp32
     steps = {n: make_step(n, args.batch, args.precision) for n in ('resnet32_sce', 'resnet32_mmc')}
     times = {n: [] for n in steps}
     for _ in range(args.warmup):
