@@ -328,10 +328,9 @@ class Trainer:
         else:
             self._prepare_output()
         # the vector unit names the machine where the model name does not (every lent 2-core machine is an 'AMD EPYC')
-        hw = (f'{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads x '
+        hw = (f'{torch.cuda.get_device_name()} x {self.world}' if self.device.type == 'cuda' else
+              f'{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads x '
               f'{self.world} proc')
-        if self.device.type == 'cuda':
-            hw = f'{torch.cuda.get_device_name()} x {self.world}'
         self.log(f'{cfg.model} ({self.head} head, loss {self.loss_name}, adv {cfg.adv}) on {self.train_set.source}: '
                  f'{len(self.train_set)} train / {len(self.test_set)} test, {cfg.epochs} epochs of '
                  f'{self.steps_per_epoch} steps, batch {cfg.batch_size}, {cfg.precision}; {hw}; '
