@@ -721,3 +721,26 @@ def test_mixup_blends_every_training_batch_with_its_own_seeded_weight(synth, tmp
     assert main([*args, '--epochs', '2', '--mixup', '0.5', '--mixup-off-last', '1', '--output',
                  str(tmp_path / 'late')]) == 0
     assert late == seen
+
+
+def test_weight_decay_falls_on_weights_only_never_on_batch_norm_biases_or_centers():
+    """The optimizer decays conv and linear weights, and leaves batch norm, biases and a loss's class centers (center
+    loss, L-GM means) undecayed: decaying the centers would pull them to 0 and shrink every margin."""
+    from timm_mmc.config import TrainConfig
+    from timm_mmc.losses import build_loss
+    from timm_mmc.train_parts import ModelWithLoss, build_optimizer
+    for model_name, loss, centers in (('resnet20_sce', 'center', 'loss_fn.centers'),
+                                      ('resnet20_lgm', 'lgm', 'model.head.classifier.means')):
+        model = timm.create_model(model_name, num_classes=10)
+        net = ModelWithLoss(model, build_loss(loss, 10, model.head_hidden_size, head=model.head_config.head))
+        opt = build_optimizer(net, TrainConfig(weight_decay=5e-4, momentum=0.9, nesterov=True))
+        names = {id(p): n for n, p in net.named_parameters()}
+        decayed, kept = ({names[id(p)] for p in g['params']} for g in opt.param_groups)
+        assert [g['weight_decay'] for g in opt.param_groups] == [5e-4, 0.0]
+        assert decayed | kept == set(names.values()) and not decayed & kept
+        norms = {f'{m}.{n}' for m, mod in net.named_modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+                 for n, _ in mod.named_parameters(recurse=False)}
+        convs = {f'{m}.weight' for m, mod in net.named_modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))}
+        assert norms and convs and centers in kept
+        assert decayed == convs and kept == norms | {n for n in names.values() if n.endswith('bias')} | {centers}
+        assert opt.param_groups[0]['nesterov']

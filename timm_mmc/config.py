@@ -11,11 +11,12 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import yaml
 
-__all__ = ['TrainConfig', 'parse_config', 'ConfigError', 'recipe_names', 'resolve_recipe', 'RECIPES_DIR']
+__all__ = ['TrainConfig', 'parse_config', 'ConfigError', 'recipe_names', 'resolve_recipe', 'RECIPES_DIR',
+           'RESUME_MUTABLE', 'DEFERS_TO_RUN', 'merge_resumed']
 
 
 class ConfigError(ValueError):
@@ -23,6 +24,14 @@ class ConfigError(ValueError):
 
 
 SELECT_ON = ('robust', 'clean')  # what --select-best ranks the held-out epochs by (--select-on)
+# options a resumed run may change: they do not change the weights it computes, only how it is run and what it
+# measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less;
+# tests/test_adversarial.py::test_what_a_run_measures_never_changes_its_weights holds the weights to it)
+RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
+                            'overwrite', 'output', 'test_every', 'robust_every'})
+# Option values that leave the choice to the run (a loss from the head, a precision from the machine): on a resume
+# the run's recorded choice stands, so a recipe saying "auto" resumes a run that recorded bf16.
+DEFERS_TO_RUN = dict(loss=None, adv_targeted=None, precision='auto')
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -354,3 +363,48 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         parser.error(str(e))
     cfg.given = frozenset(values)
     return cfg
+
+
+def merge_resumed(cfg: TrainConfig, given: Set[str], recorded: Dict[str, Any], where: str
+                  ) -> Tuple[TrainConfig, Dict[str, Tuple[Any, Any]]]:
+    """The options of a resumed run: the ones it recorded, with what this command changed on top.
+
+    Options the command left unset come from the run. Options it sets to another value are refused unless they are
+    in :data:`RESUME_MUTABLE` (they change how the run is carried on, not what it computes).
+
+    Args:
+        cfg: This command's config (its ``output`` names the run).
+        given: The options this command set (``cfg.given``).
+        recorded: The options the run started with (its ``args.yaml``).
+        where: The recorded options' file, for messages.
+
+    Returns:
+        The config to resume with, and ``{option: (was, now)}`` for the options this command changed.
+
+    Raises:
+        ConfigError: A changed option that would rewrite the run's history, or recorded options that no longer make
+            a valid config.
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in recorded.items() if k in names}
+    changed, refused = {}, []
+    for key in sorted(given & names - {'resume', 'overwrite', 'output'}):
+        now = getattr(cfg, key)
+        if now == DEFERS_TO_RUN.get(key, object()):  # "whatever the run chose": the run's recorded choice stands
+            continue
+        if key in values and values[key] != now:
+            (changed.__setitem__(key, (values[key], now)) if key in RESUME_MUTABLE else refused.append(key))
+        values[key] = now
+    if refused:
+        detail = ', '.join(f'{k}={recorded[k]!r} (asked: {getattr(cfg, k)!r})' for k in refused)
+        raise ConfigError(f'cannot resume {str(Path(cfg.output))!r} with other options: it was started with {detail}. '
+                          f'Leave them out (the run keeps its own), or start over with --overwrite. Only '
+                          f'{", ".join(sorted(RESUME_MUTABLE - {"resume", "overwrite", "output"}))} may change on a '
+                          f'resume.')
+    values.update(resume=True, overwrite=False, output=cfg.output)
+    try:
+        merged = TrainConfig(**values)
+        merged.validate()
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f'{where!r} no longer makes a valid config ({e}); start over with --overwrite.') from e
+    return merged, changed

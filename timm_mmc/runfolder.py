@@ -32,28 +32,19 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tupl
 import torch
 import yaml
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, merge_resumed
 from .fileio import atomic_write_text
 
 if TYPE_CHECKING:  # the run folder records what data a run saw; it never loads any
     from .data import ImageSplit
 
-__all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'RESUME_MUTABLE',
-           'DEFERS_TO_RUN', 'ARGS_FILE', 'SUMMARY_FILE', 'METRICS_FILE', 'resolve_resume', 'EpochRecord',
-           'read_metrics']
+__all__ = ['RunFolder', 'RunError', 'TrainerState', 'EPOCH_SUMS', 'Checkpoint', 'RunSummary', 'ARGS_FILE',
+           'SUMMARY_FILE', 'METRICS_FILE', 'resolve_resume', 'EpochRecord', 'read_metrics']
 
-# options a resumed run may change: they do not change the weights it computes, only how it is run and what it
-# measures and records (a --select-on robust run still needs --robust-every 1: TrainConfig.validate refuses less;
-# tests/test_adversarial.py::test_what_a_run_measures_never_changes_its_weights holds the weights to it)
-RESUME_MUTABLE = frozenset({'progress', 'threads', 'checkpoint_every', 'keep_checkpoints', 'cache_dir', 'resume',
-                            'overwrite', 'output', 'test_every', 'robust_every'})
 ARGS_FILE = 'args.yaml'  # the resolved options; RunFolder.read_args reads it
 SUMMARY_FILE = 'summary.json'  # a RunSummary, written last by the export; RunFolder.summary reads it
 _EXPORT_FILES = ('model.safetensors', 'config.json', SUMMARY_FILE)
 METRICS_FILE = 'metrics.jsonl'  # one EpochRecord a line; read_metrics reads it
-# Option values that leave the choice to the run (a loss from the head, a precision from the machine): on a resume
-# the run's recorded choice stands, so a recipe saying "auto" resumes a run that recorded bf16.
-DEFERS_TO_RUN = dict(loss=None, adv_targeted=None, precision='auto')
 RUN_FILES = (ARGS_FILE, 'resumes.jsonl', METRICS_FILE, 'checkpoints', 'best') + _EXPORT_FILES
 
 
@@ -464,40 +455,16 @@ def read_metrics(path: os.PathLike) -> List[EpochRecord]:
 
 
 def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict[str, Tuple[Any, Any]]]:
-    """The options of a resumed run: the run's own (``args.yaml``), with what this command changed on top.
-
-    Options the command left unset come from the run. Options it sets to another value are refused unless they are
-    in :data:`RESUME_MUTABLE` (they change how the run is carried on, not what it computes).
+    """The options of a resumed run: its ``args.yaml`` merged with this command's by :func:`config.merge_resumed`.
 
     Returns:
         The config to resume with, and ``{option: (was, now)}`` for the options this command changed.
 
     Raises:
-        RunError: A changed option that would rewrite the run's history.
+        RunError: The run's options are unreadable, or the command changes one that would rewrite its history.
     """
     folder = RunFolder(cfg.output)
-    old = folder.read_args()
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in old.items() if k in names}
-    changed, refused = {}, []
-    for key in sorted(given & names - {'resume', 'overwrite', 'output'}):
-        now = getattr(cfg, key)
-        if now == DEFERS_TO_RUN.get(key, object()):  # "whatever the run chose": the run's recorded choice stands
-            continue
-        if key in values and values[key] != now:
-            (changed.__setitem__(key, (values[key], now)) if key in RESUME_MUTABLE else refused.append(key))
-        values[key] = now
-    if refused:
-        detail = ', '.join(f'{k}={old[k]!r} (asked: {getattr(cfg, k)!r})' for k in refused)
-        raise RunError(f'cannot resume {str(folder.path)!r} with other options: it was started with {detail}. '
-                       f'Leave them out (the run keeps its own), or start over with --overwrite. Only '
-                       f'{", ".join(sorted(RESUME_MUTABLE - {"resume", "overwrite", "output"}))} may change on a '
-                       f'resume.')
-    values.update(resume=True, overwrite=False, output=cfg.output)
     try:
-        merged = TrainConfig(**values)
-        merged.validate()
-    except (ConfigError, TypeError) as e:
-        raise RunError(f'{str(folder.path / "args.yaml")!r} no longer makes a valid config ({e}); start over with '
-                       f'--overwrite.') from e
-    return merged, changed
+        return merge_resumed(cfg, given, folder.read_args(), str(folder.path / ARGS_FILE))
+    except ConfigError as e:
+        raise RunError(str(e)) from e

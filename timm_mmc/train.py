@@ -16,7 +16,6 @@ Design:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import platform
@@ -45,9 +44,9 @@ from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, RunSummary, TrainerState,  # noqa: E402
                                 resolve_resume)
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, TrainError, TrainingFailed,  # noqa: E402
-                                  build_model, claim_line, cpu_name, epoch_figures, gather_sums, load_init_weights,
-                                  local_batch_norms, lr_lambda, mixup_weight, resolve_model, resolve_precision,
-                                  set_global_batch_norm)
+                                  agree_precision, build_model, build_optimizer, claim_line, cpu_name, epoch_figures,
+                                  gather_sums, load_init_weights, local_batch_norms, lr_lambda, mixup_weight,
+                                  resolve_model, set_global_batch_norm)
 from timm_mmc.status import ExitStatus, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -70,23 +69,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume_changes: Optional[Dict[str, Tuple[Any, Any]]] = None) -> None:
         from accelerate import Accelerator
-        self.cfg = cfg
         self.resume_changes = resume_changes or {}
         # --precision is the one precision setting: accelerate's own (ACCELERATE_MIXED_PRECISION, `accelerate launch
         # --mixed_precision`) would autocast the forward pass behind our back, so it is switched off here
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision='no')
-        precision, note = resolve_precision(cfg.precision, self.accelerator.device, resumed=cfg.resume)
-        if self.accelerator.num_processes > 1:  # the main process decides for all, as for hosts that differ
-            from accelerate.utils import broadcast_object_list
-            precision = broadcast_object_list([precision], from_process=0)[0]
-        if note:
-            self.accelerator.print(note)
-        if precision != cfg.precision:  # args.yaml records what ran, so that --resume continues it bit-exactly
-            self.cfg = cfg = dataclasses.replace(cfg, precision=precision)
-        env_mp = os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')
-        if env_mp not in ('no', {'bf16': 'bf16', 'fp32': 'no'}[cfg.precision]):
-            self.accelerator.print(f'note: accelerate asked for mixed precision {env_mp!r}; this run uses --precision '
-                                   f'{cfg.precision} as its args.yaml records (set --precision to change it).')
+        self.cfg = cfg = agree_precision(cfg, self.accelerator)  # args.yaml records what ran, for --resume
         acc = self.accelerator
         self.device = acc.device
         self.world = acc.num_processes
@@ -138,13 +125,7 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.net = ModelWithLoss(model, loss_fn)
-        decay, no_decay = [], []
-        for n, p in self.net.named_parameters():
-            is_weight = p.ndim > 1 and not n.endswith(('means', 'centers'))
-            (decay if is_weight else no_decay).append(p)
-        optimizer = torch.optim.SGD([dict(params=decay, weight_decay=cfg.weight_decay),
-                                     dict(params=no_decay, weight_decay=0.0)],
-                                    lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        optimizer = build_optimizer(self.net, cfg)
         self.local_batch = cfg.batch_size // self.world
         self.steps_per_epoch = len(self.train_set) // cfg.batch_size
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps_per_epoch))

@@ -1,10 +1,12 @@
 """The parts the training loop is assembled from: the model a run asks for (checked, then built, and its
-``--init-from`` weights checked and loaded), batch norm over all processes, the model with its loss, the
-learning-rate schedule, and the words a run uses to describe itself (the machine, the one-line claim).
+``--init-from`` weights checked and loaded), batch norm over all processes, the model with its loss, the optimizer
+and learning-rate schedule, the precision, and the words a run uses to describe itself (the machine, the claim).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,7 +27,8 @@ from .status import RunFailure
 
 __all__ = ['TrainError', 'TrainingFailed', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
            'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
-           'cpu_flags', 'cpu_name', 'native_bf16', 'resolve_precision', 'epoch_figures', 'claim_line']
+           'build_optimizer', 'cpu_flags', 'cpu_name', 'native_bf16', 'resolve_precision', 'agree_precision',
+           'epoch_figures', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -206,6 +209,16 @@ def mixup_weight(alpha: float, seed: int) -> Optional[float]:
     return float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else None
 
 
+def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD (Nesterov when asked) with weight decay on the weights only: not on batch norm, biases or MM centers."""
+    decay, no_decay = [], []
+    for n, p in net.named_parameters():
+        is_weight = p.ndim > 1 and not n.endswith(('means', 'centers'))
+        (decay if is_weight else no_decay).append(p)
+    return torch.optim.SGD([dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)],
+                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-step multiplier of the peak lr."""
     total = cfg.epochs * steps_per_epoch
@@ -331,6 +344,24 @@ def resolve_precision(precision: str, device: torch.device, resumed: bool = Fals
         return precision, (f'note: {where} has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast is emulated and '
                            f'about 13x slower than fp32 on an AVX2-only CPU; {way_out}')
     return precision, None
+
+
+def agree_precision(cfg: TrainConfig, accelerator: Any) -> TrainConfig:
+    """``cfg`` with the precision this run trains in (:func:`resolve_precision`), decided by the main process for
+    all (hosts may differ), with the notes it prints; accelerate's own mixed-precision request is overruled, since
+    it would autocast the forward pass behind the run's back."""
+    precision, note = resolve_precision(cfg.precision, accelerator.device, resumed=cfg.resume)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        precision = broadcast_object_list([precision], from_process=0)[0]
+    if note:
+        accelerator.print(note)
+    cfg = dataclasses.replace(cfg, precision=precision) if precision != cfg.precision else cfg
+    env_mp = os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')
+    if env_mp not in ('no', {'bf16': 'bf16', 'fp32': 'no'}[cfg.precision]):
+        accelerator.print(f'note: accelerate asked for mixed precision {env_mp!r}; this run uses --precision '
+                          f'{cfg.precision} as its args.yaml records (set --precision to change it).')
+    return cfg
 
 
 def cpu_name() -> str:

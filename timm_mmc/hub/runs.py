@@ -5,7 +5,7 @@
 ``summary.json``) through their owner, :class:`~timm_mmc.runfolder.RunFolder`. A release folder (its ``training/``)
 works alike; a run still going is shown as far as it got. "changed" lists the options that set the run's weights and
 differ from ``--base`` (a recipe) or, without it, from the first run given; how a run was measured and where it wrote
-(:data:`~timm_mmc.runfolder.RESUME_MUTABLE`) does not count.
+(:data:`~timm_mmc.config.RESUME_MUTABLE`) does not count.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import ConfigError, TrainConfig, parse_config, resolve_recipe
-from ..runfolder import ARGS_FILE, DEFERS_TO_RUN, RESUME_MUTABLE, RunError, RunFolder
+from ..config import DEFERS_TO_RUN, RESUME_MUTABLE, ConfigError, TrainConfig, parse_config, resolve_recipe
+from ..runfolder import ARGS_FILE, RunError, RunFolder
 from .common import TRAINING_DIR, HubError
 
 __all__ = ['runs_table']
@@ -52,7 +52,7 @@ def _base_options(recipe: str) -> Dict[str, Any]:
 
 def _changed(options: Dict[str, Any], base: Dict[str, Any]) -> str:
     """``name value (base value)`` for every option that differs; a base value that leaves the choice to the run
-    (:data:`~timm_mmc.runfolder.DEFERS_TO_RUN`: a loss from the head, a precision from the machine) differs from no
+    (:data:`~timm_mmc.config.DEFERS_TO_RUN`: a loss from the head, a precision from the machine) differs from no
     choice a run records."""
     diff = [f'{k} {options[k]} ({base[k]})' for k in options
             if k in base and options[k] != base[k] and base[k] != DEFERS_TO_RUN.get(k, object())]
