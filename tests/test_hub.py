@@ -136,6 +136,7 @@ def _write_run(run: Path, model: torch.nn.Module) -> Path:
         model=ARCH, dataset='cifar10', epochs=1, batch_size=8, lr=0.05, loss='mmc', adv='none', eps=8 / 255,
         seed=0)))
     (run / 'summary.json').write_text(json.dumps(dict(test_acc=0.5555, wall_time_s=3725.0, cpu_time_s=7020.0,
+                                                      paused_time_s=600.0,
                                                       hardware='2 CPU cores',
                                                       versions={'torch': torch.__version__})))
     (run / 'metrics.jsonl').write_text(json.dumps(dict(epoch=0, train_loss=1.0, train_acc=0.1, test_acc=0.1,
@@ -361,6 +362,7 @@ def test_card_shows_only_numbers_from_the_eval_json(release, tmp_path):
     assert 'must come before' in body and 'it is this release\'s `model.safetensors`' in body
     assert f'timm.create_model("{ARCH}.{TAG}", pretrained=True)' in body
     assert '2 CPU cores' in body and '1 h 02 min' in body  # hardware and wall time from summary.json
+    assert 'Wall time: 1 h 02 min (3725 s), of which the process stood still (stopped) 0 h 10 min (600 s)' in body
     assert 'CPU time of the training process, all threads: 1 h 57 min (7020 s)' in body
 
     # re-render from new results: the old numbers go, the new ones come, all from the JSON
@@ -798,7 +800,7 @@ def test_results_table_reads_every_figure_from_the_release(release, tmp_path):
     assert len(table) == 3 and table[0].count('|') == len(hub.RESULTS_COLUMNS) + 1
     cells = [c.strip() for c in table[2].strip('|').split('|')]
     row = dict(zip(hub.RESULTS_COLUMNS, cells))
-    assert row['training'] == '1 ep, 62 min'  # args.yaml and summary.json (3725 s)
+    assert row['training'] == '1 ep, 62 min (10 of them paused)'  # args.yaml and summary.json (3725 s, 600 s)
     assert row['clean, 10k test'] == '55.55' and row['n'] == '64' and row['clean'] == '42.2'
     assert row['PGD-50 un 8 (worst over objectives)'] == '23.4'  # the column: 15/64
     assert row['AutoAttack 8'] == '9.4 (standard, first 32)'
@@ -957,14 +959,15 @@ def test_runs_table_names_what_each_run_changed_and_what_it_reached(tmp_path, ca
                         for e in (1, 2, 3)])
     (done.path / 'summary.json').write_text(json.dumps(RunSummary(
         model='resnet32_mmc', test_acc=0.7125, test_acc_last=0.7, test_acc_ema=0.7125, epochs=3, wall_time_s=366.0,
-        cpu_time_s=700.0, hardware='AMD EPYC (AVX2), 2 threads x 1 proc').to_dict()))
+        cpu_time_s=700.0, paused_time_s=90.0, hardware='AMD EPYC (AVX2), 2 threads x 1 proc').to_dict()))
     going.write_metrics([EpochRecord(epoch=1, train_acc=0.3, test_acc=0.25, test_acc_ema=0.2, elapsed_s=60.0,
-                                     cpu_s=110.0), EpochRecord(epoch=2, train_acc=0.35, elapsed_s=120.0, cpu_s=230.0)])
+                                     cpu_s=110.0), EpochRecord(epoch=2, train_acc=0.35, elapsed_s=120.0, cpu_s=230.0,
+                                                               paused_s=0.0)])
     assert hub.main(['runs', str(tmp_path / 'done'), str(going.path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith('| run | changed (against done) | epochs | wall min | CPU min | machine | clean, exported')
-    assert out[2] == ('| `done` | none | 3 | 6.1 | 12 | AMD EPYC (AVX2), 2 threads x 1 proc | 71.25 | 70.00 | 71.25 '
-                      '| 80.00 |')
+    assert out[2] == ('| `done` | none | 3 | 6.1 (1.5 paused) | 12 | AMD EPYC (AVX2), 2 threads x 1 proc | 71.25 '
+                      '| 70.00 | 71.25 | 80.00 |')
     assert out[3] == ('| `going` | mixup 0.2 (0.0), lr 0.05 (0.02) | 2 of 75 | 2.0 | 4 | - | - (running) '
                       '| 25.00 (epoch 1) | 20.00 (epoch 1) | 35.00 |')  # threads, dataset and output set no weight
     assert hub.main(['runs', str(going.path), '--base', 'resnet32_mmc']) == 0  # a recipe's "auto" is no change

@@ -3,8 +3,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
     cpu = [h['cpu_s'] for h in _history(tmp_path / 'cut')]
     summary = json.loads((tmp_path / 'cut' / 'summary.json').read_text())
     assert 0 < cpu[0] < cpu[1] <= summary['cpu_time_s'] and summary['wall_time_s'] > 0
+    # nothing stopped the process: no paused time, recorded as such every epoch and in the summary
+    assert [h['paused_s'] for h in _history(tmp_path / 'cut')] == [0.0, 0.0] and summary['paused_time_s'] == 0.0
 
 
 def _untimed(history):
@@ -114,6 +118,48 @@ def test_cpu_time_is_unknown_after_resuming_a_run_that_did_not_record_it():
     assert 0 < new.read()['cpu'] < 60
     resumed = RunClock(dict(wall=600.0, cpu=1100.0), global_step=390)
     assert 1100.0 <= resumed.read()['cpu'] < 1160.0
+    assert 'paused' not in resumed.read()  # the same for paused time
+    assert RunClock(dict(wall=600.0, cpu=1100.0, paused=120.0), global_step=390).read()['paused'] == 120.0
+    from timm_mmc.runfolder import RunSummary
+    from timm_mmc.train_parts import claim_line
+    summary = RunSummary(model='resnet32_mmc', test_acc=0.9, epochs=3, wall_time_s=600.0, cpu_time_s=1100.0,
+                         hardware='x', versions=dict(torch='2'), dataset='d')
+    assert '3 epochs in 10.0 min (18 CPU-min) on x: clean accuracy 90.00%' in claim_line(summary, 100)
+    summary.paused_time_s = 90.0
+    assert '3 epochs in 10.0 min (18 CPU-min, 1.5 min of it paused) on x' in claim_line(summary, 100)
+
+
+_PAUSE_CHILD = '''
+import json, sys, time
+from timm_mmc.train_parts import RunClock
+RunClock.TICK_S, RunClock.PAUSE_GAP_S = 0.05, 1.0
+clock = RunClock(dict(wall=60.0, cpu=50.0, paused=7.0), global_step=3)
+print('ready', flush=True)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:  # busy, as a training step is: being late from load alone is not a pause
+    sum(i * i for i in range(20_000))
+print(json.dumps(clock.read()), flush=True)
+'''
+
+
+@pytest.mark.skipif(not hasattr(signal, 'SIGSTOP'), reason='needs POSIX job control signals')
+def test_run_clock_counts_the_time_the_process_stood_still_and_nothing_else():
+    """A run stopped with SIGSTOP (kill -STOP, Ctrl-Z) records the stop as paused time on top of what its checkpoint
+    had; a busy process never stopped records none."""
+    def child(seconds):
+        return subprocess.Popen([sys.executable, '-c', _PAUSE_CHILD, str(seconds)], stdout=subprocess.PIPE, text=True,
+                                cwd=REPO)
+
+    busy, stopped = child(2.0), child(3.0)
+    assert busy.stdout.readline() == 'ready\n' and stopped.stdout.readline() == 'ready\n'
+    time.sleep(0.3)
+    os.kill(stopped.pid, signal.SIGSTOP)
+    time.sleep(2.5)
+    os.kill(stopped.pid, signal.SIGCONT)
+    clocks = {name: json.loads(p.communicate(timeout=60)[0]) for name, p in (('busy', busy), ('stopped', stopped))}
+    assert clocks['busy']['paused'] == 7.0 and clocks['busy']['wall'] >= 62.0
+    assert 7.0 + 2.0 < clocks['stopped']['paused'] < 7.0 + 3.5, clocks
+    assert clocks['stopped']['wall'] - 60.0 > clocks['stopped']['paused'] - 7.0
 
 
 def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
@@ -607,7 +653,7 @@ def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(s
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
     assert killed.returncode == -9
     out = _run([*base, '--output', str(tmp_path / 'cut'), '--resume']).stdout
-    assert 'claim: resnet20_mmc, 2 epochs' in out and ' CPU-min) on ' in out
+    assert 'claim: resnet20_mmc, 2 epochs' in out and ' CPU-min) on ' in out and 'paused' not in out
     a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
     b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
     assert all(torch.equal(a[k], b[k]) for k in a)

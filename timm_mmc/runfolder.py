@@ -77,6 +77,8 @@ class EpochRecord:
     elapsed_s: Optional[float] = None  # wall time since the run began (resumes included)
     cpu_s: Optional[float] = None  # the main process's CPU time since then (all threads; pauses and other jobs not
     # counted); None in runs from before it was recorded, and in runs cut then and resumed after
+    paused_s: Optional[float] = None  # how much of elapsed_s the process stood still (kill -STOP, Ctrl-Z); None like
+    # cpu_s in runs from before it was recorded
     robust_attack: Optional[str] = None  # which attack robust_acc is, and on what
     heldout_clean_acc: Optional[float] = None  # --holdout: clean accuracy there, last weights / weight average
     heldout_clean_acc_ema: Optional[float] = None
@@ -85,7 +87,8 @@ class EpochRecord:
     grad_norm_max: Optional[float] = None  # and its largest; None in an epoch resumed from a run before they were kept
     collapse: bool = False  # the robust accuracy fell COLLAPSE_DROP below its best before (a warning was logged)
 
-    TIMINGS = ('img_per_s', 'elapsed_s', 'cpu_s')  # the fields two runs of one config and seed may differ in
+    # the fields two runs of one config and seed may differ in
+    TIMINGS = ('img_per_s', 'elapsed_s', 'cpu_s', 'paused_s')
     _ALWAYS = ('epoch', 'train_loss', 'train_acc', 'test_acc', 'robust_acc', 'test_acc_ema', 'img_per_s', 'lr',
                'elapsed_s')
 
@@ -164,6 +167,7 @@ class RunSummary:
     epochs: Optional[int] = None
     wall_time_s: Optional[float] = None
     cpu_time_s: Optional[float] = None  # the main process's CPU time, all threads (see EpochRecord.cpu_s)
+    paused_time_s: Optional[float] = None  # how much of wall_time_s the process stood still (EpochRecord.paused_s)
     hardware: Optional[str] = None
     world_size: Optional[int] = None
     versions: Optional[Dict[str, str]] = None

@@ -365,10 +365,11 @@ class Trainer:
             elif cfg.holdout:
                 self._measure_heldout_clean(rec)
             clocks = clock.read()
-            rec.elapsed_s, rec.cpu_s = clocks['wall'], clocks.get('cpu')
+            rec.elapsed_s, rec.cpu_s, rec.paused_s = clocks['wall'], clocks.get('cpu'), clocks.get('paused')
             self.history.append(rec)
             self.log(f'epoch {epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f}, train {rec.train_acc:.4f}'
-                     f'{epoch_figures(rec)}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, {rec.elapsed_s / 60:.1f} min')
+                     f'{epoch_figures(rec)}, {rec.img_per_s:.0f} img/s, lr {rec.lr:.4g}, {rec.elapsed_s / 60:.1f} min'
+                     f'{f" ({rec.paused_s / 60:.1f} paused)" if rec.paused_s else ""}')
             warning = collapse_warning(self.history) if rec.robust_acc is not None else None
             if warning:
                 rec.collapse = True
@@ -381,7 +382,8 @@ class Trainer:
             self.save_checkpoint()
             self._write_metrics()
         clocks = clock.read()
-        return self.export(clocks['wall'], clocks.get('cpu'), hw)
+        clock.close()
+        return self.export(clocks, hw)
 
     def _measure_robust(self, rec: EpochRecord) -> None:
         """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the
@@ -439,8 +441,9 @@ class Trainer:
                                  f'--lr, set --grad-clip, or check the data; the last finite checkpoint is in '
                                  f'{str(self.run.ckpt_root)!r}.')
 
-    def export(self, wall: float, cpu: Optional[float], hardware: str) -> RunSummary:
-        """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder."""
+    def export(self, clocks: Dict[str, float], hardware: str) -> RunSummary:
+        """``model.safetensors`` + ``config.json`` (timm's save_for_hf) and ``summary.json`` in the run folder;
+        ``clocks`` is what :meth:`RunClock.read` says at the end."""
         acc = self.accelerator
         last = self.history[-1] if self.history else EpochRecord(epoch=0)
         use_ema = self.ema is not None and ema_beats_last(last, heldout=self.cfg.holdout > 0)
@@ -458,7 +461,8 @@ class Trainer:
                                        None),
                        robust_attack=next((h.robust_attack for h in reversed(self.history)
                                            if h.robust_attack is not None), None),
-                       epochs=self.cfg.epochs, wall_time_s=wall, cpu_time_s=cpu, hardware=hardware,
+                       epochs=self.cfg.epochs, wall_time_s=clocks['wall'], cpu_time_s=clocks.get('cpu'),
+                       paused_time_s=clocks.get('paused'), hardware=hardware,
                        world_size=self.world,
                        versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=timm_mmc.__version__,
                                      python=platform.python_version()),

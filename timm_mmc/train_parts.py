@@ -8,7 +8,9 @@ import dataclasses
 import math
 import os
 import platform
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -279,23 +281,51 @@ def gather_sums(sums: Dict[str, float], accelerator: Any) -> float:
 
 
 class RunClock:
-    """Wall and CPU seconds since a run began, going on from where its last checkpoint's ``sums`` left them.
+    """Wall, CPU and paused seconds since a run began, going on from where its last checkpoint's ``sums`` left them.
 
     CPU time is this process's, all its threads (:func:`time.process_time`): unlike wall time it does not count pauses
-    or what other jobs on the machine took. A run cut before CPU time was recorded has none after its resume.
+    or what other jobs on the machine took. Paused time is wall time the process stood still (``kill -STOP``, Ctrl-Z,
+    a frozen container): a daemon thread wakes every :attr:`TICK_S` and counts a wake-up :attr:`PAUSE_GAP_S` or more
+    late as a pause (a loaded machine makes it late by far less). A run cut before CPU or paused time was recorded
+    has none after its resume.
     """
+    TICK_S = 1.0
+    PAUSE_GAP_S = 10.0
 
     def __init__(self, sums: Dict[str, float], global_step: int) -> None:
         self.wall0 = time.time() - sums.get('wall', 0.0)
-        known = global_step == 0 or 'cpu' in sums
-        self.cpu0 = time.process_time() - sums.get('cpu', 0.0) if known else None
+        self.cpu0 = time.process_time() - sums.get('cpu', 0.0) if global_step == 0 or 'cpu' in sums else None
+        self.paused0 = sums.get('paused', 0.0) if global_step == 0 or 'paused' in sums else None
+        self.paused_here = 0.0  # seconds this process stood still; only the watcher writes it
+        self._stop = threading.Event()
+        threading.Thread(target=_watch_pauses, args=(weakref.ref(self), self._stop), daemon=True,
+                         name='timm_mmc-pause-watch').start()
 
     def read(self) -> Dict[str, float]:
-        """``wall`` and ``cpu`` seconds so far (``cpu`` absent where it is not known)."""
+        """``wall``, ``cpu`` and ``paused`` seconds so far (``cpu`` and ``paused`` absent where not known)."""
         out = dict(wall=time.time() - self.wall0)
         if self.cpu0 is not None:
             out['cpu'] = time.process_time() - self.cpu0
+        if self.paused0 is not None:
+            out['paused'] = self.paused0 + self.paused_here
         return out
+
+    def close(self) -> None:
+        """Stop the watcher (it also stops once the clock is garbage)."""
+        self._stop.set()
+
+
+def _watch_pauses(clock_ref: Callable[[], Optional[RunClock]], stop: threading.Event) -> None:
+    last = time.monotonic()  # CLOCK_MONOTONIC goes on while the process is stopped
+    while not stop.wait(RunClock.TICK_S):
+        clock = clock_ref()
+        if clock is None:
+            return
+        now = time.monotonic()
+        late = now - last - RunClock.TICK_S
+        if late >= RunClock.PAUSE_GAP_S:
+            clock.paused_here += late
+        last, clock = now, None
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -403,7 +433,10 @@ def claim_line(summary: RunSummary, n_test: int) -> str:
     elif summary.test_acc_ema is not None:
         other = (f' (weight average; last weights {100 * summary.test_acc_last:.2f}%)' if summary.weights == 'ema'
                  else f' (last weights; weight average {100 * summary.test_acc_ema:.2f}%)')
-    cpu = f' ({summary.cpu_time_s / 60:.0f} CPU-min)' if summary.cpu_time_s is not None else ''
+    times = [f'{summary.cpu_time_s / 60:.0f} CPU-min'] if summary.cpu_time_s is not None else []
+    if summary.paused_time_s:
+        times.append(f'{summary.paused_time_s / 60:.1f} min of it paused')
+    cpu = f' ({", ".join(times)})' if times else ''
     return (f'claim: {summary.model}, {summary.epochs} epochs in {summary.wall_time_s / 60:.1f} min{cpu} on '
             f'{summary.hardware}: clean accuracy {100 * summary.test_acc:.2f}% on {n_test} test images'
             f'{other}; torch {summary.versions["torch"]}, data {summary.dataset}')

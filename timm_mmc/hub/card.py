@@ -77,7 +77,9 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     if summary.hardware is not None:
         facts.append(f'- Hardware: {md(summary.hardware)}')
     if summary.wall_time_s is not None:
-        facts.append(f'- Wall time: {_duration(summary.wall_time_s)}')
+        paused = (f', of which the process stood still (stopped) {_duration(summary.paused_time_s)}'
+                  if summary.paused_time_s else '')
+        facts.append(f'- Wall time: {_duration(summary.wall_time_s)}{paused}')
     if summary.cpu_time_s is not None:
         facts.append(f'- CPU time of the training process, all threads: {_duration(summary.cpu_time_s)}')
     if summary.versions is not None:

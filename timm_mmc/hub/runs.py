@@ -69,17 +69,18 @@ def _row(name: str, folder: Path, options: Dict[str, Any], base: Dict[str, Any])
     last = records[-1] if records else None
     tested = [r for r in records if r.test_acc is not None]
     if summary is not None:  # finished: what it exported
-        epochs, wall, cpu = str(summary.epochs), summary.wall_time_s, summary.cpu_time_s
+        epochs, wall, cpu, paused = str(summary.epochs), summary.wall_time_s, summary.cpu_time_s, summary.paused_time_s
         clean, last_w, ema = _pct(summary.test_acc), _pct(summary.test_acc_last), _pct(summary.test_acc_ema)
     else:  # still going (or cut): as far as it got, the test split's figures of its last measured epoch
         epochs = f'{last.epoch if last else 0} of {options.get("epochs")}'
-        wall, cpu = (last.elapsed_s, last.cpu_s) if last else (None, None)
+        wall, cpu, paused = (last.elapsed_s, last.cpu_s, last.paused_s) if last else (None, None, None)
         clean = '- (running)'
         last_w, ema = (_pct(tested[-1].test_acc), _pct(tested[-1].test_acc_ema)) if tested else ('-', '-')
         if tested and tested[-1] is not last:
             last_w, ema = f'{last_w} (epoch {tested[-1].epoch})', f'{ema} (epoch {tested[-1].epoch})'
     cells = [f'`{name}`', _changed(options, base), epochs,
-             '-' if wall is None else f'{wall / 60:.1f}', '-' if cpu is None else f'{cpu / 60:.0f}',
+             '-' if wall is None else f'{wall / 60:.1f}' + (f' ({paused / 60:.1f} paused)' if paused else ''),
+             '-' if cpu is None else f'{cpu / 60:.0f}',
              (summary.hardware if summary and summary.hardware else '-'), clean, last_w, ema,
              _pct(last.train_acc) if last else '-']
     return '| ' + ' | '.join(cells) + ' |'
@@ -87,8 +88,9 @@ def _row(name: str, folder: Path, options: Dict[str, Any], base: Dict[str, Any])
 
 def runs_table(folders: Sequence[os.PathLike], base: Optional[str] = None) -> str:
     """One Markdown row a run: its name, the options it changed (against the recipe ``base``, else the first run),
-    epochs, wall and CPU minutes, machine, and the clean accuracy on the test split of the exported weights, the last
-    weights and the weight average, and the last epoch's train accuracy (%).
+    epochs, wall minutes (and how many of them the process stood still), CPU minutes, machine, and the clean accuracy
+    on the test split of the exported weights, the last weights and the weight average, and the last epoch's train
+    accuracy (%).
 
     Raises:
         HubError: No runs, a folder without ``args.yaml``, an unreadable file, or an unknown ``base`` recipe.
