@@ -77,7 +77,7 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     if summary.hardware is not None:
         facts.append(f'- Hardware: {md(summary.hardware)}')
     if summary.wall_time_s is not None:
-        paused = (f', of which the process stood still (stopped) {_duration(summary.paused_time_s)}'
+        paused = (', ' + prose()['notes']['wall_time_paused'].format(paused=_duration(summary.paused_time_s))
                   if summary.paused_time_s else '')
         facts.append(f'- Wall time: {_duration(summary.wall_time_s)}{paused}')
     if summary.cpu_time_s is not None:
