@@ -129,36 +129,37 @@ def test_cpu_time_is_unknown_after_resuming_a_run_that_did_not_record_it():
     assert '3 epochs in 10.0 min (18 CPU-min, 1.5 min of it paused) on x' in claim_line(summary, 100)
 
 
-_PAUSE_CHILD = '''
-import json, sys, time
+_PAUSE_CHILD = """
+import json, sys, threading, time
 from timm_mmc.train_parts import RunClock
 RunClock.TICK_S, RunClock.PAUSE_GAP_S = 0.05, 1.0
 clock = RunClock(dict(wall=60.0, cpu=50.0, paused=7.0), global_step=3)
+go = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), go.set()), daemon=True).start()
 print('ready', flush=True)
-end = time.time() + float(sys.argv[1])
-while time.time() < end:  # busy, as a training step is: being late from load alone is not a pause
+while not go.is_set():  # busy, as a training step is: being late from load alone is not a pause
     sum(i * i for i in range(20_000))
+time.sleep(0.5)  # the watcher's next wake-up, after the stop, has come
 print(json.dumps(clock.read()), flush=True)
-'''
+"""
 
 
 @pytest.mark.skipif(not hasattr(signal, 'SIGSTOP'), reason='needs POSIX job control signals')
 def test_run_clock_counts_the_time_the_process_stood_still_and_nothing_else():
     """A run stopped with SIGSTOP (kill -STOP, Ctrl-Z) records the stop as paused time on top of what its checkpoint
     had; a busy process never stopped records none."""
-    def child(seconds):
-        return subprocess.Popen([sys.executable, '-c', _PAUSE_CHILD, str(seconds)], stdout=subprocess.PIPE, text=True,
-                                cwd=REPO)
-
-    busy, stopped = child(2.0), child(3.0)
-    assert busy.stdout.readline() == 'ready\n' and stopped.stdout.readline() == 'ready\n'
+    children = {name: subprocess.Popen([sys.executable, '-c', _PAUSE_CHILD], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, cwd=REPO) for name in ('busy', 'stopped')}
+    assert all(p.stdout.readline() == 'ready\n' for p in children.values())
     time.sleep(0.3)
-    os.kill(stopped.pid, signal.SIGSTOP)
+    os.kill(children['stopped'].pid, signal.SIGSTOP)
+    t0 = time.monotonic()
     time.sleep(2.5)
-    os.kill(stopped.pid, signal.SIGCONT)
-    clocks = {name: json.loads(p.communicate(timeout=60)[0]) for name, p in (('busy', busy), ('stopped', stopped))}
-    assert clocks['busy']['paused'] == 7.0 and clocks['busy']['wall'] >= 62.0
-    assert 7.0 + 2.0 < clocks['stopped']['paused'] < 7.0 + 3.5, clocks
+    os.kill(children['stopped'].pid, signal.SIGCONT)
+    stood = time.monotonic() - t0  # at least this long: SIGSTOP takes effect at once, SIGCONT once sent
+    clocks = {name: json.loads(p.communicate('go\n', timeout=60)[0]) for name, p in children.items()}
+    assert clocks['busy']['paused'] == 7.0 and clocks['busy']['wall'] >= 60.0 + 2.5
+    assert stood - 0.2 < clocks['stopped']['paused'] - 7.0 < stood + 1.0, (stood, clocks)
     assert clocks['stopped']['wall'] - 60.0 > clocks['stopped']['paused'] - 7.0
 
 

@@ -72,13 +72,13 @@ class EpochRecord:
     test_acc: Optional[float] = None  # clean accuracy on the test split, last weights
     robust_acc: Optional[float] = None  # PGD-10 of the last weights, on held-out images or the first test images
     test_acc_ema: Optional[float] = None  # the weight average's clean test accuracy
-    img_per_s: Optional[float] = None
+    img_per_s: Optional[float] = None  # over the epoch's training steps, by wall time (a pause in them lowers it)
     lr: Optional[float] = None
     elapsed_s: Optional[float] = None  # wall time since the run began (resumes included)
     cpu_s: Optional[float] = None  # the main process's CPU time since then (all threads; pauses and other jobs not
     # counted); None in runs from before it was recorded, and in runs cut then and resumed after
-    paused_s: Optional[float] = None  # how much of elapsed_s the process stood still (kill -STOP, Ctrl-Z); None like
-    # cpu_s in runs from before it was recorded
+    paused_s: Optional[float] = None  # how much of elapsed_s the main process stood still (kill -STOP, Ctrl-Z); None
+    # like cpu_s in runs from before it was recorded
     robust_attack: Optional[str] = None  # which attack robust_acc is, and on what
     heldout_clean_acc: Optional[float] = None  # --holdout: clean accuracy there, last weights / weight average
     heldout_clean_acc_ema: Optional[float] = None
@@ -167,7 +167,7 @@ class RunSummary:
     epochs: Optional[int] = None
     wall_time_s: Optional[float] = None
     cpu_time_s: Optional[float] = None  # the main process's CPU time, all threads (see EpochRecord.cpu_s)
-    paused_time_s: Optional[float] = None  # how much of wall_time_s the process stood still (EpochRecord.paused_s)
+    paused_time_s: Optional[float] = None  # how much of wall_time_s the main process stood still (EpochRecord.paused_s)
     hardware: Optional[str] = None
     world_size: Optional[int] = None
     versions: Optional[Dict[str, str]] = None
@@ -465,7 +465,8 @@ def resolve_resume(cfg: TrainConfig, given: Set[str]) -> Tuple[TrainConfig, Dict
         The config to resume with, and ``{option: (was, now)}`` for the options this command changed.
 
     Raises:
-        RunError: The run's options are unreadable, or the command changes one that would rewrite its history.
+        RunError: The run's options are unreadable or no longer make a valid config, or the command changes one that
+            would rewrite its history.
     """
     folder = RunFolder(cfg.output)
     try:

@@ -44,9 +44,9 @@ from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, RunSummary, TrainerState,  # noqa: E402
                                 resolve_resume)
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, TrainError, TrainingFailed,  # noqa: E402
-                                  agree_precision, build_model, build_optimizer, claim_line, cpu_name, epoch_figures,
-                                  gather_sums, load_init_weights, local_batch_norms, lr_lambda, mixup_weight,
-                                  resolve_model, set_global_batch_norm)
+                                  agree_precision, build_model, build_optimizer, claim_line, epoch_figures,
+                                  gather_sums, hardware_line, load_init_weights, local_batch_norms, lr_lambda,
+                                  mixup_weight, resolve_model, set_global_batch_norm, step_seed)
 from timm_mmc.status import ExitStatus, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -58,10 +58,6 @@ def _fault(point: str, value: int = 0) -> None:
     spec = os.environ.get('TIMM_MMC_FAULT')
     if spec and spec == f'{point}:{value}':
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _step_seed(seed: int, epoch: int, step: int, salt: int = 0) -> int:
-    return (seed * 1_000_003 + epoch * 100_003 + step * 101 + salt) % (2 ** 62)
 
 
 class Trainer:
@@ -155,7 +151,7 @@ class Trainer:
         idx = perm[lo:lo + self.local_batch]
         x = self.train_set.images[idx].to(self.device, non_blocking=True).float().div_(255)
         y = self.train_set.labels[idx].to(self.device, non_blocking=True)
-        gen = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step, 1))  # same draws on every process
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, epoch, step, 1))  # same draws on every process
         return augment_batch(x, generator=gen, offset=self.rank * self.local_batch, total=cfg.batch_size,
                              cutout=cfg.cutout), y
 
@@ -308,32 +304,39 @@ class Trainer:
                      f'{self.step_in_epoch}){"; changed: " + changed if changed else ""}')
         else:
             self._prepare_output()
-        # the vector unit names the machine where the model name does not (every lent 2-core machine is an 'AMD EPYC')
-        hw = (f'{torch.cuda.get_device_name()} x {self.world}' if self.device.type == 'cuda' else
-              f'{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads x '
-              f'{self.world} proc')
+        hw = hardware_line(self.device, self.world)
         self.log(f'{cfg.model} ({self.head} head, loss {self.loss_name}, adv {cfg.adv}) on {self.train_set.source}: '
                  f'{len(self.train_set)} train / {len(self.test_set)} test, {cfg.epochs} epochs of '
                  f'{self.steps_per_epoch} steps, batch {cfg.batch_size}, {cfg.precision}; {hw}; '
                  f'torch {torch.__version__}, timm {timm.__version__}')
         clock = RunClock(self.sums, self.global_step)
+        try:
+            self._epochs(clock)
+            clocks = clock.read()
+        finally:
+            clock.close()
+        return self.export(clocks, hw)
+
+    def _epochs(self, clock: RunClock) -> None:
+        """Train from where the run stands to its last epoch: each epoch measured, logged and checkpointed."""
+        cfg, acc = self.cfg, self.accelerator
         from tqdm import tqdm
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             self.net.train()
             self._perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
-                _step_seed(cfg.seed, epoch, 0)))
+                step_seed(cfg.seed, epoch, 0)))
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {epoch + 1}',
                        disable=not self.progress, leave=False, dynamic_ncols=True)
             tally = StepTally(self.device)
             while self.step_in_epoch < self.steps_per_epoch:
                 step = self.step_in_epoch
-                torch.manual_seed(_step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
+                torch.manual_seed(step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
                 x, y = self.batch(epoch, step)
                 if cfg.adv != 'none':
-                    x = self.adversarial(x, y, _step_seed(cfg.seed, epoch, step, 1000 + self.rank))
+                    x = self.adversarial(x, y, step_seed(cfg.seed, epoch, step, 1000 + self.rank))
                 alpha = cfg.mixup if epoch < cfg.epochs - cfg.mixup_off_last else 0.0
-                lam = mixup_weight(alpha, _step_seed(cfg.seed, epoch, step, 2))  # the same on every process
+                lam = mixup_weight(alpha, step_seed(cfg.seed, epoch, step, 2))  # the same on every process
                 tally.add(*self.train_step(x, y, lam), len(y))
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -381,9 +384,6 @@ class Trainer:
             self.sums = dict(EPOCH_SUMS, **clocks)
             self.save_checkpoint()
             self._write_metrics()
-        clocks = clock.read()
-        clock.close()
-        return self.export(clocks, hw)
 
     def _measure_robust(self, rec: EpochRecord) -> None:
         """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the

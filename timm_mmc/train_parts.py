@@ -29,8 +29,8 @@ from .status import RunFailure
 
 __all__ = ['TrainError', 'TrainingFailed', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
            'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
-           'build_optimizer', 'cpu_flags', 'cpu_name', 'native_bf16', 'resolve_precision', 'agree_precision',
-           'epoch_figures', 'claim_line']
+           'step_seed', 'build_optimizer', 'cpu_flags', 'cpu_name', 'hardware_line', 'native_bf16', 'resolve_precision',
+           'agree_precision', 'epoch_figures', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -205,6 +205,12 @@ class ModelWithLoss(nn.Module):
         return loss, logits
 
 
+def step_seed(seed: int, epoch: int, step: int, salt: int = 0) -> int:
+    """The seed of one random draw of a run (``salt`` tells draws of one step apart): a function of where the run is,
+    so a run resumed from any checkpoint draws what the uninterrupted run drew."""
+    return (seed * 1_000_003 + epoch * 100_003 + step * 101 + salt) % (2 ** 62)
+
+
 def mixup_weight(alpha: float, seed: int) -> Optional[float]:
     """Mixup's weight of each image itself for one batch, a Beta(alpha, alpha) draw from ``seed``; None when
     ``alpha`` is 0 (mixup off)."""
@@ -286,8 +292,9 @@ class RunClock:
     CPU time is this process's, all its threads (:func:`time.process_time`): unlike wall time it does not count pauses
     or what other jobs on the machine took. Paused time is wall time the process stood still (``kill -STOP``, Ctrl-Z,
     a frozen container): a daemon thread wakes every :attr:`TICK_S` and counts a wake-up :attr:`PAUSE_GAP_S` or more
-    late as a pause (a loaded machine makes it late by far less). A run cut before CPU or paused time was recorded
-    has none after its resume.
+    late as a pause (a loaded machine makes it late by far less). A suspended machine is not counted (its monotonic
+    clock stops), nor a stop of another process of a multi-process run (this one then waits for it, running). A run
+    cut before CPU or paused time was recorded has none after its resume.
     """
     TICK_S = 1.0
     PAUSE_GAP_S = 10.0
@@ -401,6 +408,15 @@ def cpu_name() -> str:
             return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def hardware_line(device: torch.device, world: int) -> str:
+    """What a run trains on, for its log and ``summary.json``: the GPU, or the CPU with its vector unit (which names
+    the machine where the model name does not: every lent 2-core machine is an 'AMD EPYC'), threads and processes."""
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name()} x {world}'
+    return (f'{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads x '
+            f'{world} proc')
 
 
 def epoch_figures(rec: EpochRecord) -> str:

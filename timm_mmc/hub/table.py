@@ -42,7 +42,8 @@ def _training(args: Dict[str, Any], summary: RunSummary) -> str:
         on = ' clean' if summary.select_on == 'clean' else ''
         parts.append(f'best held-out{on} epoch ({summary.selected.get("epoch")})')
     if summary.wall_time_s is not None:
-        paused = f' ({summary.paused_time_s / 60:.0f} of them paused)' if summary.paused_time_s else ''
+        paused = (f' ({summary.paused_time_s / 60:.0f} of them paused)'
+                  if round((summary.paused_time_s or 0) / 60) else '')  # a pause under half a minute reads as none
         parts.append(f'{summary.wall_time_s / 60:.0f} min{paused}')
     return ', '.join(parts) or '-'
 
