@@ -218,7 +218,8 @@ def mixup_weight(alpha: float, seed: int) -> Optional[float]:
 
 
 def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD (Nesterov when asked) with weight decay on the weights only: not on batch norm, biases or MM centers."""
+    """SGD (Nesterov when asked) with weight decay on the weights only: not on batch norm, biases or trained class
+    centers (center loss, L-GM means; the MM heads' fixed centers are buffers, not parameters)."""
     decay, no_decay = [], []
     for n, p in net.named_parameters():
         is_weight = p.ndim > 1 and not n.endswith(('means', 'centers'))
