@@ -122,13 +122,18 @@ def _check_same_data(earlier_out: Path, files: Dict[str, str]) -> None:
 
 def _epoch_estimate(run: Path, n_train: int, probe_train: int, wall_s: float) -> Dict[str, float]:
     """From a two-epoch probe: seconds for one full epoch (the second epoch's training scaled to ``n_train`` images,
-    its evaluations as measured) and for a run's fixed costs (start-up, the first epoch's warm-up, the end)."""
+    its evaluations as measured) and for a run's fixed costs (start-up, the first epoch's warm-up, the end).
+
+    Time the probe stood still (``paused_s``: a frozen container, a ``kill -STOP``) is left out of every figure, since
+    the run it sizes will not repeat it; its training speed is left as measured, a pause inside the steps lowering it.
+    """
     first, second = RunFolder(run).history()[-2:]
-    epoch_s = second.elapsed_s - first.elapsed_s
+    paused = [r.paused_s or 0.0 for r in (first, second)]
+    epoch_s = (second.elapsed_s - paused[1]) - (first.elapsed_s - paused[0])
     train_s = probe_train / second.img_per_s
     eval_s = max(epoch_s - train_s, 0.0)
     return dict(img_per_s=second.img_per_s, eval_s=eval_s, epoch_s=n_train / second.img_per_s + eval_s,
-                startup_s=max(wall_s - second.elapsed_s, 0.0) + max(first.elapsed_s - epoch_s, 0.0))
+                startup_s=max(wall_s - second.elapsed_s, 0.0) + max(first.elapsed_s - paused[0] - epoch_s, 0.0))
 
 
 def _pack(run: Path, out: Path) -> None:

@@ -217,3 +217,25 @@ def test_run_all_stops_a_job_still_going_at_the_deadline_and_keeps_the_finished_
     assert ends['quick'] == dict(ends['quick'], rc=0, stopped=False)
     assert ends['slow']['stopped'] is True and ends['slow']['rc'] != 0 and slow.poll() is not None
     assert 2.0 <= ends['slow']['wall_s'] < 30
+
+
+def test_the_probe_estimate_leaves_out_the_time_the_probe_stood_still(tmp_path):
+    """A probe frozen for a while (a stopped container) sizes the run as one that was not: its pauses (``paused_s``,
+    cumulative like ``elapsed_s``) come out of the epoch and start-up figures, and nothing else does."""
+    from timm_mmc.runfolder import EpochRecord, RunFolder
+    estimate = _module()._epoch_estimate
+
+    def probe(name: str, paused: tuple) -> dict:
+        folder = RunFolder(tmp_path / name)
+        folder.path.mkdir()
+        folder.write_metrics([EpochRecord(1, img_per_s=100.0, elapsed_s=30.0 + paused[0], paused_s=paused[0]),
+                              EpochRecord(2, img_per_s=100.0, elapsed_s=50.0 + paused[1], paused_s=paused[1])])
+        return estimate(folder.path, n_train=1000, probe_train=1500, wall_s=60.0 + paused[1])
+    plain = probe('plain', (0.0, 0.0))
+    assert plain == dict(img_per_s=100.0, eval_s=5.0, epoch_s=15.0, startup_s=20.0)
+    assert probe('paused', (7.0, 19.0)) == plain  # 7 s in epoch 1, 12 more in epoch 2
+    older = RunFolder(tmp_path / 'older')  # a run from before pauses were recorded: none subtracted
+    older.path.mkdir()
+    older.write_metrics([EpochRecord(1, img_per_s=100.0, elapsed_s=30.0), EpochRecord(2, img_per_s=100.0,
+                                                                                       elapsed_s=50.0)])
+    assert estimate(older.path, n_train=1000, probe_train=1500, wall_s=60.0) == plain
