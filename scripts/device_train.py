@@ -128,12 +128,11 @@ def _epoch_estimate(run: Path, n_train: int, probe_train: int, wall_s: float) ->
     the run it sizes will not repeat it; its training speed is left as measured, a pause inside the steps lowering it.
     """
     first, second = RunFolder(run).history()[-2:]
-    paused = [r.paused_s or 0.0 for r in (first, second)]
-    epoch_s = (second.elapsed_s - paused[1]) - (first.elapsed_s - paused[0])
-    train_s = probe_train / second.img_per_s
-    eval_s = max(epoch_s - train_s, 0.0)
+    active_first, active_second = (r.elapsed_s - (r.paused_s or 0.0) for r in (first, second))  # seconds not paused
+    epoch_s = active_second - active_first
+    eval_s = max(epoch_s - probe_train / second.img_per_s, 0.0)
     return dict(img_per_s=second.img_per_s, eval_s=eval_s, epoch_s=n_train / second.img_per_s + eval_s,
-                startup_s=max(wall_s - second.elapsed_s, 0.0) + max(first.elapsed_s - paused[0] - epoch_s, 0.0))
+                startup_s=max(wall_s - second.elapsed_s, 0.0) + max(active_first - epoch_s, 0.0))
 
 
 def _pack(run: Path, out: Path) -> None:
