@@ -28,12 +28,16 @@ def _share(mask: torch.Tensor, of: torch.Tensor) -> float:
     return (mask & of).double().sum().item() / max(k, 1)
 
 
-def _still_robust(rec: Records, specs: Sequence[AttackSpec], start: torch.Tensor) -> torch.Tensor:
-    """Per sample: ``start`` and broken by none of ``specs`` (each counted where it ran, its ``in_slice``)."""
+def _still_robust(rec: Records, specs: Sequence[AttackSpec], start: torch.Tensor, own: bool = False) -> torch.Tensor:
+    """Per sample: ``start`` and broken by none of ``specs`` (each counted where it ran, its ``in_slice``).
+
+    With ``own``, an attack counts only the points it attacked itself: a point it skipped because an earlier attack
+    broke it (``skip_after``) is that attack's break, not its own.
+    """
     robust = start.clone()
     for s in specs:
         a = rec.attacks[s.name]
-        robust &= a['robust'] | ~a['in_slice']
+        robust &= a['robust'] | ~(a['attacked'] if own else a['in_slice'])
     return robust
 
 
@@ -189,7 +193,7 @@ def _diagnostics(rec: Records, specs: Sequence[AttackSpec], results: Dict[str, A
         wb = [w for w in whitebox if w.eps <= s.eps + _TOL]
         if not wb:
             continue
-        wb_robust = _still_robust(rec, wb, rec.clean)
+        wb_robust = _still_robust(rec, wb, rec.clean, own=True)  # AutoAttack skips what black-box attacks broke
         a = rec.attacks[s.name]
         k = int((wb_robust & ~a['robust'] & a['in_slice'] & rec.clean).sum())
         beat[s.name] = k

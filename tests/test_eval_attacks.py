@@ -511,6 +511,29 @@ def test_worst_case_slice_is_autoattacks_prefix_when_it_was_limited():
     assert out.worst_case_slice == {}
 
 
+def test_a_transfer_break_autoattack_skipped_still_counts_as_black_box_beating_white_box():
+    """Records written by hand, as the runner writes them: the transfer attack alone breaks point 0; AutoAttack skips
+    it (``skip_after``) and records it broken without attacking it. That break is the transfer attack's, so the
+    gradient-masking diagnostic must still count it and warn."""
+    from eval.threat import AttackFamily, ThreatModel
+
+    n, eps = 6, 8 / 255
+    pos = torch.arange(n)
+    pgd = AttackSpec('pgd', AttackFamily.PGD, ThreatModel.LINF, eps, False)
+    tr = AttackSpec('transfer', AttackFamily.TRANSFER, ThreatModel.LINF, eps, False)
+    aa = AttackSpec('aa', AttackFamily.AUTOATTACK, ThreatModel.LINF, eps, False, skip_after=['pgd', 'transfer'])
+    rec = Records(pos, torch.ones(n, dtype=torch.bool))
+    everywhere = torch.ones(n, dtype=torch.bool)
+    rec.attacks['pgd'] = dict(robust=pos != 5, in_slice=everywhere, attacked=everywhere)
+    rec.attacks['transfer'] = dict(robust=pos != 0, in_slice=everywhere, attacked=everywhere)
+    # AutoAttack attacks points 1-4 and breaks point 4; 0 and 5 it skipped, recorded broken
+    rec.attacks['aa'] = dict(robust=(pos >= 1) & (pos <= 3), in_slice=everywhere, attacked=(pos >= 1) & (pos <= 4))
+    out = summarise(rec, [pgd, tr, aa], _toy_report())
+    assert out.diagnostics['blackbox_beats_whitebox'] == {'transfer': 1}
+    assert any('transfer' in w and 'no model gradients' in w for w in out.warnings), out.warnings
+    assert (out.worst_case['8'].n, out.worst_case['8'].accuracy) == (6, pytest.approx(3 / 6))
+
+
 def test_points_no_attack_reached_are_not_counted_robust():
     """AutoAttack alone on 2 of 10 clean-correct points, both broken: the suite's worst case is 0 of 2, not 8 of 10.
     A weaker budget's attack on every point does not count a point as attacked at the larger eps."""
