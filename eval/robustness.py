@@ -37,7 +37,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, ExitStatus, HeadFromNameWarning,
-                      ModelLoadError, TooFewExamples, file_sha256, load_model, load_split, package_versions,
+                      ModelLoadError, TooFewExamples, eps_key, file_sha256, load_model, load_split, package_versions,
                       names_weights, random_targets, status_of)
 
 from .report import output_paths, write_outputs
@@ -218,6 +218,18 @@ def check_outputs(out: str, name: str, overwrite: bool) -> None:
                         f'replace it or choose another --name.')
 
 
+def _refuse_repeats(args: argparse.Namespace) -> None:
+    """Each value of a list option names attacks, so a repeated one would name the same attack twice: refused before
+    any loading (``--eps`` by its /255 key, as the attack names write it)."""
+    for flag, values, key in (('--eps', args.eps, eps_key), ('--pgd-steps', args.pgd_steps, str),
+                              ('--objectives', args.objectives or (), str),
+                              ('--noise-sigma', args.noise_sigma, lambda v: f'{v:g}')):
+        keys = [key(v) for v in values]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise EvalError(f'{flag} repeats {", ".join(repeated)}; give each value once.')
+
+
 def _refuse_random_weights(flag: str, spec: str, checkpoint: Optional[str], pretrained: bool, random_weights: bool,
                            checkpoint_flag: str = '--checkpoint') -> None:
     """A model name with no weights would be measured (or attack from) its random initial weights: refused, unless
@@ -289,6 +301,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
     if args.start < 0:
         raise EvalError(f'--start must be >= 0 (got {args.start}).')
+    _refuse_repeats(args)
     if args.random_weights and names_weights(args.model, args.checkpoint, args.pretrained):
         raise EvalError('--random-weights contradicts the weights that --model, --checkpoint or --pretrained name; '
                         'drop one.')

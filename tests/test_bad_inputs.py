@@ -162,6 +162,10 @@ EVAL = [
     Case('bad-out-before-bad-checkpoint', ['--out', '{tmp}/f', '--checkpoint', '{tmp}/none.safetensors'],
          ['is a file'], _file('f')),  # output checks come before any loading
     Case('checkpoint-missing', ['--checkpoint', '{tmp}/none.safetensors'], ['does not exist']),
+    Case('eps-repeated', ['--eps', '8/255', '4/255', '8/255'], ['--eps repeats 8', 'once']),
+    Case('pgd-steps-repeated', ['--pgd-steps', '1', '1'], ['--pgd-steps repeats 1']),
+    Case('noise-sigma-repeated', ['--suite', 'paper', '--attacks', 'noise', '--noise-sigma', '0.05', '0.050'],
+         ['--noise-sigma repeats 0.05']),
     Case('checkpoint-truncated', ['--checkpoint', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
          _weights_copy(_truncate)),
     Case('checkpoint-pickle', ['--checkpoint', '{tmp}/w/model.safetensors'], ['not a readable safetensors'],
