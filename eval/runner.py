@@ -52,7 +52,8 @@ class Records:
 
 
 def merge_records(parts: Sequence[Records]) -> Records:
-    """Concatenate per-process records and sort them by position; times are the max over processes."""
+    """Concatenate per-process records and sort them by position; times are the max over processes, counts add up
+    and PGD's zero-gradient share is weighted by each process's points."""
     if len(parts) == 1:
         return parts[0]
     pos = torch.cat([p.positions for p in parts])
@@ -75,10 +76,15 @@ def merge_records(parts: Sequence[Records]) -> Records:
         for name, d in p.extra.items():
             into = out.extra.setdefault(name, {})
             for k, v in d.items():
-                if k in ('gradient_steps', 'n_attacked') and k in into:
+                if k in ('gradient_steps', 'n_attacked', 'zero_grad_n') and k in into:
                     into[k] += v  # per-process counts add up
                 else:
                     into[k] = v
+    for name, d in out.extra.items():  # a share over every process's points, weighted by their counts
+        shares = [(p.extra[name]['zero_grad_fraction_first_step'], p.extra[name]['zero_grad_n']) for p in parts
+                  if 'zero_grad_n' in p.extra.get(name, {})]
+        if shares:
+            d['zero_grad_fraction_first_step'] = sum(f * k for f, k in shares) / max(d['zero_grad_n'], 1)
     for d in out.extra.values():
         if 'gradient_steps' in d:
             d.pop('gradient_steps_per_point', None)  # recomputed from the merged counts by summarise
@@ -239,10 +245,21 @@ def _run_linf(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, t: Tenso
     return robust
 
 
+def _max_over_processes(value: float) -> float:
+    """The largest ``value`` over the processes of a sharded evaluation (every process must call it); ``value``
+    itself in a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    device = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return t.item()
+
+
 def _run_aa(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, x_clean: Tensor, num_classes: int, seed: int,
             bs: int) -> Tuple[Tensor, Dict[str, Any], List[str]]:
     cfg = spec.config
-    scale, max_margin = choose_logit_scale(model, x_clean, cfg.target_margin, bs)
+    scale, max_margin = choose_logit_scale(model, x_clean, cfg.target_margin, bs, reduce_max=_max_over_processes)
     wrapped = ScaledLogits(model, scale)
     extra: Dict[str, Any] = dict(logit_scale=scale, max_clean_margin=max_margin, n_attacked=int(x.shape[0]))
     if x.shape[0] == 0:

@@ -257,6 +257,17 @@ def test_merge_records_orders_by_position():
     assert merged.times['a'] == 3.0 and merged.warnings == ['w']
 
 
+def test_merge_records_weights_the_zero_gradient_share_by_each_process_points():
+    def part(pos, share, steps):
+        pos = torch.tensor(pos)
+        r = Records(pos, torch.ones_like(pos, dtype=torch.bool))
+        r.extra['pgd'] = dict(zero_grad_fraction_first_step=share, zero_grad_n=len(pos), gradient_steps=steps, seed=7)
+        return r
+
+    merged = merge_records([part([0, 2, 4], 1.0, 30), part([1], 0.0, 10)])
+    assert merged.extra['pgd'] == dict(zero_grad_fraction_first_step=0.75, zero_grad_n=4, gradient_steps=40, seed=7)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason='real CIFAR-10 copy not present')
 def test_real_cifar_plumbing(tmp_path, capsys):
@@ -285,9 +296,10 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     out = tmp_path / 'sharded'
     env = dict(os.environ, TIMM_MMC_CACHE=str(tmp_path / 'cache'), OMP_NUM_THREADS='1')
     r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'eval.robustness',
-                        *_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--n-examples', '11',
-                               '--pgd-steps', '2', '--eps', '0.25/255', '--pgd-alpha', '0.1/255', '--threads', '1',
-                               '--tta-flip', '--name', 'sharded')],
+                        *_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', 'autoattack', '--n-examples',
+                               '11', '--pgd-steps', '2', '--eps', '0.25/255', '--pgd-alpha', '0.1/255', '--threads',
+                               '1', '--aa-eps', '0.25/255', '--aa-n-iter', '2', '--standalone', '--tta-flip',
+                               '--name', 'sharded')],
                        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[:6000]
     from timm_mmc import report
@@ -309,6 +321,11 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     with torch.no_grad():
         want = ((model(x) + model(x.flip(3))).argmax(1) == y).double().mean().item()
     assert rep.clean_accuracy_flip_tta == pytest.approx(want)
+    # both shards attacked one scaled model, scaled from the largest clean margin over all 11 images
+    with torch.no_grad():
+        top2 = model(x).topk(2, dim=1).values
+    aa = next(a for a in rep.attacks.values() if a.family == 'autoattack')
+    assert aa.max_clean_margin == pytest.approx((top2[:, 0] - top2[:, 1]).max().item(), rel=1e-4)
 
 
 def test_random_weights_on_purpose_run_and_the_report_says_so(tiny, tmp_path, capsys):

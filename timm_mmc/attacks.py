@@ -226,12 +226,20 @@ class ScaledLogits(nn.Module):
 
 
 @torch.no_grad()
-def choose_logit_scale(model: nn.Module, x: torch.Tensor, target_margin: float = 10.0,
-                       batch_size: int = 256) -> Tuple[float, float]:
+def choose_logit_scale(model: nn.Module, x: torch.Tensor, target_margin: float = 10.0, batch_size: int = 256,
+                       reduce_max: Optional[Callable[[float], float]] = None) -> Tuple[float, float]:
     """A scale that brings the largest clean top-1 / top-2 logit margin down to ``target_margin``.
 
     A margin of 10 leaves the wrong-class softmax at ~5e-5, far above float32's underflow (CE gradients vanish from
     margins of ~90 on). Models whose margins are already below ``target_margin`` keep scale 1.
+
+    Args:
+        model: Logits in, as attacked.
+        x: The clean images the scale is chosen from.
+        target_margin: The largest margin after scaling.
+        batch_size: Forward batch size.
+        reduce_max: Maps this process's largest margin to the largest over every process of a sharded evaluation,
+            so that all shards attack the same scaled model (None: one process).
 
     Returns:
         ``(scale, max_margin)``.
@@ -241,6 +249,8 @@ def choose_logit_scale(model: nn.Module, x: torch.Tensor, target_margin: float =
         top2 = model(x[i:i + batch_size]).float().topk(2, dim=1).values
         margins.append(top2[:, 0] - top2[:, 1])
     max_margin = torch.cat(margins).max().item() if margins else 0.0
+    if reduce_max is not None:
+        max_margin = reduce_max(max_margin)
     scale = min(1.0, target_margin / max_margin) if max_margin > 0 else 1.0
     return scale, max_margin
 
