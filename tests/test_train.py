@@ -179,6 +179,19 @@ def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_kill_after_the_last_checkpoint_before_its_metrics_line_loses_no_epoch(synth, tmp_path):
+    out = tmp_path / 'cut'
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', *TINY, '--output', str(out)]
+    killed = _run(base, {'TIMM_MMC_FAULT': 'metrics:8'}, check=False)  # 4 steps an epoch: after epoch 2's checkpoint
+    assert killed.returncode == -9
+    assert [h['epoch'] for h in _history(out)] == [1] and not (out / 'model.safetensors').exists()
+    resumed = _run([*base, '--resume'])
+    assert 'resumed from step_00000008' in resumed.stdout
+    hist = _history(out)
+    assert [h['epoch'] for h in hist] == [1, 2]  # the resume had no epoch left to train, yet wrote epoch 2's line
+    assert json.loads((out / 'summary.json').read_text())['test_acc'] == hist[-1]['test_acc']
+
+
 def test_torchrun_two_processes_match_one(synth, tmp_path):
     # two steps of a stable objective. Float rounding alone moves the weights by up to ~4e-5 here (measured: the
     # same single-process run with 1 vs 2 threads), hence the tolerance; per-shard batch norm or a mis-sliced

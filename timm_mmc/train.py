@@ -54,7 +54,8 @@ __all__ = ['Trainer', 'main', 'TrainError']
 
 
 def _fault(point: str, value: int = 0) -> None:
-    """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11`` or ``save:2`` SIGKILLs this process there."""
+    """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11``, ``save:2`` or ``metrics:8`` SIGKILLs this
+    process there."""
     spec = os.environ.get('TIMM_MMC_FAULT')
     if spec and spec == f'{point}:{value}':
         os.kill(os.getpid(), signal.SIGKILL)
@@ -299,6 +300,7 @@ class Trainer:
             name = self.load_checkpoint()
             if acc.is_main_process:
                 self.run.record_resume(self.global_step, self.resume_changes, name)
+            self._write_metrics()  # the checkpoint's epochs: a kill after the last checkpoint may have cut the file
             changed = ', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in self.resume_changes.items())
             self.log(f'resumed from {name}: step {self.global_step} (epoch {self.epoch + 1}, step '
                      f'{self.step_in_epoch}){"; changed: " + changed if changed else ""}')
@@ -383,6 +385,7 @@ class Trainer:
             self.step_in_epoch = 0
             self.sums = dict(EPOCH_SUMS, **clocks)
             self.save_checkpoint()
+            _fault('metrics', self.global_step)
             self._write_metrics()
 
     def _measure_robust(self, rec: EpochRecord) -> None:
