@@ -43,6 +43,13 @@ def _npz(images: np.ndarray, labels: np.ndarray, **more) -> Callable[[Path], Non
     return f
 
 
+def _npz_folder(folder: Path, **classes: int) -> None:
+    """An .npz data set folder, one file a split, each with its own number of class names."""
+    folder.mkdir()
+    for split, n in classes.items():
+        np.savez(folder / f'{split}.npz', images=U8, labels=np.arange(8) % n, class_names=NAMES[:n], split=split)
+
+
 def _save_tiny(folder: Path) -> None:
     """The tiny model's release-style folder (model.safetensors + config.json), the same weights every call."""
     from timm.models import save_for_hf
@@ -128,6 +135,16 @@ TRAIN = [
     Case('holdout-too-large', ['--holdout', '100000'], ['--holdout 100000', 'between']),
     Case('adv-noise-negative', ['--adv-noise', '-1'], ['--adv-noise', '>= 0']),
     Case('label-smoothing-two', ['--label-smoothing', '2'], ['--label-smoothing', '[0, 1)']),
+    Case('label-smoothing-mmc', ['--label-smoothing', '0.1', '--batch-size', '8'],
+         ['--label-smoothing', 'sce loss only', 'drop it']),
+    Case('grad-clip-negative', ['--grad-clip', '-1'], ['--grad-clip', '> 0']),
+    Case('grad-clip-nan', ['--grad-clip', 'nan'], ['--grad-clip', 'finite']),
+    Case('grad-clip-zero', ['--grad-clip', '0'], ['--grad-clip', 'leave it out']),
+    Case('adv-ratio-no-image', ['--adv', 'fgsm', '--adv-ratio', '0.01', '--batch-size', '8'],
+         ['--adv-ratio 0.01', 'no image', '0.125']),
+    Case('test-split-more-classes', ['--dataset', '{tmp}/two', '--batch-size', '8'],
+         ['test split has 4 classes', 'train split 3'],
+         lambda tmp: _npz_folder(tmp / 'two', train=3, test=4)),
     Case('momentum-negative', ['--momentum', '-1'], ['--momentum', '[0, 1)']),
     Case('weight-decay-negative', ['--weight-decay', '-5'], ['--weight-decay', '>= 0']),
     Case('warmup-frac-seven', ['--warmup-frac', '7'], ['--warmup-frac', '[0, 1)']),

@@ -40,6 +40,21 @@ def test_load_split_errors(ds, tmp_path):
     assert (exc.value.asked, exc.value.have) == (9, 8)
 
 
+def test_integer_labels_count_their_classes_over_the_whole_split_before_a_limit(tmp_path):
+    """A label column of plain integers (no class names): the class count comes from the whole split, so a
+    ``--train-limit`` slice that misses the highest class still builds a model of every class."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+    feats = datasets.Features(img=datasets.Image(), label=datasets.Value('int64'))
+    labels = [0, 1, 0, 1, 2, 3]
+    (tmp_path / 'd').mkdir()
+    datasets.Dataset.from_dict(dict(img=[Image.fromarray(np.zeros((32, 32, 3), np.uint8))] * 6, label=labels),
+                               features=feats).to_parquet(str(tmp_path / 'd' / 'train-00000-of-00001.parquet'))
+    part = load_split(str(tmp_path / 'd'), 'train', limit=4, cache_dir=tmp_path / 'cache')
+    assert part.labels.tolist() == [0, 1, 0, 1] and part.class_names == ['0', '1', '2', '3']
+
+
 def test_a_plain_readme_beside_the_data_loads_without_the_hub_card_warning(ds, tmp_path):
     """A README without a YAML block (as ../shared/data/cifar10 has) made huggingface_hub log a warning per load."""
     folder = tmp_path / 'with_readme'

@@ -157,6 +157,9 @@ class TrainConfig:
             raise ConfigError(f'--adv-step must be > 0 (got {self.adv_step}).')
         if not 0 < self.adv_ratio <= 1:
             raise ConfigError(f'--adv-ratio must lie in (0, 1] (got {self.adv_ratio}).')
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ConfigError(f'--grad-clip must be a finite number > 0 (got {self.grad_clip}); leave it out for no '
+                              f'clipping.')
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise ConfigError(f'--mixup is the Beta distribution\'s a, >= 0 (got {self.mixup}); 0 = off, 0.2 to 1 '
                               f'typical.')

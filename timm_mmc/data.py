@@ -248,15 +248,15 @@ def load_split(dataset: str, split: str = 'train', image_column: Optional[str] =
     import datasets
     ds = _open(dataset, split, progress)
     image_column, label_column = _find_columns(ds, image_column, label_column)
+    label_feat = ds.features[label_column]
+    if isinstance(label_feat, datasets.ClassLabel):
+        class_names = list(label_feat.names)
+    else:  # from the whole split, before any limit: a slice can miss the highest class
+        class_names = [str(i) for i in range(int(max(ds[label_column])) + 1)]
     if limit is not None:
         if limit < 1 or limit > len(ds):
             raise TooFewExamples(limit, len(ds), f'split {split!r}')
         ds = ds.select(range(limit))
-    label_feat = ds.features[label_column]
-    if isinstance(label_feat, datasets.ClassLabel):
-        class_names = list(label_feat.names)
-    else:
-        class_names = [str(i) for i in range(int(max(ds[label_column])) + 1)]
     key = hashlib.sha256(f'{ds._fingerprint}|{image_column}|{label_column}'.encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     img_path = cache / f'{key}_images.npy'

@@ -103,9 +103,16 @@ class Trainer:
             raise TrainError(f'the training split has {len(self.train_set)} images, fewer than one batch of '
                              f'{cfg.batch_size}; lower --batch-size.')
         self.num_classes = self.train_set.num_classes
+        if self.test_set.num_classes > self.num_classes:
+            raise TrainError(f'the {cfg.test_split} split has {self.test_set.num_classes} classes, the '
+                             f'{cfg.train_split} split {self.num_classes}: a model of the training split\'s classes '
+                             f'would count the others wrong; pass two splits of one data set.')
         model = build_model(cfg, self.timm_name, self.name_args, self.train_set, self.accelerator.print)
         self.head = model.head_config.head
         self.loss_name = cfg.loss or default_loss_for_head(self.head)
+        if cfg.label_smoothing and self.loss_name != 'sce':
+            raise TrainError(f'--label-smoothing is for the sce loss only; the {self.loss_name} loss would ignore '
+                             f'it: drop it.')
         try:
             loss_fn = build_loss(self.loss_name, self.num_classes, model.head_hidden_size, head=self.head,
                                  label_smoothing=cfg.label_smoothing, lambda_c=cfg.lambda_c, alpha=cfg.lgm_alpha,
@@ -124,6 +131,10 @@ class Trainer:
         self.net = ModelWithLoss(model, loss_fn)
         optimizer = build_optimizer(self.net, cfg)
         self.local_batch = cfg.batch_size // self.world
+        if cfg.adv != 'none' and round(cfg.adv_ratio * self.local_batch) == 0:
+            raise TrainError(f'--adv-ratio {cfg.adv_ratio} of a batch of {self.local_batch} images (a process) is '
+                             f'no image, which would train without attacks; raise it to at least '
+                             f'{1 / self.local_batch:.3g}.')
         self.steps_per_epoch = len(self.train_set) // cfg.batch_size
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, self.steps_per_epoch))
         self.net, self.optimizer = self.accelerator.prepare(self.net, optimizer)
