@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--objectives', type=_objective_arg, nargs='+',
                    help='PGD objectives (default: mm margin for MM heads, ce margin otherwise).')
     g.add_argument('--cw-n', type=_pos_int, help='C&W on the first N evaluated points (default: 500 as the paper on '
-                   'a GPU, 25 on a CPU, where C&W costs ~2000 gradient steps a point).')
+                   'a GPU, 25 on a CPU, where C&W costs ~2500-3500 gradient steps a point).')
     g.add_argument('--cw-binary-steps', type=_pos_int, default=9)
     g.add_argument('--cw-max-iter', type=_pos_int, default=1000)
     g.add_argument('--spsa-n', type=_pos_int, help='SPSA on the first N evaluated points (default: 1000 as the paper '
