@@ -190,6 +190,15 @@ def test_export_writes_safetensors_timm_config_card_and_results(release):
     assert _leftovers(out.parent) == []
 
 
+def test_export_draws_the_plot_the_card_command_redraws_in_the_final_folder(release, tmp_path):
+    """The export draws in a temporary folder; its plot is titled with the release's name, not that folder's: `hub
+    card` in a folder of the same name redraws it byte for byte."""
+    folder = tmp_path / release['out'].name
+    shutil.copytree(release['out'], folder)
+    assert hub.main(['card', str(folder)]) == 0
+    assert (folder / hub.PLOT_FILE).read_bytes() == (release['out'] / hub.PLOT_FILE).read_bytes()
+
+
 def test_export_bad_input_fails_cleanly(release, tmp_path, capsys):
     # missing weights: clear message, exit 2, nothing written
     run = tmp_path / 'run'
@@ -260,6 +269,38 @@ def test_malicious_pickle_is_refused_without_running(release, tmp_path):
         hub.export(release['run'], release['eval'], out, checkpoint=evil, log=lambda s: None)
     assert not marker.exists()
     assert not out.exists() and _leftovers(out.parent) == []
+
+
+def test_export_of_other_weights_leaves_out_the_run_summary_that_describes_the_run_own(release, tmp_path):
+    """summary.json says which weights the run exported and their accuracy: a --checkpoint of other weights must not
+    carry it into the card or the README table; the same weights by --checkpoint keep it."""
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(release['run'] / 'model.safetensors'))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    other = tmp_path / 'other.safetensors'
+    save_file(dict(state, **{key: state[key] * 0.5}), str(other))
+    lines = []
+    out = hub.export(release['run'], release['eval'], tmp_path / 'cards' / 'other', checkpoint=other, plot=False,
+                     allow_unverified_eval=True, log=lines.append)
+    files = hub.release_files(out)
+    assert 'training/summary.json' not in files and {'training/args.yaml', 'training/metrics.jsonl'} <= set(files)
+    assert any('other weights' in line and 'left out' in line for line in lines), lines
+    assert 'From `training/summary.json`' not in (out / 'README.md').read_text()
+    same = tmp_path / 'same.safetensors'
+    shutil.copyfile(release['run'] / 'model.safetensors', same)
+    out = hub.export(release['run'], release['eval'], tmp_path / 'cards' / 'same', checkpoint=same, plot=False,
+                     log=lambda s: None)
+    assert 'training/summary.json' in hub.release_files(out)
+
+
+def test_export_names_the_classes_as_the_run_data_did(release, tmp_path):
+    run = tmp_path / 'run'
+    shutil.copytree(release['run'], run)
+    cfg = json.loads((run / 'config.json').read_text())
+    names = [f'class {i}' for i in range(10)]
+    (run / 'config.json').write_text(json.dumps(dict(cfg, label_names=names)))
+    out = hub.export(run, release['eval'], tmp_path / 'cards' / 'named', plot=False, log=lambda s: None)
+    assert json.loads((out / 'config.json').read_text())['label_names'] == names
 
 
 def test_weights_only_pth_checkpoint_exports_as_safetensors(release, tmp_path):
@@ -602,6 +643,7 @@ def test_push_dry_run_lists_files_offline_without_the_token(release, monkeypatch
     for f in hub.release_files(release['out']):
         assert f in out
     assert 'token: found' in out and FAKE_TOKEN not in out
+    assert f'delete every file of {REPO} not in this list' in out  # the real push's delete_patterns, said
 
 
 def test_push_refuses_a_card_that_does_not_match_its_results(release, tmp_path, capsys):

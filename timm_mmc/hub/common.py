@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .. import report as schema
-from ..runfolder import METRICS_FILE, RunError, RunSummary
+from ..runfolder import METRICS_FILE, SUMMARY_FILE, RunError, RunSummary
 from ..status import RunFailure
 
 __all__ = ['HubError', 'HubFailed', 'CARDS_DIR', 'TEMPLATE_PATH', 'PAPER_RESULTS_PATH', 'PROSE_PATH', 'WEIGHTS_FILE',
@@ -40,7 +40,7 @@ EVAL_FILE = 'results/eval.json'
 PLOT_FILE = 'results/robust_accuracy.png'
 ROBUSTBENCH_FILE = 'results/robustbench.json'
 TRAINING_DIR = 'training'
-TRAINING_FILES = ('args.yaml', 'summary.json', METRICS_FILE)
+TRAINING_FILES = ('args.yaml', SUMMARY_FILE, METRICS_FILE)
 PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.pkl', '.pickle', '.ckpt', '.tar', '.npy', '.joblib')
 
 DATASETS = {
@@ -109,7 +109,7 @@ def training_files(folder: Path) -> Tuple[Dict[str, Any], RunSummary]:
     tdir = folder / TRAINING_DIR
     args = read_yaml(tdir / 'args.yaml') if (tdir / 'args.yaml').is_file() else {}
     try:
-        summary = RunSummary.read(tdir / 'summary.json') if (tdir / 'summary.json').is_file() else RunSummary()
+        summary = RunSummary.read(tdir / SUMMARY_FILE) if (tdir / SUMMARY_FILE).is_file() else RunSummary()
     except RunError as e:
         raise HubError(f'{e} Regenerate the release from its run folder.') from e
     return args, summary

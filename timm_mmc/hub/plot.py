@@ -11,8 +11,12 @@ from .common import EVAL_FILE, PLOT_FILE, dataset_info, norm_dataset, read_repor
 __all__ = ['write_plot']
 
 
-def write_plot(folder: os.PathLike) -> Optional[Path]:
+def write_plot(folder: os.PathLike, name: Optional[str] = None) -> Optional[Path]:
     """Plot robust accuracy against eps from ``results/eval.json`` into ``results/robust_accuracy.png``.
+
+    Args:
+        folder: The release folder.
+        name: The release's name in the title (default the folder's; an export writes into a temporary folder).
 
     Returns:
         The PNG path, or None (and an earlier plot removed: it must not outlive its results) when the report has no
@@ -27,4 +31,4 @@ def write_plot(folder: os.PathLike) -> Optional[Path]:
     info = dataset_info(norm_dataset(rep.dataset) or '')
     note = ', JPEG q75 copy' if info['caveat'] == 'jpeg' else ''
     path.parent.mkdir(parents=True, exist_ok=True)
-    return plot_robustness(rep, path, title=f'{folder.name}: robust accuracy on {info["pretty"]}{note}')
+    return plot_robustness(rep, path, title=f'{name or folder.name}: robust accuracy on {info["pretty"]}{note}')

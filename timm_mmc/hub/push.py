@@ -163,6 +163,8 @@ def push(folder: os.PathLike, repo_id: str, *, dry_run: bool = False, private: b
         for f in files:
             p = folder / f
             log(f'  {f}  {p.stat().st_size} bytes  sha256 {file_sha256(p)[:16]}')
+        log(f'and delete every file of {repo_id} not in this list (the push makes the repo exactly this folder, in '
+            f'one commit)')
         src = 'given' if token else _token_source()
         log(f'token: found ({src})' if src else 'token: none found; a real push needs HF_TOKEN or `hf auth login`')
         return files

@@ -15,8 +15,8 @@ from typing import Any, Callable, Dict, List, Optional
 from ..fileio import current_umask
 from ..report import EvalReport
 from .card import nondefault_args, write_card
-from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, TRAINING_DIR, TRAINING_FILES, WEIGHTS_FILE, HubError,
-                     default_repo_id, folder_config, norm_dataset, read_json, read_report, read_yaml)
+from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, TRAINING_DIR, TRAINING_FILES, WEIGHTS_FILE,
+                     HubError, default_repo_id, folder_config, norm_dataset, read_json, read_report, read_yaml)
 from .plot import write_plot
 from .robustbench import write_robustbench
 
@@ -73,6 +73,30 @@ def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Pa
         raise HubError(f'{e} Export the run folder whose config.json matches these weights.') from None
     model.load_state_dict(state)
     return model.eval()
+
+
+def _holds_the_run_weights(model: Any, run_weights: Path) -> bool:
+    """Whether ``model`` (built from ``--checkpoint``) has exactly the weights of the run's own export."""
+    from ..io import load_state_dict_safe
+
+    theirs = load_state_dict_safe(run_weights)
+    ours = model.state_dict()
+    return theirs.keys() == ours.keys() and all(theirs[k].equal(ours[k]) for k in ours)
+
+
+def _training_files(run: Dict[str, Any], model: Any, checkpoint: Optional[os.PathLike],
+                    log: Callable[[str], None]) -> Dict[str, Path]:
+    """The run's files the release carries. ``summary.json`` describes the run's own ``model.safetensors`` (which
+    weights, their clean accuracy, the epoch chosen): a ``--checkpoint`` of other weights leaves it out, so that
+    neither the card nor the README table states it of weights it does not describe."""
+    files = dict(run['files'])
+    if checkpoint is not None and SUMMARY_FILE in files and not _holds_the_run_weights(model,
+                                                                                          run['dir'] / WEIGHTS_FILE):
+        del files[SUMMARY_FILE]
+        log(f'note: --checkpoint holds other weights than {run["dir"] / WEIGHTS_FILE}, so the run\'s {SUMMARY_FILE} '
+            f'(which weights, their accuracy, hardware and wall time) is left out of the release; args.yaml and the '
+            f'training curve are kept.')
+    return files
 
 
 def _resolve_tag(arch: str, tag: Optional[str], run: Dict[str, Any], rep: EvalReport) -> str:
@@ -179,10 +203,11 @@ def self_check(folder: Path) -> None:
 
 
 def write_side_files(folder: Path, repo_id: Optional[str] = None, extra_args: Optional[Dict[str, Any]] = None,
-                     plot: bool = True) -> None:
-    """(Re)write everything a release derives from its report: the plot, the RobustBench file, the card."""
+                     plot: bool = True, name: Optional[str] = None) -> None:
+    """(Re)write everything a release derives from its report: the plot, the RobustBench file, the card. ``name``:
+    the release's name where ``folder`` is not yet its final place (default the folder's name)."""
     if plot:
-        write_plot(folder)
+        write_plot(folder, name)
     write_robustbench(folder)
     write_card(folder, repo_id=repo_id, extra_args=extra_args)
 
@@ -256,7 +281,7 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
     try:
-        labels = model.pretrained_cfg.get('label_names')
+        labels = run['config'].get('label_names') or model.pretrained_cfg.get('label_names')  # the data's, or the tag's
         model_config = {'label_names': list(labels)} if labels and len(labels) == model.num_classes else None
         save_for_hf(model, str(tmp), model_config=model_config, model_args=model.model_args(),
                     safe_serialization=True)
@@ -264,11 +289,12 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
         unverified = _check_eval_weights(rep, weights, tmp / WEIGHTS_FILE, allow_unverified_eval)
         (tmp / 'results').mkdir()
         shutil.copyfile(eval_path, tmp / EVAL_FILE)
-        if run['files']:
+        files = _training_files(run, model, checkpoint, log)
+        if files:
             (tmp / TRAINING_DIR).mkdir()
-            for name, path in run['files'].items():
+            for name, path in files.items():
                 shutil.copyfile(path, tmp / TRAINING_DIR / name)
-        write_side_files(tmp, repo_id=repo_id or default_repo, extra_args=extra_args, plot=plot)
+        write_side_files(tmp, repo_id=repo_id or default_repo, extra_args=extra_args, plot=plot, name=out.name)
         self_check(tmp)
         dropped = _files_not_in(out, tmp)
         _move_into_place(tmp, out)
