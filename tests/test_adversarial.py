@@ -144,7 +144,7 @@ def test_best_epoch_with_a_tolerance_takes_the_latest_epoch_near_the_best():
 
 def test_best_epoch_on_clean_ranks_held_out_clean_accuracy_and_needs_no_robust_figure():
     """Standard training (--select-on clean): epochs with held-out clean accuracy only are candidates, ranked by it;
-    a robust figure where measured breaks ties; the tolerance works on clean accuracy."""
+    the tolerance works on clean accuracy; a robust figure, measured in some epochs only, breaks no tie."""
     hist = [_rec(1, None, 0.80, None, 0.82), _rec(2, None, 0.85, None, 0.90), _rec(3, 0.1, 0.88, 0.2, 0.895),
             _rec(4, None, 0.87, None, 0.89)]
     assert best_epoch(hist) == BestEpoch(3, 'ema', 0.2, 0.895)  # robust: only epoch 3 was attacked
@@ -152,7 +152,12 @@ def test_best_epoch_on_clean_ranks_held_out_clean_accuracy_and_needs_no_robust_f
     assert best_epoch(hist, 0.01, 'clean') == BestEpoch(4, 'ema', None, 0.89)  # the latest within a point
     assert best_epoch(hist, 0.006, 'clean') == BestEpoch(3, 'ema', 0.2, 0.895)
     assert best_epoch([_rec(1, 0.3)], on='clean') is None  # no held-out clean figure: nothing to rank
-    assert selection_rule(0, 'clean').startswith('best clean accuracy') and 'PGD-10 where' in selection_rule(0, 'clean')
+    rule = selection_rule(0, 'clean')
+    assert rule.startswith('best clean accuracy') and 'earlier epoch' in rule
+    # a clean tie between epoch 74 (no PGD) and the last epoch (PGD measured, as it always is there): the earlier
+    tie = [_rec(74, None, 0.904, None, 0.904), _rec(75, 0.0, 0.904, 0.0, 0.904)]
+    assert best_epoch(tie, on='clean') == BestEpoch(74, 'last', None, 0.904)
+    assert best_epoch(tie, 0.01, 'clean').epoch == 75  # with a tolerance: the latest within it, as always
     with pytest.raises(ValueError, match='--select-on'):
         best_epoch(hist, on='margin')
 

@@ -119,7 +119,8 @@ def best_epoch(history: List[EpochRecord], tolerance: float = 0.0, on: str = 'ro
     """The (epoch, weights) ``--select-best`` exports, over every epoch and both weights.
 
     ``on`` names the held-out accuracy that ranks them: ``robust`` (PGD-10, ties to clean; adversarial training) or
-    ``clean`` (ties to robust where measured; standard training, whose weight average peaks before the end).
+    ``clean`` (standard training, whose weight average peaks before the end; a PGD-10 figure breaks no tie there, as
+    only some epochs have one and ``--robust-every`` must not decide which weights are exported).
     With ``tolerance`` 0: the best; ties then go to the earlier epoch and the last weights. With ``tolerance`` > 0:
     the latest epoch whose ranking accuracy is within ``tolerance`` of that best (of its two weights the one with the
     better other accuracy), so that a difference the held-out sample cannot resolve does not cost what later epochs
@@ -136,8 +137,7 @@ def best_epoch(history: List[EpochRecord], tolerance: float = 0.0, on: str = 'ro
         return c.clean_acc if on == 'clean' else c.robust_acc
 
     def other(c: BestEpoch) -> float:
-        value = c.robust_acc if on == 'clean' else c.clean_acc
-        return -1.0 if value is None else value
+        return 0.0 if on == 'clean' else c.clean_acc
 
     top = max(cands, key=lambda c: (score(c), other(c)))  # max keeps the first: earlier epoch, last weights
     if tolerance <= 0:
@@ -156,7 +156,7 @@ def ema_beats_last(last: EpochRecord, heldout: bool) -> bool:
 
 def selection_rule(tolerance: float = 0.0, on: str = 'robust') -> str:
     """:func:`best_epoch`'s rule in words, for the run's summary and card."""
-    metric, then = ('clean', 'PGD-10 where measured') if on == 'clean' else ('PGD-10', 'clean')
+    metric, then = ('clean', 'the earlier epoch') if on == 'clean' else ('PGD-10', 'clean')
     if tolerance <= 0:
         return f'best {metric} accuracy on the held-out training images, then {then}'
     return (f'latest epoch within {100 * tolerance:.1f} points of the best {metric} accuracy on the held-out training '
