@@ -45,17 +45,20 @@ import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
+_STARTED = time.time()  # before the heavy imports: --budget-s is the whole command's wall time
 
-from timm_mmc.config import ConfigError, TrainConfig, parse_config
-from timm_mmc.data import DataError
-from timm_mmc.io import file_sha256
-from timm_mmc.npz import parquet_to_npz_folder
-from timm_mmc.runfolder import RunError, RunFolder, resolve_resume
-from timm_mmc.status import ExitStatus
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
+from timm_mmc.data import DataError  # noqa: E402
+from timm_mmc.io import file_sha256  # noqa: E402
+from timm_mmc.npz import parquet_to_npz_folder  # noqa: E402
+from timm_mmc.runfolder import RunError, RunFolder, resolve_resume  # noqa: E402
+from timm_mmc.status import ExitStatus  # noqa: E402
 
 END_MARGIN_S = 25.0  # the last epoch's export, the final test pass and the packing
+STOP_GRACE_S = 15.0  # how long the stopped runs together get to finish their checkpoint before SIGKILL
 
 
 def _name(recipe: str) -> str:
@@ -87,15 +90,17 @@ def _run_all(jobs: Dict[str, subprocess.Popen], deadline: float) -> Dict[str, Di
             if name not in done and proc.poll() is not None:
                 done[name] = dict(rc=proc.returncode, wall_s=time.time() - start, stopped=False)
         if time.time() > deadline:
-            for name, proc in jobs.items():
-                if name not in done:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                    done[name] = dict(rc=proc.returncode, wall_s=time.time() - start, stopped=True)
+            going = {name: proc for name, proc in jobs.items() if name not in done}
+            for proc in going.values():  # every run told at once, then one shared grace period
+                os.killpg(proc.pid, signal.SIGTERM)
+            grace_end = time.time() + STOP_GRACE_S
+            for name, proc in going.items():
+                try:
+                    proc.wait(timeout=max(grace_end - time.time(), 0.1))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                done[name] = dict(rc=proc.returncode, wall_s=time.time() - start, stopped=True)
         time.sleep(1.0)
     return done
 
@@ -233,7 +238,9 @@ def _probe(recipes: Dict[str, str], cfgs: Dict[str, TrainConfig], data: Path, n_
     return probe, {n: e['rc'] for n, e in ends.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, started: Optional[float] = None) -> int:
+    """Run the command; ``started``: when the command started (the script's start, imports included), from which
+    ``--budget-s`` counts (default now)."""
     p = argparse.ArgumentParser(prog='scripts/device_train.py', description=__doc__.split('\n')[0])
     p.add_argument('-c', '--config', action='append', required=True, help='a recipe name or YAML; repeat for more')
     p.add_argument('--data', required=True, help='local data set folder in the Hub parquet layout')
@@ -252,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--extra', default='', help='flags added to every training command (a tiny rehearsal: '
                                                '"--train-limit 256 --holdout 32 --batch-size 32")')
     args = p.parse_args(argv)
-    t0 = time.time()
+    t0 = started if started is not None else time.time()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     extra = args.extra.split()
@@ -315,11 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs = {n: work / 'runs' / n for n in names}
     todo = [n for n in names if not (packed and RunFolder(runs[n]).finished())]  # it may have ended on a past lease
-    steps_before = {n: RunFolder(runs[n]).checkpoint_step() for n in names}
     length = [] if packed else ['--epochs', str(epochs)]  # a continued run keeps its own
     if not packed:  # a retry with the same --work: a new run, not what an earlier attempt left there
         for run in runs.values():
             shutil.rmtree(run, ignore_errors=True)
+    steps_before = {n: RunFolder(runs[n]).checkpoint_step() for n in names}  # after the removal: a new run has none
     jobs = {n: _launch(_train_args(None if packed else recipes[n], data, runs[n],
                                    [*extra, *length, '--keep-checkpoints', '1']), out / f'{n}.log') for n in todo}
     # the deadline stops the runs (in fixed mode, by plan): keep the stop, the packing and the report inside the budget
@@ -348,4 +355,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(started=_STARTED))

@@ -219,6 +219,22 @@ def test_run_all_stops_a_job_still_going_at_the_deadline_and_keeps_the_finished_
     assert 2.0 <= ends['slow']['wall_s'] < 30
 
 
+def test_run_all_gives_the_stopped_runs_one_shared_grace_period(monkeypatch):
+    """Runs that do not end on SIGTERM are all told at once and killed after one grace period, not one each: two of
+    them must not eat twice the end margin of the lease."""
+    module = _module()
+    monkeypatch.setattr(module, 'STOP_GRACE_S', 2.0)
+    deaf = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(60)'
+    jobs = {n: subprocess.Popen([sys.executable, '-c', deaf], start_new_session=True, stdout=subprocess.PIPE)
+            for n in ('a', 'b')}
+    for proc in jobs.values():
+        proc.stdout.readline()  # the handler is in place
+    start = module.time.time()
+    ends = module._run_all(jobs, deadline=start + 1.0)
+    assert all(e['stopped'] and e['rc'] == -9 for e in ends.values()), ends
+    assert module.time.time() - start < 1.0 + 2.0 + 2.5  # one grace period (and the loop's 1 s polls), not two
+
+
 def test_the_probe_estimate_leaves_out_the_time_the_probe_stood_still(tmp_path):
     """A probe frozen for a while (a stopped container) sizes the run as one that was not: its pauses (``paused_s``,
     cumulative like ``elapsed_s``) come out of the epoch and start-up figures, and nothing else does."""
