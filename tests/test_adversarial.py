@@ -55,9 +55,36 @@ def test_nfgsm_without_noise_is_one_signed_step_that_raises_the_loss():
     ce = nn.functional.cross_entropy
     with torch.no_grad():
         assert ce(model(x_adv), y) > ce(model(x), y)
-    # FGSM with random start is a different method: projected to the eps-ball
+    # FGSM with random start is a different method: projected to the eps-ball, and it moves the images uphill
     fgsm = FGSMRandomStart(model, eps=EPS, loss='ce').perturb(x, y)
     assert (fgsm - x).abs().max() <= EPS + 1e-6
+    assert (fgsm - x).abs().flatten(1).amax(1).min() > EPS / 2  # every image moved (its step is 1.25 eps)
+    with torch.no_grad():
+        assert ce(model(fgsm), y) > ce(model(x), y)
+
+
+class _Linear2(nn.Module):
+    """Two classes, logits ``[0, mean(x) - 128/255]``: an Linf step of eps moves the second logit by exactly eps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).mean(1) - 128 / 255
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_pgd_accuracy_counts_clean_and_robust_images_exactly_and_its_shares_add_up():
+    """The in-training PGD-10 (what --select-best ranks by), on a model whose answer is known: an image survives eps
+    = 8/255 only if its logit lies more than 8/255 from the boundary (values of uniform grey images, in /255)."""
+    import contextlib
+
+    from timm_mmc.adversarial import pgd_accuracy
+    values, labels = [150, 132, 100, 100, 124, 200], [1, 1, 1, 0, 0, 0]  # robust, broken, wrong, robust, broken, wrong
+    images = torch.tensor(values, dtype=torch.uint8)[:, None, None, None].expand(-1, 3, 4, 4).contiguous()
+    y = torch.tensor(labels)
+    args = dict(objectives=('ce', 'margin'), seed=0, autocast=contextlib.nullcontext, device=torch.device('cpu'),
+                channels_last=False)
+    assert pgd_accuracy(_Linear2(), images, y, **args).tolist() == [4.0, 2.0, 6.0]
+    shares = [pgd_accuracy(_Linear2(), images, y, rank=r, world=2, batch=2, **args) for r in (0, 1)]
+    assert (shares[0] + shares[1]).tolist() == [4.0, 2.0, 6.0] and shares[0][2] == shares[1][2] == 3
 
 
 @pytest.mark.parametrize('noise,step', [(-1.0, 1.0), (2.0, 0.0), (float('nan'), 1.0)])

@@ -104,16 +104,20 @@ def test_real_cifar10_matches_hub_layout(cifar10_path):
 
 
 def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():
+    """Each image is one 32x32 crop of its reflect-padded copy, mirrored or not; over 64 images the crops and the
+    mirroring really vary (no augmentation at all would also be "a crop": the centred one, unmirrored)."""
     torch.manual_seed(0)
-    x = torch.rand(8, 3, 32, 32)
+    x = torch.rand(64, 3, 32, 32)
     out = augment_batch(x, generator=torch.Generator().manual_seed(3))
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode='reflect')
-    for i in range(8):
-        found = any(torch.equal(out[i], cand[:, dy:dy + 32, dx:dx + 32])
-                    for cand in (padded[i], padded[i].flip(2)) for dy in range(9) for dx in range(9))
-        flipped = any(torch.equal(out[i].flip(2), padded[i][:, dy:dy + 32, dx:dx + 32])
-                      for dy in range(9) for dx in range(9))
-        assert found or flipped
+    draws = []
+    for i in range(64):
+        match = [(dy, dx, mirrored) for mirrored in (False, True) for dy in range(9) for dx in range(9)
+                 if torch.equal(out[i].flip(2) if mirrored else out[i], padded[i][:, dy:dy + 32, dx:dx + 32])]
+        assert len(match) == 1, (i, match)
+        draws += match
+    assert len({(dy, dx) for dy, dx, _ in draws}) >= 20  # of the 81 offsets
+    assert 0.3 <= sum(m for _, _, m in draws) / 64 <= 0.7  # mirrored with probability 1/2
 
 
 @pytest.mark.parametrize('cutout', [0, 8])

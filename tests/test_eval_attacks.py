@@ -534,6 +534,26 @@ def test_a_transfer_break_autoattack_skipped_still_counts_as_black_box_beating_w
     assert (out.worst_case['8'].n, out.worst_case['8'].accuracy) == (6, pytest.approx(3 / 6))
 
 
+def test_a_pgd_column_is_the_per_point_worst_case_over_its_objectives():
+    """Records written by hand: the mm objective breaks points 0-1, the margin objective points 2-3. Each alone leaves
+    half of the four standing; the column (the cards' "worst over objectives" figure) leaves none."""
+    from eval.specs import PGDConfig
+    from eval.threat import AttackFamily, ThreatModel
+
+    n, eps = 4, 8 / 255
+    pos = torch.arange(n)
+    everywhere = torch.ones(n, dtype=torch.bool)
+    specs = [AttackSpec(f'pgd-{obj}', AttackFamily.PGD, ThreatModel.LINF, eps, False, PGDConfig(10, 2 / 255, obj),
+                        column='PGD10 un 8') for obj in ('mm', 'margin')]
+    rec = Records(pos, everywhere.clone())
+    rec.attacks['pgd-mm'] = dict(robust=pos >= 2, in_slice=everywhere, attacked=everywhere)
+    rec.attacks['pgd-margin'] = dict(robust=pos < 2, in_slice=everywhere, attacked=everywhere)
+    out = summarise(rec, specs, _toy_report())
+    assert [out.attacks[s.name].accuracy for s in specs] == [0.5, 0.5]
+    col = out.columns['PGD10 un 8']
+    assert (col.accuracy, col.n, col.objectives) == (0.0, 4, ['mm', 'margin'])
+
+
 def test_points_no_attack_reached_are_not_counted_robust():
     """AutoAttack alone on 2 of 10 clean-correct points, both broken: the suite's worst case is 0 of 2, not 8 of 10.
     A weaker budget's attack on every point does not count a point as attacked at the larger eps."""

@@ -145,7 +145,8 @@ def test_pretrained_cfg_complete(name):
         assert cfg['license'] and cfg['paper_ids'] and cfg['input_size'] == (3, 32, 32)
     m = timm.create_model(f'{name}.cifar100')
     assert m.num_classes == 100
-    assert m.get_submodule('stem.0') is not None and m.get_submodule('head.classifier') is m.get_classifier()
+    assert isinstance(m.get_submodule('stem.0'), torch.nn.Conv2d)
+    assert m.get_submodule('head.classifier') is m.get_classifier()
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -185,9 +186,16 @@ def test_normalisation_is_a_buffer():
     assert 'mean' in m.state_dict()
 
 
-def test_drop_rate_accepted():
-    m = timm.create_model('resnet20_mmc', drop_rate=0.5)
+def test_drop_rate_drops_features_in_training_only():
+    x = _x()
+    m = timm.create_model('resnet20_mmc', drop_rate=0.5, feature_dim=16)
     assert m.head.drop.p == 0.5
+    m.train()
+    assert not torch.equal(m(x), m(x))  # a new mask each pass
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    plain = timm.create_model('resnet20_mmc', feature_dim=16).train()
+    assert torch.equal(plain(x), plain(x))  # without it, training-mode passes agree (batch statistics are the same)
 
 
 def test_param_counts_match_he_et_al():

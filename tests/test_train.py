@@ -302,13 +302,13 @@ def test_set_global_batch_norm_swaps_in_and_back_and_names_what_it_cannot():
     (['--dataset', '/nonexistent/cifar'], 'does not exist'),
     (['--image-column', 'pixels'], 'image column'),
     (['--label-column', 'klass'], 'label column'),
-    (['--adv', 'pgd', '--eps', '0'], 'eps'),
-    (['--adv', 'pgd', '--eps', '1.5'], 'eps'),
-    (['--adv', 'pgd', '--adv-steps', '0'], 'adv-steps'),
+    (['--adv', 'pgd', '--eps', '0'], '--eps must lie in (0, 1] in pixel units (got 0.0)'),
+    (['--adv', 'pgd', '--eps', '1.5'], '--eps must lie in (0, 1] in pixel units (got 1.5)'),
+    (['--adv', 'pgd', '--adv-steps', '0'], '--adv-steps must be >= 1 (got 0)'),
     (['--loss', 'sce'], 'head'),
-    (['--mixup', '-0.2'], '--mixup'),
+    (['--mixup', '-0.2'], "--mixup is the Beta distribution's a, >= 0 (got -0.2)"),
     (['--mixup', '0.2', '--adv', 'fgsm'], 'drop one of them'),
-    (['--mixup', '0.2', '--mixup-off-last', '3'], '--mixup-off-last'),
+    (['--mixup', '0.2', '--mixup-off-last', '3'], '--mixup-off-last must lie in [0, --epochs] (got 3)'),
 ])
 def test_bad_input_exits_nonzero_and_writes_nothing(args, needle, synth, tmp_path, capsys):
     out = tmp_path / 'run'
@@ -319,7 +319,7 @@ def test_bad_input_exits_nonzero_and_writes_nothing(args, needle, synth, tmp_pat
         code = e.code
     assert code != 0
     err = capsys.readouterr().err
-    assert needle in err
+    assert needle in err.rsplit('error:', 1)[-1], err  # the message, not argparse's usage lines
     assert not out.exists()
 
 
@@ -781,6 +781,40 @@ def test_mixup_blends_every_training_batch_with_its_own_seeded_weight(synth, tmp
     assert main([*args, '--epochs', '2', '--mixup', '0.5', '--mixup-off-last', '1', '--output',
                  str(tmp_path / 'late')]) == 0
     assert late == seen
+
+
+@pytest.mark.parametrize('adv,extra,check', [
+    ('fgsm', [], dict(eps=0.015625)),
+    ('pgd', ['--adv-steps', '3', '--adv-step', '0.002'], dict(eps=0.015625, alpha=0.002, steps=3)),
+    ('nfgsm', ['--adv-noise', '1.5'], dict(eps=0.015625, noise=1.5)),
+])
+def test_adversarial_training_attacks_every_batch_with_the_configured_attack(adv, extra, check, synth, tmp_path,
+                                                                             monkeypatch):
+    """--adv replaces the batch by the configured attack's examples at every step (a run that silently trained on
+    clean images would pass every loss-goes-down test)."""
+    import timm_mmc.train as train_mod
+    make = train_mod.training_attack
+    calls = []
+
+    def spy(cfg, *a, **k):
+        attack = make(cfg, *a, **k)
+        perturb = attack.perturb
+
+        def recorded(x, y, *rest):
+            x_adv = perturb(x, y, *rest)
+            calls.append((len(x), float((x_adv - x).abs().max())))
+            return x_adv
+        attack.perturb = recorded
+        for name, want in check.items():
+            assert getattr(attack, name) == pytest.approx(want), name
+        return attack
+    monkeypatch.setattr(train_mod, 'training_attack', spy)
+    args = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--epochs', '1', '--batch-size',
+            '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0', '--no-progress', '--threads',
+            '1', '--adv', adv, '--eps', '0.015625', '--adv-ratio', '0.5', *extra, '--output', str(tmp_path / adv)]
+    assert main(args) == 0
+    assert [n for n, _ in calls] == [16, 16]  # two steps, half of each batch
+    assert all(d > 0 for _, d in calls)  # the images were moved
 
 
 def test_weight_decay_falls_on_weights_only_never_on_batch_norm_biases_or_centers():
