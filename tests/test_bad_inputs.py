@@ -137,6 +137,7 @@ TRAIN = [
     Case('label-smoothing-two', ['--label-smoothing', '2'], ['--label-smoothing', '[0, 1)']),
     Case('label-smoothing-mmc', ['--label-smoothing', '0.1', '--batch-size', '8'],
          ['--label-smoothing', 'sce loss only', 'drop it']),
+    Case('eps-not-a-number', ['--adv', 'pgd', '--eps', '8/x'], ["'8/x' is not a number", '8/255']),
     Case('grad-clip-negative', ['--grad-clip', '-1'], ['--grad-clip', '> 0']),
     Case('grad-clip-nan', ['--grad-clip', 'nan'], ['--grad-clip', 'finite']),
     Case('grad-clip-zero', ['--grad-clip', '0'], ['--grad-clip', 'leave it out']),

@@ -784,9 +784,9 @@ def test_mixup_blends_every_training_batch_with_its_own_seeded_weight(synth, tmp
 
 
 @pytest.mark.parametrize('adv,extra,check', [
-    ('fgsm', [], dict(eps=0.015625)),
-    ('pgd', ['--adv-steps', '3', '--adv-step', '0.002'], dict(eps=0.015625, alpha=0.002, steps=3)),
-    ('nfgsm', ['--adv-noise', '1.5'], dict(eps=0.015625, noise=1.5)),
+    ('fgsm', [], dict(eps=4 / 255)),
+    ('pgd', ['--adv-steps', '3', '--adv-step', '0.5/255'], dict(eps=4 / 255, alpha=0.5 / 255, steps=3)),
+    ('nfgsm', ['--adv-noise', '1.5'], dict(eps=4 / 255, noise=1.5)),
 ])
 def test_adversarial_training_attacks_every_batch_with_the_configured_attack(adv, extra, check, synth, tmp_path,
                                                                              monkeypatch):
@@ -811,7 +811,7 @@ def test_adversarial_training_attacks_every_batch_with_the_configured_attack(adv
     monkeypatch.setattr(train_mod, 'training_attack', spy)
     args = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--epochs', '1', '--batch-size',
             '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0', '--no-progress', '--threads',
-            '1', '--adv', adv, '--eps', '0.015625', '--adv-ratio', '0.5', *extra, '--output', str(tmp_path / adv)]
+            '1', '--adv', adv, '--eps', '4/255', '--adv-ratio', '0.5', *extra, '--output', str(tmp_path / adv)]
     assert main(args) == 0
     assert [n for n, _ in calls] == [16, 16]  # two steps, half of each batch
     assert all(d > 0 for _, d in calls)  # the images were moved

@@ -93,9 +93,9 @@ class TrainConfig:
     adv: str = _f('none', 'adversarial training: none; pgd; fgsm (FGSM with random start, Wong et al. 2020); nfgsm '
                           '(N-FGSM, de Jorge et al. 2022: noise of adv_noise eps, one step of eps, no projection)',
                   choices=('none', 'pgd', 'fgsm', 'nfgsm'))
-    eps: float = _f(8 / 255, 'Linf radius in pixel units (8/255 = 0.0314)')
+    eps: float = _f(8 / 255, 'Linf radius in pixel units (8/255 or 0.0314)', pixels=True)
     adv_noise: float = _f(2.0, 'N-FGSM: half-width of the uniform start in units of eps (de Jorge et al. use 2)')
-    adv_step: float = _f(2 / 255, 'PGD step size')
+    adv_step: float = _f(2 / 255, 'PGD step size in pixel units (2/255)', pixels=True)
     adv_steps: int = _f(10, 'PGD steps')
     adv_targeted: Optional[bool] = _f(None, 'targeted inner attack; default: targeted for MM heads, not for SCE')
     adv_ratio: float = _f(1.0, 'share of each batch replaced by adversarial examples (paper: 1.0)')
@@ -218,6 +218,16 @@ def _flag(name: str) -> str:
     return '--' + name.replace('_', '-')
 
 
+def _pixels(text: str) -> float:
+    """A flag in pixel units, as a number (0.0314) or a fraction (8/255, as eval.robustness takes it)."""
+    num, _, den = text.partition('/')
+    try:
+        return float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number; write it in pixel units as 8/255 or '
+                                         f'0.0314.') from None
+
+
 def _type_name(tp: Any) -> str:
     return {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string'}.get(tp, str(tp))
 
@@ -322,7 +332,8 @@ def _parser() -> argparse.ArgumentParser:
         elif typing.get_origin(tp) in (list, List):
             p.add_argument(_flag(f.name), type=typing.get_args(tp)[0], nargs='+', help=_help(f))
         else:
-            p.add_argument(_flag(f.name), type=tp, help=_help(f), choices=f.metadata.get('choices'),
+            p.add_argument(_flag(f.name), type=_pixels if f.metadata.get('pixels') else tp, help=_help(f),
+                           choices=f.metadata.get('choices'),
                            metavar=f.name.upper() if f.metadata.get('choices') else None)
     return p
 
