@@ -76,10 +76,14 @@ def _build_model(arch: str, tag: str, model_args: Dict[str, Any], checkpoint: Pa
 
 
 def _holds_the_run_weights(model: Any, run_weights: Path) -> bool:
-    """Whether ``model`` (built from ``--checkpoint``) has exactly the weights of the run's own export."""
-    from ..io import load_state_dict_safe
+    """Whether ``model`` (built from ``--checkpoint``) has exactly the weights of the run's own export (False when
+    that file cannot be read: nothing then ties the run's figures to these weights)."""
+    from ..io import ModelLoadError, load_state_dict_safe
 
-    theirs = load_state_dict_safe(run_weights)
+    try:
+        theirs = load_state_dict_safe(run_weights)
+    except ModelLoadError:
+        return False
     ours = model.state_dict()
     return theirs.keys() == ours.keys() and all(theirs[k].equal(ours[k]) for k in ours)
 
@@ -90,8 +94,8 @@ def _training_files(run: Dict[str, Any], model: Any, checkpoint: Optional[os.Pat
     weights, their clean accuracy, the epoch chosen): a ``--checkpoint`` of other weights leaves it out, so that
     neither the card nor the README table states it of weights it does not describe."""
     files = dict(run['files'])
-    if checkpoint is not None and SUMMARY_FILE in files and not _holds_the_run_weights(model,
-                                                                                          run['dir'] / WEIGHTS_FILE):
+    other = checkpoint is not None and not _holds_the_run_weights(model, run['dir'] / WEIGHTS_FILE)
+    if other and SUMMARY_FILE in files:
         del files[SUMMARY_FILE]
         log(f'note: --checkpoint holds other weights than {run["dir"] / WEIGHTS_FILE}, so the run\'s {SUMMARY_FILE} '
             f'(which weights, their accuracy, hardware and wall time) is left out of the release; args.yaml and the '
