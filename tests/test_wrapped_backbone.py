@@ -165,6 +165,30 @@ def test_backbone_weights_from_a_file_and_refused_when_they_do_not_fit(tmp_path)
         m.load_backbone_weights(other)
 
 
+def test_a_pretrained_backbone_keeps_the_normalisation_its_weights_were_trained_with(tmp_path):
+    """From scratch the model normalises by the training images' statistics; a --pretrained-backbone keeps the mean
+    and std of its timm pretrained config (inputs scaled as in its pretraining), and says so."""
+    from timm_mmc.config import TrainConfig
+    from timm_mmc.data import load_split
+    from timm_mmc.train_parts import build_model, resolve_model
+    data = write_synthetic_dataset(tmp_path / 'd', n_train=16, n_test=8)
+    train_set = load_split(str(data), 'train', cache_dir=tmp_path / 'cache')
+    path = tmp_path / 'backbone.safetensors'
+    save_file(timm.create_model(BACKBONE, num_classes=0).state_dict(), str(path))
+    own = timm.create_model(BACKBONE).pretrained_cfg
+    said = []
+    for backbone in (None, str(path)):
+        cfg = TrainConfig(model=NAME, dataset=str(data), pretrained_backbone=backbone)
+        model = build_model(cfg, *resolve_model(cfg), train_set, said.append)
+        got = (model.mean.flatten().tolist(), model.std.flatten().tolist())
+        if backbone is None:
+            pixels = train_set.images.float().div(255)
+            assert got[0] == pytest.approx(pixels.mean((0, 2, 3)).tolist(), abs=1e-5)
+        else:
+            assert got == (pytest.approx(list(own['mean'])), pytest.approx(list(own['std'])))
+    assert len(said) == 1 and 'input normalisation: its own' in said[0]
+
+
 # -- the commands, as a user runs them ---------------------------------------------------------------------------
 
 def _env(tmp: Path) -> dict:

@@ -63,16 +63,22 @@ def resolve_model(cfg: TrainConfig) -> Tuple[str, Dict[str, Any]]:
     return timm_name, name_args
 
 
+def _rounded(t: torch.Tensor) -> str:
+    return '(' + ', '.join(f'{v:.3f}' for v in t.flatten().tolist()) + ')'
+
+
 def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], train_set: ImageSplit,
                 log: Callable[[str], None]) -> nn.Module:
-    """The model, seeded, with the training images' per-channel statistics stored in it (it takes pixel inputs)."""
+    """The model, seeded, with its input normalisation stored in it (it takes pixel inputs): the training images'
+    per-channel statistics, or for a pretrained backbone (``--pretrained-backbone``) the mean and std its weights were
+    trained with (its timm pretrained config), which it would otherwise see inputs scaled apart from."""
     import timm
-    x = train_set.images
-    sample = x[:: max(1, len(x) // 10000)].float().div_(255)
-    mean = [float(v) for v in sample.mean((0, 2, 3))]
-    std = [float(v) for v in sample.std((0, 2, 3))]
-    kwargs: Dict[str, Any] = dict(name_args, num_classes=train_set.num_classes, norm_mean=mean, norm_std=std,
-                                  drop_rate=cfg.drop_rate)
+    kwargs: Dict[str, Any] = dict(name_args, num_classes=train_set.num_classes, drop_rate=cfg.drop_rate)
+    if cfg.pretrained_backbone is None:
+        x = train_set.images
+        sample = x[:: max(1, len(x) // 10000)].float().div_(255)
+        kwargs.update(norm_mean=[float(v) for v in sample.mean((0, 2, 3))],
+                      norm_std=[float(v) for v in sample.std((0, 2, 3))])
     if cfg.center_norm is not None:
         kwargs['center_norm'] = cfg.center_norm
     if cfg.feature_dim is not None:
@@ -87,7 +93,8 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
             where = model.load_backbone_weights(cfg.pretrained_backbone)
         except (PretrainedWeightsError, ModelLoadError) as e:
             raise TrainError(f'--pretrained-backbone: {e}') from e
-        log(f'backbone weights: {where}')
+        log(f'backbone weights: {where}; input normalisation: its own, mean {_rounded(model.mean)} std '
+            f'{_rounded(model.std)}')
     return model
 
 
