@@ -367,3 +367,10 @@ def test_flip_tta_is_reported_beside_the_single_pass_figure(tiny, tmp_path, caps
     assert main(_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1', '--eps', '0.1/255',
                       '--n-examples', '4', '--name', 'no_tta')) == 0
     assert report.load(out / 'no_tta.json').clean_accuracy_flip_tta is None
+
+
+def test_percent_never_rounds_a_count_between_none_and_all_to_an_end():
+    from timm_mmc.report import percent
+    assert [percent(v) for v in (0.2975, 0.0, 1.0, None, float('nan'))] == ['29.8', '0.0', '100.0', '-', '-']
+    assert percent(4 / 10000) == '0.04' and percent(9996 / 10000) == '99.96'  # not 0.0 and 100.0
+    assert percent(0.99995, 2) == '99.995' and percent(0.00004, 2) == '0.004'

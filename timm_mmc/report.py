@@ -68,10 +68,18 @@ def fmt_eps(eps: Optional[float]) -> str:
 
 
 def percent(value: Optional[float], digits: int = 1) -> str:
-    """A fraction as a percentage with ``digits`` decimals (``0.2975`` -> ``'29.8'``); ``-`` for None or NaN."""
+    """A fraction as a percentage with ``digits`` decimals (``0.2975`` -> ``'29.8'``); ``-`` for None or NaN.
+
+    A fraction strictly between 0 and 1 never reads as an end: it gets more decimals instead (4 of 10,000 robust is
+    ``'0.04'``, not ``'0.0'``; 9,999 of 10,000 correct at 1 decimal is ``'99.99'``, not ``'100.0'``).
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '-'
-    return f'{100.0 * value:.{digits}f}'
+    text = f'{100.0 * value:.{digits}f}'
+    while 0 < value < 1 and float(text) in (0.0, 100.0) and digits < 8:
+        digits += 1
+        text = f'{100.0 * value:.{digits}f}'
+    return text
 
 
 def names_weights(model: str, checkpoint: Optional[str], pretrained: bool) -> bool:
