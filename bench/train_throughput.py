@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line  # noqa: E402
 
 from timm_mmc.config import TrainConfig, resolve_recipe  # noqa: E402
-from timm_mmc.data import augment_batch, write_synthetic_dataset  # noqa: E402
+from timm_mmc.augment import augment_batch  # noqa: E402
+from timm_mmc.data import write_synthetic_dataset  # noqa: E402
 from timm_mmc.train import Trainer  # noqa: E402
 from timm_mmc.train_parts import native_bf16, resolve_precision  # noqa: E402
 

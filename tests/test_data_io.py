@@ -9,7 +9,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from timm_mmc.data import DataError, TooFewExamples, augment_batch, load_split, mixup_batch, write_synthetic_dataset
+from timm_mmc.augment import augment_batch, mixup_batch
+from timm_mmc.data import DataError, TooFewExamples, load_split, write_synthetic_dataset
 from timm_mmc.io import ModelLoadError, UnsafeCheckpointError, load_model, load_state_dict_safe
 
 
@@ -292,3 +293,50 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     assert not (tmp_path / 'b').exists()
     assert main(['npz', '--dataset', str(ds), '--splits', 'test', '--limit', '3', '--out', str(tmp_path / 'y')]) == 0
     assert load_split(str(tmp_path / 'y'), 'test').labels.shape == (3,)
+
+
+def test_both_decoders_turn_images_upright_refuse_16_bit_and_count_classes_before_a_limit(tmp_path):
+    """The parquet folder read by ``datasets`` and converted by ``timm_mmc.data npz`` give the same pixels for a JPEG
+    with an EXIF orientation (turned upright), both refuse a 16-bit image (an 8-bit conversion would clip it at 255),
+    and without class names a --limit slice still counts every class of the split."""
+    import io
+
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from timm_mmc.data import parquet_split_path
+    from timm_mmc.npz import parquet_to_npz_folder
+
+    def write(root, images, labels):  # the encoded bytes as they are (EXIF kept), integer labels without names
+        cells = []
+        for img, fmt, extra in images:
+            buf = io.BytesIO()
+            img.save(buf, format=fmt, **extra)
+            cells.append({'bytes': buf.getvalue(), 'path': None})
+        feats = datasets.Features(img=datasets.Image(), label=datasets.Value('int64'))
+        for split in ('train', 'test'):
+            path = parquet_split_path(root, split)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            datasets.Dataset.from_dict(dict(img=cells, label=labels), features=feats).to_parquet(str(path))
+
+    rng = np.random.default_rng(0)
+    wide = Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))  # not square: a turn changes its shape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotated 90 degrees
+    square = [(Image.fromarray(rng.integers(0, 255, (48, 32, 3), dtype=np.uint8)), 'JPEG', {}) for _ in range(3)]
+    write(tmp_path / 'exif', [(wide, 'JPEG', dict(exif=exif.tobytes())), *square], [0, 1, 2, 3])
+    out = parquet_to_npz_folder(tmp_path / 'exif', tmp_path / 'npz', limit=2)
+    a = load_split(str(out), 'train')
+    b = load_split(str(tmp_path / 'exif'), 'train', cache_dir=tmp_path / 'cache', limit=2)
+    assert a.images.shape == b.images.shape == (2, 3, 48, 32)  # upright: 48 high, as the other images
+    assert torch.equal(a.images, b.images)
+    assert a.class_names == b.class_names == ['0', '1', '2', '3']  # the slice holds classes 0 and 1 only
+    deep = Image.fromarray(np.full((32, 32), 1000, np.uint16))
+    assert deep.mode.startswith('I;16')
+    write(tmp_path / 'deep', [(deep, 'PNG', {})] * 2, [0, 1])
+    with pytest.raises(DataError, match='more than 8 bits'):
+        parquet_to_npz_folder(tmp_path / 'deep', tmp_path / 'npz2')
+    with pytest.raises(DataError, match='more than 8 bits'):
+        load_split(str(tmp_path / 'deep'), 'train', cache_dir=tmp_path / 'cache')
+    assert not (tmp_path / 'npz2').exists()

@@ -1,4 +1,4 @@
-"""Image-classification data sets as uint8 tensors, decoded once and cached; batched augmentation on the device.
+"""Image-classification data sets as uint8 tensors, decoded once and cached (augmentation: :mod:`timm_mmc.augment`).
 
 ``load_split("uoft-cs/cifar10", "train")`` or ``load_split("path/to/cifar10", "test")`` reads a Hugging Face
 ``datasets`` data set (Hub id or a local folder in the Hub's layout), finds the image and label columns (or takes
@@ -22,17 +22,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .status import ExitStatus
 
-__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'augment_batch', 'mixup_batch',
-           'check_arrays', 'default_cache_dir', 'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path',
-           'write_sample', 'BUNDLED_SAMPLES']
+__all__ = ['ImageSplit', 'load_split', 'hold_out', 'content_digest', 'DataError', 'check_arrays', 'default_cache_dir',
+           'write_synthetic_dataset', 'write_parquet_split', 'parquet_split_path', 'write_sample', 'BUNDLED_SAMPLES']
 
 _LABEL_NAMES = ('label', 'labels', 'fine_label', 'coarse_label', 'target', 'class')
 _SAMPLE_DIR = Path(__file__).parent / 'samples'
@@ -204,12 +202,28 @@ def _check_column_kinds(feats, image_column: str, label_column: str) -> None:
                         f'label column with --label-column, or cast it to integers (columns and their kinds: {kinds}).')
 
 
+_WIDE_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')  # Pillow modes of more than 8 bits a channel
+
+
+def _rgb_array(img: Any, what: str) -> np.ndarray:
+    """A PIL image as ``(H, W, 3)`` uint8 RGB, turned upright by its EXIF orientation (as ``datasets`` decodes it).
+
+    Raises:
+        DataError: A mode of more than 8 bits a channel, whose values the 8-bit conversion would clip at 255.
+    """
+    from PIL import ImageOps
+    if img.mode in _WIDE_MODES:
+        raise DataError(f'{what} has pixel mode {img.mode} (more than 8 bits a channel), which an 8-bit RGB '
+                        f'conversion would clip; convert the data set to 8-bit RGB images first.')
+    return np.asarray(ImageOps.exif_transpose(img).convert('RGB'))
+
+
 def _decode(ds, image_column: str) -> np.ndarray:
-    first = np.asarray(ds[0][image_column].convert('RGB'))
+    first = _rgb_array(ds[0][image_column], 'image 0')
     out = np.empty((len(ds), *first.shape), dtype=np.uint8)  # (N, H, W, C)
     col = ds.with_format(None)
     for i, row in enumerate(col.select_columns([image_column])):
-        arr = np.asarray(row[image_column].convert('RGB'))
+        arr = _rgb_array(row[image_column], f'image {i}')
         if arr.shape != first.shape:
             raise DataError(f'image {i} has shape {arr.shape}, the first {first.shape}; resize the data set first.')
         out[i] = arr
@@ -329,67 +343,6 @@ def write_sample(dataset: str, out: os.PathLike, n: int, split: str = 'test', im
     images = data.images.permute(0, 2, 3, 1).contiguous().numpy()  # (n, H, W, C)
     return write_npz_split(out, images, data.labels.numpy(), data.class_names, split,
                            f'first {n} rows of {data.source}')
-
-
-def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True, generator: Optional[torch.Generator] = None,
-                  offset: int = 0, total: Optional[int] = None, cutout: int = 0) -> torch.Tensor:
-    """Random ``pad``-pixel reflect-pad crop, horizontal flip and cutout of a float batch, on the batch's device.
-
-    Args:
-        x: ``(N, C, H, W)`` float images.
-        pad: Padding of the random crop (4 for CIFAR).
-        flip: Random horizontal flip with probability 1/2.
-        generator: CPU generator for reproducible draws.
-        offset: Index of ``x[0]`` within the global batch (distributed training: each process augments its slice
-            with the draws a single process would have made for those images).
-        total: Size of the global batch (default ``N``).
-        cutout: Side of a square set to zero at a random centre of each image, clipped at the border (DeVries &
-            Taylor 2017, arXiv:1708.04552); 0 leaves the images whole. Drawn after the crop and flip draws, so
-            turning it on does not change them.
-    """
-    n, _, h, w = x.shape
-    total = n if total is None else total
-    shifts = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, offset:offset + n]
-    flips = (torch.rand(total, generator=generator) < 0.5)[offset:offset + n]
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad), mode='reflect')
-        dy, dx = shifts
-        rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (N, H)
-        cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (N, W)
-        idx_n = torch.arange(n, device=x.device)[:, None, None]
-        x = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if flip:
-        x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
-    if cutout > 0:
-        cy, cx = torch.randint(0, h, (total,), generator=generator), torch.randint(0, w, (total,), generator=generator)
-        cy, cx = cy[offset:offset + n].to(x.device), cx[offset:offset + n].to(x.device)
-        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-        half = cutout // 2
-        in_y = (ys[None] >= (cy - half)[:, None]) & (ys[None] < (cy - half + cutout)[:, None])  # (N, H)
-        in_x = (xs[None] >= (cx - half)[:, None]) & (xs[None] < (cx - half + cutout)[:, None])  # (N, W)
-        x = x * ~(in_y[:, None, :, None] & in_x[:, None, None, :])
-    return x.contiguous()
-
-
-def mixup_batch(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (Zhang et al. 2018, arXiv:1710.09412): blend each image with its pair, ``lam * x + (1 - lam) * x_pair``.
-
-    Images ``2k`` and ``2k + 1`` are each other's pair (the batch order is already a random draw), so a process that
-    holds an even-sized slice of the global batch makes the pairs a single process would make; an odd batch's last
-    image is its own pair.
-
-    Args:
-        x: ``(N, C, H, W)`` float images.
-        y: ``(N,)`` labels.
-        lam: 0-dim weight of each image itself, in [0, 1].
-
-    Returns:
-        The blended images and the pair's labels ``y_pair``; the loss is ``lam * L(y) + (1 - lam) * L(y_pair)``.
-    """
-    n = x.shape[0]
-    pair = torch.arange(n, device=x.device) ^ 1
-    pair[pair >= n] = n - 1
-    return lam * x + (1 - lam) * x[pair], y[pair]
 
 
 def parquet_split_path(root: os.PathLike, split: str) -> Path:

@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, TooFewExamples, _to_nchw, check_arrays,
-                   content_digest, content_sha256, parquet_split_path)
+from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, TooFewExamples, _rgb_array, _to_nchw,
+                   check_arrays, content_digest, content_sha256, parquet_split_path)
 
 __all__ = ['read_npz_split', 'write_npz_split', 'is_npz_folder', 'parquet_to_npz_folder']
 
@@ -104,10 +104,14 @@ def write_npz_split(out: os.PathLike, images: np.ndarray, labels: np.ndarray, cl
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f'.{out.name}.tmp{os.getpid()}')
     save = np.savez_compressed if compress else np.savez
-    with open(tmp, 'wb') as f:
-        save(f, images=images, labels=labels, class_names=np.array(list(class_names)), split=split, source=source,
-             sha256=sha)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, 'wb') as f:
+            save(f, images=images, labels=labels, class_names=np.array(list(class_names)), split=split,
+                 source=source, sha256=sha)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file behind
+        raise
     return out
 
 
@@ -125,6 +129,7 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     import json
 
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from PIL import Image
 
@@ -136,8 +141,6 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     decoded = []  # every split decoded and checked before any file is written
     for split, path in paths.items():
         table = pq.read_table(path)
-        if limit is not None:
-            table = table.slice(0, limit)
         image_col = next((f.name for f in table.schema if str(f.type).startswith('struct<bytes')), None)
         label_col = next((k for k in _LABEL_NAMES if k in table.column_names), None)
         if image_col is None or label_col is None:
@@ -146,12 +149,17 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
             kind = table.schema.field(label_col).type
             raise DataError(f'{str(path)!r}: the label column {label_col!r} holds {kind}, not integer class labels; '
                             f'cast it to integers first.')
+        if table.num_rows == 0:
+            raise DataError(f'{str(path)!r} has no rows.')
         meta = json.loads((table.schema.metadata or {}).get(b'huggingface', b'{}'))
         names = meta.get('info', {}).get('features', {}).get(label_col, {}).get('names')
+        # without names, the class count comes from the whole split: a --limit slice can miss the highest class
+        names = names or [str(i) for i in range(int(pc.max(table.column(label_col)).as_py()) + 1)]
+        if limit is not None:
+            table = table.slice(0, limit)
         labels = np.asarray(table.column(label_col).to_pylist(), dtype=np.int64)
-        names = names or [str(i) for i in range(int(labels.max()) + 1)]
-        images = np.stack([np.asarray(Image.open(io.BytesIO(cell['bytes'])).convert('RGB'))
-                           for cell in table.column(image_col).to_pylist()])
+        images = np.stack([_rgb_array(Image.open(io.BytesIO(cell['bytes'])), f'{path} image {i}')
+                           for i, cell in enumerate(table.column(image_col).to_pylist())])
         check_arrays(images, labels, len(names), str(path))
         source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
         decoded.append((split, images, labels, names, source))

@@ -36,8 +36,9 @@ import timm  # noqa: E402
 import timm_mmc  # noqa: E402,F401  registers the models
 from timm_mmc.adversarial import (best_epoch, collapse_warning, ema_beats_last, pgd_accuracy,  # noqa: E402
                                   robust_objectives, selection_rule, training_attack)
+from timm_mmc.augment import augment_batch, mixup_batch  # noqa: E402
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
-from timm_mmc.data import DataError, augment_batch, hold_out, load_split, mixup_batch  # noqa: E402
+from timm_mmc.data import DataError, hold_out, load_split  # noqa: E402
 from timm_mmc.io import ModelLoadError, config_metadata  # noqa: E402
 from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
