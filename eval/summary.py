@@ -112,10 +112,12 @@ def _worst_cases(rec: Records, linf: Sequence[AttackSpec]) -> Tuple[Dict[str, Wo
         for s in within:
             if abs(s.eps - eps) <= _TOL:
                 covered |= rec.attacks[s.name]['in_slice']
+        if not covered.any():  # no attack of this budget reached a point: no figure (a NaN would not load back)
+            continue
         robust = _still_robust(rec, within, rec.clean) & covered
         masks[eps] = robust, covered
-        worst[eps_key(eps)] = WorstCase(eps=eps, accuracy=_share(robust, covered) if covered.any() else math.nan,
-                                        n=int(covered.sum()), attacks=[s.name for s in within])
+        worst[eps_key(eps)] = WorstCase(eps=eps, accuracy=_share(robust, covered), n=int(covered.sum()),
+                                        attacks=[s.name for s in within])
     return worst, masks
 
 

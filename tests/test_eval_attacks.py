@@ -554,6 +554,23 @@ def test_a_pgd_column_is_the_per_point_worst_case_over_its_objectives():
     assert (col.accuracy, col.n, col.objectives) == (0.0, 4, ['mm', 'margin'])
 
 
+def test_a_budget_no_attack_reached_gets_no_worst_case_and_the_report_loads_back():
+    from eval.threat import AttackFamily, ThreatModel
+    from timm_mmc.report import loads
+
+    n = 4
+    pos = torch.arange(n)
+    none = torch.zeros(n, dtype=torch.bool)
+    pgd = AttackSpec('pgd', AttackFamily.PGD, ThreatModel.LINF, 8 / 255, False)
+    far = AttackSpec('far', AttackFamily.SPSA, ThreatModel.LINF, 16 / 255, False)
+    rec = Records(pos, torch.ones(n, dtype=torch.bool))
+    rec.attacks['pgd'] = dict(robust=pos != 0, in_slice=~none, attacked=~none)
+    rec.attacks['far'] = dict(robust=none.clone(), in_slice=none, attacked=none)
+    out = summarise(rec, [pgd, far], _toy_report())
+    assert set(out.worst_case) == {'8'} and out.worst_case['8'].accuracy == pytest.approx(3 / 4)
+    assert loads(out.to_json()).worst_case == out.worst_case
+
+
 def test_points_no_attack_reached_are_not_counted_robust():
     """AutoAttack alone on 2 of 10 clean-correct points, both broken: the suite's worst case is 0 of 2, not 8 of 10.
     A weaker budget's attack on every point does not count a point as attacked at the larger eps."""
