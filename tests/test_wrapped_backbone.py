@@ -149,6 +149,16 @@ def test_create_mmc_model_builds_the_registered_wrapper():
     assert m.pretrained_cfg['architecture'] == WRAPPER_ARCH and not m.pretrained_cfg.get('hf_hub_id')
 
 
+def test_a_new_global_pool_survives_the_rebuild_from_model_args():
+    m = timm.create_model(WRAPPER_ARCH, backbone=BACKBONE, num_classes=10, feature_dim=16).eval()
+    m.reset_classifier(10, global_pool='max')
+    assert m.model_args()['global_pool'] == 'max'
+    again = timm.create_model(WRAPPER_ARCH, **m.model_args()).eval()
+    again.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again(_x()), m(_x()))
+
+
 def test_backbone_weights_from_a_file_and_refused_when_they_do_not_fit(tmp_path):
     src = timm.create_model(BACKBONE, num_classes=1000)  # with its classifier, as timm's own files hold it
     path = tmp_path / 'backbone.safetensors'

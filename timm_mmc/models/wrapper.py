@@ -229,9 +229,14 @@ class MMCWrapper(nn.Module):
         return self.head.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New classifier for ``num_classes`` (0: features only). MM centers are rebuilt, not carried over."""
+        """New classifier for ``num_classes`` (0: features only). MM centers are rebuilt, not carried over.
+
+        A ``global_pool`` is the backbone's and is recorded in :meth:`model_args`, so a saved model pools the same
+        way when rebuilt.
+        """
         if global_pool is not None:
             self.backbone.reset_classifier(0, global_pool)
+            self.backbone_kwargs['global_pool'] = global_pool
         self.head.reset(num_classes)
         self.num_classes = num_classes
 
