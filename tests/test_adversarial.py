@@ -316,6 +316,22 @@ def test_select_best_after_sigkill_and_resume_is_bit_identical(synth, tmp_path):
         json.loads((cut / 'summary.json').read_text())['selected']
 
 
+def test_a_kill_between_the_checkpoint_and_best_is_mended_by_the_resume(synth, tmp_path):
+    """Killed after epoch 2's checkpoint, before its weights reach best/ (which still holds epoch 1): the resume
+    writes best/ from the checkpoint, which holds epoch 2's weights, and exports what the uncut run exports."""
+    args = ['--model', 'resnet20_mmc', '--feature-dim', '16', '--epochs', '2', '--batch-size', '32', '--lr', '0.005',
+            '--holdout', '64', '--robust-every', '0', '--select-best', '--select-on', 'clean', '--select-tolerance',
+            '0.99', '--no-progress', '--threads', '1', '--precision', 'fp32', '--dataset', synth]  # the latest wins
+    ref, cut = tmp_path / 'ref', tmp_path / 'cut'
+    assert _run([*args, '--output', str(ref)]).returncode == 0
+    assert _run([*args, '--output', str(cut)], fault='best:8').returncode != 0  # 4 steps an epoch
+    assert json.loads((cut / 'best' / 'best.json').read_text())['epoch'] == 1
+    proc = _run(['--output', str(cut), '--resume'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((cut / 'best' / 'best.json').read_text())['epoch'] == 2
+    assert (ref / 'model.safetensors').read_bytes() == (cut / 'model.safetensors').read_bytes()
+
+
 def test_what_a_run_measures_never_changes_its_weights(synth, tmp_path):
     """--test-every and --robust-every may change on a resume (RESUME_MUTABLE) because measuring draws nothing the
     training uses: the same run measured every epoch (test split and held-out PGD-10) and once at the end only ends

@@ -34,8 +34,8 @@ if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/tra
 import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401  registers the models
-from timm_mmc.adversarial import (best_epoch, collapse_warning, ema_beats_last, pgd_accuracy,  # noqa: E402
-                                  robust_objectives, selection_rule, training_attack)
+from timm_mmc.adversarial import (collapse_warning, ema_beats_last, pgd_accuracy, robust_objectives,  # noqa: E402
+                                  training_attack)
 from timm_mmc.augment import augment_batch, mixup_batch  # noqa: E402
 from timm_mmc.config import ConfigError, TrainConfig, parse_config  # noqa: E402
 from timm_mmc.data import DataError, hold_out, load_split  # noqa: E402
@@ -44,6 +44,7 @@ from timm_mmc.heads import head_spec  # noqa: E402
 from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, RunSummary, TrainerState,  # noqa: E402
                                 resolve_resume)
+from timm_mmc.select_best import BestKeeper  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, TrainError, TrainingFailed,  # noqa: E402
                                   agree_precision, build_model, build_optimizer, claim_line, epoch_figures,
                                   gather_sums, hardware_line, load_init_weights, local_batch_norms, lr_lambda,
@@ -55,8 +56,8 @@ __all__ = ['Trainer', 'main', 'TrainError']
 
 
 def _fault(point: str, value: int = 0) -> None:
-    """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11``, ``save:2`` or ``metrics:8`` SIGKILLs this
-    process there."""
+    """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11``, ``save:2``, ``best:8`` or ``metrics:8``
+    SIGKILLs this process there."""
     spec = os.environ.get('TIMM_MMC_FAULT')
     if spec and spec == f'{point}:{value}':
         os.kill(os.getpid(), signal.SIGKILL)
@@ -148,6 +149,7 @@ class Trainer:
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[EpochRecord] = []
+        self.best = BestKeeper(cfg, self.run, lambda msg: self.log(msg), self.accelerator.is_main_process)  # best/
         self.sums = dict(EPOCH_SUMS)
 
     def autocast(self):
@@ -313,6 +315,8 @@ class Trainer:
             if acc.is_main_process:
                 self.run.record_resume(self.global_step, self.resume_changes, name)
             self._write_metrics()  # the checkpoint's epochs: a kill after the last checkpoint may have cut the file
+            if cfg.select_best and self.step_in_epoch == 0:
+                self.best.restore(self.history, self.model, self.ema.module if self.ema is not None else None)
             changed = ', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in self.resume_changes.items())
             self.log(f'resumed from {name}: step {self.global_step} (epoch {self.epoch + 1}, step '
                      f'{self.step_in_epoch}){"; changed: " + changed if changed else ""}')
@@ -391,12 +395,13 @@ class Trainer:
             if warning:
                 rec.collapse = True
                 self.log(warning)
-            if cfg.select_best:
-                self._keep_if_best(rec.epoch)
             self.epoch += 1
             self.step_in_epoch = 0
             self.sums = dict(EPOCH_SUMS, **clocks)
             self.save_checkpoint()
+            _fault('best', self.global_step)
+            if cfg.select_best:  # after the checkpoint, which holds these weights: a resume can write best/ again
+                self.best.keep(self.history, rec.epoch, self.model, self.ema.module if self.ema is not None else None)
             _fault('metrics', self.global_step)
             self._write_metrics()
 
@@ -419,36 +424,6 @@ class Trainer:
         if self.ema is not None:
             rec.heldout_clean_acc_ema, _ = self.robust_accuracy(self.ema.module, attack=False)
 
-    def _keep_if_best(self, epoch: int) -> None:
-        """Write this epoch's weights to the run folder's ``best/`` when they are the best on the held-out images."""
-        best = best_epoch(self.history, self.cfg.select_tolerance, self.cfg.select_on)
-        if best is None or best.epoch != epoch:
-            return
-        if self.accelerator.is_main_process:
-            model = self.ema.module if best.weights == 'ema' else self.model
-            self.run.save_best(model.state_dict(), best.to_dict(), metadata=config_metadata(model))
-        robust = f'robust {best.robust_acc:.4f}, ' if best.robust_acc is not None else ''
-        self.log(f'best so far: epoch {epoch} ({best.weights} weights), held-out {robust}clean {best.clean_acc:.4f}')
-
-    def _selected_model(self) -> Tuple[nn.Module, Dict[str, Any]]:
-        """With --select-best: the best epoch's weights (``best/``), checked against the run's records."""
-        import copy
-        on = self.cfg.select_on
-        best = best_epoch(self.history, self.cfg.select_tolerance, on)
-        if best is None:
-            raise TrainingFailed(f'--select-best found no held-out {on} accuracy in the records; nothing to choose.')
-        try:
-            weights, info = self.run.load_best()
-        except RunError as e:
-            raise TrainingFailed(str(e)) from e
-        if info != best.to_dict():
-            raise TrainingFailed(f'{str(self.out / "best")!r} holds {info}, but the records choose {best.to_dict()}; '
-                                 f'the run folder was changed by hand. Start over with --overwrite.')
-        model = copy.deepcopy(self.model)
-        model.load_state_dict(weights)
-        tol = self.cfg.select_tolerance
-        return model, dict(best.to_dict(), rule=selection_rule(tol, on), tolerance=tol, select_on=on)
-
     def _check_finite(self, loss: float, where: str) -> None:
         """Stop before weights trained on a non-finite loss are measured, checkpointed or exported."""
         if not math.isfinite(loss):
@@ -465,7 +440,7 @@ class Trainer:
         model = self.ema.module if use_ema else self.model
         test_acc, selected = last.test_acc_ema if use_ema else last.test_acc, None
         if self.cfg.select_best:
-            model, selected = self._selected_model()
+            model, selected = self.best.selected(self.history, self.model)
             test_acc = self.test_accuracy(model)
         summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
                        weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
