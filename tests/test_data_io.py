@@ -340,3 +340,20 @@ def test_both_decoders_turn_images_upright_refuse_16_bit_and_count_classes_befor
     with pytest.raises(DataError, match='more than 8 bits'):
         load_split(str(tmp_path / 'deep'), 'train', cache_dir=tmp_path / 'cache')
     assert not (tmp_path / 'npz2').exists()
+
+
+def test_the_npz_converter_writes_every_split_or_none(ds, tmp_path, monkeypatch):
+    import timm_mmc.npz as npz
+    write = npz.write_npz_split
+
+    def failing(path, *a, **k):
+        if path.name == 'test.npz':
+            raise OSError('disk full')
+        return write(path, *a, **k)
+    monkeypatch.setattr(npz, 'write_npz_split', failing)
+    with pytest.raises(OSError, match='disk full'):
+        npz.parquet_to_npz_folder(ds, tmp_path / 'out')
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+    monkeypatch.setattr(npz, 'write_npz_split', write)
+    assert sorted(p.name for p in npz.parquet_to_npz_folder(ds, tmp_path / 'out').iterdir()) == ['test.npz',
+                                                                                                  'train.npz']

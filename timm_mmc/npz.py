@@ -10,6 +10,8 @@ layout with pyarrow and Pillow alone, for machines without ``datasets`` (a lent 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -163,6 +165,19 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
         check_arrays(images, labels, len(names), str(path))
         source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
         decoded.append((split, images, labels, names, source))
-    for split, images, labels, names, source in decoded:
-        write_npz_split(Path(out) / f'{split}.npz', images, labels, names, split, source, compress=False)
-    return Path(out)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    try:  # every split written in full before the folder (or its files) takes its place: none or all of them
+        for split, images, labels, names, source in decoded:
+            write_npz_split(tmp / f'{split}.npz', images, labels, names, split, source, compress=False)
+        if out.exists():
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+            tmp.rmdir()
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
