@@ -57,6 +57,7 @@ def test_resolve_model_name(spec, timm_name, args):
     ('no_such_net+mmc', 'unknown backbone'),
     ('resnet32_mmc+mmc', 'own head'),
     ('resnet33_mmc', 'unknown model'),
+    ('resnet18.a1_in1k+mmc', r'takes no pretrained tag .*write resnet18\+mmc .*--pretrained-backbone'),
 ])
 def test_resolve_model_name_refuses_with_the_fix(spec, needle):
     with pytest.raises(ValueError, match=needle):
