@@ -80,9 +80,10 @@ def resolve_model_name(spec: str) -> Tuple[str, Dict[str, Any]]:
     """
     name, dot, tag = spec.partition('.')
     if NAME_SEP in tag:
+        head = tag.split(NAME_SEP)[-1]
         raise ValueError(f'{spec!r}: the backbone of BACKBONE{NAME_SEP}HEAD takes no pretrained tag (it is built as '
-                         f'timm\'s default {name!r}); write {name}{NAME_SEP}{tag.split(NAME_SEP)[-1]} and start it from '
-                         f'its timm weights with --pretrained-backbone.')
+                         f'timm\'s default {name!r}); write {name}{NAME_SEP}{head} and start it from its timm weights '
+                         f'with --pretrained-backbone.')
     sep = NAME_SEP if NAME_SEP in name else RELEASE_SEP if RELEASE_SEP in name else None
     if sep is None:
         if not timm.is_model(name):
