@@ -150,6 +150,21 @@ def test_create_mmc_model_builds_the_registered_wrapper():
     assert m.pretrained_cfg['architecture'] == WRAPPER_ARCH and not m.pretrained_cfg.get('hf_hub_id')
 
 
+def test_a_backbone_file_is_adapted_as_timm_adapts_its_own_weights(tmp_path):
+    """A ViT built for 32x32 images takes its default-size weights as timm would (position embedding resampled by
+    the family's checkpoint filter); a tensor that still does not fit is a clear refusal, not a traceback."""
+    src = timm.create_model('test_vit', num_classes=0)
+    path = tmp_path / 'vit.safetensors'
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    m = timm.create_model(WRAPPER_ARCH, backbone='test_vit', num_classes=10, img_size=32)
+    assert m.backbone.pos_embed.shape[1] < src.pos_embed.shape[1]
+    assert 'test_vit from' in m.load_backbone_weights(path)
+    assert m.backbone.blocks[0].attn.qkv.weight.equal(src.blocks[0].attn.qkv.weight)
+    wide = timm.create_model(WRAPPER_ARCH, backbone='test_vit', num_classes=10, img_size=32, embed_dim=32)
+    with pytest.raises(PretrainedWeightsError, match='does not fit'):
+        wide.load_backbone_weights(path)
+
+
 def test_a_new_global_pool_survives_the_rebuild_from_model_args():
     m = timm.create_model(WRAPPER_ARCH, backbone=BACKBONE, num_classes=10, feature_dim=16).eval()
     m.reset_classifier(10, global_pool='max')

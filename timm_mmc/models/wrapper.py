@@ -18,6 +18,7 @@ load it as any timm model. Its pretrained cfg is its own (CIFAR input size, mean
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -214,7 +215,16 @@ class MMCWrapper(nn.Module):
         from ..io import load_state_dict_safe
 
         state = load_state_dict_safe(path)
-        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        # what timm does with its own files: the backbone family's filter adapts them (a ViT built at another image
+        # size gets its position embedding resampled)
+        adapt = getattr(sys.modules.get(type(self.backbone).__module__), 'checkpoint_filter_fn', None)
+        if adapt is not None:
+            state = adapt(state, self.backbone)
+        try:
+            missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise PretrainedWeightsError(f'{str(path)!r} does not fit {self.backbone_name!r} as built here '
+                                         f'({str(e).splitlines()[-1].strip()}).') from None
         if missing:
             raise PretrainedWeightsError(f'{str(path)!r} does not hold the weights of {self.backbone_name!r}: '
                                          f'{len(missing)} missing keys (e.g. {missing[0]}).')
