@@ -8,7 +8,10 @@ The machine is lent for minutes and starts bare, so one command does everything:
 1. decode the data set once into a folder of per-split ``.npz`` files with pyarrow and Pillow (``timm_mmc.data``;
    such machines have no ``datasets``);
 2. a probe: every recipe for two epochs on the first ``--probe-images`` training images (the second is timed: the
-   first pays the warm-up), all of them at once, as the real runs will share the machine;
+   first pays the warm-up), all of them at once, as the real runs will share the machine. Recipes of unequal cost
+   share it unequally: once the cheaper probes end, the dearest one's second epoch runs partly alone and is timed
+   too fast, so a mix of cheap and dear recipes (N-FGSM beside PGD-10) can be sized past the deadline (its run is
+   then stopped and packed, to resume); probe such a mix with ``--epochs`` fixed instead;
 3. the epochs that fit what is left of the budget, from the probe's measured epoch and start-up times (one number for
    every recipe, so that they stay comparable; at most ``--max-epochs``);
 4. the runs, side by side, each logging to ``OUT/NAME.log``; a run still going at the deadline is stopped (its last
