@@ -355,5 +355,7 @@ def test_the_npz_converter_writes_every_split_or_none(ds, tmp_path, monkeypatch)
         npz.parquet_to_npz_folder(ds, tmp_path / 'out')
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the folder nor a temporary one
     monkeypatch.setattr(npz, 'write_npz_split', write)
-    assert sorted(p.name for p in npz.parquet_to_npz_folder(ds, tmp_path / 'out').iterdir()) == ['test.npz',
-                                                                                                  'train.npz']
+    out = npz.parquet_to_npz_folder(ds, tmp_path / 'out')
+    assert sorted(p.name for p in out.iterdir()) == ['test.npz', 'train.npz']
+    from timm_mmc.fileio import current_umask
+    assert out.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # a folder as mkdir makes it, not mkdtemp's 0o700

@@ -21,6 +21,7 @@ import torch
 
 from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, TooFewExamples, _rgb_array, _to_nchw,
                    check_arrays, content_digest, content_sha256, parquet_split_path)
+from .fileio import current_umask
 
 __all__ = ['read_npz_split', 'write_npz_split', 'is_npz_folder', 'parquet_to_npz_folder']
 
@@ -176,6 +177,7 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
                 os.replace(f, out / f.name)
             tmp.rmdir()
         else:
+            os.chmod(tmp, 0o777 & ~current_umask())  # a folder made as any other, not mkdtemp's private 0o700
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
