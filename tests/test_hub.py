@@ -853,6 +853,25 @@ def test_results_table_reads_every_figure_from_the_release(release, tmp_path):
         hub.results_table([tmp_path])
 
 
+def test_card_and_table_say_when_a_run_started_from_earlier_weights(release, tmp_path):
+    """A run made with --init-from counts only its own epochs and wall time: the card and the README table say that
+    the weights were trained before it, so that "20 epochs, 80 min" is not read as the whole training."""
+    folder = tmp_path / f'{ARCH}.{TAG}'
+    shutil.copytree(release['out'], folder)
+    args_file = folder / 'training/args.yaml'
+    args = yaml.safe_load(args_file.read_text())
+    assert 'Started from' not in (folder / 'README.md').read_text()
+    assert 'earlier weights' not in hub.results_table([folder])
+    args['init_from'] = 'hub_cards/resnet32_mmc.cifar10/model.safetensors'
+    args_file.write_text(yaml.safe_dump(args))
+    assert hub.main(['card', str(folder)]) == 0
+    body = (folder / 'README.md').read_text()
+    assert ('- Started from: the weights in `hub_cards/resnet32_mmc.cifar10/model.safetensors` (`--init-from`), '
+            'trained before this run; the epochs and wall time here are this run\'s alone') in body
+    row = hub.results_table([folder]).splitlines()[2]
+    assert '1 ep, from earlier weights (--init-from), 62 min' in row
+
+
 def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path):
     """An adversarially trained run with --holdout / --select-best: the card has its held-out PGD curve, marks the
     exported epoch and a collapse, and says which weights were exported and why."""

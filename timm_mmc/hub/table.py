@@ -31,6 +31,7 @@ ADV_NAMES = {'fgsm': 'FGSM-RS', 'nfgsm': 'N-FGSM'}
 def _training(args: Dict[str, Any], summary: RunSummary) -> str:
     parts = [f'{args["epochs"]} ep' + (f' {args["schedule"]}' if args.get('schedule') else '')
              ] if args.get('epochs') else []
+    parts += ['from earlier weights (--init-from)'] if args.get('init_from') else []  # the epochs are this run's only
     parts += [str(args['precision'])] if args.get('precision') else []
     adv = str(args.get('adv') or 'none')
     if adv != 'none':
