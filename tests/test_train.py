@@ -127,6 +127,8 @@ def test_cpu_time_is_unknown_after_resuming_a_run_that_did_not_record_it():
     assert '3 epochs in 10.0 min (18 CPU-min) on x: clean accuracy 90.00%' in claim_line(summary, 100)
     summary.paused_time_s = 90.0
     assert '3 epochs in 10.0 min (18 CPU-min, 1.5 min of it paused) on x' in claim_line(summary, 100)
+    started = claim_line(summary, 100, 'a/model.safetensors')  # --init-from: not the whole training
+    assert '3 epochs from the weights in a/model.safetensors in 10.0 min' in started
 
 
 _PAUSE_CHILD = """

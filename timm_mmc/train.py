@@ -462,7 +462,7 @@ class Trainer:
             set_global_batch_norm(model, enable=False)
             self.run.export(model, model.model_args(), self.train_set.class_names, summary)
             self.log(f'done: weights in {self.out / "model.safetensors"}')
-            self.log(claim_line(summary, len(self.test_set)))
+            self.log(claim_line(summary, len(self.test_set), self.cfg.init_from))
         acc.wait_for_everyone()
         return summary
 

@@ -445,8 +445,9 @@ def epoch_figures(rec: EpochRecord) -> str:
     return ''.join(f', {p}' for p in parts)
 
 
-def claim_line(summary: RunSummary, n_test: int) -> str:
-    """The run's result in one line: model, epochs, wall time, machine, clean accuracy of the exported weights."""
+def claim_line(summary: RunSummary, n_test: int, init_from: Optional[str] = None) -> str:
+    """The run's result in one line: model, epochs, wall time, machine, clean accuracy of the exported weights; a run
+    started from earlier weights (``--init-from``) says so, since its epochs and time are not the whole training."""
     other = ''
     sel = summary.selected
     if sel:
@@ -461,6 +462,7 @@ def claim_line(summary: RunSummary, n_test: int) -> str:
     if summary.paused_time_s:
         times.append(f'{summary.paused_time_s / 60:.1f} min of it paused')
     cpu = f' ({", ".join(times)})' if times else ''
-    return (f'claim: {summary.model}, {summary.epochs} epochs in {summary.wall_time_s / 60:.1f} min{cpu} on '
+    start = f' from the weights in {init_from}' if init_from else ''
+    return (f'claim: {summary.model}, {summary.epochs} epochs{start} in {summary.wall_time_s / 60:.1f} min{cpu} on '
             f'{summary.hardware}: clean accuracy {100 * summary.test_acc:.2f}% on {n_test} test images'
             f'{other}; torch {summary.versions["torch"]}, data {summary.dataset}')
