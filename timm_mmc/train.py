@@ -152,6 +152,11 @@ class Trainer:
         self.best = BestKeeper(cfg, self.run, lambda msg: self.log(msg), self.accelerator.is_main_process)  # best/
         self.sums = dict(EPOCH_SUMS)
 
+    @property
+    def ema_model(self) -> Optional[nn.Module]:
+        """The weight average's model, or None when the run keeps no weight average."""
+        return self.ema.module if self.ema is not None else None
+
     def autocast(self):
         if self.cfg.precision == 'bf16':
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -316,7 +321,7 @@ class Trainer:
                 self.run.record_resume(self.global_step, self.resume_changes, name)
             self._write_metrics()  # the checkpoint's epochs: a kill after the last checkpoint may have cut the file
             if cfg.select_best and self.step_in_epoch == 0:
-                self.best.restore(self.history, self.model, self.ema.module if self.ema is not None else None)
+                self.best.restore(self.history, self.model, self.ema_model)
             changed = ', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in self.resume_changes.items())
             self.log(f'resumed from {name}: step {self.global_step} (epoch {self.epoch + 1}, step '
                      f'{self.step_in_epoch}){"; changed: " + changed if changed else ""}')
@@ -401,7 +406,7 @@ class Trainer:
             self.save_checkpoint()
             _fault('best', self.global_step)
             if cfg.select_best:  # after the checkpoint, which holds these weights: a resume can write best/ again
-                self.best.keep(self.history, rec.epoch, self.model, self.ema.module if self.ema is not None else None)
+                self.best.keep(self.history, rec.epoch, self.model, self.ema_model)
             _fault('metrics', self.global_step)
             self._write_metrics()
 
