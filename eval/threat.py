@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from timm_mmc.config import parse_pixels
+
 __all__ = ['ThreatModel', 'AttackFamily', 'parse_eps']
 
 
@@ -32,13 +34,9 @@ def parse_eps(text: str) -> float:
     """
     text = str(text).strip()
     try:
-        if '/' in text:
-            num, den = text.split('/', 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f'eps {text!r} is not a number; write it in pixel units as 8/255 or 0.0314.') from None
+        value = parse_pixels(text)
+    except ValueError as e:
+        raise ValueError(f'eps {e}') from None
     if not (0 < value <= 1):
         raise ValueError(f'eps {text!r} = {value:g} is outside (0, 1]; eps is in pixel units of images in [0, 1] '
                          f'(8/255 = 0.0314; for "8" in /255 units write 8/255).')

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import yaml
 
 __all__ = ['TrainConfig', 'parse_config', 'ConfigError', 'recipe_names', 'resolve_recipe', 'RECIPES_DIR',
-           'RESUME_MUTABLE', 'DEFERS_TO_RUN', 'merge_resumed']
+           'RESUME_MUTABLE', 'DEFERS_TO_RUN', 'merge_resumed', 'parse_pixels']
 
 
 class ConfigError(ValueError):
@@ -218,14 +218,27 @@ def _flag(name: str) -> str:
     return '--' + name.replace('_', '-')
 
 
-def _pixels(text: str) -> float:
-    """A flag in pixel units, as a number (0.0314) or a fraction (8/255, as eval.robustness takes it)."""
-    num, _, den = text.partition('/')
+def parse_pixels(text: str) -> float:
+    """A value in pixel units, as a number (``0.0314``) or a fraction (``8/255``): how train and eval read eps.
+
+    Raises:
+        ValueError: Not a number; the message names both forms.
+    """
+    text = str(text).strip()
     try:
-        return float(num) / float(den) if den else float(num)
+        if '/' in text:
+            num, den = text.split('/', 1)
+            return float(num) / float(den)
+        return float(text)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number; write it in pixel units as 8/255 or '
-                                         f'0.0314.') from None
+        raise ValueError(f'{text!r} is not a number; write it in pixel units as 8/255 or 0.0314.') from None
+
+
+def _pixels(text: str) -> float:
+    try:
+        return parse_pixels(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _type_name(tp: Any) -> str:

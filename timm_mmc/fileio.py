@@ -7,11 +7,13 @@ A failure removes the temporary file and leaves ``path`` as it was.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator
 
-__all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_write_set', 'current_umask']
+__all__ = ['atomic_write_bytes', 'atomic_write_text', 'atomic_write_set', 'current_umask', 'staged_folder']
 
 
 def current_umask() -> int:
@@ -78,4 +80,41 @@ def atomic_write_set(files: Dict[Path, bytes]) -> None:
                 os.unlink(tmp)
         for path in placed:
             path.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_folder(out: os.PathLike, merge: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write a whole folder into; on a clean exit it takes ``out``'s place, on an
+    error it is removed and ``out`` stays as it was.
+
+    Its folders and files get the permissions ``mkdir`` and ``open`` would give them (not ``mkdtemp``'s private 0o700).
+
+    Args:
+        out: The folder to create or replace.
+        merge: Move the written files into an existing ``out`` instead of replacing the folder: the files of ``out``
+            that were not written stay.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+    try:
+        yield tmp
+        mask = current_umask()
+        os.chmod(tmp, 0o777 & ~mask)
+        for p in tmp.rglob('*'):
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+        if merge and out.exists():
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+            tmp.rmdir()
+        elif out.exists():
+            old = out.with_name(f'.{out.name}.old-{os.getpid()}')
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,8 +10,6 @@ layout with pyarrow and Pillow alone, for machines without ``datasets`` (a lent 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,7 +19,7 @@ import torch
 
 from .data import (_LABEL_NAMES, BUNDLED_SAMPLES, DataError, ImageSplit, TooFewExamples, _rgb_array, _to_nchw,
                    check_arrays, content_digest, content_sha256, parquet_split_path)
-from .fileio import current_umask
+from .fileio import staged_folder
 
 __all__ = ['read_npz_split', 'write_npz_split', 'is_npz_folder', 'parquet_to_npz_folder']
 
@@ -167,19 +165,7 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
         source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
         decoded.append((split, images, labels, names, source))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-    try:  # every split written in full before the folder (or its files) takes its place: none or all of them
+    with staged_folder(out, merge=True) as tmp:  # every split written in full before any takes its place
         for split, images, labels, names, source in decoded:
             write_npz_split(tmp / f'{split}.npz', images, labels, names, split, source, compress=False)
-        if out.exists():
-            for f in sorted(tmp.iterdir()):
-                os.replace(f, out / f.name)
-            tmp.rmdir()
-        else:
-            os.chmod(tmp, 0o777 & ~current_umask())  # a folder made as any other, not mkdtemp's private 0o700
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

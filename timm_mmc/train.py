@@ -149,7 +149,7 @@ class Trainer:
         self.adv_targeted = cfg.adv_targeted if cfg.adv_targeted is not None else spec.targeted_training
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: List[EpochRecord] = []
-        self.best = BestKeeper(cfg, self.run, lambda msg: self.log(msg), self.accelerator.is_main_process)  # best/
+        self.best = BestKeeper(cfg, self.run, self.log, self.accelerator.is_main_process)  # best/
         self.sums = dict(EPOCH_SUMS)
 
     @property

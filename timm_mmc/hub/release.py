@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from ..fileio import current_umask
+from ..fileio import staged_folder
 from ..report import EvalReport
 from .card import nondefault_args, write_card
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, TRAINING_DIR, TRAINING_FILES, WEIGHTS_FILE,
@@ -222,19 +221,6 @@ def _files_not_in(old: Path, new: Path) -> List[str]:
     return sorted(set(release_files(old)) - set(release_files(new))) if old.is_dir() else []
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    os.chmod(tmp, 0o777 & ~current_umask())
-    for p in tmp.rglob('*'):
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~current_umask())
-    if out.exists():
-        old = out.with_name(f'.{out.name}.old-{os.getpid()}')
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *, tag: Optional[str] = None,
            checkpoint: Optional[os.PathLike] = None, repo_id: Optional[str] = None, overwrite: bool = False,
            plot: bool = True, allow_unverified_eval: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -282,9 +268,7 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
     model = _build_model(arch, tag, model_args, weights)
     default_repo = default_repo_id(arch, tag, model_args)
     extra_args = nondefault_args(arch, tag, model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:  # the old folder stays until the new one is complete and checked
         labels = run['config'].get('label_names') or model.pretrained_cfg.get('label_names')  # the data's, or the tag's
         model_config = {'label_names': list(labels)} if labels and len(labels) == model.num_classes else None
         save_for_hf(model, str(tmp), model_config=model_config, model_args=model.model_args(),
@@ -301,10 +285,6 @@ def export(run_dir: os.PathLike, eval_path: os.PathLike, out_dir: os.PathLike, *
         write_side_files(tmp, repo_id=repo_id or default_repo, extra_args=extra_args, plot=plot, name=out.name)
         self_check(tmp)
         dropped = _files_not_in(out, tmp)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if dropped:
         log(f'note: --overwrite dropped {len(dropped)} file(s) of the old {out} that this export does not write: '
             f'{", ".join(dropped)} (they are in git history or your backup; keep such files outside release folders)')
