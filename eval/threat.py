@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from timm_mmc.config import parse_pixels
+from timm_mmc import parse_pixels
 
 __all__ = ['ThreatModel', 'AttackFamily', 'parse_eps']
 

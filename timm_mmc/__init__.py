@@ -9,6 +9,7 @@ from .attacks import (NFGSM, OBJECTIVES, PGD, BestAdversarial, CheckError, FGSMR
                       check_box, check_eps, check_linf_batch, choose_logit_scale, is_fooled, logit_margin, objective,
                       predict, project_linf, random_targets, resolve_targets, uniform_start)
 from .centers import max_pairwise_cosine, mm_centers
+from .config import parse_pixels
 from .data import DataError, ImageSplit, TooFewExamples, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
 from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
@@ -40,7 +41,7 @@ __all__ = [
     'OBJECTIVES', 'objective', 'logit_margin', 'PGD', 'FGSMRandomStart', 'NFGSM', 'project_linf', 'uniform_start',
     'is_fooled',
     'BestAdversarial', 'CheckError', 'check_eps', 'check_box', 'check_linf_batch', 'random_targets', 'resolve_targets',
-    'predict',
+    'predict', 'parse_pixels',
     'ScaledLogits', 'choose_logit_scale', 'adam_update',
     # the evaluation report (schema), its plot, whole-or-nothing writes
     'REPORT_VERSION', 'RULES', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent',
