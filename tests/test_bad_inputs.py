@@ -164,6 +164,12 @@ TRAIN = [
          _weights_copy(_pickle_weights)),
     Case('init-from-bad-config', ['--init-from', '{tmp}/w/model.safetensors'], ['not readable JSON'],
          _weights_copy(_bad_config('{"architecture": '))),
+    Case('init-from-missing-file', ['--init-from', '{tmp}/gone/model.safetensors'],
+         ['no such file or folder', 'a release or run folder', 'hf-hub:ORG/REPO']),
+    Case('init-from-folder-without-weights', ['--init-from', '{tmp}/empty'], ['folder without model.safetensors'],
+         lambda tmp: (tmp / 'empty').mkdir()),
+    Case('init-from-unknown-name', ['--init-from', 'resnet99_mmc.cifar10'],
+         ['no file or folder here', 'resnet99_mmc', 'released name with its tag']),
 ]
 
 EVAL_BASE = ['--model', 'resnet20_mmc', '--checkpoint', '{weights}', '--dataset', '{data}', '--n-examples', '8',

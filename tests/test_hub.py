@@ -803,6 +803,12 @@ def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
             with torch.no_grad():
                 outs.append(m(x))
         res['same_outputs'] = all(o.equal(outs[0]) for o in outs)
+        from timm_mmc.io import file_sha256, load_named_weights  # --init-from: the same four names
+        sha = file_sha256({str(release['out'] / 'model.safetensors')!r})
+        for spec in ['{ARCH}.{TAG}', 'hf-hub:{REPO}', 'local-dir:{release['out']}', {str(release['out'])!r}]:
+            w = load_named_weights(spec)
+            res['init ' + spec] = (w.sha256 == sha and set(w.state) == set(ref) and w.config['num_classes'] == 10
+                                   and all(w.state[k].equal(ref[k]) for k in ref))
         res['label_names'] = list(m.pretrained_cfg['label_names'][:2])
         torch.save(outs[0], {str(tmp_path / 'y.pt')!r})
         m5 = timm.create_model('{ARCH}.{TAG}', pretrained=True, num_classes=5)
@@ -824,7 +830,9 @@ def test_pretrained_by_name_hf_hub_and_local_dir_offline(release, tmp_path):
     res = json.loads(proc.stdout.split('RESULT', 1)[1])
     assert res == {'cached': True, ARCH: True, f'{ARCH}.{TAG}': True, f'hf-hub:{REPO}': True,
                    f'local-dir:{release["out"]}': True, 'same_outputs': True,
-                   'label_names': ['airplane', 'automobile'], 'five_classes': True, 'uncached_fails': True}
+                   'label_names': ['airplane', 'automobile'], 'five_classes': True, 'uncached_fails': True,
+                   **{f'init {spec}': True for spec in [f'{ARCH}.{TAG}', f'hf-hub:{REPO}',
+                                                        f'local-dir:{release["out"]}', str(release['out'])]}}
     with torch.no_grad():
         assert torch.load(tmp_path / 'y.pt', weights_only=True).equal(release['model'](x))
 
@@ -868,6 +876,13 @@ def test_card_and_table_say_when_a_run_started_from_earlier_weights(release, tmp
     body = (folder / 'README.md').read_text()
     assert ('- Started from: the weights in `hub_cards/resnet32_mmc.cifar10/model.safetensors` (`--init-from`), '
             'trained before this run; the epochs and wall time here are this run\'s alone') in body
+    assert 'sha256' not in body.split('- Started from:')[1].splitlines()[0]  # a run from before it was recorded
+    args.update(init_from='resnet32_mmc.cifar10', init_from_sha256='ab' * 32)  # a release by name, and its file
+    args_file.write_text(yaml.safe_dump(args))
+    assert hub.main(['card', str(folder)]) == 0
+    line = (folder / 'README.md').read_text().split('- Started from:')[1].splitlines()[0]
+    assert line.startswith(' the weights in `resnet32_mmc.cifar10`') and \
+        line.endswith(f'made its starting weights; that weights file had sha256 `{"ab" * 32}` when the run began')
     row = hub.results_table([folder]).splitlines()[2]
     assert '1 ep, from earlier weights (--init-from), 62 min' in row
 

@@ -422,6 +422,24 @@ def test_init_from_the_same_model_loads_its_weights(tmp_path):
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
+def test_init_from_a_run_folder_records_which_weights_and_a_resume_needs_them_no_more(synth, tmp_path, capsys):
+    """--init-from takes a finished run's folder; args.yaml records the sha256 of the weights it stood for, and a
+    resume takes every weight from its checkpoint, so it goes on after the starting weights are gone."""
+    from timm_mmc.io import file_sha256
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', *TINY]
+    src, out = tmp_path / 'src', tmp_path / 'run'
+    assert main([*base, '--output', str(src), '--epochs', '1']) == 0
+    sha = file_sha256(src / 'model.safetensors')
+    cont = [*base, '--init-from', str(src), '--output', str(out)]
+    assert main(cont) == 0
+    args = yaml.safe_load((out / 'args.yaml').read_text())
+    assert (args['init_from'], args['init_from_sha256']) == (str(src), sha)
+    shutil.rmtree(src)
+    capsys.readouterr()
+    assert main([*cont, '--resume']) == 0  # from its last checkpoint (the end): exports again, without src
+    assert 'from the weights in ' + str(src) in capsys.readouterr().out
+
+
 def test_yaml_config_and_cli_override(synth, tmp_path):
     from timm_mmc.config import parse_config
     cfg_file = tmp_path / 'c.yaml'

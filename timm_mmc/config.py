@@ -132,7 +132,8 @@ class TrainConfig:
     overwrite: bool = _f(False, 'replace a finished or different run in --output')
     checkpoint_every: int = _f(0, 'also checkpoint every N optimizer steps (0: at epoch ends only)')
     keep_checkpoints: int = _f(2, 'complete checkpoints kept')
-    init_from: Optional[str] = _f(None, 'start from these weights (safetensors or weights-only .pth)')
+    init_from: Optional[str] = _f(None, 'start from these weights: a safetensors or weights-only .pth file, a release '
+                                     'or run folder, hf-hub:ORG/REPO, or a released name (resnet32_mmc.cifar10)')
     progress: bool = _f(True, 'progress bar on the main process')
 
     def validate(self) -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -24,7 +25,7 @@ import torch.nn as nn
 
 __all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_sha256', 'ModelLoadError',
            'check_state_dict_fits', 'checkpoint_config', 'config_metadata', 'CONFIG_METADATA_KEY',
-           'HeadFromNameWarning', 'unwrap_training_state']
+           'HeadFromNameWarning', 'unwrap_training_state', 'NamedWeights', 'load_named_weights']
 
 CONFIG_METADATA_KEY = 'timm_mmc.config'  # safetensors metadata: the JSON of config.json's architecture and arguments
 
@@ -236,3 +237,55 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
                       f'are never stored in weights. If it was trained with other head arguments every figure is '
                       f'wrong; put the run\'s config.json beside the file.', HeadFromNameWarning, stacklevel=2)
     return model
+
+
+@dataclass
+class NamedWeights:
+    """Weights named the way a user names them (:func:`load_named_weights`), with what is known of where they came
+    from."""
+    state: Dict[str, torch.Tensor]  # the model's state dict (a run checkpoint's loss part already dropped)
+    config: Optional[Dict[str, Any]]  # architecture, num_classes, model_args, where the weights say them
+    sha256: Optional[str]  # of the weights file, when there is one to hash (a Hub release: its cached file)
+
+
+def _hub_file(model: nn.Module) -> Optional[Path]:
+    """The cached ``model.safetensors`` a model built with ``pretrained=True`` from the Hub was loaded from."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = (getattr(model, 'pretrained_cfg', None) or {}).get('hf_hub_id')
+    found = try_to_load_from_cache(repo, 'model.safetensors') if repo else None
+    return Path(found) if isinstance(found, str) else None
+
+
+def load_named_weights(spec: str) -> NamedWeights:
+    """The weights of a file, a folder, or a release, for training to start from (``--init-from``).
+
+    Args:
+        spec: A weights file (safetensors, or a weights-only ``.pth``; a run's checkpoint too), a folder holding
+            ``model.safetensors`` (a release or finished run folder; ``local-dir:FOLDER`` says the same),
+            ``hf-hub:org/repo``, or a released model name such as ``resnet32_mmc.cifar10``.
+
+    Raises:
+        ModelLoadError: Nothing loadable by that name; the message says what is accepted.
+    """
+    path = Path(spec.split(':', 1)[1] if spec.startswith('local-dir:') else spec)
+    if path.is_dir():
+        path = path / 'model.safetensors'
+        if not path.is_file():
+            raise ModelLoadError(f'{spec!r} is a folder without model.safetensors; give a release or finished run '
+                                 f'folder, or the weights file itself.')
+    if path.is_file():
+        return NamedWeights(load_state_dict_safe(path), checkpoint_config(path), file_sha256(path))
+    accepted = ('give a weights file, a release or run folder, hf-hub:ORG/REPO, or a released name with its tag '
+                '(e.g. resnet32_mmc.cifar10)')
+    if not spec.startswith('hf-hub:') and ('/' in spec or spec.startswith('local-dir:') or
+                                           path.suffix in ('.safetensors', '.pth', '.pt', '.bin')):
+        raise ModelLoadError(f'{spec!r}: no such file or folder; {accepted}.')
+    try:
+        model = load_model(spec, pretrained=True)
+    except ModelLoadError as e:
+        raise ModelLoadError(f'{spec!r} is no file or folder here, and as a model: {e} ({accepted})') from e
+    config = dict(architecture=model.pretrained_cfg.get('architecture'), num_classes=model.num_classes,
+                  model_args=model.model_args())
+    file = _hub_file(model)
+    return NamedWeights(model.state_dict(), config, file_sha256(file) if file is not None else None)

@@ -121,8 +121,9 @@ class Trainer:
                                  lambda_lkd=cfg.lgm_lambda)
         except ValueError as e:
             raise TrainError(str(e)) from e
-        if cfg.init_from:
-            load_init_weights(model, cfg, self.timm_name, self.name_args, self.num_classes)
+        # a resume takes every weight from its checkpoint, so the starting weights need not be there any more
+        self.init_sha256 = load_init_weights(model, cfg, self.timm_name, self.name_args, self.num_classes) \
+            if cfg.init_from and not cfg.resume else None
         if self.world > 1:
             set_global_batch_norm(model)
             if local := local_batch_norms(model):
@@ -310,6 +311,8 @@ class Trainer:
                             train_source=self.train_set.source, test_source=self.test_set.source,
                             train_digest=self.train_set.digest, test_digest=self.test_set.digest,
                             world_size=self.world)
+            if self.cfg.init_from:  # which weights the name stood for when the run began
+                resolved['init_from_sha256'] = self.init_sha256
             self.run.prepare(self.cfg.overwrite, resolved)
         acc.wait_for_everyone()
 

@@ -22,7 +22,7 @@ from timm.layers import BatchNormAct2d
 
 from .config import TrainConfig
 from .data import ImageSplit
-from .io import ModelLoadError, check_state_dict_fits, checkpoint_config, load_state_dict_safe, unwrap_training_state
+from .io import ModelLoadError, check_state_dict_fits, load_named_weights, unwrap_training_state
 from .models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, resolve_model_name
 from .runfolder import EpochRecord, RunSummary
 from .status import RunFailure
@@ -99,24 +99,28 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
 
 
 def load_init_weights(model: nn.Module, cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any],
-                      num_classes: int) -> None:
-    """Load ``--init-from`` (safetensors, or a weights-only ``.pth``; a run's checkpoint is unwrapped to its model)
-    into ``model`` after checking that the checkpoint is this model.
+                      num_classes: int) -> Optional[str]:
+    """Load ``--init-from`` (a weights file, a release or run folder, ``hf-hub:`` or a released name; see
+    :func:`timm_mmc.io.load_named_weights`) into ``model`` after checking that the weights are this model.
 
     MM checkpoints hold no class-sized tensor, so the shapes alone cannot tell a 10-class model from a 100-class one;
     the config beside the weights (``config.json``) or in their metadata, when there is one, names the architecture
     and the number of classes.
+
+    Returns:
+        The sha256 of the weights file, where there is one (recorded in ``args.yaml``, named on the card).
     """
-    state = unwrap_training_state(load_state_dict_safe(cfg.init_from), model.state_dict())
-    beside = checkpoint_config(cfg.init_from)
-    if beside is not None:
-        arch, classes = beside.get('architecture'), beside.get('num_classes')
-        named = model_display_name(arch, beside.get('model_args') or {}) if arch else None
-        if named not in (None, model_display_name(timm_name, name_args)) or classes not in (None, num_classes):
+    named = load_named_weights(cfg.init_from)
+    state = unwrap_training_state(named.state, model.state_dict())
+    if named.config is not None:
+        arch, classes = named.config.get('architecture'), named.config.get('num_classes')
+        named_as = model_display_name(arch, named.config.get('model_args') or {}) if arch else None
+        if named_as not in (None, model_display_name(timm_name, name_args)) or classes not in (None, num_classes):
             raise TrainError(f'--init-from {cfg.init_from!r} is a {arch!r} with {classes} classes (its config), '
                              f'not a {cfg.model!r} with {num_classes}: it does not fit.')
     check_state_dict_fits(model, state, cfg.init_from, cfg.model)
     model.load_state_dict(state)
+    return named.sha256
 
 
 def _global_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> Optional[torch.Tensor]:

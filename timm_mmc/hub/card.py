@@ -64,7 +64,9 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
     if summary.epochs is not None:
         facts.append(f'- Epochs: {summary.epochs}')
     if args.get('init_from'):  # epochs and wall time count this run only, not the training of its starting weights
-        facts.append('- Started from: ' + prose()['notes']['init_from'].format(path=md(args['init_from'])))
+        sha = prose()['notes']['init_from_sha256'].format(sha256=args['init_from_sha256']) \
+            if args.get('init_from_sha256') else ''
+        facts.append('- Started from: ' + prose()['notes']['init_from'].format(path=md(args['init_from'])) + sha)
     sel = summary.selected
     if sel:  # every accuracy on the card is the evaluation report's, except the held-out ones
         which = 'weight average (EMA)' if sel.get('weights') == 'ema' else 'last weights'
