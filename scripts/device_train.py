@@ -200,21 +200,22 @@ def _unpack(packed: Path, dest: Path, name: str) -> Path:
     return dest / name
 
 
-def _check_resumable(run: Path, data: Path, extra: Sequence[str]) -> int:
+def _check_resumable(run: Path, recipe: str, data: Path, extra: Sequence[str]) -> int:
     """What ``train --resume`` would refuse, asked before the lease's work: a changed option (another ``--work`` moves
-    the data path, another ``--extra`` changes the options) or no complete checkpoint. Returns the last epoch the run
-    recorded.
+    the data path, another ``--extra`` or an edited recipe changes the options) or no complete checkpoint. The
+    recipe's length is not compared: a lease may have set it (``--epochs``, or the probe), and the run keeps its own.
+    Returns the last epoch the run recorded.
 
     Raises:
         ValueError: The run cannot be continued as asked; the message names the fix.
     """
     try:
-        cfg = parse_config(_train_args(None, data, run, [*extra, '--keep-checkpoints', '1']))
+        cfg = parse_config(['-c', recipe, *_train_args(None, data, run, [*extra, '--keep-checkpoints', '1'])])
         RunFolder(run).check_usable(resume=True, overwrite=False)
-        resolve_resume(cfg, set(cfg.given))
+        resolve_resume(cfg, set(cfg.given) - {'epochs'})
     except (ConfigError, RunError) as e:
-        raise ValueError(f'the packed run {run.name!r} cannot be continued: {e} Pass the --work and --extra of the '
-                         f'lease that started it.') from e
+        raise ValueError(f'the packed run {run.name!r} cannot be continued: {e} Pass the recipe as it was, and the '
+                         f'--work and --extra of the lease that started it.') from e
     return RunFolder(run).last_epoch()
 
 
@@ -283,7 +284,7 @@ def main(argv: Sequence[str] | None = None, started: Optional[float] = None) -> 
     try:  # unpacked and checked before any work, so that a bad archive, other data or a changed option cost nothing
         if args.resume_from:
             _check_same_data(Path(args.resume_from), data_files)
-        report_resumed = {n: _check_resumable(_unpack(f, work / 'runs', n), work / 'data', extra)
+        report_resumed = {n: _check_resumable(_unpack(f, work / 'runs', n), recipes[n], work / 'data', extra)
                           for n, f in packed.items()}
     except ValueError as e:
         p.error(str(e))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from timm_mmc.config import resolve_recipe
 from timm_mmc.data import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +127,13 @@ def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_
                     '--work', str(tmp_path / 'elsewhere'))  # another --work moves the data path: refused up front
     assert moved.returncode == 2 and 'cannot be continued' in moved.stderr and '--work' in moved.stderr
     assert not (tmp_path / 'elsewhere' / 'data').exists()
+    edited = tmp_path / 'edited' / 'resnet32_mmc_at_pgd.yaml'  # the recipe changed between the leases: said, not lost
+    edited.parent.mkdir()
+    recipe = resolve_recipe('gpu/resnet32_mmc_at_pgd').read_text()
+    edited.write_text(recipe.replace('momentum: 0.9', 'momentum: 0.8'))
+    err = _refused(capsys, '-c', str(edited), *common[2:], '--resume-from', str(tmp_path / 'lease1'), '--out',
+                   str(tmp_path / 'lease6'), '--work', str(tmp_path / 'w1'))
+    assert 'cannot be continued' in err and 'momentum=0.9 (asked: 0.8)' in err and 'recipe as it was' in err, err
     assert first['data_files'].keys() == {'plain_text/train-00000-of-00001.parquet',
                                           'plain_text/test-00000-of-00001.parquet'}
     other = write_synthetic_dataset(tmp_path / 'other', n_train=64, n_test=16, seed=1)
