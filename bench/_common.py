@@ -7,6 +7,6 @@ import torch
 
 def machine_line() -> str:
     import timm
-    from timm_mmc.train_parts import cpu_name
+    from timm_mmc.machine import cpu_name
     return (f'{cpu_name()}; {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; '
             f'torch {torch.__version__}, timm {timm.__version__}, python {platform.python_version()}')

@@ -22,7 +22,7 @@ import timm  # noqa: E402
 
 import timm_mmc  # noqa: E402,F401
 from _common import machine_line  # noqa: E402
-from timm_mmc.train_parts import resolve_precision  # noqa: E402
+from timm_mmc.machine import resolve_precision  # noqa: E402
 
 
 def make_step(name: str, batch: int, precision: str):

@@ -30,7 +30,7 @@ from timm_mmc.config import TrainConfig, resolve_recipe  # noqa: E402
 from timm_mmc.augment import augment_batch  # noqa: E402
 from timm_mmc.data import write_synthetic_dataset  # noqa: E402
 from timm_mmc.train import Trainer  # noqa: E402
-from timm_mmc.train_parts import native_bf16, resolve_precision  # noqa: E402
+from timm_mmc.machine import native_bf16, resolve_precision  # noqa: E402
 
 
 def recipe_speed_settings() -> Dict[str, object]:

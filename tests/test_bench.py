@@ -26,7 +26,7 @@ def figure(out: str, pattern: str) -> float:
 def test_train_throughput_prints_every_figure(monkeypatch, capsys):
     import torch
 
-    from timm_mmc.train_parts import native_bf16
+    from timm_mmc.machine import native_bf16
     native = native_bf16(torch.device('cpu'))
     out = run_bench('train_throughput.py', ['--images', '256', '--skip-compile', '--skip-adversarial'],
                     monkeypatch, capsys)

@@ -71,6 +71,9 @@ def test_real_cifar10_slice(cifar10_path, tmp_path):
     hist = _history(out)
     assert hist[-1]['train_loss'] < hist[0]['train_loss']
     assert 0.0 <= hist[-1]['robust_acc'] <= 1.0 and 'worst of mm and margin' in hist[-1]['robust_attack']
+    summary = json.loads((out / 'summary.json').read_text())  # says whose PGD-10 it is: not the exported average's
+    assert (summary['robust_acc'], summary['robust_epoch'], summary['robust_weights']) == \
+        (hist[-1]['robust_acc'], 2, 'last') and summary['weights'] in ('ema', 'last')
 
 
 def _run(args, env_extra=None, check=True):
@@ -103,6 +106,15 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
     assert 0 < cpu[0] < cpu[1] <= summary['cpu_time_s'] and summary['wall_time_s'] > 0
     # nothing stopped the process: no paused time, recorded as such every epoch and in the summary
     assert [h['paused_s'] for h in _history(tmp_path / 'cut')] == [0.0, 0.0] and summary['paused_time_s'] == 0.0
+    # a SIGTERM instead (a scheduler's preemption, a session's end) at step 5, between the checkpoints at 4 and 6:
+    # a checkpoint there, exit 1 with the way on, and a resume that loses no step
+    from timm_mmc.runfolder import RunFolder
+    stopped = _run([*base, '--output', str(tmp_path / 'term')], {'TIMM_MMC_FAULT': 'term-step:5'}, check=False)
+    assert stopped.returncode == 1 and 'stopped by SIGTERM after step 5 (epoch 2, step 1 of 4)' in stopped.stderr
+    assert '--resume' in stopped.stderr and RunFolder(tmp_path / 'term').checkpoint_step() == 5
+    _run([*base, '--output', str(tmp_path / 'term'), '--resume'])
+    c = load_file(str(tmp_path / 'term' / 'model.safetensors'))
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
 
 
 def _untimed(history):
@@ -440,7 +452,7 @@ def test_init_from_a_run_folder_records_which_weights_and_a_resume_needs_them_no
     assert 'from the weights in ' + str(src) in capsys.readouterr().out
 
 
-def test_yaml_config_and_cli_override(synth, tmp_path):
+def test_yaml_config_and_cli_override(synth, tmp_path, capsys):
     from timm_mmc.config import parse_config
     cfg_file = tmp_path / 'c.yaml'
     cfg_file.write_text('model: resnet20_sce\nepochs: 7\nlr: 0.3\n')
@@ -449,6 +461,13 @@ def test_yaml_config_and_cli_override(synth, tmp_path):
     cfg_file.write_text('modle: resnet20_sce\n')
     with pytest.raises(SystemExit):
         parse_config(['-c', str(cfg_file)])
+    cfg_file.write_text('eps: 8/255\n')  # pixel units read as the flag reads them
+    assert parse_config(['-c', str(cfg_file)]).eps == 8 / 255 == parse_config(['--eps', '8/255']).eps
+    assert parse_config(['-c', 'resnet32_mmc_at']).eps == 8 / 255  # the recipes write it so
+    cfg_file.write_text('eps: 8/x\n')
+    with pytest.raises(SystemExit):
+        parse_config(['-c', str(cfg_file)])
+    assert "eps in" in capsys.readouterr().err
 
 
 class _Payload:
@@ -525,7 +544,7 @@ def test_precision_auto_picks_by_the_machine_records_it_and_resumes_with_it(nati
 
 
 def test_explicit_bf16_without_native_support_says_so(monkeypatch):
-    from timm_mmc.train_parts import resolve_precision
+    from timm_mmc.machine import resolve_precision
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)
     monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
     cpu = torch.device('cpu')
@@ -541,16 +560,16 @@ def test_explicit_bf16_without_native_support_says_so(monkeypatch):
                                            ({'amx_bf16', 'amx_tile'}, True), (set(), False)])
 def test_without_torchs_private_probes_the_cpu_flags_decide(flags, native, monkeypatch):
     """torch.cpu's bf16 probes are private: where a torch version lacks them, /proc/cpuinfo's flags decide."""
-    from timm_mmc import train_parts
+    from timm_mmc import machine
     monkeypatch.delattr(torch.cpu, '_is_avx512_bf16_supported', raising=False)
     monkeypatch.delattr(torch.cpu, '_is_amx_tile_supported', raising=False)
-    monkeypatch.setattr(train_parts, 'cpu_flags', lambda: flags)
-    assert train_parts.native_bf16(torch.device('cpu')) is native
-    assert train_parts.resolve_precision('auto', torch.device('cpu'))[0] == ('bf16' if native else 'fp32')
+    monkeypatch.setattr(machine, 'cpu_flags', lambda: flags)
+    assert machine.native_bf16(torch.device('cpu')) is native
+    assert machine.resolve_precision('auto', torch.device('cpu'))[0] == ('bf16' if native else 'fp32')
 
 
 def test_cpu_flags_reads_this_machines_processor():
-    from timm_mmc.train_parts import cpu_flags
+    from timm_mmc.machine import cpu_flags
     flags = cpu_flags()
     if Path('/proc/cpuinfo').exists() and platform.machine() in ('x86_64', 'AMD64'):
         assert 'sse2' in flags  # every x86-64 processor has it
@@ -559,13 +578,13 @@ def test_cpu_flags_reads_this_machines_processor():
 
 def test_cpu_flags_of_an_x86_an_arm_and_a_missing_cpuinfo(tmp_path):
     """On any machine: the x86 ``flags`` line is read whole, an ARM cpuinfo (``Features``) or none gives no flags."""
-    from timm_mmc import train_parts
+    from timm_mmc import machine
     x86, arm = tmp_path / 'x86', tmp_path / 'arm'
     x86.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n'
                    'processor\t: 1\nflags\t\t: fpu sse2\n')
     arm.write_text('processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve bf16 i8mm\n')
-    assert train_parts.cpu_flags(str(x86)) == {'fpu', 'sse2', 'avx2', 'avx512f', 'avx512_bf16'}
-    assert train_parts.cpu_flags(str(arm)) == set() and train_parts.cpu_flags(str(tmp_path / 'none')) == set()
+    assert machine.cpu_flags(str(x86)) == {'fpu', 'sse2', 'avx2', 'avx512f', 'avx512_bf16'}
+    assert machine.cpu_flags(str(arm)) == set() and machine.cpu_flags(str(tmp_path / 'none')) == set()
 
 
 def test_resume_of_nothing_is_refused(synth, tmp_path, capsys):

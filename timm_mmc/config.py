@@ -368,6 +368,12 @@ def _read_yaml(spec: str) -> Dict[str, Any]:
     unknown = sorted(set(loaded) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise ConfigError(f'unknown options in {str(path)!r}: {unknown}; see --help for the valid ones.')
+    for f in dataclasses.fields(TrainConfig):  # "eps: 8/255" reads as the flag --eps 8/255 does
+        if f.metadata.get('pixels') and isinstance(loaded.get(f.name), str):
+            try:
+                loaded[f.name] = parse_pixels(loaded[f.name])
+            except ValueError as e:
+                raise ConfigError(f'{f.name} in {str(path)!r}: {e}') from None
     return loaded
 
 

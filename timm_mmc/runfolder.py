@@ -162,8 +162,12 @@ class RunSummary:
     # weights at the end: 'test', or 'heldout' with --holdout (None in releases from before it was recorded: 'test')
     test_acc_last: Optional[float] = None  # the last epoch's figures of both weights
     test_acc_ema: Optional[float] = None
-    robust_acc: Optional[float] = None  # the last PGD-10 measured during training, and where (robust_attack)
+    robust_acc: Optional[float] = None  # the last PGD-10 measured during training (robust_attack: which, on what)
     robust_attack: Optional[str] = None
+    robust_epoch: Optional[int] = None  # the epoch it was measured at
+    # 'last': training's PGD-10 attacks the last weights, which need not be the exported ones (python -m
+    # eval.robustness measures those); None in summaries written before it was recorded
+    robust_weights: Optional[str] = None
     epochs: Optional[int] = None
     wall_time_s: Optional[float] = None
     cpu_time_s: Optional[float] = None  # the main process's CPU time, all threads (see EpochRecord.cpu_s)
@@ -194,7 +198,8 @@ class RunSummary:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         key = _mistyped(values, dict(model=str, weights=str, weights_chosen_on=str, robust_attack=str, hardware=str,
-                                     dataset=str, epochs=int, world_size=int, selected=dict, versions=dict))
+                                     dataset=str, epochs=int, world_size=int, selected=dict, versions=dict,
+                                     robust_epoch=int, robust_weights=str))
         if key is not None:
             raise RunError(f'{str(path)!r}: {key} is {values[key]!r}, not what a run writes there.')
         return cls(**values)

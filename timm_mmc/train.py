@@ -45,9 +45,10 @@ from timm_mmc.losses import build_loss, default_loss_for_head  # noqa: E402
 from timm_mmc.runfolder import (EPOCH_SUMS, EpochRecord, RunError, RunFolder, RunSummary, TrainerState,  # noqa: E402
                                 resolve_resume)
 from timm_mmc.select_best import BestKeeper  # noqa: E402
-from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, TrainError, TrainingFailed,  # noqa: E402
-                                  agree_precision, build_model, build_optimizer, claim_line, epoch_figures,
-                                  gather_sums, hardware_line, load_init_weights, local_batch_norms, lr_lambda,
+from timm_mmc.machine import agree_precision, hardware_line  # noqa: E402
+from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, StopSignal, TrainError,  # noqa: E402
+                                  TrainingFailed, TrainingStopped, build_model, build_optimizer, claim_line,
+                                  epoch_figures, gather_sums, load_init_weights, local_batch_norms, lr_lambda,
                                   mixup_weight, resolve_model, set_global_batch_norm, step_seed)
 from timm_mmc.status import ExitStatus, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
@@ -57,10 +58,12 @@ __all__ = ['Trainer', 'main', 'TrainError']
 
 def _fault(point: str, value: int = 0) -> None:
     """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11``, ``save:2``, ``best:8`` or ``metrics:8``
-    SIGKILLs this process there."""
+    SIGKILLs this process there; ``term-step:11`` sends it a SIGTERM instead."""
     spec = os.environ.get('TIMM_MMC_FAULT')
     if spec and spec == f'{point}:{value}':
         os.kill(os.getpid(), signal.SIGKILL)
+    elif spec and spec == f'term-{point}:{value}':  # a polite stop (StopSignal), e.g. TIMM_MMC_FAULT=term-step:6
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Trainer:
@@ -121,6 +124,7 @@ class Trainer:
                                  lambda_lkd=cfg.lgm_lambda)
         except ValueError as e:
             raise TrainError(str(e)) from e
+        self.stop = StopSignal()  # installed while the epochs run
         # a resume takes every weight from its checkpoint, so the starting weights need not be there any more
         self.init_sha256 = load_init_weights(model, cfg, self.timm_name, self.name_args, self.num_classes) \
             if cfg.init_from and not cfg.resume else None
@@ -337,7 +341,8 @@ class Trainer:
                  f'torch {torch.__version__}, timm {timm.__version__}')
         clock = RunClock(self.sums, self.global_step)
         try:
-            self._epochs(clock)
+            with self.stop:
+                self._epochs(clock)
             clocks = clock.read()
         finally:
             clock.close()
@@ -368,13 +373,16 @@ class Trainer:
                 self.global_step += 1
                 bar.update(1)
                 _fault('step', self.global_step)
-                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
-                        and self.step_in_epoch < self.steps_per_epoch:
+                stop = self._stop_asked()
+                if self.step_in_epoch < self.steps_per_epoch and (stop or cfg.checkpoint_every and
+                                                                  self.global_step % cfg.checkpoint_every == 0):
                     tally.fold(self.sums)
                     self._check_finite(gather_sums(self.sums, acc), f'in epoch {epoch + 1} (step {self.global_step}, '
                                                                     f'before its checkpoint)')
                     self.sums.update(clock.read())
                     self.save_checkpoint()
+                    if stop:
+                        raise self._stopped()
             bar.close()
             tally.fold(self.sums)
             totals = acc.reduce(torch.tensor([self.sums['loss'], self.sums['correct'], self.sums['seen']],
@@ -412,6 +420,21 @@ class Trainer:
                 self.best.keep(self.history, rec.epoch, self.model, self.ema_model)
             _fault('metrics', self.global_step)
             self._write_metrics()
+            if self.epoch < cfg.epochs and self._stop_asked():  # after the last epoch: export instead
+                raise self._stopped()
+
+    def _stop_asked(self) -> bool:
+        """Whether a SIGTERM asked the run to stop; over several processes, whether any of them got one (they must
+        all stop at the same step, since each writes its part of the checkpoint)."""
+        if self.world == 1:
+            return self.stop.requested
+        flag = torch.tensor([float(self.stop.requested)], device=self.device)
+        return bool(self.accelerator.reduce(flag, 'sum').item() > 0)
+
+    def _stopped(self) -> TrainingStopped:
+        return TrainingStopped(f'stopped by SIGTERM after step {self.global_step} (epoch {self.epoch + 1}, step '
+                               f'{self.step_in_epoch} of {self.steps_per_epoch}), with a checkpoint there: continue '
+                               f'with --resume and the same --output.')
 
     def _measure_robust(self, rec: EpochRecord) -> None:
         """Add PGD-10 robust accuracy to the epoch's record: of the last weights, and on held-out images also of the
@@ -450,15 +473,15 @@ class Trainer:
         if self.cfg.select_best:
             model, selected = self.best.selected(self.history, self.model)
             test_acc = self.test_accuracy(model)
+        robust = next((h for h in reversed(self.history) if h.robust_acc is not None), None)
         summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
                        weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
                        selected=selected,
                        weights_chosen_on=None if selected else 'heldout' if self.cfg.holdout else 'test',
                        test_acc_last=last.test_acc, test_acc_ema=last.test_acc_ema,
-                       robust_acc=next((h.robust_acc for h in reversed(self.history) if h.robust_acc is not None),
-                                       None),
-                       robust_attack=next((h.robust_attack for h in reversed(self.history)
-                                           if h.robust_attack is not None), None),
+                       robust_acc=robust.robust_acc if robust else None,
+                       robust_attack=robust.robust_attack if robust else None,
+                       robust_epoch=robust.epoch if robust else None, robust_weights='last' if robust else None,
                        epochs=self.cfg.epochs, wall_time_s=clocks['wall'], cpu_time_s=clocks.get('cpu'),
                        paused_time_s=clocks.get('paused'), hardware=hardware,
                        world_size=self.world,

@@ -1,18 +1,17 @@
 """The parts the training loop is assembled from: the model a run asks for (checked, then built, and its
 ``--init-from`` weights checked and loaded), batch norm over all processes, the model with its loss, the optimizer
-and learning-rate schedule, the precision, and the words a run uses to describe itself (the machine, the claim).
+and learning-rate schedule, the run's clocks and stop signal, and the words a run uses to describe itself (the
+claim). What the machine is and which precision it trains in: :mod:`timm_mmc.machine`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import platform
+import signal
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,10 +26,10 @@ from .models import WRAPPER_ARCH, PretrainedWeightsError, model_display_name, re
 from .runfolder import EpochRecord, RunSummary
 from .status import RunFailure
 
-__all__ = ['TrainError', 'TrainingFailed', 'resolve_model', 'build_model', 'load_init_weights', 'GlobalBatchNorm2d',
-           'GlobalBatchNormAct2d', 'set_global_batch_norm', 'local_batch_norms', 'ModelWithLoss', 'lr_lambda',
-           'step_seed', 'build_optimizer', 'cpu_flags', 'cpu_name', 'hardware_line', 'native_bf16', 'resolve_precision',
-           'agree_precision', 'epoch_figures', 'claim_line']
+__all__ = ['TrainError', 'TrainingFailed', 'TrainingStopped', 'StopSignal', 'resolve_model', 'build_model',
+           'load_init_weights', 'GlobalBatchNorm2d', 'GlobalBatchNormAct2d', 'set_global_batch_norm',
+           'local_batch_norms', 'ModelWithLoss', 'lr_lambda', 'step_seed', 'build_optimizer', 'epoch_figures',
+           'claim_line']
 
 
 class TrainError(ValueError):
@@ -40,6 +39,34 @@ class TrainError(ValueError):
 class TrainingFailed(TrainError, RunFailure):
     """A run that failed once training had begun (a non-finite loss; a run folder changed by hand under it): exit
     status 1, with nothing exported."""
+
+
+class TrainingStopped(TrainingFailed):
+    """A SIGTERM stopped the run between two steps, after a checkpoint there: exit status 1; ``--resume`` continues
+    from that step."""
+
+
+class StopSignal:
+    """A SIGTERM during training (a scheduler's preemption, ``timeout``, a session that ends) noted by a handler,
+    for the loop to act on between steps: it checkpoints there and stops, so that a resume loses no step. Installed
+    only on the main thread (where Python runs signal handlers); the previous handler comes back on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> 'StopSignal':
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 def resolve_model(cfg: TrainConfig) -> Tuple[str, Dict[str, Any]]:
@@ -345,90 +372,6 @@ def _watch_pauses(clock_ref: Callable[[], Optional[RunClock]], stop: threading.E
         if late >= RunClock.PAUSE_GAP_S:
             clock.paused_here += late
         last, clock = now, None
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products run in hardware here: AVX512-BF16 or AMX on a CPU, bf16 support on a GPU.
-
-    Without it oneDNN emulates bf16 on the CPU: a ResNet-32 train step took 13x as long as in fp32 on an AVX2-only
-    AMD EPYC (docs/recipes.md), where AVX512-BF16 made it 1.6x faster than fp32. On the CPU it asks torch's own
-    probes and, where this torch lacks them (they are private), the processor's flags in ``/proc/cpuinfo``.
-    """
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported(including_emulation=False)  # emulated on GPUs before compute capability 8
-    probes = [getattr(torch.cpu, name, None) for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
-    if any(probe is not None for probe in probes):  # private to torch.cpu, so a torch version may lack them
-        return any(probe() for probe in probes if probe is not None)
-    return bool(cpu_flags() & {'avx512_bf16', 'amx_bf16'})
-
-
-def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> Set[str]:
-    """The processor's feature flags as Linux lists them on x86 (the ``flags`` line of ``cpuinfo``), or an empty set
-    where there is no such line (other systems; ARM's ``Features`` line names no bf16 matrix unit torch uses)."""
-    try:
-        with open(cpuinfo) as f:
-            return set(next(line.split(':', 1)[1].split() for line in f if line.startswith('flags')))
-    except (OSError, StopIteration, IndexError):
-        return set()
-
-
-def resolve_precision(precision: str, device: torch.device, resumed: bool = False) -> Tuple[str, Optional[str]]:
-    """The precision a run trains in (``auto``: bf16 where it is native, else fp32), and a note for its log (why
-    ``auto`` chose as it did, or that an explicit bf16 will be emulated), or None.
-
-    Args:
-        precision: ``auto``, ``bf16`` or ``fp32`` as asked (on a resume: as the run recorded it).
-        device: Where the run trains.
-        resumed: A resumed run keeps its precision, so the note names the way out that remains (a new run).
-    """
-    native = native_bf16(device)
-    where = 'this GPU' if device.type == 'cuda' else 'this CPU'
-    if precision == 'auto':
-        chosen = 'bf16' if native else 'fp32'
-        why = 'bf16 is native' if native else 'bf16 would be emulated (no AVX512-BF16 or AMX), about 13x slower'
-        return chosen, f'--precision auto: {chosen}, since on {where} {why}'
-    if precision == 'bf16' and not native:
-        way_out = ('this run recorded bf16 and keeps it; only a new run (--overwrite, or another --output) with '
-                   '--precision auto or fp32 avoids it') if resumed else '--precision auto or fp32 avoids it'
-        return precision, (f'note: {where} has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast is emulated and '
-                           f'about 13x slower than fp32 on an AVX2-only CPU; {way_out}')
-    return precision, None
-
-
-def agree_precision(cfg: TrainConfig, accelerator: Any) -> TrainConfig:
-    """``cfg`` with the precision this run trains in (:func:`resolve_precision`), decided by the main process for
-    all (hosts may differ), with the notes it prints; accelerate's own mixed-precision request is overruled, since
-    it would autocast the forward pass behind the run's back."""
-    precision, note = resolve_precision(cfg.precision, accelerator.device, resumed=cfg.resume)
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-        precision = broadcast_object_list([precision], from_process=0)[0]
-    if note:
-        accelerator.print(note)
-    cfg = dataclasses.replace(cfg, precision=precision) if precision != cfg.precision else cfg
-    env_mp = os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')
-    if env_mp not in ('no', {'bf16': 'bf16', 'fp32': 'no'}[cfg.precision]):
-        accelerator.print(f'note: accelerate asked for mixed precision {env_mp!r}; this run uses --precision '
-                          f'{cfg.precision} as its args.yaml records (set --precision to change it).')
-    return cfg
-
-
-def cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def hardware_line(device: torch.device, world: int) -> str:
-    """What a run trains on, for its log and ``summary.json``: the GPU, or the CPU with its vector unit (which names
-    the machine where the model name does not: every lent 2-core machine is an 'AMD EPYC'), threads and processes."""
-    if device.type == 'cuda':
-        return f'{torch.cuda.get_device_name()} x {world}'
-    return (f'{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads x '
-            f'{world} proc')
 
 
 def epoch_figures(rec: EpochRecord) -> str:
