@@ -1048,6 +1048,10 @@ def test_runs_table_names_what_each_run_changed_and_what_it_reached(tmp_path, ca
                       '| 25.00 (epoch 1) | 20.00 (epoch 1) | 35.00 |')  # threads, dataset and output set no weight
     assert hub.main(['runs', str(going.path), '--base', 'resnet32_mmc']) == 0  # a recipe's "auto" is no change
     assert '| `going` | mixup 0.2 (0.0), lr 0.05 (0.02) | 2 of 75 |' in capsys.readouterr().out
+    assert hub.main(['runs', str(tmp_path)]) == 0  # a folder of runs: each of them, by name
+    assert [line.split(' | ')[0] for line in capsys.readouterr().out.strip().splitlines()[2:]] == ['| `done`',
+                                                                                                   '| `going`']
+    (tmp_path / 'none').mkdir()
     assert hub.main(['runs', str(tmp_path / 'none')]) == 2 and 'holds no args.yaml' in capsys.readouterr().err
     assert hub.main(['runs', str(going.path), '--base', 'nosuch']) == 2
     assert 'neither a file nor a recipe name' in capsys.readouterr().err

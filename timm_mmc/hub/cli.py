@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='another run (or release) to set beside this one, column by column (repeatable)')
     r = sub.add_parser('runs', help='print training runs as a table (Markdown): what each changed, its time and '
                                     'accuracy')
-    r.add_argument('folders', nargs='+', help='run folders or release folders')
+    r.add_argument('folders', nargs='+', help='run folders, release folders, or a folder of them (runs)')
     r.add_argument('--base', default=None, help='a recipe to name the changes against (default: the first run)')
     k = sub.add_parser('cache', help='install a release folder into the local HF cache (offline use)')
     k.add_argument('folder')

@@ -3,7 +3,7 @@
 ``python -m timm_mmc.hub runs runs/a runs/b hub_cards/resnet32_mmc.cifar10 --base resnet32_mmc`` prints the figures
 ``docs/recipes.md``'s table of runs quotes, each read from the run's own files (``args.yaml``, ``metrics.jsonl``,
 ``summary.json``) through their owner, :class:`~timm_mmc.runfolder.RunFolder`. A release folder (its ``training/``)
-works alike; a run still going is shown as far as it got. "changed" lists the options that set the run's weights and
+works alike, a folder of runs (``runs``) gives each run in it, and a run still going is shown as far as it got. "changed" lists the options that set the run's weights and
 differ from ``--base`` (a recipe) or, without it, from the first run given; how a run was measured and where it wrote
 (:data:`~timm_mmc.config.RESUME_MUTABLE`) does not count.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import DEFERS_TO_RUN, RESUME_MUTABLE, ConfigError, TrainConfig, parse_config, resolve_recipe
 from ..runfolder import ARGS_FILE, RunError, RunFolder
@@ -25,14 +25,24 @@ __all__ = ['runs_table']
 _NOT_COMPARED = RESUME_MUTABLE | {'dataset', 'cache_dir'}
 
 
-def _folder(path: os.PathLike) -> Path:
-    """The folder holding the run's files: the run folder itself, or a release folder's ``training/``."""
-    p = Path(path)
-    for cand in (p, p / TRAINING_DIR):
-        if (cand / ARGS_FILE).is_file():
-            return cand
-    raise HubError(f'{str(p)!r} holds no {ARGS_FILE}; pass a run folder (--output of timm_mmc/train.py) or a release '
-                   f'folder.')
+def _run_files(path: Path) -> Optional[Path]:
+    """The folder holding a run's files: the run folder itself, or a release folder's ``training/``; None if neither."""
+    return next((cand for cand in (path, path / TRAINING_DIR) if (cand / ARGS_FILE).is_file()), None)
+
+
+def _expand(paths: Sequence[os.PathLike]) -> List[Tuple[str, Path]]:
+    """``(name, folder with the run's files)`` of every run given: a run or release folder, or a folder of them
+    (``runs/``: each run in it, by name)."""
+    found = []
+    for path in map(Path, paths):
+        own = _run_files(path)
+        inside = [] if own or not path.is_dir() else \
+            [(sub.name, files) for sub in sorted(path.iterdir()) if sub.is_dir() and (files := _run_files(sub))]
+        if not (own or inside):
+            raise HubError(f'{str(path)!r} holds no {ARGS_FILE}, nor do its folders; pass run folders (--output of '
+                           f'timm_mmc/train.py), release folders, or a folder of them.')
+        found += [(path.name or str(path), own)] if own else inside
+    return found
 
 
 def _options(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -93,18 +103,18 @@ def runs_table(folders: Sequence[os.PathLike], base: Optional[str] = None) -> st
     accuracy (%).
 
     Raises:
-        HubError: No runs, a folder without ``args.yaml``, an unreadable file, or an unknown ``base`` recipe.
+        HubError: No runs, a folder with no run in or under it, an unreadable file, or an unknown ``base`` recipe.
     """
     if not folders:
         raise HubError('pass one run folder or more.')
-    found = [_folder(f) for f in folders]
+    found = _expand(folders)
     try:
-        options = [_options(RunFolder(f).read_args()) for f in found]
+        options = [_options(RunFolder(d).read_args()) for _, d in found]
         reference = _base_options(base) if base else options[0]
-        name = f'against {base}' if base else f'against {Path(folders[0]).name}'
+        name = f'against {base}' if base else f'against {found[0][0]}'
         lines = [f'| run | changed ({name}) | epochs | wall min | CPU min | machine | clean, exported | last weights '
                  f'| weight average | train |', '| --- ' * 10 + '|']
-        lines += [_row(Path(f).name or str(f), d, o, reference) for f, d, o in zip(folders, found, options)]
+        lines += [_row(n, d, o, reference) for (n, d), o in zip(found, options)]
     except RunError as e:
         raise HubError(str(e)) from e
     return '\n'.join(lines)
