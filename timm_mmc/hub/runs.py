@@ -3,9 +3,9 @@
 ``python -m timm_mmc.hub runs runs/a runs/b hub_cards/resnet32_mmc.cifar10 --base resnet32_mmc`` prints the figures
 ``docs/recipes.md``'s table of runs quotes, each read from the run's own files (``args.yaml``, ``metrics.jsonl``,
 ``summary.json``) through their owner, :class:`~timm_mmc.runfolder.RunFolder`. A release folder (its ``training/``)
-works alike, a folder of runs (``runs``) gives each run in it, and a run still going is shown as far as it got. "changed" lists the options that set the run's weights and
-differ from ``--base`` (a recipe) or, without it, from the first run given; how a run was measured and where it wrote
-(:data:`~timm_mmc.config.RESUME_MUTABLE`) does not count.
+works alike, a folder of runs (``runs``) gives each run in it, and a run still going is shown as far as it got.
+"changed" lists the options that set the run's weights and differ from ``--base`` (a recipe) or, without it, from the
+first run given; how a run was measured and where it wrote (:data:`~timm_mmc.config.RESUME_MUTABLE`) does not count.
 """
 from __future__ import annotations
 
