@@ -28,6 +28,7 @@ __all__ = ['UnsafeCheckpointError', 'load_state_dict_safe', 'load_model', 'file_
            'HeadFromNameWarning', 'unwrap_training_state', 'NamedWeights', 'load_named_weights']
 
 CONFIG_METADATA_KEY = 'timm_mmc.config'  # safetensors metadata: the JSON of config.json's architecture and arguments
+WEIGHTS_NAME = 'model.safetensors'  # the weights file of an export, a release and a Hub repo
 
 
 class ModelLoadError(ValueError):
@@ -253,7 +254,7 @@ def _hub_file(model: nn.Module) -> Optional[Path]:
     from huggingface_hub import try_to_load_from_cache
 
     repo = (getattr(model, 'pretrained_cfg', None) or {}).get('hf_hub_id')
-    found = try_to_load_from_cache(repo, 'model.safetensors') if repo else None
+    found = try_to_load_from_cache(repo, WEIGHTS_NAME) if repo else None
     return Path(found) if isinstance(found, str) else None
 
 
@@ -270,7 +271,7 @@ def load_named_weights(spec: str) -> NamedWeights:
     """
     path = Path(spec.split(':', 1)[1] if spec.startswith('local-dir:') else spec)
     if path.is_dir():
-        path = path / 'model.safetensors'
+        path = path / WEIGHTS_NAME
         if not path.is_file():
             raise ModelLoadError(f'{spec!r} is a folder without model.safetensors; give a release or finished run '
                                  f'folder, or the weights file itself.')
