@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -20,7 +22,14 @@ from typing import Dict, List, Optional, Sequence
 from timm_mmc import (AttackResult, EvalReport, ExitStatus, ReportError, atomic_write_set, eps_key, load_report,
                       percent, robustness_png)
 
-__all__ = ['render_markdown', 'output_paths', 'write_outputs', 'rerender']
+from .partial import partial_dir
+
+__all__ = ['render_markdown', 'output_paths', 'write_outputs', 'rerender', 'default_name', 'check_outputs',
+           'OutputError']
+
+
+class OutputError(ValueError):
+    """The report cannot go where it was asked to (before any work); the message names the fix."""
 
 
 def _pct(v: Optional[float]) -> str:
@@ -156,6 +165,50 @@ def render_markdown(rep: EvalReport) -> str:
 def output_paths(out_dir: Path, stem: str) -> Dict[str, Path]:
     """Where :func:`write_outputs` writes: ``stem.json``, ``stem.md`` and ``stem.png`` in ``out_dir``."""
     return {'json': out_dir / f'{stem}.json', 'md': out_dir / f'{stem}.md', 'png': out_dir / f'{stem}.png'}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_.')[:120] or 'model'
+
+
+def default_name(model: str, checkpoint: Optional[str], suite: str) -> str:
+    """The report's file stem: the model, the checkpoint's folder and file (so two checkpoints of one model never
+    share a report), and the suite."""
+    parts = [Path(model.split(':', 1)[-1]).name]
+    if checkpoint:
+        ck = Path(checkpoint)
+        parts += [ck.parent.name, ck.stem] if ck.stem not in ('model', 'pytorch_model') else [ck.parent.name]
+    return _slug('_'.join(p for p in parts + [suite] if p))
+
+
+def check_outputs(out: str, name: str, overwrite: bool, resume: bool = False) -> None:
+    """Before any work: the report can be written where asked, does not silently replace another, and an unfinished
+    evaluation of the same name is either resumed or dropped on purpose.
+
+    Raises:
+        OutputError: The message names the problem and the fix.
+    """
+    if not name or name in ('.', '..') or Path(name).name != name or '/' in name or '\\' in name:
+        raise OutputError(f'--name {name!r} must be a plain file name without folders (the report goes to --out); '
+                        f'e.g. --name resnet32_mmc_full.')
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f'--out {out!r} is a file; name a folder for the report.')
+    probe = out_dir if out_dir.is_dir() else next((p for p in out_dir.absolute().parents if p.exists()), None)
+    if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f'--out {out!r} cannot be written ({str(probe)!r} is not a writable folder); choose a folder '
+                        f'you can write to.')
+    existing = [str(p) for p in output_paths(out_dir, name).values() if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(f'a report named {name!r} already exists ({", ".join(existing)}); pass --overwrite to '
+                        f'replace it or choose another --name.')
+    unfinished = partial_dir(out_dir, name)
+    if resume and not unfinished.is_dir():
+        raise OutputError(f'--resume: there is no unfinished evaluation named {name!r} (no {unfinished}); run without '
+                        f'--resume, or give the --out and --name it had.')
+    if unfinished.is_dir() and not (resume or overwrite):
+        raise OutputError(f'an unfinished evaluation named {name!r} is in {unfinished}; pass --resume to continue it '
+                        f'(with the same options) or --overwrite to start over.')
 
 
 def write_outputs(rep: EvalReport, out_dir: Path, stem: str) -> Dict[str, Path]:

@@ -17,16 +17,19 @@ Suites (Linf; eps in /255 units in names; every seed fixed and recorded):
 * ``autoattack``: AutoAttack (``--aa-version`` standard / rand / fast) at ``--aa-eps``.
 * ``full``: everything.
 
+A killed evaluation keeps what it had measured in ``OUT/NAME.partial/`` (:mod:`eval.partial`); the same command with
+``--resume`` runs only the attacks still to do, and gives the figures an uninterrupted run gives.
+
 Exit status (``timm_mmc.ExitStatus``, as every command gives it): 0 on success; 2 for bad input (the command line, the
-model, the data; a model name without weights unless ``--random-weights``), refused before any attack; 1 when a
-run-time check fails (eps-ball, [0, 1], robust <= clean). Nothing is written then.
+model, the data; a model name without weights unless ``--random-weights``; a ``--resume`` that does not match the
+evaluation it would continue), refused before any attack; 1 when a run-time check fails (eps-ball, [0, 1], robust <=
+clean). No report is written then, and the partial state of a failed check is removed.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -37,10 +40,11 @@ from typing import List, Optional, Sequence
 import torch
 
 from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, ExitStatus, HeadFromNameWarning,
-                      ModelLoadError, TooFewExamples, eps_key, file_sha256, load_model, load_split, package_versions,
-                      names_weights, random_targets, status_of)
+                      ModelLoadError, TooFewExamples, eps_key, file_sha256, inject_fault, load_model, load_split,
+                      package_versions, names_weights, random_targets, status_of)
 
-from .report import output_paths, write_outputs
+from . import partial
+from .report import OutputError, check_outputs, default_name, write_outputs
 from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
     summarise
 from .threat import AttackFamily, parse_eps
@@ -154,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--name', help='stem of the output files, a plain file name (default: from the model, the '
                    'checkpoint\'s folder and file, and the suite).')
     g.add_argument('--overwrite', action='store_true', help='replace an existing report of the same --out and --name '
-                   '(refused otherwise).')
+                   '(refused otherwise); without --resume it also drops an unfinished one and starts over.')
+    g.add_argument('--resume', action='store_true', help='continue an evaluation that stopped before its report was '
+                   'written, from OUT/NAME.partial/: the same options (only --threads and --no-progress may differ), '
+                   'and the attacks it finished are not run again.')
     g.add_argument('--no-progress', action='store_true')
     return p
 
@@ -180,42 +187,6 @@ def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str
         except Exception:
             return None
     return None
-
-
-def _slug(text: str) -> str:
-    return re.sub(r'[^A-Za-z0-9_.-]+', '_', text).strip('_.')[:120] or 'model'
-
-
-def default_name(model: str, checkpoint: Optional[str], suite: str) -> str:
-    """The report's file stem: the model, the checkpoint's folder and file (so two checkpoints of one model never
-    share a report), and the suite."""
-    parts = [Path(model.split(':', 1)[-1]).name]
-    if checkpoint:
-        ck = Path(checkpoint)
-        parts += [ck.parent.name, ck.stem] if ck.stem not in ('model', 'pytorch_model') else [ck.parent.name]
-    return _slug('_'.join(p for p in parts + [suite] if p))
-
-
-def check_outputs(out: str, name: str, overwrite: bool) -> None:
-    """Before any work: the report can be written where asked, and does not silently replace another.
-
-    Raises:
-        EvalError: The message names the problem and the fix.
-    """
-    if not name or name in ('.', '..') or Path(name).name != name or '/' in name or '\\' in name:
-        raise EvalError(f'--name {name!r} must be a plain file name without folders (the report goes to --out); '
-                        f'e.g. --name resnet32_mmc_full.')
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise EvalError(f'--out {out!r} is a file; name a folder for the report.')
-    probe = out_dir if out_dir.is_dir() else next((p for p in out_dir.absolute().parents if p.exists()), None)
-    if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise EvalError(f'--out {out!r} cannot be written ({str(probe)!r} is not a writable folder); choose a folder '
-                        f'you can write to.')
-    existing = [str(p) for p in output_paths(out_dir, name).values() if p.exists()]
-    if existing and not overwrite:
-        raise EvalError(f'a report named {name!r} already exists ({", ".join(existing)}); pass --overwrite to '
-                        f'replace it or choose another --name.')
 
 
 def _refuse_repeats(args: argparse.Namespace) -> None:
@@ -296,7 +267,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     stem = args.name if args.name is not None else default_name(args.model, args.checkpoint, args.suite)
     if main_proc:
-        check_outputs(args.out, stem, args.overwrite)
+        check_outputs(args.out, stem, args.overwrite, args.resume)
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise EvalError(f'checkpoint {args.checkpoint!r} does not exist; give the path of a .safetensors file.')
     if args.start < 0:
@@ -371,6 +342,24 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.attacks and AttackFamily.TRANSFER in args.attacks and source is None:
         raise EvalError('--attacks transfer needs --transfer-from MODEL.')
 
+    weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
+    identity = partial.identity_of(
+        vars(args), checkpoint_sha256=weights_sha,
+        transfer_checkpoint_sha256=file_sha256(args.transfer_checkpoint) if args.transfer_checkpoint else None,
+        dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
+        device_type=device.type, num_processes=world)
+    unfinished = partial.partial_dir(Path(args.out), stem)
+    done, earlier_s = partial.resume(unfinished, rank, world, identity, device) if args.resume else (None, 0.0)
+    if not args.resume and main_proc:
+        partial.remove(unfinished)  # --overwrite: start over (check_outputs refused it otherwise)
+    if distributed and not args.resume:
+        import torch.distributed as dist
+        dist.barrier()  # nobody saves into the folder before it is gone
+
+    def save_state(so_far) -> None:
+        partial.save(unfinished, rank, identity, so_far, earlier_s + time.perf_counter() - t_start)
+        inject_fault('eval-attack', len(so_far.attacks))
+
     torch.manual_seed(args.seed)
     y_all = data.labels[indices]
     targets_all = random_targets(y_all, num_classes, torch.Generator().manual_seed(args.seed + 1))
@@ -383,9 +372,20 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f'{args.start + n - 1}), suite {args.suite}, {len(specs)} attacks, seed {args.seed}')
     say(f'[eval] device {_device_words(device)}, {world} process(es); ' +
         ', '.join(f'{k} {v}' for k, v in package_versions().items()))
-    rec = run_suite(model, specs, opts, x, y.long(), targets.long(), positions, num_classes, source_model=source,
-                    progress=main_proc and not args.no_progress,
-                    diagnostic_objectives=('ce', 'mm', 'margin') if mm else ('ce', 'margin'))
+    if done is not None:
+        say(f'[eval] resuming: {len(done.attacks)} of {len(specs)} attacks finished before, in {earlier_s:.0f}s '
+            f'({", ".join(done.attacks) or "none"})')
+    say(f'[eval] each finished attack is kept in {unfinished} until the report is written: if this run is cut, the '
+        f'same command with --resume continues it')
+    try:
+        rec = run_suite(model, specs, opts, x, y.long(), targets.long(), positions, num_classes, source_model=source,
+                        progress=main_proc and not args.no_progress,
+                        diagnostic_objectives=('ce', 'mm', 'margin') if mm else ('ce', 'margin'), done=done,
+                        after_attack=save_state)
+    except CheckError:
+        if main_proc:
+            partial.remove(unfinished)  # a failed check is no state to continue from
+        raise
     # every process takes part in each collective: the flip-TTA sum before the non-main ones leave
     tta = _flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None
     if distributed:
@@ -397,7 +397,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         rec = merge_records(parts)
     rep = EvalReport(
         model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
-        checkpoint=args.checkpoint, checkpoint_sha256=_checkpoint_sha(args.model, args.checkpoint, model),
+        checkpoint=args.checkpoint, checkpoint_sha256=weights_sha,
         pretrained=args.pretrained and not args.checkpoint,  # --pretrained then only serves the transfer source
         logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
         dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
@@ -408,8 +408,11 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         rules=dict(RULES))
     rep = summarise(_to_cpu(rec), specs, rep)
     rep.warnings = load_warnings + rep.warnings
-    rep.timings = dict(rec.times, total_s=time.perf_counter() - t_start)
+    rep.timings = dict(rec.times, total_s=earlier_s + time.perf_counter() - t_start)
+    if args.resume:
+        rep.timings['before_resume_s'] = earlier_s
     paths = write_outputs(rep, Path(args.out), stem)
+    partial.remove(unfinished)
     _print_claims(rep, say)
     say(_summary_table(rep))
     say(f'[eval] wrote {paths["json"]}, {paths["md"]}, {paths["png"]}')
@@ -499,7 +502,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = evaluate(args, argv)
         _leave_process_group()
         return code
-    except EvalError as e:  # refused before any work (timm_mmc.ExitStatus)
+    except (EvalError, OutputError, partial.PartialError) as e:  # refused before any work (timm_mmc.ExitStatus)
         print(f'error: {e}', file=sys.stderr)
         return ExitStatus.BAD_INPUT
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -119,7 +119,8 @@ def _zero_grad_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, obj: st
 def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions, x: torch.Tensor, y: torch.Tensor,
               targets: torch.Tensor, positions: torch.Tensor, num_classes: int,
               source_model: Optional[nn.Module] = None, progress: bool = True,
-              diagnostic_objectives: Sequence[str] = ('ce', 'mm', 'margin')) -> Records:
+              diagnostic_objectives: Sequence[str] = ('ce', 'mm', 'margin'), done: Optional[Records] = None,
+              after_attack: Optional[Callable[[Records], None]] = None) -> Records:
     """Run ``specs`` in order on ``(x, y)`` (this process's share of the evaluation set).
 
     Args:
@@ -134,11 +135,19 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
         source_model: Source of the transfer attacks.
         progress: Show a progress bar per attack.
         diagnostic_objectives: Objectives whose zero-gradient share is measured at the clean points.
+        done: Records of the attacks an interrupted evaluation finished (a prefix of ``specs``): taken as they are,
+            not run again, once this run's clean predictions are checked against theirs.
+        after_attack: Called with the records so far after every attack this call runs (to save them).
+
+    Raises:
+        CheckError: A run-time check failed, or ``done`` was measured on other clean predictions.
     """
     bs = opts.batch_size
     clean = predict(model, x, bs) == y
     positions = positions.to(clean.device)  # the slices (in_slice) are masks over x's points, on x's device
     rec = Records(positions.clone(), clean.clone())
+    if done is not None:
+        _take_done(rec, done, [s.name for s in specs])
     ok = clean.nonzero().squeeze(1)
     for obj in diagnostic_objectives:
         flags = torch.zeros_like(clean)
@@ -150,6 +159,8 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
         if spec.name in by_name:
             raise ValueError(f'attack {spec.name!r} appears twice in the suite.')
         by_name[spec.name] = spec
+        if spec.name in rec.attacks:  # finished before a resume
+            continue
         seed = opts.seed + 1000 * (k + 1)
         in_slice = positions < spec.n_limit if spec.n_limit is not None else torch.ones_like(clean)
         t0 = time.perf_counter()
@@ -184,7 +195,31 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
                 rec.extra[spec.name] = extra
         rec.times[spec.name] = time.perf_counter() - t0
         rec.extra.setdefault(spec.name, {})['seed'] = seed  # random start, targets, probes, noise all derive from it
+        if after_attack is not None:
+            after_attack(rec)
     return rec
+
+
+def _take_done(rec: Records, done: Records, order: Sequence[str]) -> None:
+    """Copy an interrupted evaluation's finished attacks into ``rec``, after checking they were measured on the same
+    points with the same clean predictions."""
+    names = list(done.attacks)
+    if names != list(order[:len(names)]):
+        raise ValueError(f'the finished attacks {names} are not the first of the suite {list(order)}.')
+    device = rec.clean.device
+    if not torch.equal(done.positions.to(device), rec.positions):
+        raise CheckError('the resumed state covers other points than this evaluation; start over with --overwrite.')
+    differ = int((done.clean.to(device) != rec.clean).sum())
+    if differ:
+        raise CheckError(f'the resumed state was measured with other clean predictions ({differ} of '
+                         f'{rec.clean.numel()} points differ: other numerics or weights); start over with '
+                         f'--overwrite.')
+    for name in names:
+        rec.attacks[name] = {k: v.to(device) for k, v in done.attacks[name].items()}
+        rec.times[name] = done.times.get(name, 0.0)
+        if name in done.extra:
+            rec.extra[name] = done.extra[name]
+    rec.warnings.extend(done.warnings)
 
 
 def _run_corruption(model: nn.Module, spec: AttackSpec, x: Tensor, y: Tensor, in_slice: Tensor, seed: int, bs: int,

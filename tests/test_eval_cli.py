@@ -217,6 +217,87 @@ def test_a_broken_check_writes_no_report_and_other_crashes_are_not_called_checks
     assert 'run-time check failed' not in capsys.readouterr().err
 
 
+def _figures(rep) -> dict:
+    """What a report measured, without the clock: accuracies, counts and the worst cases."""
+    return dict(clean=rep.clean_accuracy, tta=rep.clean_accuracy_flip_tta,
+                attacks={k: (a.accuracy, a.n, a.n_attacked, a.clean_accuracy, a.seed) for k, a in rep.attacks.items()},
+                worst={k: (w.accuracy, w.n, tuple(w.attacks)) for k, w in rep.worst_case.items()})
+
+
+def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path, capsys, monkeypatch):
+    """Killed after its third attack, an evaluation keeps what it measured; ``--resume`` runs only the rest, and the
+    report matches one made in a single run. A bare rerun, a resume with another option and a resume of nothing are
+    refused before any work, and the state stays for the right resume."""
+    from eval import partial
+    from timm_mmc import report
+    opts = ('--suite', 'quick', '--n-examples', '12', '--pgd-steps', '2', '--eps', '0.25/255', '0.5/255',
+            '--pgd-alpha', '0.1/255', '--aa-eps', '0.25/255', '--aa-n-iter', '2', '--aa-n', '6', '--tta-flip')
+    assert main(_base(tiny, tmp_path / 'whole', *opts, '--name', 'r')) == 0
+    whole = report.load(tmp_path / 'whole' / 'r.json')
+    assert not (tmp_path / 'whole' / 'r.partial').exists()  # removed once the report is written
+
+    out, real_save, saved = tmp_path / 'cut', partial.save, []
+
+    def save_then_die(folder, rank, identity, records, elapsed_s):
+        real_save(folder, rank, identity, records, elapsed_s)
+        saved.append(dict(records.times))
+        if len(records.attacks) == 3:
+            raise KeyboardInterrupt  # as if killed here
+    monkeypatch.setattr(partial, 'save', save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        main(_base(tiny, out, *opts, '--name', 'r'))
+    monkeypatch.setattr(partial, 'save', real_save)
+    assert sorted(p.name for p in out.iterdir()) == ['r.partial']  # no report, only the state
+    assert partial.load(out / 'r.partial', 0).done == list(whole.attacks)[:3]
+    capsys.readouterr()
+
+    for argv, text in [(_base(tiny, out, *opts, '--name', 'r'), 'pass --resume to continue it'),
+                       (_base(tiny, out, *opts, '--name', 'r', '--resume', '--seed', '1'), 'seed: 0 -> 1'),
+                       (_base(tiny, out, *opts, '--name', 'r', '--resume', '--eps', '0.25/255'), 'eps: '),
+                       (_base(tiny, out, *opts, '--name', 'other', '--resume'), 'no unfinished evaluation')]:
+        assert main(argv) == 2, argv
+        assert text in capsys.readouterr().err, text
+        assert (out / 'r.partial').is_dir() and not (out / 'r.json').exists()
+
+    assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1')) == 0
+    printed = capsys.readouterr().out
+    assert 'resuming: 3 of' in printed
+    resumed = report.load(out / 'r.json')
+    assert _figures(resumed) == _figures(whole)
+    for name in list(whole.attacks)[:3]:  # taken from the cut run, not run again
+        assert resumed.timings[name] == saved[-1][name]
+    assert 0 < resumed.timings['before_resume_s'] <= resumed.timings['total_s']
+    assert not (out / 'r.partial').exists()
+
+
+def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp_path, capsys):
+    """A state whose clean predictions this run does not reproduce (other weights or numerics) is a failed check:
+    exit 1, no report, the state removed. ``--overwrite`` without ``--resume`` drops a state and starts over."""
+    import os
+
+    from safetensors.torch import load_file, save_file
+    out = tmp_path / 'res'
+    argv = _base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--n-examples', '8', '--pgd-steps', '1',
+                 '--eps', '0.25/255', '--name', 'r')
+    env = dict(os.environ, TIMM_MMC_FAULT='eval-attack:1', TIMM_MMC_CACHE=str(tmp_path / 'cache'))
+    r = subprocess.run([sys.executable, '-m', 'eval.robustness', *argv], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == -9, r.stderr[-3000:]  # SIGKILLed after its first attack was kept
+    state = out / 'r.partial' / 'rank0.safetensors'
+    tensors = load_file(str(state))
+    tensors['clean'][0] = ~tensors['clean'][0]
+    save_file(tensors, str(state))
+    assert main([*argv, '--resume']) == 1
+    assert 'other clean predictions (1 of 8 points differ' in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+
+    r = subprocess.run([sys.executable, '-m', 'eval.robustness', *argv], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == -9 and (out / 'r.partial').is_dir()
+    assert main([*argv, '--overwrite']) == 0
+    assert (out / 'r.json').is_file() and not (out / 'r.partial').exists()
+
+
 def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatch):
     """Run from a checkout (no installed distribution, as on a rented GPU): versions come from the modules, and only
     a package that cannot be imported is None; never "not installed" for one that ran."""
@@ -295,16 +376,23 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
         pytest.skip('torchrun not installed')
     out = tmp_path / 'sharded'
     env = dict(os.environ, TIMM_MMC_CACHE=str(tmp_path / 'cache'), OMP_NUM_THREADS='1')
-    r = subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'eval.robustness',
-                        *_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', 'autoattack', '--n-examples',
-                               '11', '--pgd-steps', '2', '--eps', '0.25/255', '--pgd-alpha', '0.1/255', '--threads',
-                               '1', '--aa-eps', '0.25/255', '--aa-n-iter', '2', '--standalone', '--tta-flip',
-                               '--name', 'sharded')],
-                       cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+    def launch(name: str, *extra: str, fault: str = '') -> subprocess.CompletedProcess:
+        argv = _base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', 'autoattack', '--n-examples', '11',
+                     '--pgd-steps', '2', '--eps', '0.25/255', '--pgd-alpha', '0.1/255', '--threads', '1', '--aa-eps',
+                     '0.25/255', '--aa-n-iter', '2', '--standalone', '--tta-flip', '--name', name, *extra)
+        return subprocess.run([str(torchrun), '--nproc_per_node', '2', '-m', 'eval.robustness', *argv], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, env=dict(env, TIMM_MMC_FAULT=fault))
+    r = launch('sharded')
     assert r.returncode == 0, r.stderr[:6000]
     from timm_mmc import report
 
     rep = report.load(out / 'sharded.json')
+    # cut after its second attack and resumed (both processes keep as many attacks as the one with fewest): the same
+    assert launch('cut', fault='eval-attack:2').returncode != 0 and (out / 'cut.partial').is_dir()
+    r = launch('cut', '--resume')
+    assert r.returncode == 0 and 'resuming: ' in r.stdout, r.stderr[:6000]
+    assert _figures(report.load(out / 'cut.json')) == _figures(rep)
     assert rep.num_processes == 2 and rep.n == 11 and rep.indices == list(range(11))
     assert rep.clean_accuracy == 1.0
     for a in rep.attacks.values():

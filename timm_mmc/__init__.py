@@ -22,7 +22,7 @@ from .plot import robustness_png
 from .report import (REPORT_VERSION, RULES, AttackResult, Column, EvalReport, ReportError, WorstCase, eps_key,
                      names_weights, percent)
 from .report import load as load_report
-from .status import ExitStatus, RunFailure, status_of
+from .status import ExitStatus, RunFailure, inject_fault, status_of
 from .versions import package_versions
 
 __version__ = '0.1.0'
@@ -47,6 +47,6 @@ __all__ = [
     'REPORT_VERSION', 'RULES', 'EvalReport', 'AttackResult', 'Column', 'WorstCase', 'eps_key', 'percent',
     'ReportError', 'load_report', 'names_weights',
     # what every command's exit status means
-    'ExitStatus', 'RunFailure', 'status_of',
+    'ExitStatus', 'RunFailure', 'status_of', 'inject_fault',
     'package_versions', 'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
 ]

@@ -7,9 +7,11 @@ exits 1, and says what it kept.
 """
 from __future__ import annotations
 
+import os
+import signal
 from enum import IntEnum
 
-__all__ = ['ExitStatus', 'RunFailure', 'status_of']
+__all__ = ['ExitStatus', 'RunFailure', 'status_of', 'inject_fault']
 
 
 class ExitStatus(IntEnum):
@@ -27,3 +29,15 @@ class RunFailure(Exception):
 def status_of(error: BaseException) -> ExitStatus:
     """The exit status for an error a command caught: FAILED for a :class:`RunFailure`, else BAD_INPUT."""
     return ExitStatus.FAILED if isinstance(error, RunFailure) else ExitStatus.BAD_INPUT
+
+
+def inject_fault(point: str, value: int = 0) -> None:
+    """Fault injection for the resume tests of train and eval: ``TIMM_MMC_FAULT=POINT:VALUE`` SIGKILLs this process
+    where a command calls ``inject_fault(POINT, VALUE)`` (train: ``step:11``, ``save:2``, ``best:8``, ``metrics:8``;
+    eval: ``eval-attack:2``, after the second finished attack is saved); ``term-POINT:VALUE`` sends a SIGTERM instead.
+    Unset, it does nothing."""
+    spec = os.environ.get('TIMM_MMC_FAULT')
+    if spec and spec == f'{point}:{value}':
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif spec and spec == f'term-{point}:{value}':  # a polite stop (StopSignal), e.g. TIMM_MMC_FAULT=term-step:6
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import signal
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -50,20 +49,10 @@ from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, StopSignal
                                   TrainingFailed, TrainingStopped, build_model, build_optimizer, claim_line,
                                   epoch_figures, gather_sums, load_init_weights, local_batch_norms, lr_lambda,
                                   mixup_weight, resolve_model, set_global_batch_norm, step_seed)
-from timm_mmc.status import ExitStatus, status_of  # noqa: E402
+from timm_mmc.status import ExitStatus, inject_fault, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
 __all__ = ['Trainer', 'main', 'TrainError']
-
-
-def _fault(point: str, value: int = 0) -> None:
-    """Fault injection for the resume tests: ``TIMM_MMC_FAULT=step:11``, ``save:2``, ``best:8`` or ``metrics:8``
-    SIGKILLs this process there; ``term-step:11`` sends it a SIGTERM instead."""
-    spec = os.environ.get('TIMM_MMC_FAULT')
-    if spec and spec == f'{point}:{value}':
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif spec and spec == f'term-{point}:{value}':  # a polite stop (StopSignal), e.g. TIMM_MMC_FAULT=term-step:6
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Trainer:
@@ -269,7 +258,7 @@ class Trainer:
             self.run.save_checkpoint(
                 state, acc.unwrap_model(self.net).state_dict(), self.optimizer.state_dict(),
                 self.scheduler.state_dict(), self.ema.module.state_dict() if self.ema is not None else None,
-                self.cfg.keep_checkpoints, before_rename=lambda: _fault('save', self.global_step),
+                self.cfg.keep_checkpoints, before_rename=lambda: inject_fault('save', self.global_step),
                 metadata=config_metadata(self.model))
         acc.wait_for_everyone()
 
@@ -372,7 +361,7 @@ class Trainer:
                 self.step_in_epoch += 1
                 self.global_step += 1
                 bar.update(1)
-                _fault('step', self.global_step)
+                inject_fault('step', self.global_step)
                 stop = self._stop_asked()
                 if self.step_in_epoch < self.steps_per_epoch and (stop or cfg.checkpoint_every and
                                                                   self.global_step % cfg.checkpoint_every == 0):
@@ -415,10 +404,10 @@ class Trainer:
             self.step_in_epoch = 0
             self.sums = dict(EPOCH_SUMS, **clocks)
             self.save_checkpoint()
-            _fault('best', self.global_step)
+            inject_fault('best', self.global_step)
             if cfg.select_best:  # after the checkpoint, which holds these weights: a resume can write best/ again
                 self.best.keep(self.history, rec.epoch, self.model, self.ema_model)
-            _fault('metrics', self.global_step)
+            inject_fault('metrics', self.global_step)
             self._write_metrics()
             if self.epoch < cfg.epochs and self._stop_asked():  # after the last epoch: export instead
                 raise self._stopped()
