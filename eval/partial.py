@@ -36,8 +36,9 @@ __all__ = ['PARTIAL_FORMAT', 'PartialError', 'PartialState', 'partial_dir', 'ide
 
 PARTIAL_FORMAT = 1
 
-# options of the command line that change no figure: a resume may give them differently
-RUN_ONLY_OPTIONS = ('resume', 'overwrite', 'no_progress', 'threads', 'out', 'name')
+# options of the command line that change no figure of an attack: a resume may give them differently (the device's
+# type is part of the identity; flip TTA is measured after the attacks, in the resumed part)
+RUN_ONLY_OPTIONS = ('resume', 'overwrite', 'no_progress', 'threads', 'out', 'name', 'device', 'tta_flip')
 
 
 class PartialError(ValueError):
@@ -106,11 +107,8 @@ def _files(folder: Path, rank: int) -> Dict[str, Path]:
 
 
 def save(folder: Path, rank: int, identity: Dict[str, Any], records: Records, elapsed_s: float) -> None:
-    """Write this process's finished attacks (all of ``records.attacks``) into ``folder``, replacing its earlier pair.
-
-    Raises:
-        PartialError: An attack's extra facts cannot be written as JSON (a bug: the report could not hold them either).
-    """
+    """Write this process's finished attacks (all of ``records.attacks``) into ``folder``, replacing its earlier
+    pair."""
     from safetensors.torch import save as to_bytes
     tensors = {'positions': records.positions, 'clean': records.clean}
     tensors.update({f'zero_grad/{k}': v for k, v in records.zero_grad.items()})
@@ -118,13 +116,10 @@ def save(folder: Path, rank: int, identity: Dict[str, Any], records: Records, el
         tensors.update({f'attacks/{name}/{k}': v for k, v in parts.items()})
     meta = dict(format=PARTIAL_FORMAT, identity=identity, done=list(records.attacks), times=records.times,
                 warnings=records.warnings, extra=records.extra, elapsed_s=elapsed_s)
-    try:
-        text = json.dumps(meta, indent=1)
-    except TypeError as e:
-        raise PartialError(f'the state after {list(records.attacks)[-1:]} cannot be written as JSON ({e}).') from None
+    text = json.dumps(meta, indent=1)  # extra facts that JSON cannot hold would not fit the report either: a bug
     folder.mkdir(parents=True, exist_ok=True)
     paths = _files(folder, rank)
-    atomic_write_set({paths['tensors']: to_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}),
+    atomic_write_set({paths['tensors']: to_bytes({k: v.detach().cpu().clone() for k, v in tensors.items()}),
                       paths['json']: text.encode()})
 
 
@@ -134,6 +129,7 @@ def load(folder: Path, rank: int) -> PartialState:
     Raises:
         PartialError: The files are missing, torn or of another format; the message says to start over.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     paths = _files(folder, rank)
     fix = f'start the evaluation over with --overwrite (it removes {folder}).'
@@ -142,13 +138,17 @@ def load(folder: Path, rank: int) -> PartialState:
     try:
         meta = json.loads(paths['json'].read_text())
         tensors = load_file(str(paths['tensors']))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise PartialError(f'{folder} cannot be read ({e}); {fix}') from None
     if not isinstance(meta, dict) or meta.get('format') != PARTIAL_FORMAT:
         raise PartialError(f'{paths["json"]} is not a partial state of format {PARTIAL_FORMAT}; {fix}')
-    done = list(meta['done'])
-    rec = Records(tensors['positions'], tensors['clean'], times=dict(meta['times']), warnings=list(meta['warnings']),
-                  extra=dict(meta['extra']))
+    try:
+        done = list(meta['done'])
+        rec = Records(tensors['positions'], tensors['clean'], times=dict(meta['times']),
+                      warnings=list(meta['warnings']), extra=dict(meta['extra']))
+        identity, elapsed_s = dict(meta['identity']), float(meta['elapsed_s'])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PartialError(f'{folder} lacks part of its state ({e!r}); {fix}') from None
     rec.zero_grad = {k.split('/', 1)[1]: v for k, v in tensors.items() if k.startswith('zero_grad/')}
     for name in done:
         prefix = f'attacks/{name}/'
@@ -156,7 +156,7 @@ def load(folder: Path, rank: int) -> PartialState:
         if not parts:
             raise PartialError(f'{paths["tensors"]} lacks the records of {name}; {fix}')
         rec.attacks[name] = parts
-    return PartialState(identity=meta['identity'], records=rec, done=done, elapsed_s=float(meta['elapsed_s']))
+    return PartialState(identity=identity, records=rec, done=done, elapsed_s=elapsed_s)
 
 
 def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any],
@@ -169,23 +169,31 @@ def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any],
     Raises:
         PartialError: The state cannot be read or belongs to another evaluation; the message names what differs.
     """
-    state = load(folder, rank)
-    changed = identity_changes(state.identity, identity)
-    if changed:
-        raise PartialError(f'--resume: {folder} belongs to another evaluation ({"; ".join(changed)}); give the '
-                           f'options it had, or start over with --overwrite.')
-    keep = len(state.done)
-    if world > 1:
+    problem, state = None, None
+    try:
+        state = load(folder, rank)
+        changed = identity_changes(state.identity, identity)
+        if changed:
+            raise PartialError(f'--resume: {folder} belongs to another evaluation ({"; ".join(changed)}); give the '
+                               f'options it had, or start over with --overwrite.')
+    except PartialError as e:
+        problem = e
+    keep = -1 if problem else len(state.done)
+    if world > 1:  # every process learns of a problem any of them has, instead of waiting for it in a collective
         import torch.distributed as dist
         t = torch.tensor([keep], device=device if device.type == 'cuda' else 'cpu')
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         keep = int(t.item())
+    if problem:
+        raise problem
+    if keep < 0:
+        raise PartialError(f'--resume: another process cannot resume from {folder} (its own message says why); start '
+                           f'over with --overwrite.')
     rec = state.records
     rec.attacks = {k: rec.attacks[k] for k in state.done[:keep]}
     return rec, state.elapsed_s
 
 
 def remove(folder: Path) -> None:
-    """Remove an evaluation's partial state (after its report is written, or to start over)."""
-    if folder.is_dir():
-        shutil.rmtree(folder)
+    """Remove an evaluation's partial state (after its report is written, to start over, or after a failed check)."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -21,8 +21,8 @@ A killed evaluation keeps what it had measured in ``OUT/NAME.partial/`` (:mod:`e
 ``--resume`` runs only the attacks still to do, and gives the figures an uninterrupted run gives.
 
 Exit status (``timm_mmc.ExitStatus``, as every command gives it): 0 on success; 2 for bad input (the command line, the
-model, the data; a model name without weights unless ``--random-weights``; a ``--resume`` that does not match the
-evaluation it would continue), refused before any attack; 1 when a run-time check fails (eps-ball, [0, 1], robust <=
+model, the data; a model name without weights unless ``--random-weights``; a ``--resume`` whose options, weights or
+clean predictions differ from the evaluation it would continue), refused before any attack; 1 when a run-time check fails (eps-ball, [0, 1], robust <=
 clean). No report is written then, and the partial state of a failed check is removed.
 """
 from __future__ import annotations
@@ -45,8 +45,8 @@ from timm_mmc import (OBJECTIVES, RULES, CheckError, DataError, EvalReport, Exit
 
 from . import partial
 from .report import OutputError, check_outputs, default_name, write_outputs
-from .suite import SUITES, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, run_suite, \
-    summarise
+from .suite import SUITES, ResumeMismatch, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records, \
+    run_suite, summarise
 from .threat import AttackFamily, parse_eps
 
 __all__ = ['main', 'build_parser']
@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--overwrite', action='store_true', help='replace an existing report of the same --out and --name '
                    '(refused otherwise); without --resume it also drops an unfinished one and starts over.')
     g.add_argument('--resume', action='store_true', help='continue an evaluation that stopped before its report was '
-                   'written, from OUT/NAME.partial/: the same options (only --threads and --no-progress may differ), '
-                   'and the attacks it finished are not run again.')
+                   'written, from OUT/NAME.partial/: the same options (only --threads, --device, --tta-flip, '
+                   '--overwrite and --no-progress may differ), and the attacks it finished are not run again.')
     g.add_argument('--no-progress', action='store_true')
     return p
 
@@ -277,6 +277,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError('--random-weights contradicts the weights that --model, --checkpoint or --pretrained name; '
                         'drop one.')
     load_warnings: List[str] = []
+    torch.manual_seed(args.seed)  # --random-weights: the same random weights every time (and on a resume)
     model = _load(args.model, args.checkpoint, args.pretrained, device, load_warnings)
     _refuse_random_weights('--model', args.model, args.checkpoint, args.pretrained, args.random_weights)
     mm = is_mm_model(model)
@@ -345,9 +346,10 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
     identity = partial.identity_of(
         vars(args), checkpoint_sha256=weights_sha,
-        transfer_checkpoint_sha256=file_sha256(args.transfer_checkpoint) if args.transfer_checkpoint else None,
+        transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
-        device_type=device.type, num_processes=world)
+        device_type=device.type, num_processes=world, versions=package_versions(),
+        gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)
     unfinished = partial.partial_dir(Path(args.out), stem)
     done, earlier_s = partial.resume(unfinished, rank, world, identity, device) if args.resume else (None, 0.0)
     if not args.resume and main_proc:
@@ -377,36 +379,34 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f'({", ".join(done.attacks) or "none"})')
     say(f'[eval] each finished attack is kept in {unfinished} until the report is written: if this run is cut, the '
         f'same command with --resume continues it')
-    try:
+    try:  # a failed run-time check (on any process) leaves no state to continue from
         rec = run_suite(model, specs, opts, x, y.long(), targets.long(), positions, num_classes, source_model=source,
                         progress=main_proc and not args.no_progress,
                         diagnostic_objectives=('ce', 'mm', 'margin') if mm else ('ce', 'margin'), done=done,
                         after_attack=save_state)
+        # every process takes part in each collective: the flip-TTA sum before the non-main ones leave
+        tta = _flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None
+        if distributed:
+            import torch.distributed as dist
+            parts = [None] * world
+            dist.all_gather_object(parts, _to_cpu(rec))
+            if not main_proc:
+                return ExitStatus.OK
+            rec = merge_records(parts)
+        rep = EvalReport(
+            model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
+            checkpoint=args.checkpoint, checkpoint_sha256=weights_sha,
+            pretrained=args.pretrained and not args.checkpoint,  # --pretrained then only serves the transfer source
+            logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
+            dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
+            clean_accuracy_flip_tta=tta,
+            versions=package_versions(), device=_device_words(device), num_processes=world,
+            transfer_from=args.transfer_from, rules=dict(RULES),
+            command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness', *argv]))
+        rep = summarise(_to_cpu(rec), specs, rep)
     except CheckError:
-        if main_proc:
-            partial.remove(unfinished)  # a failed check is no state to continue from
+        partial.remove(unfinished)
         raise
-    # every process takes part in each collective: the flip-TTA sum before the non-main ones leave
-    tta = _flip_tta_accuracy(model, x, y, args.batch_size, world) if args.tta_flip else None
-    if distributed:
-        import torch.distributed as dist
-        parts = [None] * world
-        dist.all_gather_object(parts, _to_cpu(rec))
-        if not main_proc:
-            return ExitStatus.OK
-        rec = merge_records(parts)
-    rep = EvalReport(
-        model=args.model, dataset=args.dataset, split=args.split, n=n, suite=args.suite, seed=args.seed,
-        checkpoint=args.checkpoint, checkpoint_sha256=weights_sha,
-        pretrained=args.pretrained and not args.checkpoint,  # --pretrained then only serves the transfer source
-        logits='distance' if mm else 'linear', own_objective=default_objectives(mm)[0],
-        dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
-        clean_accuracy_flip_tta=tta,
-        versions=package_versions(), device=_device_words(device), num_processes=world,
-        transfer_from=args.transfer_from, command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness',
-                                                                                    *argv]),
-        rules=dict(RULES))
-    rep = summarise(_to_cpu(rec), specs, rep)
     rep.warnings = load_warnings + rep.warnings
     rep.timings = dict(rec.times, total_s=earlier_s + time.perf_counter() - t_start)
     if args.resume:
@@ -502,7 +502,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = evaluate(args, argv)
         _leave_process_group()
         return code
-    except (EvalError, OutputError, partial.PartialError) as e:  # refused before any work (timm_mmc.ExitStatus)
+    except (EvalError, OutputError, partial.PartialError, ResumeMismatch) as e:  # refused before any attack
         print(f'error: {e}', file=sys.stderr)
         return ExitStatus.BAD_INPUT
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written

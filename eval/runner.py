@@ -25,7 +25,12 @@ from .specs import AttackSpec, SuiteOptions
 from .spsa import SPSA
 from .threat import AttackFamily, ThreatModel
 
-__all__ = ['Records', 'merge_records', 'run_suite']
+__all__ = ['Records', 'merge_records', 'run_suite', 'ResumeMismatch']
+
+
+class ResumeMismatch(ValueError):
+    """A resumed evaluation's finished attacks were measured on other points or clean predictions than this run's
+    (other weights, numerics or thread count): refused, the state kept, the message names the fix."""
 
 
 @dataclass
@@ -140,7 +145,8 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
         after_attack: Called with the records so far after every attack this call runs (to save them).
 
     Raises:
-        CheckError: A run-time check failed, or ``done`` was measured on other clean predictions.
+        CheckError: A run-time check failed.
+        ResumeMismatch: ``done`` was measured on other points or clean predictions.
     """
     bs = opts.batch_size
     clean = predict(model, x, bs) == y
@@ -208,12 +214,13 @@ def _take_done(rec: Records, done: Records, order: Sequence[str]) -> None:
         raise ValueError(f'the finished attacks {names} are not the first of the suite {list(order)}.')
     device = rec.clean.device
     if not torch.equal(done.positions.to(device), rec.positions):
-        raise CheckError('the resumed state covers other points than this evaluation; start over with --overwrite.')
+        raise ResumeMismatch('--resume: the unfinished evaluation covers other points than this one; start over with '
+                             '--overwrite.')
     differ = int((done.clean.to(device) != rec.clean).sum())
     if differ:
-        raise CheckError(f'the resumed state was measured with other clean predictions ({differ} of '
-                         f'{rec.clean.numel()} points differ: other numerics or weights); start over with '
-                         f'--overwrite.')
+        raise ResumeMismatch(f'--resume: the unfinished evaluation was measured with other clean predictions ({differ} '
+                             f'of {rec.clean.numel()} points differ: other weights, numerics or --threads); resume '
+                             f'where and as it ran, or start over with --overwrite.')
     for name in names:
         rec.attacks[name] = {k: v.to(device) for k, v in done.attacks[name].items()}
         rec.times[name] = done.times.get(name, 0.0)

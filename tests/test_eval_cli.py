@@ -271,8 +271,9 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
 
 
 def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp_path, capsys):
-    """A state whose clean predictions this run does not reproduce (other weights or numerics) is a failed check:
-    exit 1, no report, the state removed. ``--overwrite`` without ``--resume`` drops a state and starts over."""
+    """A state whose clean predictions this run does not reproduce (other weights, numerics or thread count) is
+    refused before any attack: exit 2, no report, the state kept for a resume where it ran. A torn state file is
+    refused with the fix. ``--overwrite`` without ``--resume`` drops a state and starts over."""
     import os
 
     from safetensors.torch import load_file, save_file
@@ -284,16 +285,17 @@ def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp
                        timeout=300, env=env)
     assert r.returncode == -9, r.stderr[-3000:]  # SIGKILLed after its first attack was kept
     state = out / 'r.partial' / 'rank0.safetensors'
+    kept = state.read_bytes()
     tensors = load_file(str(state))
     tensors['clean'][0] = ~tensors['clean'][0]
     save_file(tensors, str(state))
-    assert main([*argv, '--resume']) == 1
+    assert main([*argv, '--resume']) == 2
     assert 'other clean predictions (1 of 8 points differ' in capsys.readouterr().err
-    assert not out.exists() or not list(out.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == ['r.partial'] and (out / 'r.partial' / 'rank0.json').is_file()
 
-    r = subprocess.run([sys.executable, '-m', 'eval.robustness', *argv], cwd=REPO, capture_output=True, text=True,
-                       timeout=300, env=env)
-    assert r.returncode == -9 and (out / 'r.partial').is_dir()
+    state.write_bytes(kept[:len(kept) // 2])  # torn
+    assert main([*argv, '--resume']) == 2
+    assert 'cannot be read' in capsys.readouterr().err and (out / 'r.partial').is_dir()
     assert main([*argv, '--overwrite']) == 0
     assert (out / 'r.json').is_file() and not (out / 'r.partial').exists()
 
@@ -416,7 +418,7 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     assert aa.max_clean_margin == pytest.approx((top2[:, 0] - top2[:, 1]).max().item(), rel=1e-4)
 
 
-def test_random_weights_on_purpose_run_and_the_report_says_so(tiny, tmp_path, capsys):
+def test_random_weights_on_purpose_run_and_the_report_says_so(tiny, tmp_path, capsys, monkeypatch):
     from timm_mmc import report
     out = tmp_path / 'res'
     argv = ['--model', 'resnet20_mmc', '--random-weights', '--dataset', str(tiny['data']), '--out', str(out),
@@ -432,6 +434,16 @@ def test_random_weights_on_purpose_run_and_the_report_says_so(tiny, tmp_path, ca
     assert main(_base(tiny, out, '--suite', 'quick', '--attacks', 'pgd', '--pgd-steps', '1', '--n-examples', '4',
                       '--name', 'trained')) == 0
     assert not [w for w in report.load(out / 'trained.json').all_warnings() if 'random initial weights' in w]
+    # the random weights come from --seed, whatever the global generator held: a rerun (and a --resume) measures the
+    # same network
+    import eval.robustness as cli
+    loaded, real_load = [], cli._load
+    monkeypatch.setattr(cli, '_load', lambda *a: loaded.append(real_load(*a)) or loaded[-1])
+    for seed in (123, 456):
+        torch.manual_seed(seed)
+        assert main([*argv[:-1], f'random{seed}']) == 0
+    first, second = (dict(m.named_parameters()) for m in loaded)
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_flip_tta_is_reported_beside_the_single_pass_figure(tiny, tmp_path, capsys):
