@@ -22,8 +22,9 @@ A killed evaluation keeps what it had measured in ``OUT/NAME.partial/`` (:mod:`e
 
 Exit status (``timm_mmc.ExitStatus``, as every command gives it): 0 on success; 2 for bad input (the command line, the
 model, the data; a model name without weights unless ``--random-weights``; a ``--resume`` whose options, weights or
-clean predictions differ from the evaluation it would continue), refused before any attack; 1 when a run-time check fails (eps-ball, [0, 1], robust <=
-clean). No report is written then, and the partial state of a failed check is removed.
+clean predictions differ from the evaluation it would continue, whose state is then kept), refused before any attack;
+1 when a run-time check fails (eps-ball, [0, 1], robust <= clean). No report is written then, and the partial state of
+a failed check is removed.
 """
 from __future__ import annotations
 
