@@ -98,6 +98,16 @@ def _sigma_arg(text: str) -> float:
     return v
 
 
+def _degrees_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'rotation {text!r} is not a number.') from None
+    if not 0 <= v <= 180:  # NaN fails too
+        raise argparse.ArgumentTypeError(f'rotation {text!r} must lie in [0, 180] degrees (the paper: 30).')
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m eval.robustness', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    'on a GPU, 25 on a CPU, where SPSA costs ~1300 forward passes a point and eps).')
     g.add_argument('--spsa-samples', type=_pos_int, default=128)
     g.add_argument('--noise-sigma', type=_sigma_arg, nargs='+', default=[0.05])
-    g.add_argument('--rotation', type=float, default=30.0, help='max rotation in degrees (uniform in +-).')
+    g.add_argument('--rotation', type=_degrees_arg, default=30.0, help='max rotation in degrees (uniform in +-).')
     g.add_argument('--transfer-from', help='source model of the black-box transfer attacks (any --model form).')
     g.add_argument('--transfer-checkpoint', help='weights for --transfer-from NAME.')
     g.add_argument('--aa-version', choices=('standard', 'rand', 'fast'), default=None,

@@ -104,7 +104,8 @@ def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
                        (_base(tiny, out, '--aa-eps=-1/255'), 'outside (0, 1]'),
                        (_base(tiny, out, '--attacks', 'pgd', 'deepfool'), "unknown attack 'deepfool'"),
                        (_base(tiny, out, '--suite', 'everything'), 'invalid choice'),
-                       (_base(tiny, out, '--objectives', 'hinge'), "unknown objective 'hinge'")]:
+                       (_base(tiny, out, '--objectives', 'hinge'), "unknown objective 'hinge'"),
+                       (_base(tiny, out, '--rotation', 'nan'), 'must lie in [0, 180] degrees')]:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
