@@ -213,14 +213,20 @@ def _take_done(rec: Records, done: Records, order: Sequence[str]) -> None:
     if names != list(order[:len(names)]):
         raise ValueError(f'the finished attacks {names} are not the first of the suite {list(order)}.')
     device = rec.clean.device
-    if not torch.equal(done.positions.to(device), rec.positions):
+    other_points = done.positions.shape != rec.positions.shape or not torch.equal(done.positions.to(device),
+                                                                                    rec.positions)
+    differ = 0 if other_points else int((done.clean.to(device) != rec.clean).sum())
+    # every process of a sharded evaluation refuses together, instead of the others going on without this one
+    if _max_over_processes(float(other_points)) > 0:
         raise ResumeMismatch('--resume: the unfinished evaluation covers other points than this one; start over with '
                              '--overwrite.')
-    differ = int((done.clean.to(device) != rec.clean).sum())
-    if differ:
-        raise ResumeMismatch(f'--resume: the unfinished evaluation was measured with other clean predictions ({differ} '
-                             f'of {rec.clean.numel()} points differ: other weights, numerics or --threads); resume '
-                             f'where and as it ran, or start over with --overwrite.')
+    most = int(_max_over_processes(float(differ)))
+    if most:
+        where = f'{differ} of this process\'s {rec.clean.numel()} points' if differ else \
+            f'{most} points of another process'
+        raise ResumeMismatch(f'--resume: the unfinished evaluation was measured with other clean predictions ({where} '
+                             f'differ: other weights, numerics or --threads); resume where and as it ran, or start '
+                             f'over with --overwrite.')
     for name in names:
         rec.attacks[name] = {k: v.to(device) for k, v in done.attacks[name].items()}
         rec.times[name] = done.times.get(name, 0.0)

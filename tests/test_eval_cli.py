@@ -291,7 +291,7 @@ def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp
     tensors['clean'][0] = ~tensors['clean'][0]
     save_file(tensors, str(state))
     assert main([*argv, '--resume']) == 2
-    assert 'other clean predictions (1 of 8 points differ' in capsys.readouterr().err
+    assert "other clean predictions (1 of this process's 8 points differ" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ['r.partial'] and (out / 'r.partial' / 'rank0.json').is_file()
 
     state.write_bytes(kept[:len(kept) // 2])  # torn
