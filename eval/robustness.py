@@ -32,7 +32,9 @@ import argparse
 import os
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -506,19 +508,32 @@ def _summary_table(rep: EvalReport) -> str:
     return '\n'.join(rows)
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # a SIGTERM (a session's or a scheduler's end) stops the run as Ctrl-C does
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _stop) if on_main_thread else None
     try:
         code = evaluate(args, argv)
         _leave_process_group()
         return code
+    except KeyboardInterrupt:
+        print('error: stopped before the report was written; the attacks it finished are kept in OUT/NAME.partial/: '
+              'the same command with --resume continues it.', file=sys.stderr)
+        return ExitStatus.FAILED
     except (EvalError, OutputError, partial.PartialError, ResumeMismatch) as e:  # refused before any attack
         print(f'error: {e}', file=sys.stderr)
         return ExitStatus.BAD_INPUT
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
         print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
         return status_of(e)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == '__main__':

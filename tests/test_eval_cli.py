@@ -243,10 +243,10 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
         real_save(folder, rank, identity, records, elapsed_s)
         saved.append(dict(records.times))
         if len(records.attacks) == 3:
-            raise KeyboardInterrupt  # as if killed here
+            raise KeyboardInterrupt  # as Ctrl-C or a SIGTERM there
     monkeypatch.setattr(partial, 'save', save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        main(_base(tiny, out, *opts, '--name', 'r'))
+    assert main(_base(tiny, out, *opts, '--name', 'r')) == 1
+    assert 'the same command with --resume continues it' in capsys.readouterr().err
     monkeypatch.setattr(partial, 'save', real_save)
     assert sorted(p.name for p in out.iterdir()) == ['r.partial']  # no report, only the state
     assert partial.load(out / 'r.partial', 0).done == list(whole.attacks)[:3]
@@ -273,8 +273,9 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
 
 def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp_path, capsys):
     """A state whose clean predictions this run does not reproduce (other weights, numerics or thread count) is
-    refused before any attack: exit 2, no report, the state kept for a resume where it ran. A torn state file is
-    refused with the fix. ``--overwrite`` without ``--resume`` drops a state and starts over."""
+    refused before any attack: exit 2, no report, the state kept for a resume where it ran. A SIGTERM stops a run with
+    exit 1 and its state kept; a torn state file is refused with the fix. ``--overwrite`` without ``--resume`` drops a
+    state and starts over."""
     import os
 
     from safetensors.torch import load_file, save_file
@@ -294,6 +295,10 @@ def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp
     assert "other clean predictions (1 of this process's 8 points differ" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ['r.partial'] and (out / 'r.partial' / 'rank0.json').is_file()
 
+    r = subprocess.run([sys.executable, '-m', 'eval.robustness', *argv, '--overwrite'], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env=dict(env, TIMM_MMC_FAULT='term-eval-attack:1'))
+    assert r.returncode == 1 and 'the same command with --resume continues it' in r.stderr, r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ['r.partial']  # a SIGTERM stops it with its state kept
     state.write_bytes(kept[:len(kept) // 2])  # torn
     assert main([*argv, '--resume']) == 2
     assert 'cannot be read' in capsys.readouterr().err and (out / 'r.partial').is_dir()
