@@ -13,8 +13,10 @@ Layout (one pair of files per process, each pair written atomically)::
         rank0.safetensors   positions, clean, zero_grad/OBJECTIVE, attacks/NAME/KEY (per-sample tensors)
 
 ``identity`` holds everything that changes a figure: the options that name the attacks and the data, the sha256 of
-the weights, the evaluated indices, the device type and the number of processes. A resume whose identity differs is
-refused with the keys that differ. This module is the only reader and writer of the folder.
+the weights (and of the transfer source's), the evaluated indices, the device type and GPU, the number of processes
+and the package versions. A resume whose identity differs is refused with the keys that differ; the runner then checks
+that the clean predictions are the saved ones (:func:`eval.runner.run_suite`). This module is the only reader and
+writer of the folder.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The evaluation's files: the JSON report (schema :mod:`timm_mmc.report`), Markdown in the paper's layout, the plot.
 
-The report itself is the dataclass :class:`timm_mmc.report.EvalReport`; this module renders it. Each file is written
-atomically (:mod:`timm_mmc.fileio`), so a killed run never leaves a torn one.
+The report itself is the dataclass :class:`timm_mmc.report.EvalReport`; this module renders it, names the files
+(:func:`default_name`) and checks before any work that they can be written without replacing another report or an
+unfinished evaluation's state by mistake (:func:`check_outputs`). Each file is written atomically
+(:mod:`timm_mmc.fileio`), so a killed run never leaves a torn one.
 
     python -m eval.report results/NAME.json [...]
 
@@ -190,25 +192,25 @@ def check_outputs(out: str, name: str, overwrite: bool, resume: bool = False) ->
     """
     if not name or name in ('.', '..') or Path(name).name != name or '/' in name or '\\' in name:
         raise OutputError(f'--name {name!r} must be a plain file name without folders (the report goes to --out); '
-                        f'e.g. --name resnet32_mmc_full.')
+                          f'e.g. --name resnet32_mmc_full.')
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f'--out {out!r} is a file; name a folder for the report.')
     probe = out_dir if out_dir.is_dir() else next((p for p in out_dir.absolute().parents if p.exists()), None)
     if probe is None or not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f'--out {out!r} cannot be written ({str(probe)!r} is not a writable folder); choose a folder '
-                        f'you can write to.')
+                          f'you can write to.')
     existing = [str(p) for p in output_paths(out_dir, name).values() if p.exists()]
     if existing and not overwrite:
         raise OutputError(f'a report named {name!r} already exists ({", ".join(existing)}); pass --overwrite to '
-                        f'replace it or choose another --name.')
+                          f'replace it or choose another --name.')
     unfinished = partial_dir(out_dir, name)
     if resume and not unfinished.is_dir():
         raise OutputError(f'--resume: there is no unfinished evaluation named {name!r} (no {unfinished}); run without '
-                        f'--resume, or give the --out and --name it had.')
+                          f'--resume, or give the --out and --name it had.')
     if unfinished.is_dir() and not (resume or overwrite):
         raise OutputError(f'an unfinished evaluation named {name!r} is in {unfinished}; pass --resume to continue it '
-                        f'(with the same options) or --overwrite to start over.')
+                          f'(with the same options) or --overwrite to start over.')
 
 
 def write_outputs(rep: EvalReport, out_dir: Path, stem: str) -> Dict[str, Path]:
