@@ -5,6 +5,7 @@ What the flags mean together (suites, exit status, ``--resume``) is told in :mod
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from timm_mmc import OBJECTIVES
 
@@ -48,24 +49,21 @@ def _objective_arg(text: str) -> str:
     return text
 
 
-def _sigma_arg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'noise sigma {text!r} is not a number.') from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f'noise sigma {text!r} must lie in [0, 1] (pixel units; the paper: 0.05).')
-    return v
+def _number_in(what: str, low: float, high: float, unit: str) -> Callable[[str], float]:
+    """An argparse type: a number in ``[low, high]`` (NaN refused too), named ``what`` in its messages."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{what} {text!r} is not a number.') from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f'{what} {text!r} must lie in [{low:g}, {high:g}] {unit}.')
+        return v
+    return parse
 
 
-def _degrees_arg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'rotation {text!r} is not a number.') from None
-    if not 0 <= v <= 180:  # NaN fails too
-        raise argparse.ArgumentTypeError(f'rotation {text!r} must lie in [0, 180] degrees (the paper: 30).')
-    return v
+_sigma_arg = _number_in('noise sigma', 0, 1, '(pixel units; the paper: 0.05)')
+_degrees_arg = _number_in('rotation', 0, 180, 'degrees (the paper: 30)')
 
 
 def build_parser() -> argparse.ArgumentParser:
