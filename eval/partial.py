@@ -9,14 +9,17 @@ Layout (one pair of files per process, each pair written atomically)::
 
     STEM.partial/
         rank0.json          {"format": 1, "identity": {...}, "done": [attack names, in suite order],
-                             "times": {...}, "warnings": [...], "extra": {...}, "elapsed_s": 512.3}
+                             "times": {...}, "warnings": [...], "extra": {...}, "elapsed_s": 512.3,
+                             "machine": "cpu: AMD EPYC (AVX2)"}
         rank0.safetensors   positions, clean, zero_grad/OBJECTIVE, attacks/NAME/KEY (per-sample tensors)
 
-``identity`` holds everything that changes a figure: the options that name the attacks and the data, the sha256 of
-the weights (and of the transfer source's), the evaluated indices, the device type and GPU, the number of processes
-and the package versions. A resume whose identity differs is refused with the keys that differ; the runner then checks
-that the clean predictions are the saved ones (:func:`eval.runner.run_suite`). This module is the only reader and
-writer of the folder.
+``identity`` holds everything that changes a figure: the options that name the attacks and the data (the suite's as
+they resolved, so a default given explicitly is no change), the sha256 of the weights (and of the transfer source's),
+the evaluated indices, the device type and GPU, the number of processes and the package versions. A resume whose
+identity differs is refused with the keys that differ; the runner then checks that the clean predictions are the
+saved ones (:func:`eval.runner.run_suite`). ``machine`` is not part of it: the same clean predictions on another CPU
+make an honest continuation, but its report says which attacks ran where. This module is the only reader and writer
+of the folder.
 """
 from __future__ import annotations
 
@@ -56,11 +59,13 @@ class PartialState:
         records: The per-sample records of the finished attacks (``records.attacks`` holds exactly ``done``).
         done: Names of the finished attacks, a prefix of the suite's order.
         elapsed_s: Seconds the earlier parts of the evaluation ran, in all.
+        machine: The processor the last part ran on (``''`` where unknown).
     """
     identity: Dict[str, Any]
     records: Records
     done: List[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    machine: str = ''
 
 
 def partial_dir(out_dir: Path, stem: str) -> Path:
@@ -82,7 +87,9 @@ def identity_of(options: Dict[str, Any], **resolved: Any) -> Dict[str, Any]:
 
     Args:
         options: ``vars(args)`` of the command line.
-        resolved: Facts found after parsing (the weights' sha256, the indices, the device type, the processes).
+        resolved: What options resolved to (these replace an option of the same name: ``cw_n=25`` for an absent
+            ``--cw-n``) and facts found after parsing (the weights' sha256, the indices, the device type, the
+            processes).
     """
     ident = {k: _plain(v) for k, v in sorted(options.items()) if k not in RUN_ONLY_OPTIONS}
     ident.update({k: _plain(v) for k, v in resolved.items()})
@@ -108,16 +115,17 @@ def _files(folder: Path, rank: int) -> Dict[str, Path]:
     return {'json': folder / f'rank{rank}.json', 'tensors': folder / f'rank{rank}.safetensors'}
 
 
-def save(folder: Path, rank: int, identity: Dict[str, Any], records: Records, elapsed_s: float) -> None:
+def save(folder: Path, rank: int, identity: Dict[str, Any], records: Records, elapsed_s: float,
+         machine: str = '') -> None:
     """Write this process's finished attacks (all of ``records.attacks``) into ``folder``, replacing its earlier
-    pair."""
+    pair; ``machine`` names the processor they ran on."""
     from safetensors.torch import save as to_bytes
     tensors = {'positions': records.positions, 'clean': records.clean}
     tensors.update({f'zero_grad/{k}': v for k, v in records.zero_grad.items()})
     for name, parts in records.attacks.items():
         tensors.update({f'attacks/{name}/{k}': v for k, v in parts.items()})
     meta = dict(format=PARTIAL_FORMAT, identity=identity, done=list(records.attacks), times=records.times,
-                warnings=records.warnings, extra=records.extra, elapsed_s=elapsed_s)
+                warnings=records.warnings, extra=records.extra, elapsed_s=elapsed_s, machine=machine)
     text = json.dumps(meta, indent=1)  # extra facts that JSON cannot hold would not fit the report either: a bug
     folder.mkdir(parents=True, exist_ok=True)
     paths = _files(folder, rank)
@@ -148,7 +156,7 @@ def load(folder: Path, rank: int) -> PartialState:
         done = list(meta['done'])
         rec = Records(tensors['positions'], tensors['clean'], times=dict(meta['times']),
                       warnings=list(meta['warnings']), extra=dict(meta['extra']))
-        identity, elapsed_s = dict(meta['identity']), float(meta['elapsed_s'])
+        identity, elapsed_s, machine = dict(meta['identity']), float(meta['elapsed_s']), str(meta.get('machine', ''))
     except (KeyError, TypeError, ValueError) as e:
         raise PartialError(f'{folder} lacks part of its state ({e!r}); {fix}') from None
     rec.zero_grad = {k.split('/', 1)[1]: v for k, v in tensors.items() if k.startswith('zero_grad/')}
@@ -158,15 +166,16 @@ def load(folder: Path, rank: int) -> PartialState:
         if not parts:
             raise PartialError(f'{paths["tensors"]} lacks the records of {name}; {fix}')
         rec.attacks[name] = parts
-    return PartialState(identity=identity, records=rec, done=done, elapsed_s=elapsed_s)
+    return PartialState(identity=identity, records=rec, done=done, elapsed_s=elapsed_s, machine=machine)
 
 
-def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any],
-           device: torch.device) -> Tuple[Records, float]:
+def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any], device: torch.device,
+           machine: str = '') -> Tuple[Records, float]:
     """The records this process had finished and the seconds the earlier parts ran, for ``--resume``.
 
     Every process keeps the same number of finished attacks (the fewest any of them had), so that each one takes part
-    in the same collectives after the resume.
+    in the same collectives after the resume. Where they ran on another ``machine`` than this one, the records gain a
+    warning that names both and the attacks that ran there.
 
     Raises:
         PartialError: The state cannot be read or belongs to another evaluation; the message names what differs.
@@ -193,6 +202,10 @@ def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any],
                            f'over with --overwrite.')
     rec = state.records
     rec.attacks = {k: rec.attacks[k] for k in state.done[:keep]}
+    if rec.attacks and state.machine != machine:
+        rec.warnings.append(f'resumed on another machine: {", ".join(rec.attacks)} ran on '
+                            f'{state.machine or "an unrecorded machine"}, the rest on {machine}; the clean predictions '
+                            f'agreed, but an uncut run could differ in the last digits of an attack.')
     return rec, state.elapsed_s
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -43,8 +42,8 @@ from typing import List, Optional, Sequence
 import torch
 
 from timm_mmc import (RULES, CheckError, DataError, EvalReport, ExitStatus, HeadFromNameWarning, ModelLoadError,
-                      TooFewExamples, eps_key, file_sha256, inject_fault, load_model, load_split, package_versions,
-                      names_weights, random_targets, status_of)
+                      TooFewExamples, cpu_name, eps_key, file_sha256, inject_fault, load_model, load_split,
+                      names_weights, package_versions, random_targets, status_of)
 
 from . import partial
 from .options import build_parser
@@ -127,11 +126,18 @@ def _load(spec: str, checkpoint: Optional[str], pretrained: bool, device: torch.
     return model
 
 
-def _device_words(device: torch.device) -> str:
+def _machine(device: torch.device) -> str:
+    """The processor that computes the figures: the GPU's name, or the CPU's model and vector unit (which tells the
+    lent 2-core machines apart where the model name does not)."""
     if device.type == 'cuda':
         return f'{torch.cuda.get_device_name(device)} (cuda)'
-    return f'cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, ' \
-           f'{os.cpu_count()} cores'
+    return f'cpu: {cpu_name()} ({torch.backends.cpu.get_cpu_capability()})'
+
+
+def _device_words(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return _machine(device)
+    return f'{_machine(device)}, {torch.get_num_threads()} threads, {os.cpu_count()} cores'
 
 
 def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -238,14 +244,16 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError('--attacks transfer needs --transfer-from MODEL.')
 
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
-    identity = partial.identity_of(
-        vars(args), checkpoint_sha256=weights_sha,
+    identity = partial.identity_of(  # the suite's options as resolved: a default given explicitly changes nothing
+        vars(args), **opts.to_dict(), n_examples=n_examples, checkpoint_sha256=weights_sha,
         transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
         device_type=device.type, num_processes=world, versions=package_versions(),
         gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)
     unfinished = partial.partial_dir(Path(args.out), stem)
-    done, earlier_s = partial.resume(unfinished, rank, world, identity, device) if args.resume else (None, 0.0)
+    done, earlier_s = None, 0.0
+    if args.resume:
+        done, earlier_s = partial.resume(unfinished, rank, world, identity, device, _machine(device))
     if not args.resume and main_proc:
         partial.remove(unfinished)  # --overwrite: start over (check_outputs refused it otherwise)
     if distributed and not args.resume:
@@ -253,7 +261,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         dist.barrier()  # nobody saves into the folder before it is gone
 
     def save_state(so_far) -> None:
-        partial.save(unfinished, rank, identity, so_far, earlier_s + time.perf_counter() - t_start)
+        partial.save(unfinished, rank, identity, so_far, earlier_s + time.perf_counter() - t_start, _machine(device))
         inject_fault('eval-attack', len(so_far.attacks))
 
     torch.manual_seed(args.seed)

@@ -228,8 +228,9 @@ def _figures(rep) -> dict:
 def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path, capsys, monkeypatch):
     """Killed after its third attack, an evaluation keeps what it measured; ``--resume`` runs only the rest, and the
     report matches one made in a single run. A bare rerun, a resume with another option and a resume of nothing are
-    refused before any work, and the state stays for the right resume."""
-    from eval import partial
+    refused before any work, and the state stays for the right resume; a default given explicitly is no other option,
+    and a resume on another processor is allowed and said in the report."""
+    from eval import partial, robustness
     from timm_mmc import report
     opts = ('--suite', 'quick', '--n-examples', '12', '--pgd-steps', '2', '--eps', '0.25/255', '0.5/255',
             '--pgd-alpha', '0.1/255', '--aa-eps', '0.25/255', '--aa-n-iter', '2', '--aa-n', '6', '--tta-flip')
@@ -239,8 +240,8 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
 
     out, real_save, saved = tmp_path / 'cut', partial.save, []
 
-    def save_then_die(folder, rank, identity, records, elapsed_s):
-        real_save(folder, rank, identity, records, elapsed_s)
+    def save_then_die(folder, rank, identity, records, elapsed_s, machine):
+        real_save(folder, rank, identity, records, elapsed_s, machine)
         saved.append(dict(records.times))
         if len(records.attacks) == 3:
             raise KeyboardInterrupt  # as Ctrl-C or a SIGTERM there
@@ -260,11 +261,19 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
         assert text in capsys.readouterr().err, text
         assert (out / 'r.partial').is_dir() and not (out / 'r.json').exists()
 
-    assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1')) == 0
+    assert partial.load(out / 'r.partial', 0).machine.startswith('cpu: ')
+    monkeypatch.setattr(robustness, '_machine', lambda device: 'cpu: another one (AVX2)')
+    # --aa-version fast is the quick suite's default, given explicitly this time
+    assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1', '--aa-version', 'fast')) == 0
     printed = capsys.readouterr().out
     assert 'resuming: 3 of' in printed
     resumed = report.load(out / 'r.json')
     assert _figures(resumed) == _figures(whole)
+    moved = [w for w in resumed.warnings if w.startswith('resumed on another machine')]
+    assert len(moved) == 1 and ', '.join(list(whole.attacks)[:3]) + ' ran on cpu: ' in moved[0], resumed.warnings
+    assert moved[0].endswith('the rest on cpu: another one (AVX2); the clean predictions agreed, but an uncut run '
+                             'could differ in the last digits of an attack.')
+    assert not any(w.startswith('resumed on') for w in whole.warnings)
     for name in list(whole.attacks)[:3]:  # taken from the cut run, not run again
         assert resumed.timings[name] == saved[-1][name]
     assert 0 < resumed.timings['before_resume_s'] <= resumed.timings['total_s']

@@ -14,6 +14,7 @@ from .data import DataError, ImageSplit, TooFewExamples, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
 from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
 from .io import HeadFromNameWarning, ModelLoadError, file_sha256, load_model
+from .machine import cpu_name
 from .losses import LOSSES, build_loss, default_loss_for_head
 from .models import CifarResNet, MMCWrapper, create_mmc_model
 from .models._pretrained import PretrainedWeightsError
@@ -48,5 +49,5 @@ __all__ = [
     'ReportError', 'load_report', 'names_weights',
     # what every command's exit status means
     'ExitStatus', 'RunFailure', 'status_of', 'inject_fault',
-    'package_versions', 'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
+    'package_versions', 'cpu_name', 'robustness_png', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_set',
 ]
