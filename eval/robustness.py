@@ -401,6 +401,18 @@ def _stop(signum, frame) -> None:
     raise KeyboardInterrupt  # a SIGTERM (a session's or a scheduler's end) stops the run as Ctrl-C does
 
 
+def _error(text: str, alike_everywhere: bool = False) -> None:
+    """Print an error on stderr. In a sharded run every process meets its own: the main process prints it as it is,
+    another names itself (``[process 1 of 2] error: ...``), and a message that every process has alike (a stop) is
+    printed by the main process only."""
+    rank, world = int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
+    if world > 1 and rank:
+        if alike_everywhere:
+            return
+        text = f'[process {rank} of {world}] {text}'
+    print(text, file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -411,14 +423,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         _leave_process_group()
         return code
     except KeyboardInterrupt:
-        print('error: stopped before the report was written; the attacks it finished are kept in OUT/NAME.partial/: '
-              'the same command with --resume continues it.', file=sys.stderr)
+        _error('error: stopped before the report was written; the attacks it finished are kept in OUT/NAME.partial/: '
+               'the same command with --resume continues it.', alike_everywhere=True)
         return ExitStatus.FAILED
     except (EvalError, OutputError, partial.PartialError, ResumeMismatch) as e:  # refused before any attack
-        print(f'error: {e}', file=sys.stderr)
+        _error(f'error: {e}')
         return ExitStatus.BAD_INPUT
     except CheckError as e:  # a run-time check failed (eps-ball, [0, 1], robust <= clean): no report is written
-        print(f'error: run-time check failed, no report written: {e}', file=sys.stderr)
+        _error(f'error: run-time check failed, no report written: {e}')
         return status_of(e)
     finally:
         if on_main_thread:

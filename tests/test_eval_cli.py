@@ -315,6 +315,20 @@ def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp
     assert (out / 'r.json').is_file() and not (out / 'r.partial').exists()
 
 
+def test_each_process_of_a_sharded_run_names_itself_in_its_errors(monkeypatch, capsys):
+    from eval import robustness
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    for rank, alike, want in [('0', False, 'error: x\n'), ('1', False, '[process 1 of 2] error: x\n'),
+                              ('0', True, 'error: x\n'), ('1', True, '')]:
+        monkeypatch.setenv('RANK', rank)
+        robustness._error('error: x', alike_everywhere=alike)
+        assert capsys.readouterr().err == want, (rank, alike)
+    monkeypatch.delenv('WORLD_SIZE')
+    monkeypatch.setenv('RANK', '1')  # a stray RANK outside a sharded run changes nothing
+    robustness._error('error: x', alike_everywhere=True)
+    assert capsys.readouterr().err == 'error: x\n'
+
+
 def test_package_versions_of_a_checkout_without_distribution_metadata(monkeypatch):
     """Run from a checkout (no installed distribution, as on a rented GPU): versions come from the modules, and only
     a package that cannot be imported is None; never "not installed" for one that ran."""
@@ -407,6 +421,11 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     rep = report.load(out / 'sharded.json')
     # cut after its second attack and resumed (both processes keep as many attacks as the one with fewest): the same
     assert launch('cut', fault='eval-attack:2').returncode != 0 and (out / 'cut.partial').is_dir()
+    r = launch('cut', '--resume', '--seed', '1')  # refused by both (torchrun may stop one before it prints)
+    lines = [ln for ln in r.stderr.splitlines() if 'belongs to another evaluation' in ln]
+    assert r.returncode != 0 and lines, r.stderr[-6000:]
+    prefixes = [ln.split('error: ')[0] for ln in lines]
+    assert len(set(prefixes)) == len(prefixes) and set(prefixes) <= {'', '[process 1 of 2] '}, lines
     r = launch('cut', '--resume')
     assert r.returncode == 0 and 'resuming: ' in r.stdout, r.stderr[:6000]
     assert _figures(report.load(out / 'cut.json')) == _figures(rep)
