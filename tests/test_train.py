@@ -877,3 +877,31 @@ def test_weight_decay_falls_on_weights_only_never_on_batch_norm_biases_or_center
         assert norms and convs and centers in kept
         assert decayed == convs and kept == norms | {n for n in names.values() if n.endswith('bias')} | {centers}
         assert opt.param_groups[0]['nesterov']
+
+
+def test_lr_schedules_warm_up_then_fall_to_zero():
+    """onecycle and cosine rise linearly over ``warmup_frac`` of the steps, reach the peak, and fall to 0 at the end,
+    cosine above the line (half the peak at the decay's middle); step multiplies by gamma at each milestone."""
+    import dataclasses
+    import math
+
+    from timm_mmc.config import TrainConfig
+    from timm_mmc.train_parts import lr_lambda
+    spe, epochs = 10, 10
+    total = spe * epochs
+    for warmup_frac in (0.2, 0.0):
+        warm = max(1, int(warmup_frac * total))
+        f = {s: lr_lambda(dataclasses.replace(TrainConfig(), schedule=s, epochs=epochs, warmup_frac=warmup_frac),
+                          spe) for s in ('onecycle', 'cosine')}
+        for g in f.values():
+            assert [g(k) for k in range(warm)] == pytest.approx([(k + 1) / warm for k in range(warm)])
+            decay = [g(k) for k in range(warm - 1, total + 5)]
+            assert decay[0] == 1.0 and all(a >= b for a, b in zip(decay, decay[1:])) and decay[-1] == 0.0
+            assert 0 < g(total - 1) < 0.02 and g(total) == 0.0
+        mid, quarter = warm + (total - warm) // 2, warm + (total - warm) // 4  # within a step of the decay's points
+        assert f['cosine'](mid) == pytest.approx(0.5, abs=0.02) and f['onecycle'](mid) == pytest.approx(0.5, abs=0.02)
+        assert f['cosine'](quarter) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)), abs=0.02)
+        assert f['cosine'](quarter) > f['onecycle'](quarter)
+    step = lr_lambda(dataclasses.replace(TrainConfig(), schedule='step', epochs=epochs, milestones=[3, 6], gamma=0.1),
+                     spe)
+    assert [step(e * spe) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

@@ -80,9 +80,9 @@ class TrainConfig:
     momentum: float = _f(0.9, 'SGD momentum')
     nesterov: bool = _f(True, 'Nesterov momentum')
     weight_decay: float = _f(5e-4, 'weight decay on conv / linear weights only (not BN, biases, centers)')
-    schedule: str = _f('onecycle', 'lr schedule: onecycle (linear up then down), step or cosine',
-                       choices=('onecycle', 'step', 'cosine'))
-    warmup_frac: float = _f(0.25, 'one-cycle: fraction of steps spent warming up')
+    schedule: str = _f('onecycle', 'lr schedule: onecycle (linear up, linear down to 0), cosine (linear up, half a '
+                                   'cosine down to 0) or step', choices=('onecycle', 'step', 'cosine'))
+    warmup_frac: float = _f(0.25, 'onecycle and cosine: fraction of the steps spent warming up linearly (0: none)')
     milestones: List[int] = _f([100, 150], 'step schedule: epochs where lr is multiplied by gamma')
     gamma: float = _f(0.1, 'step schedule factor')
     grad_clip: Optional[float] = _f(None, 'clip the gradient norm to this value (metrics.jsonl records the norms '

@@ -267,17 +267,20 @@ def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 
 
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Per-step multiplier of the peak lr."""
+    """Per-step multiplier of the peak lr: ``onecycle`` and ``cosine`` rise linearly over the first ``warmup_frac`` of
+    the steps, then fall to 0 at the last step, in a line or along half a cosine (Loshchilov & Hutter 2017,
+    arXiv:1608.03983, without restarts); ``step`` multiplies by ``gamma`` at each milestone epoch."""
     total = cfg.epochs * steps_per_epoch
+    warm = max(1, int(cfg.warmup_frac * total))
 
     def f(step: int) -> float:
-        if cfg.schedule == 'onecycle':
-            warm = max(1, int(cfg.warmup_frac * total))
+        if cfg.schedule in ('onecycle', 'cosine'):
             if step < warm:
                 return (step + 1) / warm
-            return max(0.0, (total - step) / max(1, total - warm))
-        if cfg.schedule == 'cosine':
-            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            if cfg.schedule == 'onecycle':
+                return max(0.0, (total - step) / max(1, total - warm))
+            done = min(1.0, (step - warm) / max(1, total - warm))  # share of the decay behind this step
+            return 0.5 * (1 + math.cos(math.pi * done))
         epoch = step // steps_per_epoch
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     return f
