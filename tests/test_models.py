@@ -198,6 +198,25 @@ def test_drop_rate_drops_features_in_training_only():
     assert torch.equal(plain(x), plain(x))  # without it, training-mode passes agree (batch statistics are the same)
 
 
+@pytest.mark.parametrize('name', ['resnet20_mmc', 'resnet32v2_sce'])
+def test_zero_init_last_starts_every_block_as_its_shortcut(name):
+    """With ``zero_init_last`` each residual block's output at initialisation is what its shortcut alone gives (after
+    the ReLU of a basic block); without it, no block is."""
+    import torch.nn.functional as F
+    from timm_mmc.models.cifar_resnet import BasicBlock
+    for zero in (True, False):
+        torch.manual_seed(0)
+        m = timm.create_model(name, zero_init_last=zero).train()
+        h = m.stem(m.normalize(_x(4)))
+        blocks = [b for stage in m.stages for b in stage]
+        for block in blocks:
+            shortcut = F.relu(block.shortcut(h)) if isinstance(block, BasicBlock) else block.proj(h)
+            out = block(h)
+            assert torch.allclose(out, shortcut, atol=1e-6) == zero, (name, zero)
+            h = out
+        assert 'zero_init_last' not in m.model_args()  # an initialisation, not part of the architecture
+
+
 def test_param_counts_match_he_et_al():
     def backbone(name):
         m = timm.create_model(name)

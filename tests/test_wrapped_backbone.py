@@ -215,6 +215,26 @@ def test_a_pretrained_backbone_keeps_the_normalisation_its_weights_were_trained_
     assert len(said) == 1 and 'input normalisation: its own' in said[0]
 
 
+def test_zero_init_last_reaches_the_model_and_a_backbone_without_it_is_refused_clearly(tmp_path):
+    """``--zero-init-last`` builds a CIFAR ResNet with every block's last batch-norm scale zero and reaches a wrapped
+    timm ResNet; a wrapped backbone that has no such argument is refused with the model named, not a traceback."""
+    from timm_mmc.config import TrainConfig
+    from timm_mmc.data import load_split
+    from timm_mmc.train_parts import TrainError, build_model, resolve_model
+    data = write_synthetic_dataset(tmp_path / 'd', n_train=16, n_test=8)
+    train_set = load_split(str(data), 'train', cache_dir=tmp_path / 'cache')
+    for zero in (True, False):
+        cfg = TrainConfig(model='resnet20_mmc', dataset=str(data), zero_init_last=zero)
+        model = build_model(cfg, *resolve_model(cfg), train_set, print)
+        scales = [b.bn2.weight for stage in model.stages for b in stage]
+        assert len(scales) == 9 and all(bool((w == 0).all()) == zero for w in scales)
+    cfg = TrainConfig(model=NAME, dataset=str(data), zero_init_last=True)
+    assert not build_model(cfg, *resolve_model(cfg), train_set, print).backbone.layer1[0].bn2.weight.any()
+    cfg = TrainConfig(model='test_efficientnet+mmc', dataset=str(data), zero_init_last=True)
+    with pytest.raises(TrainError, match="cannot build 'test_efficientnet\\+mmc'.*zero_init_last"):
+        build_model(cfg, *resolve_model(cfg), train_set, print)
+
+
 # -- the commands, as a user runs them ---------------------------------------------------------------------------
 
 def _env(tmp: Path) -> dict:

@@ -53,6 +53,9 @@ class TrainConfig:
     center_norm: Optional[float] = _f(None, 'override the MM center norm C (model default 10: "MMC-10")')
     feature_dim: Optional[int] = _f(None, 'override the feature width that meets the centers (default 256)')
     drop_rate: float = _f(0.0, 'dropout before the feature layer')
+    zero_init_last: bool = _f(False, 'start every residual block as its shortcut (its last batch-norm scale zero; '
+                                     'Goyal et al. 2017) in models that take it; unset, each model keeps its own '
+                                     'default (off for the CIFAR ResNets, on for timm ResNet backbones)')
     label_smoothing: float = _f(0.0, 'label smoothing for sce (calibration SCE run used 0.1)')
     lambda_c: float = _f(0.01, 'center-loss weight (Wen et al. 2016)')
     lgm_alpha: float = _f(0.1, 'L-GM margin alpha (Wan et al. 2018)')

@@ -110,10 +110,12 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
         kwargs['center_norm'] = cfg.center_norm
     if cfg.feature_dim is not None:
         kwargs['feature_dim'] = cfg.feature_dim
+    if cfg.zero_init_last:  # only when asked: a wrapped backbone without the argument builds as before
+        kwargs['zero_init_last'] = True
     torch.manual_seed(cfg.seed)
     try:
         model = timm.create_model(timm_name, pretrained=False, **kwargs)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise TrainError(f'cannot build {cfg.model!r}: {e}') from e
     if cfg.pretrained_backbone is not None:
         try:

@@ -58,6 +58,10 @@ class BasicBlock(nn.Module):
             x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
         return x
 
+    def zero_init_last(self) -> None:
+        """Zero the last batch norm's scale: the block starts as ReLU of its shortcut."""
+        nn.init.zeros_(self.bn2.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -82,6 +86,11 @@ class PreActBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_chs, 1, bias=True)
         self.proj = nn.Conv2d(in_chs, out_chs, 1, stride, bias=True) if project else nn.Identity()
 
+    def zero_init_last(self) -> None:
+        """Zero the last convolution (there is no batch norm after it): the block starts as its shortcut."""
+        nn.init.zeros_(self.conv3.weight)
+        nn.init.zeros_(self.conv3.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.act1(self.bn1(x)))
         out = self.conv2(F.relu(self.bn2(out)))
@@ -98,6 +107,10 @@ class CifarResNet(nn.Module):
         num_classes: Classes; 0 makes ``forward`` return the feature ``z``.
         in_chans: Input channels.
         drop_rate: Dropout before the feature layer.
+        zero_init_last: Start every residual block as its shortcut: zero the last batch-norm scale of a basic block,
+            the last convolution of a bottleneck (Goyal et al. 2017, arXiv:1706.02677, section 5.1; timm's ResNets
+            do it by default). Off by default: the released weights were trained without it. An initialisation
+            only, so not among :meth:`model_args`.
         global_pool: Only ``'avg'`` is supported (kept for timm's interface).
         norm_mean: Per-channel mean of the training data, applied inside ``forward_features``.
         norm_std: Per-channel std of the training data.
@@ -111,6 +124,7 @@ class CifarResNet(nn.Module):
             num_classes: int = 10,
             in_chans: int = 3,
             drop_rate: float = 0.0,
+            zero_init_last: bool = False,
             global_pool: str = 'avg',
             norm_mean: Sequence[float] = CIFAR10_MEAN,
             norm_std: Sequence[float] = CIFAR10_STD,
@@ -184,6 +198,10 @@ class CifarResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for block in self.stages.modules():
+                if isinstance(block, (BasicBlock, PreActBottleneck)):
+                    block.zero_init_last()
 
     @property
     def head_config(self) -> HeadConfig:
