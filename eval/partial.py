@@ -10,16 +10,16 @@ Layout (one pair of files per process, each pair written atomically)::
     STEM.partial/
         rank0.json          {"format": 1, "identity": {...}, "done": [attack names, in suite order],
                              "times": {...}, "warnings": [...], "extra": {...}, "elapsed_s": 512.3,
-                             "machine": "cpu: AMD EPYC (AVX2)"}
+                             "machines": {attack name: "cpu: AMD EPYC (AVX2)", ...}}
         rank0.safetensors   positions, clean, zero_grad/OBJECTIVE, attacks/NAME/KEY (per-sample tensors)
 
-``identity`` holds everything that changes a figure: the options that name the attacks and the data (the suite's as
-they resolved, so a default given explicitly is no change), the sha256 of the weights (and of the transfer source's),
-the evaluated indices, the device type and GPU, the number of processes and the package versions. A resume whose
-identity differs is refused with the keys that differ; the runner then checks that the clean predictions are the
-saved ones (:func:`eval.runner.run_suite`). ``machine`` is not part of it: the same clean predictions on another CPU
-make an honest continuation, but its report says which attacks ran where. This module is the only reader and writer
-of the folder.
+``identity`` holds everything that changes a figure: the options that name the attacks and the data (those the suite
+fills in when left out, as they resolved), the sha256 of the weights (and of the transfer source's), the evaluated
+indices, the device type and GPU, the number of processes and the package versions. A resume whose identity differs
+is refused with the keys that differ; the runner then checks that the clean predictions are the saved ones
+(:func:`eval.runner.run_suite`). The processor is not part of it: the same clean predictions on another CPU make an
+honest continuation, so ``machines`` records where each attack ran and :func:`machine_note` words it for the report.
+This module is the only reader and writer of the folder.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -37,9 +37,9 @@ from timm_mmc import atomic_write_set
 from .runner import Records
 
 __all__ = ['PARTIAL_FORMAT', 'PartialError', 'PartialState', 'partial_dir', 'identity_of', 'save', 'load', 'remove',
-           'identity_changes', 'resume']
+           'identity_changes', 'resume', 'machine_note']
 
-PARTIAL_FORMAT = 1
+PARTIAL_FORMAT = 2  # 2: the suite's options as resolved in the identity, and where each attack ran
 
 # options of the command line that change no figure of an attack: a resume may give them differently (the device's
 # type is part of the identity; flip TTA is measured after the attacks, in the resumed part)
@@ -59,13 +59,13 @@ class PartialState:
         records: The per-sample records of the finished attacks (``records.attacks`` holds exactly ``done``).
         done: Names of the finished attacks, a prefix of the suite's order.
         elapsed_s: Seconds the earlier parts of the evaluation ran, in all.
-        machine: The processor the last part ran on (``''`` where unknown).
+        machines: The processor each finished attack ran on, by attack name.
     """
     identity: Dict[str, Any]
     records: Records
     done: List[str] = field(default_factory=list)
     elapsed_s: float = 0.0
-    machine: str = ''
+    machines: Dict[str, str] = field(default_factory=dict)
 
 
 def partial_dir(out_dir: Path, stem: str) -> Path:
@@ -116,16 +116,17 @@ def _files(folder: Path, rank: int) -> Dict[str, Path]:
 
 
 def save(folder: Path, rank: int, identity: Dict[str, Any], records: Records, elapsed_s: float,
-         machine: str = '') -> None:
+         machines: Dict[str, str]) -> None:
     """Write this process's finished attacks (all of ``records.attacks``) into ``folder``, replacing its earlier
-    pair; ``machine`` names the processor they ran on."""
+    pair; ``machines`` names the processor each of them ran on."""
     from safetensors.torch import save as to_bytes
     tensors = {'positions': records.positions, 'clean': records.clean}
     tensors.update({f'zero_grad/{k}': v for k, v in records.zero_grad.items()})
     for name, parts in records.attacks.items():
         tensors.update({f'attacks/{name}/{k}': v for k, v in parts.items()})
     meta = dict(format=PARTIAL_FORMAT, identity=identity, done=list(records.attacks), times=records.times,
-                warnings=records.warnings, extra=records.extra, elapsed_s=elapsed_s, machine=machine)
+                warnings=records.warnings, extra=records.extra, elapsed_s=elapsed_s,
+                machines={k: machines[k] for k in records.attacks})
     text = json.dumps(meta, indent=1)  # extra facts that JSON cannot hold would not fit the report either: a bug
     folder.mkdir(parents=True, exist_ok=True)
     paths = _files(folder, rank)
@@ -156,7 +157,8 @@ def load(folder: Path, rank: int) -> PartialState:
         done = list(meta['done'])
         rec = Records(tensors['positions'], tensors['clean'], times=dict(meta['times']),
                       warnings=list(meta['warnings']), extra=dict(meta['extra']))
-        identity, elapsed_s, machine = dict(meta['identity']), float(meta['elapsed_s']), str(meta.get('machine', ''))
+        identity, elapsed_s = dict(meta['identity']), float(meta['elapsed_s'])
+        machines = {str(k): str(v) for k, v in dict(meta['machines']).items()}
     except (KeyError, TypeError, ValueError) as e:
         raise PartialError(f'{folder} lacks part of its state ({e!r}); {fix}') from None
     rec.zero_grad = {k.split('/', 1)[1]: v for k, v in tensors.items() if k.startswith('zero_grad/')}
@@ -166,16 +168,15 @@ def load(folder: Path, rank: int) -> PartialState:
         if not parts:
             raise PartialError(f'{paths["tensors"]} lacks the records of {name}; {fix}')
         rec.attacks[name] = parts
-    return PartialState(identity=identity, records=rec, done=done, elapsed_s=elapsed_s, machine=machine)
+    return PartialState(identity=identity, records=rec, done=done, elapsed_s=elapsed_s, machines=machines)
 
 
-def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any], device: torch.device,
-           machine: str = '') -> Tuple[Records, float]:
-    """The records this process had finished and the seconds the earlier parts ran, for ``--resume``.
+def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any], device: torch.device) -> PartialState:
+    """What this process had finished, for ``--resume``: its records, the seconds the earlier parts ran and where each
+    finished attack ran.
 
     Every process keeps the same number of finished attacks (the fewest any of them had), so that each one takes part
-    in the same collectives after the resume. Where they ran on another ``machine`` than this one, the records gain a
-    warning that names both and the attacks that ran there.
+    in the same collectives after the resume.
 
     Raises:
         PartialError: The state cannot be read or belongs to another evaluation; the message names what differs.
@@ -200,13 +201,28 @@ def resume(folder: Path, rank: int, world: int, identity: Dict[str, Any], device
     if keep < 0:
         raise PartialError(f'--resume: another process cannot resume from {folder} (its own message says why); start '
                            f'over with --overwrite.')
-    rec = state.records
-    rec.attacks = {k: rec.attacks[k] for k in state.done[:keep]}
-    if rec.attacks and state.machine != machine:
-        rec.warnings.append(f'resumed on another machine: {", ".join(rec.attacks)} ran on '
-                            f'{state.machine or "an unrecorded machine"}, the rest on {machine}; the clean predictions '
-                            f'agreed, but an uncut run could differ in the last digits of an attack.')
-    return rec, state.elapsed_s
+    state.done = state.done[:keep]
+    state.records.attacks = {k: state.records.attacks[k] for k in state.done}
+    state.machines = {k: state.machines[k] for k in state.done if k in state.machines}
+    return state
+
+
+def machine_note(machines: Dict[str, str], here: str, names: Sequence[str]) -> Optional[str]:
+    """The report's warning when a resumed evaluation's attacks ran on more than one processor, else None.
+
+    Args:
+        machines: Where the attacks finished before the last resume ran, by name (:attr:`PartialState.machines`).
+        here: The processor of the last part; it ran every attack ``machines`` does not name.
+        names: Every attack of the suite, in order.
+    """
+    where: Dict[str, List[str]] = {}
+    for name in names:
+        where.setdefault(machines.get(name, here), []).append(name)
+    if len(where) < 2:
+        return None
+    parts = '; '.join(f'{", ".join(group)} on {machine}' for machine, group in where.items())
+    return (f'resumed on another machine, so the attacks ran on {len(where)} processors: {parts}. The clean '
+            f'predictions agreed on each; an uncut run could differ in the last digits of an attack.')
 
 
 def remove(folder: Path) -> None:

@@ -244,16 +244,17 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError('--attacks transfer needs --transfer-from MODEL.')
 
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
-    identity = partial.identity_of(  # the suite's options as resolved: a default given explicitly changes nothing
+    identity = partial.identity_of(  # the suite's options as resolved: --cw-n 25 on a CPU is no change from none
         vars(args), **opts.to_dict(), n_examples=n_examples, checkpoint_sha256=weights_sha,
         transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
         device_type=device.type, num_processes=world, versions=package_versions(),
         gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)
     unfinished = partial.partial_dir(Path(args.out), stem)
-    done, earlier_s = None, 0.0
+    done, earlier_s, machines, here = None, 0.0, {}, _machine(device)  # machines: where each finished attack ran
     if args.resume:
-        done, earlier_s = partial.resume(unfinished, rank, world, identity, device, _machine(device))
+        state = partial.resume(unfinished, rank, world, identity, device)
+        done, earlier_s, machines = state.records, state.elapsed_s, state.machines
     if not args.resume and main_proc:
         partial.remove(unfinished)  # --overwrite: start over (check_outputs refused it otherwise)
     if distributed and not args.resume:
@@ -261,7 +262,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         dist.barrier()  # nobody saves into the folder before it is gone
 
     def save_state(so_far) -> None:
-        partial.save(unfinished, rank, identity, so_far, earlier_s + time.perf_counter() - t_start, _machine(device))
+        machines.update({name: here for name in so_far.attacks if name not in machines})
+        partial.save(unfinished, rank, identity, so_far, earlier_s + time.perf_counter() - t_start, machines)
         inject_fault('eval-attack', len(so_far.attacks))
 
     torch.manual_seed(args.seed)
@@ -309,7 +311,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except CheckError:
         partial.remove(unfinished)
         raise
-    rep.warnings = load_warnings + rep.warnings
+    moved = partial.machine_note(machines, here, [s.name for s in specs])
+    rep.warnings = load_warnings + ([moved] if moved else []) + rep.warnings
     rep.timings = dict(rec.times, total_s=earlier_s + time.perf_counter() - t_start)
     if args.resume:
         rep.timings['before_resume_s'] = earlier_s

@@ -149,6 +149,8 @@ TRAIN = [
     Case('momentum-negative', ['--momentum', '-1'], ['--momentum', '[0, 1)']),
     Case('weight-decay-negative', ['--weight-decay', '-5'], ['--weight-decay', '>= 0']),
     Case('warmup-frac-seven', ['--warmup-frac', '7'], ['--warmup-frac', '[0, 1)']),
+    Case('zero-init-with-init-from', ['--zero-init-last', '--init-from', '{tmp}/w.safetensors'],
+         ['--zero-init-last', '--init-from', 'drop one of them']),
     Case('feature-dim-too-small', ['--feature-dim', '1'], ['too small', 'feature_dim']),
     Case('npz-float-images', ['--dataset', '{tmp}/bad.npz'], ['uint8', '255'],
          _npz(np.random.rand(8, 32, 32, 3).astype(np.float32), np.arange(8) % 4, class_names=NAMES)),

@@ -240,8 +240,8 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
 
     out, real_save, saved = tmp_path / 'cut', partial.save, []
 
-    def save_then_die(folder, rank, identity, records, elapsed_s, machine):
-        real_save(folder, rank, identity, records, elapsed_s, machine)
+    def save_then_die(folder, rank, identity, records, elapsed_s, machines):
+        real_save(folder, rank, identity, records, elapsed_s, machines)
         saved.append(dict(records.times))
         if len(records.attacks) == 3:
             raise KeyboardInterrupt  # as Ctrl-C or a SIGTERM there
@@ -261,7 +261,10 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
         assert text in capsys.readouterr().err, text
         assert (out / 'r.partial').is_dir() and not (out / 'r.json').exists()
 
-    assert partial.load(out / 'r.partial', 0).machine.startswith('cpu: ')
+    first = partial.load(out / 'r.partial', 0).machines
+    assert list(first) == list(whole.attacks)[:3] and len(set(first.values())) == 1
+    here = next(iter(first.values()))
+    assert here.startswith('cpu: ')
     monkeypatch.setattr(robustness, '_machine', lambda device: 'cpu: another one (AVX2)')
     # --aa-version fast is the quick suite's default, given explicitly this time
     assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1', '--aa-version', 'fast')) == 0
@@ -270,9 +273,10 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
     resumed = report.load(out / 'r.json')
     assert _figures(resumed) == _figures(whole)
     moved = [w for w in resumed.warnings if w.startswith('resumed on another machine')]
-    assert len(moved) == 1 and ', '.join(list(whole.attacks)[:3]) + ' ran on cpu: ' in moved[0], resumed.warnings
-    assert moved[0].endswith('the rest on cpu: another one (AVX2); the clean predictions agreed, but an uncut run '
-                             'could differ in the last digits of an attack.')
+    names = list(whole.attacks)
+    assert moved == [f'resumed on another machine, so the attacks ran on 2 processors: {", ".join(names[:3])} on '
+                     f'{here}; {", ".join(names[3:])} on cpu: another one (AVX2). The clean predictions agreed on '
+                     f'each; an uncut run could differ in the last digits of an attack.'], resumed.warnings
     assert not any(w.startswith('resumed on') for w in whole.warnings)
     for name in list(whole.attacks)[:3]:  # taken from the cut run, not run again
         assert resumed.timings[name] == saved[-1][name]
@@ -313,6 +317,32 @@ def test_resume_checks_the_clean_predictions_and_overwrite_starts_over(tiny, tmp
     assert 'cannot be read' in capsys.readouterr().err and (out / 'r.partial').is_dir()
     assert main([*argv, '--overwrite']) == 0
     assert (out / 'r.json').is_file() and not (out / 'r.partial').exists()
+
+
+def test_the_machine_note_names_where_each_attack_ran_after_resumes_on_several_machines():
+    """Three attacks on A, the fourth on B, the rest on A again: the note groups them by processor, and none is blamed
+    on the last one; one processor throughout gives no note."""
+    from eval.partial import machine_note
+    names = ['a1', 'a2', 'a3', 'b4', 'a5']
+    ran = dict(a1='A', a2='A', a3='A', b4='B')
+    assert machine_note(ran, 'A', names).startswith('resumed on another machine, so the attacks ran on 2 processors: '
+                                                    'a1, a2, a3, a5 on A; b4 on B. ')
+    assert machine_note(dict(a1='A'), 'C', names[:2]).startswith('resumed on another machine, so the attacks ran on 2 '
+                                                                 'processors: a1 on A; a2 on C. ')
+    assert machine_note(dict(a1='A', a2='A'), 'A', names) is None and machine_note({}, 'A', names) is None
+
+
+def test_a_state_of_an_older_format_is_refused_with_the_fix(tmp_path):
+    from safetensors.torch import save_file
+
+    from eval.partial import PartialError, load
+    (tmp_path / 'rank0.json').write_text(json.dumps(dict(format=1, identity={}, done=[], times={}, warnings=[],
+                                                         extra={}, elapsed_s=1.0, machine='cpu: A')))
+    save_file({'positions': torch.arange(2), 'clean': torch.ones(2, dtype=torch.bool)},
+              str(tmp_path / 'rank0.safetensors'))
+    with pytest.raises(PartialError, match='is not a partial state of format 2; start the evaluation over with '
+                                           '--overwrite'):
+        load(tmp_path, 0)
 
 
 def test_each_process_of_a_sharded_run_names_itself_in_its_errors(monkeypatch, capsys):

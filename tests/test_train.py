@@ -902,6 +902,12 @@ def test_lr_schedules_warm_up_then_fall_to_zero():
         assert f['cosine'](mid) == pytest.approx(0.5, abs=0.02) and f['onecycle'](mid) == pytest.approx(0.5, abs=0.02)
         assert f['cosine'](quarter) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)), abs=0.02)
         assert f['cosine'](quarter) > f['onecycle'](quarter)
+    for warmup_frac in (0.25, 0.1, 0.0):  # onecycle is the expression the release runs trained with, to the last bit
+        g = lr_lambda(dataclasses.replace(TrainConfig(), schedule='onecycle', epochs=75, warmup_frac=warmup_frac), 390)
+        total = 75 * 390
+        warm = max(1, int(warmup_frac * total))
+        assert all(g(k) == ((k + 1) / warm if k < warm else max(0.0, (total - k) / max(1, total - warm)))
+                   for k in range(total + 2))
     step = lr_lambda(dataclasses.replace(TrainConfig(), schedule='step', epochs=epochs, milestones=[3, 6], gamma=0.1),
                      spe)
     assert [step(e * spe) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])

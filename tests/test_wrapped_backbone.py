@@ -223,15 +223,16 @@ def test_zero_init_last_reaches_the_model_and_a_backbone_without_it_is_refused_c
     from timm_mmc.train_parts import TrainError, build_model, resolve_model
     data = write_synthetic_dataset(tmp_path / 'd', n_train=16, n_test=8)
     train_set = load_split(str(data), 'train', cache_dir=tmp_path / 'cache')
-    for zero in (True, False):
+    for zero in (True, False, None):
         cfg = TrainConfig(model='resnet20_mmc', dataset=str(data), zero_init_last=zero)
         model = build_model(cfg, *resolve_model(cfg), train_set, print)
         scales = [b.bn2.weight for stage in model.stages for b in stage]
-        assert len(scales) == 9 and all(bool((w == 0).all()) == zero for w in scales)
-    cfg = TrainConfig(model=NAME, dataset=str(data), zero_init_last=True)
-    assert not build_model(cfg, *resolve_model(cfg), train_set, print).backbone.layer1[0].bn2.weight.any()
+        assert len(scales) == 9 and all(bool((w == 0).all()) == bool(zero) for w in scales)
+    for zero in (True, False):  # timm's ResNet zeroes by default: --no-zero-init-last reaches it too
+        cfg = TrainConfig(model=NAME, dataset=str(data), zero_init_last=zero)
+        assert build_model(cfg, *resolve_model(cfg), train_set, print).backbone.layer1[0].bn2.weight.any() != zero
     cfg = TrainConfig(model='test_efficientnet+mmc', dataset=str(data), zero_init_last=True)
-    with pytest.raises(TrainError, match="cannot build 'test_efficientnet\\+mmc'.*zero_init_last"):
+    with pytest.raises(TrainError, match="cannot build 'test_efficientnet\\+mmc' with --zero-init-last.*drop the flag"):
         build_model(cfg, *resolve_model(cfg), train_set, print)
 
 

@@ -53,9 +53,10 @@ class TrainConfig:
     center_norm: Optional[float] = _f(None, 'override the MM center norm C (model default 10: "MMC-10")')
     feature_dim: Optional[int] = _f(None, 'override the feature width that meets the centers (default 256)')
     drop_rate: float = _f(0.0, 'dropout before the feature layer')
-    zero_init_last: bool = _f(False, 'start every residual block as its shortcut (its last batch-norm scale zero; '
-                                     'Goyal et al. 2017) in models that take it; unset, each model keeps its own '
-                                     'default (off for the CIFAR ResNets, on for timm ResNet backbones)')
+    zero_init_last: Optional[bool] = _f(None, 'start every residual block as its shortcut (Goyal et al. 2017: the '
+                                              'last batch-norm scale of a basic block, the last conv of a bottleneck, '
+                                              'zero) in models that take it; unset, each model keeps its own default '
+                                              '(off for the CIFAR ResNets, on for timm ResNet backbones)')
     label_smoothing: float = _f(0.0, 'label smoothing for sce (calibration SCE run used 0.1)')
     lambda_c: float = _f(0.01, 'center-loss weight (Wen et al. 2016)')
     lgm_alpha: float = _f(0.1, 'L-GM margin alpha (Wan et al. 2018)')
@@ -169,6 +170,9 @@ class TrainConfig:
                               f'typical.')
         if not 0 <= self.mixup_off_last <= self.epochs:
             raise ConfigError(f'--mixup-off-last must lie in [0, --epochs] (got {self.mixup_off_last}).')
+        if self.zero_init_last is not None and (self.init_from or self.pretrained_backbone):
+            raise ConfigError('--zero-init-last / --no-zero-init-last choose initial weights, which --init-from and '
+                              '--pretrained-backbone replace: drop one of them.')
         if self.mixup > 0 and self.adv != 'none':
             raise ConfigError('--mixup with --adv is not defined here (which image would the attack perturb?): drop '
                               'one of them.')

@@ -110,13 +110,18 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
         kwargs['center_norm'] = cfg.center_norm
     if cfg.feature_dim is not None:
         kwargs['feature_dim'] = cfg.feature_dim
-    if cfg.zero_init_last:  # only when asked: a wrapped backbone without the argument builds as before
-        kwargs['zero_init_last'] = True
+    if cfg.zero_init_last is not None:  # only when asked: a wrapped backbone without the argument builds as before
+        kwargs['zero_init_last'] = cfg.zero_init_last
     torch.manual_seed(cfg.seed)
     try:
         model = timm.create_model(timm_name, pretrained=False, **kwargs)
-    except (ValueError, TypeError) as e:
+    except ValueError as e:
         raise TrainError(f'cannot build {cfg.model!r}: {e}') from e
+    except TypeError as e:
+        if 'zero_init_last' not in str(e):
+            raise
+        raise TrainError(f'cannot build {cfg.model!r} with --zero-init-last / --no-zero-init-last: its backbone takes '
+                         f'no zero_init_last ({e}); drop the flag.') from e
     if cfg.pretrained_backbone is not None:
         try:
             where = model.load_backbone_weights(cfg.pretrained_backbone)
@@ -270,8 +275,8 @@ def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-step multiplier of the peak lr: ``onecycle`` and ``cosine`` rise linearly over the first ``warmup_frac`` of
-    the steps, then fall to 0 at the last step, in a line or along half a cosine (Loshchilov & Hutter 2017,
-    arXiv:1608.03983, without restarts); ``step`` multiplies by ``gamma`` at each milestone epoch."""
+    the steps, then fall toward 0 (reached just after the last step), in a line or along half a cosine (Loshchilov &
+    Hutter 2017, arXiv:1608.03983, without restarts); ``step`` multiplies by ``gamma`` at each milestone epoch."""
     total = cfg.epochs * steps_per_epoch
     warm = max(1, int(cfg.warmup_frac * total))
 
