@@ -451,11 +451,6 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     rep = report.load(out / 'sharded.json')
     # cut after its second attack and resumed (both processes keep as many attacks as the one with fewest): the same
     assert launch('cut', fault='eval-attack:2').returncode != 0 and (out / 'cut.partial').is_dir()
-    r = launch('cut', '--resume', '--seed', '1')  # refused by both (torchrun may stop one before it prints)
-    lines = [ln for ln in r.stderr.splitlines() if 'belongs to another evaluation' in ln]
-    assert r.returncode != 0 and lines, r.stderr[-6000:]
-    prefixes = [ln.split('error: ')[0] for ln in lines]
-    assert len(set(prefixes)) == len(prefixes) and set(prefixes) <= {'', '[process 1 of 2] '}, lines
     r = launch('cut', '--resume')
     assert r.returncode == 0 and 'resuming: ' in r.stdout, r.stderr[:6000]
     assert _figures(report.load(out / 'cut.json')) == _figures(rep)
