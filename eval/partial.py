@@ -8,7 +8,7 @@ is written. Every attack has its own seed, so a resumed evaluation gives the sam
 Layout (one pair of files per process, each pair written atomically)::
 
     STEM.partial/
-        rank0.json          {"format": 1, "identity": {...}, "done": [attack names, in suite order],
+        rank0.json          {"format": 2, "identity": {...}, "done": [attack names, in suite order],
                              "times": {...}, "warnings": [...], "extra": {...}, "elapsed_s": 512.3,
                              "machines": {attack name: "cpu: AMD EPYC (AVX2)", ...}}
         rank0.safetensors   positions, clean, zero_grad/OBJECTIVE, attacks/NAME/KEY (per-sample tensors)

@@ -14,8 +14,8 @@ from .data import DataError, ImageSplit, TooFewExamples, load_split
 from .fileio import atomic_write_bytes, atomic_write_set, atomic_write_text
 from .heads import HEAD_KINDS, HEADS, CenterClassifier, HeadConfig, HeadSpec, MMHead, distance_logits, head_spec
 from .io import HeadFromNameWarning, ModelLoadError, file_sha256, load_model
-from .machine import cpu_name
 from .losses import LOSSES, build_loss, default_loss_for_head
+from .machine import cpu_name
 from .models import CifarResNet, MMCWrapper, create_mmc_model
 from .models._pretrained import PretrainedWeightsError
 from .models.wrapper import model_display_name, release_name, resolve_model_name

@@ -108,7 +108,7 @@ class CifarResNet(nn.Module):
         in_chans: Input channels.
         drop_rate: Dropout before the feature layer.
         zero_init_last: Start every residual block as its shortcut: zero the last batch-norm scale of a basic block,
-            the last convolution of a bottleneck (Goyal et al. 2017, arXiv:1706.02677, section 5.1; timm's ResNets
+            the last convolution of a bottleneck (Goyal et al. 2017, arXiv:1706.02677; timm's ResNets
             do it by default). Off by default: the released weights were trained without it. An initialisation
             only, so not among :meth:`model_args`.
         global_pool: Only ``'avg'`` is supported (kept for timm's interface).
