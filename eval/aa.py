@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from timm_mmc import ScaledLogits, check_linf_batch, choose_logit_scale, predict
 
-__all__ = ['AA_VERSIONS', 'ScaledLogits', 'choose_logit_scale', 'run_autoattack', 'AAOutcome']
+__all__ = ['AA_VERSIONS', 'ScaledLogits', 'choose_logit_scale', 'run_autoattack', 'resolved_budget', 'AAOutcome']
 
 AA_VERSIONS = ('standard', 'rand', 'fast')
 
@@ -69,6 +69,41 @@ def _set_iters(attack, n_iter: int) -> None:
     attack.size_decr = max(int(0.03 * n_iter), 1)
 
 
+def _configure(model: nn.Module, eps: float, version: str, seed: int, device: torch.device, n_iter: Optional[int],
+               n_target_classes: Optional[int], num_classes: Optional[int], attacks: Optional[List[str]]):
+    """The ``AutoAttack`` object :func:`run_autoattack` runs (arguments as there)."""
+    from pyautoattack import AutoAttack
+    if version == 'custom':
+        if not attacks:
+            raise ValueError("version='custom' needs attacks=[...], e.g. ['apgd-ce'].")
+    elif attacks is not None:
+        raise ValueError(f"attacks= only goes with version='custom' (got version={version!r}).")
+    elif version not in AA_VERSIONS:
+        raise ValueError(f'unknown AutoAttack version {version!r}; choose one of {AA_VERSIONS}.')
+    if version == 'custom':
+        aa = AutoAttack(model, norm='Linf', eps=eps, version='custom', attacks=list(attacks), seed=seed,
+                        device=device)
+        aa.apgd.n_restarts = 1
+    elif version == 'fast':
+        aa = AutoAttack(model, norm='Linf', eps=eps, version='custom', attacks=['apgd-ce', 'apgd-t'], seed=seed,
+                        device=device)
+        aa.apgd.n_restarts = 1
+        aa.apgd_targeted.n_restarts = 1
+        aa.apgd_targeted.n_target_classes = 3 if n_target_classes is None else n_target_classes
+    else:
+        aa = AutoAttack(model, norm='Linf', eps=eps, version=version, seed=seed, device=device)
+        if n_target_classes is not None:
+            aa.apgd_targeted.n_target_classes = n_target_classes
+            aa.fab.n_target_classes = n_target_classes
+    if num_classes is not None:
+        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
+        aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
+    if n_iter is not None:
+        _set_iters(aa.apgd, n_iter)
+        _set_iters(aa.apgd_targeted, n_iter)
+    return aa
+
+
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, version: str = 'standard',
                    seed: int = 0, batch_size: int = 250, n_iter: Optional[int] = None,
                    n_target_classes: Optional[int] = None, num_classes: Optional[int] = None,
@@ -93,36 +128,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
         ValueError: Unknown version.
         CheckError: AutoAttack returned points outside the eps-ball or [0, 1].
     """
-    from pyautoattack import AutoAttack
-    if version == 'custom':
-        if not attacks:
-            raise ValueError("version='custom' needs attacks=[...], e.g. ['apgd-ce'].")
-    elif attacks is not None:
-        raise ValueError(f"attacks= only goes with version='custom' (got version={version!r}).")
-    elif version not in AA_VERSIONS:
-        raise ValueError(f'unknown AutoAttack version {version!r}; choose one of {AA_VERSIONS}.')
-    device = x.device
-    if version == 'custom':
-        aa = AutoAttack(model, norm='Linf', eps=eps, version='custom', attacks=list(attacks), seed=seed,
-                        device=device)
-        aa.apgd.n_restarts = 1
-    elif version == 'fast':
-        aa = AutoAttack(model, norm='Linf', eps=eps, version='custom', attacks=['apgd-ce', 'apgd-t'], seed=seed,
-                        device=device)
-        aa.apgd.n_restarts = 1
-        aa.apgd_targeted.n_restarts = 1
-        aa.apgd_targeted.n_target_classes = 3 if n_target_classes is None else n_target_classes
-    else:
-        aa = AutoAttack(model, norm='Linf', eps=eps, version=version, seed=seed, device=device)
-        if n_target_classes is not None:
-            aa.apgd_targeted.n_target_classes = n_target_classes
-            aa.fab.n_target_classes = n_target_classes
-    if num_classes is not None:
-        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
-        aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
-    if n_iter is not None:
-        _set_iters(aa.apgd, n_iter)
-        _set_iters(aa.apgd_targeted, n_iter)
+    aa = _configure(model, eps, version, seed, x.device, n_iter, n_target_classes, num_classes, attacks)
     logger = logging.getLogger('auto-attack')
     handler = _Capture()
     old_level = logger.level
@@ -140,3 +146,13 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     robust = predict(model, x_adv, batch_size) == y
     found = handler.warnings + [str(w.message) for w in caught]
     return AAOutcome(x_adv, robust, list(aa.attacks_to_run), handler.lines, found)
+
+
+def resolved_budget(version: str, n_iter: Optional[int] = None, n_target_classes: Optional[int] = None,
+                    num_classes: Optional[int] = None) -> Tuple[int, int]:
+    """The APGD iterations and APGD-T target classes :func:`run_autoattack` runs with these arguments, AutoAttack's own
+    defaults filled in: ``--aa-n-iter 100`` is no change from none. Built, not run (AutoAttack's constructor only
+    stores the model)."""
+    aa = _configure(nn.Identity(), 8 / 255, version, 0, torch.device('cpu'), n_iter, n_target_classes, num_classes,
+                    None)
+    return aa.apgd.n_iter, aa.apgd_targeted.n_target_classes

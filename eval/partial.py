@@ -8,7 +8,7 @@ is written. Every attack has its own seed, so a resumed evaluation gives the sam
 Layout (one pair of files per process, each pair written atomically)::
 
     STEM.partial/
-        rank0.json          {"format": 2, "identity": {...}, "done": [attack names, in suite order],
+        rank0.json          {"format": 3, "identity": {...}, "done": [attack names, in suite order],
                              "times": {...}, "warnings": [...], "extra": {...}, "elapsed_s": 512.3,
                              "machines": {attack name: "cpu: AMD EPYC (AVX2)", ...}}
         rank0.safetensors   positions, clean, zero_grad/OBJECTIVE, attacks/NAME/KEY (per-sample tensors)
@@ -39,7 +39,8 @@ from .runner import Records
 __all__ = ['PARTIAL_FORMAT', 'PartialError', 'PartialState', 'partial_dir', 'identity_of', 'save', 'load', 'remove',
            'identity_changes', 'resume', 'machine_note']
 
-PARTIAL_FORMAT = 2  # 2: the suite's options as resolved in the identity, and where each attack ran
+PARTIAL_FORMAT = 3  # 2: the suite's options as resolved in the identity, and where each attack ran; 3: the
+# example counts and AutoAttack budget as run (--cw-n 1000 on 500 examples is 500)
 
 # options of the command line that change no figure of an attack: a resume may give them differently (the device's
 # type is part of the identity; flip TTA is measured after the attacks, in the resumed part)

@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -46,6 +46,7 @@ from timm_mmc import (RULES, CheckError, DataError, EvalReport, ExitStatus, Head
                       names_weights, package_versions, random_targets, status_of)
 
 from . import partial
+from .aa import resolved_budget
 from .options import build_parser
 from .report import OutputError, check_outputs, default_name, write_outputs
 from .suite import (ResumeMismatch, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records,
@@ -57,6 +58,14 @@ __all__ = ['main', 'build_parser']
 
 class EvalError(RuntimeError):
     """A problem with the model, data or options found after parsing; the message names the fix."""
+
+
+def _resolved_budgets(opts: SuiteOptions, n: int, num_classes: int) -> Dict[str, int]:
+    """The example counts and AutoAttack budget the suite runs with, for a resume's identity: ``--cw-n 1000`` on 500
+    examples is ``--cw-n 500``, and ``--aa-n-iter 100`` is AutoAttack's own default."""
+    iters, targets = resolved_budget(opts.aa_version, opts.aa_n_iter, opts.aa_target_classes, num_classes)
+    return dict(cw_n=min(opts.cw_n, n), spsa_n=min(opts.spsa_n, n), aa_n=n if opts.aa_n is None else min(opts.aa_n, n),
+                aa_n_iter=iters, aa_target_classes=targets)
 
 
 def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str]:
@@ -245,7 +254,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
     identity = partial.identity_of(  # the suite's options as resolved: --cw-n 25 on a CPU is no change from none
-        vars(args), **opts.to_dict(), n_examples=n_examples, checkpoint_sha256=weights_sha,
+        vars(args), **{**opts.to_dict(), **_resolved_budgets(opts, n, num_classes)}, n_examples=n_examples,
+        checkpoint_sha256=weights_sha,
         transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
         device_type=device.type, num_processes=world, versions=package_versions(),

@@ -228,8 +228,8 @@ def _figures(rep) -> dict:
 def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path, capsys, monkeypatch):
     """Killed after its third attack, an evaluation keeps what it measured; ``--resume`` runs only the rest, and the
     report matches one made in a single run. A bare rerun, a resume with another option and a resume of nothing are
-    refused before any work, and the state stays for the right resume; a default given explicitly is no other option,
-    and a resume on another processor is allowed and said in the report."""
+    refused before any work, and the state stays for the right resume; a default given explicitly (or a count over
+    the examples) is no other option, and a resume on another processor is allowed and said in the report."""
     from eval import partial, robustness
     from timm_mmc import report
     opts = ('--suite', 'quick', '--n-examples', '12', '--pgd-steps', '2', '--eps', '0.25/255', '0.5/255',
@@ -256,6 +256,7 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
     for argv, text in [(_base(tiny, out, *opts, '--name', 'r'), 'pass --resume to continue it'),
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--seed', '1'), 'seed: 0 -> 1'),
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--eps', '0.25/255'), 'eps: '),
+                       (_base(tiny, out, *opts, '--name', 'r', '--resume', '--aa-n-iter', '3'), 'aa_n_iter: 2 -> 3'),
                        (_base(tiny, out, *opts, '--name', 'other', '--resume'), 'no unfinished evaluation')]:
         assert main(argv) == 2, argv
         assert text in capsys.readouterr().err, text
@@ -266,8 +267,10 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
     here = next(iter(first.values()))
     assert here.startswith('cpu: ')
     monkeypatch.setattr(robustness, '_machine', lambda device: 'cpu: another one (AVX2)')
-    # --aa-version fast is the quick suite's default, given explicitly this time
-    assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1', '--aa-version', 'fast')) == 0
+    # as given this time, each is what ran before: --aa-version fast is the quick suite's default, 3 target classes
+    # fast's, and --cw-n 1000 and --spsa-n 12 (the defaults 25) on 12 examples cover all of them
+    same = ('--aa-version', 'fast', '--aa-target-classes', '3', '--cw-n', '1000', '--spsa-n', '12')
+    assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1', *same)) == 0
     printed = capsys.readouterr().out
     assert 'resuming: 3 of' in printed
     resumed = report.load(out / 'r.json')
@@ -340,7 +343,7 @@ def test_a_state_of_an_older_format_is_refused_with_the_fix(tmp_path):
                                                          extra={}, elapsed_s=1.0, machine='cpu: A')))
     save_file({'positions': torch.arange(2), 'clean': torch.ones(2, dtype=torch.bool)},
               str(tmp_path / 'rank0.safetensors'))
-    with pytest.raises(PartialError, match='is not a partial state of format 2; start the evaluation over with '
+    with pytest.raises(PartialError, match='is not a partial state of format 3; start the evaluation over with '
                                            '--overwrite'):
         load(tmp_path, 0)
 
