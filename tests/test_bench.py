@@ -1,6 +1,7 @@
 """The bench scripts run end to end on tiny inputs: a refactor of the trainer or the attacks must not leave them broken
 (``bench/train_throughput.py`` read ``trainer.history`` as dicts for a while after the records became dataclasses).
-The figures themselves are not checked: speed lives in the benches' output, never in tests."""
+The figures' sizes are not checked (speed lives in the benches' output, never in tests), only that each ratio a bench
+prints is the quotient of the figures it printed beside it: a swapped or mislabelled figure fails."""
 import re
 import runpy
 import sys
@@ -23,6 +24,12 @@ def figure(out: str, pattern: str) -> float:
     return float(m.group(1))
 
 
+def assert_quotient(ratio: float, num: float, den: float, step: float, ratio_step: float) -> None:
+    """``ratio`` (printed to ``ratio_step``) is ``num / den`` of figures printed to ``step``, within the rounding."""
+    low, high = (num - step / 2) / (den + step / 2), (num + step / 2) / (den - step / 2)
+    assert low - ratio_step / 2 <= ratio <= high + ratio_step / 2, (ratio, num, den)
+
+
 def test_train_throughput_prints_every_figure(monkeypatch, capsys):
     import torch
 
@@ -35,19 +42,26 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
             assert variant not in out and 'emulated (no AVX512-BF16 or AMX; measured eager at batch 128 only' in out
             continue
         assert figure(out, re.escape(variant) + r'\s+([\d.]+)') > 0
-    assert figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s") > 0
-    assert figure(out, r'project / best plain loop: ([\d.]+)') > 0
+    rates = [float(r) for r in re.findall(r'^  \w+ +batch +\d+ \w+ +([\d.]+)$', out, re.M)]
+    best = figure(out, r'best plain loop: \w+, batch \d+, \w+: ([\d.]+) img/s')
+    assert best == max(rates), (best, rates)
+    project = figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s")
+    assert_quotient(figure(out, r'project / best plain loop: ([\d.]+)'), project, best, 0.1, 0.001)
     assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') > 0
 
 
-@pytest.mark.parametrize('script,args,pattern', [
-    ('attack_throughput.py', ['--model', 'resnet20_mmc', '--batch', '8', '--rounds', '1', '--threads', '1'],
-     r'ratio PGD-10 / limit: ([\d.]+)'),
-    ('heads.py', ['--steps', '2', '--warmup', '1', '--batch', '8'], r'ratio mmc / sce: ([\d.]+)'),
-])
-def test_other_benches_run(script, args, pattern, monkeypatch, capsys):
-    out = run_bench(script, args, monkeypatch, capsys)
-    assert figure(out, pattern) > 0
+def test_attack_throughput_ratio_is_pgd_over_its_limit(monkeypatch, capsys):
+    out = run_bench('attack_throughput.py', ['--model', 'resnet20_mmc', '--batch', '8', '--rounds', '1', '--threads',
+                                             '1'], monkeypatch, capsys)
+    limit = figure(out, r'limit \(10 input-gradient steps \+ 1 forward\): +([\d.]+) images/s')
+    pgd = figure(out, r'PGD-10 \(margin, random start, keep best\) +: +([\d.]+) images/s')
+    assert_quotient(figure(out, r'ratio PGD-10 / limit: ([\d.]+)'), pgd, limit, 0.1, 0.001)  # rates: time limit / PGD
+
+
+def test_heads_ratio_is_mmc_step_over_sce_step(monkeypatch, capsys):
+    out = run_bench('heads.py', ['--steps', '2', '--warmup', '1', '--batch', '8'], monkeypatch, capsys)
+    ms = {h: figure(out, h + r' +median step +([\d.]+) ms') for h in ('resnet32_mmc', 'resnet32_sce')}
+    assert_quotient(figure(out, r'ratio mmc / sce: ([\d.]+)'), ms['resnet32_mmc'], ms['resnet32_sce'], 0.1, 0.001)
 
 
 def test_robust_precision_prints_both_precisions(tmp_path, monkeypatch, capsys):
