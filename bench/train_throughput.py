@@ -154,6 +154,7 @@ def main() -> None:
     if same is not None:
         print(f'project / plain loop with the same settings: {p_mmc / same:.3f} (the rest is cutout, the weight '
               f'average and bookkeeping)')
+    print(f'SCE plain loop ({settings["precision"]}, batch {settings.get("batch_size", 128)}, eager): {sce:.1f} img/s')
     print(f'MMC / SCE step time (plain, eager): {sce / mmc:.3f}   (target <= 1.02)')
     if not args.skip_compile:
         print('the project\'s loop, eager against compiled (second epoch of two, img/s): ' + ', '.join(

@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from timm_mmc import ScaledLogits, check_linf_batch, choose_logit_scale, predict
+
+if TYPE_CHECKING:
+    from pyautoattack import AutoAttack
 
 __all__ = ['AA_VERSIONS', 'ScaledLogits', 'choose_logit_scale', 'run_autoattack', 'resolved_budget', 'AAOutcome']
 
@@ -70,7 +73,8 @@ def _set_iters(attack, n_iter: int) -> None:
 
 
 def _configure(model: nn.Module, eps: float, version: str, seed: int, device: torch.device, n_iter: Optional[int],
-               n_target_classes: Optional[int], num_classes: Optional[int], attacks: Optional[List[str]]):
+               n_target_classes: Optional[int], num_classes: Optional[int],
+               attacks: Optional[List[str]]) -> AutoAttack:
     """The ``AutoAttack`` object :func:`run_autoattack` runs (arguments as there)."""
     from pyautoattack import AutoAttack
     if version == 'custom':
@@ -152,7 +156,17 @@ def resolved_budget(version: str, n_iter: Optional[int] = None, n_target_classes
                     num_classes: Optional[int] = None) -> Tuple[int, int]:
     """The APGD iterations and APGD-T target classes :func:`run_autoattack` runs with these arguments, AutoAttack's own
     defaults filled in: ``--aa-n-iter 100`` is no change from none. Built, not run (AutoAttack's constructor only
-    stores the model)."""
+    stores the model).
+
+    Args:
+        version: As :func:`run_autoattack` takes it (not ``custom``).
+        n_iter: As :func:`run_autoattack` takes it.
+        n_target_classes: As :func:`run_autoattack` takes it.
+        num_classes: As :func:`run_autoattack` takes it.
+
+    Returns:
+        ``(APGD iterations, APGD-T target classes)``.
+    """
     aa = _configure(nn.Identity(), 8 / 255, version, 0, torch.device('cpu'), n_iter, n_target_classes, num_classes,
                     None)
     return aa.apgd.n_iter, aa.apgd_targeted.n_target_classes

@@ -62,10 +62,21 @@ class EvalError(RuntimeError):
 
 def _resolved_budgets(opts: SuiteOptions, n: int, num_classes: int) -> Dict[str, int]:
     """The example counts and AutoAttack budget the suite runs with, for a resume's identity: ``--cw-n 1000`` on 500
-    examples is ``--cw-n 500``, and ``--aa-n-iter 100`` is AutoAttack's own default."""
+    examples is ``--cw-n 500``, and ``--aa-n-iter 100`` is AutoAttack's own default.
+
+    Args:
+        opts: The suite's options.
+        n: Examples evaluated, over all processes (an attack's ``n_limit`` counts global positions).
+        num_classes: Classes of the model (they cap AutoAttack's target classes).
+
+    Returns:
+        ``cw_n``, ``spsa_n`` and ``aa_n`` as the number of examples each attack covers (None is all ``n``), and
+        ``aa_n_iter`` and ``aa_target_classes`` as AutoAttack runs them.
+    """
     iters, targets = resolved_budget(opts.aa_version, opts.aa_n_iter, opts.aa_target_classes, num_classes)
-    return dict(cw_n=min(opts.cw_n, n), spsa_n=min(opts.spsa_n, n), aa_n=n if opts.aa_n is None else min(opts.aa_n, n),
-                aa_n_iter=iters, aa_target_classes=targets)
+    counts = {k: n if v is None else min(v, n) for k, v in (('cw_n', opts.cw_n), ('spsa_n', opts.spsa_n),
+                                                            ('aa_n', opts.aa_n))}
+    return dict(counts, aa_n_iter=iters, aa_target_classes=targets)
 
 
 def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str]:
@@ -233,6 +244,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     aa_version = args.aa_version or ('standard' if args.suite == 'autoattack' else 'fast')
     aa_n = args.aa_n if args.aa_n is not None else (min(100, n) if args.suite == 'quick' else None)
+    aa_targets = args.aa_target_classes
+    if aa_targets is not None:  # as it runs (C - 1 at most), so that the report names the attack by what ran
+        aa_targets = resolved_budget(aa_version, args.aa_n_iter, aa_targets, num_classes)[1]
     opts = SuiteOptions(
         eps=tuple(args.eps), pgd_steps=tuple(args.pgd_steps), pgd_alpha=args.pgd_alpha,
         objectives=tuple(args.objectives) if args.objectives else default_objectives(mm),
@@ -240,7 +254,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cw_max_iter=args.cw_max_iter, spsa_n=args.spsa_n or (1000 if device.type == 'cuda' else 25),
         spsa_samples=args.spsa_samples, noise_sigmas=tuple(args.noise_sigma),
         rotation_degrees=args.rotation, aa_version=aa_version, aa_eps=args.aa_eps, aa_n=aa_n,
-        aa_n_iter=args.aa_n_iter, aa_target_classes=args.aa_target_classes, standalone=args.standalone,
+        aa_n_iter=args.aa_n_iter, aa_target_classes=aa_targets, standalone=args.standalone,
         seed=args.seed, batch_size=args.batch_size)
     if opts.spsa_samples % 2:
         raise EvalError(f'--spsa-samples must be even (+- pairs), got {opts.spsa_samples}.')

@@ -1,7 +1,9 @@
 """The bench scripts run end to end on tiny inputs: a refactor of the trainer or the attacks must not leave them broken
 (``bench/train_throughput.py`` read ``trainer.history`` as dicts for a while after the records became dataclasses).
 The figures' sizes are not checked (speed lives in the benches' output, never in tests), only that each ratio a bench
-prints is the quotient of the figures it printed beside it: a swapped or mislabelled figure fails."""
+prints is the quotient of the figures it printed beside it: a swapped or mislabelled figure fails, unless the two
+figures are within rounding of each other."""
+import ast
 import re
 import runpy
 import sys
@@ -47,7 +49,15 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
     assert best == max(rates), (best, rates)
     project = figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s")
     assert_quotient(figure(out, r'project / best plain loop: ([\d.]+)'), project, best, 0.1, 0.001)
-    assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') > 0
+    settings = ast.literal_eval(re.search(r"project loop with the recipe's settings (\{.*\}):", out).group(1))
+    same = re.escape(f"{settings['precision']:4s} batch {settings.get('batch_size', 128):3d} ")
+    mmc = figure(out, same + r'eager +([\d.]+)')  # the plain MMC loop at the recipe's precision and batch, eager
+    if 'project / plain loop with the same settings' in out:  # only when the recipe's settings were among the variants
+        compiled = 'compiled' if settings.get('compile') else 'eager'
+        assert_quotient(figure(out, r'project / plain loop with the same settings: ([\d.]+)'), project,
+                        figure(out, same + compiled + r' +([\d.]+)'), 0.1, 0.001)
+    sce = figure(out, r'SCE plain loop \(\w+, batch \d+, eager\): ([\d.]+) img/s')
+    assert_quotient(figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)'), sce, mmc, 0.1, 0.001)
 
 
 def test_attack_throughput_ratio_is_pgd_over_its_limit(monkeypatch, capsys):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.aa import run_autoattack
+from eval.aa import resolved_budget, run_autoattack
 from eval.cw import CWL2
 from eval.spsa import SPSA
 from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise
@@ -471,6 +471,16 @@ def test_runtime_check_rejects_out_of_ball_examples(monkeypatch):
     specs = [s for s in specs if s.family.value == 'pgd']
     with pytest.raises(CheckError, match='eps-ball'):
         _summary(model, specs, opts, x, y)
+
+
+def test_resolved_budget_fills_in_autoattacks_defaults_and_caps_the_target_classes():
+    """What a resume compares and the report names: AutoAttack's own 100 iterations and 9 target classes (3 for the
+    fast version), a given value as given, and target classes beyond C - 1 as the C - 1 that run."""
+    assert resolved_budget('standard') == (100, 9) and resolved_budget('fast') == (100, 3)
+    assert resolved_budget('standard', 20, 5, 10) == (20, 5)
+    assert resolved_budget('standard', None, 20, 10) == (100, 9) and resolved_budget('fast', None, None, 3) == (100, 2)
+    with pytest.raises(ValueError, match='unknown AutoAttack version'):
+        resolved_budget('plus')
 
 
 @pytest.mark.parametrize('version', ['standard', 'rand', 'fast'])

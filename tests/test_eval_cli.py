@@ -257,6 +257,7 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--seed', '1'), 'seed: 0 -> 1'),
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--eps', '0.25/255'), 'eps: '),
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--aa-n-iter', '3'), 'aa_n_iter: 2 -> 3'),
+                       (_base(tiny, out, *opts, '--name', 'r', '--resume', '--spsa-n', '5'), 'spsa_n: 12 -> 5'),
                        (_base(tiny, out, *opts, '--name', 'other', '--resume'), 'no unfinished evaluation')]:
         assert main(argv) == 2, argv
         assert text in capsys.readouterr().err, text
@@ -338,13 +339,13 @@ def test_the_machine_note_names_where_each_attack_ran_after_resumes_on_several_m
 def test_a_state_of_an_older_format_is_refused_with_the_fix(tmp_path):
     from safetensors.torch import save_file
 
-    from eval.partial import PartialError, load
-    (tmp_path / 'rank0.json').write_text(json.dumps(dict(format=1, identity={}, done=[], times={}, warnings=[],
-                                                         extra={}, elapsed_s=1.0, machine='cpu: A')))
+    from eval.partial import PARTIAL_FORMAT, PartialError, load
+    (tmp_path / 'rank0.json').write_text(json.dumps(dict(format=PARTIAL_FORMAT - 1, identity={}, done=[], times={},
+                                                         warnings=[], extra={}, elapsed_s=1.0, machines={})))
     save_file({'positions': torch.arange(2), 'clean': torch.ones(2, dtype=torch.bool)},
               str(tmp_path / 'rank0.safetensors'))
-    with pytest.raises(PartialError, match='is not a partial state of format 3; start the evaluation over with '
-                                           '--overwrite'):
+    with pytest.raises(PartialError, match=f'is not a partial state of format {PARTIAL_FORMAT}; start the evaluation '
+                                           'over with --overwrite'):
         load(tmp_path, 0)
 
 
