@@ -113,6 +113,10 @@ def test_robustbench_file_agrees_with_the_report(folder):
         assert aa.version != 'standard' or f'first {aa.n} of the {rep.n}' in info['footnote']
     assert info['worst_case_acc'] == f'{100 * rep.worst_at(8 / 255).accuracy:.2f}'
     assert info['weights_sha256'] == rep.checkpoint_sha256
+    # only distance logits saturate cross-entropy: the file and the card ask for the scaling on those alone
+    mm = rep.logits == 'distance'
+    assert ('ScaledLogits' in info['footnote']) == mm and ('no logit scaling' in info['footnote']) != mm
+    assert ('needs the same scaling' in (folder / 'README.md').read_text()) == mm
     assert info == hub.robustbench.folder_model_info(folder)  # what python -m timm_mmc.hub card writes
 
 

@@ -92,7 +92,8 @@ def _autoattack_notes(rep: EvalReport) -> List[str]:
     pkg = f' (package pyautoattack {pkg})' if pkg else ' (package version not recorded)'
     notes = [text['autoattack_standard' if a.version == 'standard' else 'autoattack_not_standard'].format(
         name=a.name, version=a.version, package=pkg) for a in aa]
-    return notes + [text['autoattack_scaling']]
+    head = 'autoattack_scaling_distance' if rep.logits == 'distance' else 'autoattack_scaling_linear'
+    return notes + [text['autoattack_scaling'] + ' ' + text[head]]
 
 
 def eval_tables(rep: EvalReport, pgd_row: Optional[Dict[str, Any]], aa_row: Optional[Dict[str, Any]],

@@ -68,7 +68,8 @@ def model_info(rep: EvalReport, arch: str, model_args: Dict[str, Any], train_arg
         clean_acc=_pct(rep.clean_accuracy), reported=None,
         autoattack_acc=_pct(aa.accuracy) if missing is None else None,
         footnote=('Trained and evaluated by timm-mmc (not the authors\' model); ' + (missing or '')
-                  + 'MM-head logits must be scaled for APGD-CE (eval/aa.py ScaledLogits).'),
+                  + ('MM-head logits must be scaled for APGD-CE (eval/aa.py ScaledLogits).' if rep.logits == 'distance'
+                     else 'Linear head, so APGD-CE needs no logit scaling.')),
         n_examples=rep.n, split=rep.split, autoattack_version=aa.version if aa else None,
         autoattack_n=aa.n if aa else None, autoattack_composite=composite,
         worst_case_acc=_pct(worst.accuracy) if worst else None, adversarial_training=train_args.get('adv', 'none'),
