@@ -97,6 +97,23 @@ def test_model_index_uses_one_vocabulary_across_releases():
         assert {f for (t, n), fs in names.items() if n == name for f in fs} == {p.name for p in RELEASES}, name
 
 
+CLEAN10K = sorted((ROOT / 'docs' / 'results').glob('*_clean10k.json'))
+
+
+@pytest.mark.parametrize('path', CLEAN10K, ids=[p.stem for p in CLEAN10K])
+def test_the_readmes_10k_figures_are_the_committed_reports_of_the_releases_weights(path):
+    """The README's float32 and flip-TTA figures on the whole test split come from these reports: each measured the
+    current weights of its release on all 10,000 test images, and the README states what it measured."""
+    rep = report.load(path)
+    release = ROOT / 'hub_cards' / path.stem[:-len('_clean10k')]
+    assert rep.checkpoint_sha256 == file_sha256(release / 'model.safetensors'), f'{release.name} has other weights now'
+    assert rep.n == 10000 and rep.split == 'test' and rep.clean_accuracy_flip_tta is not None
+    text = re.sub(r'\s+', ' ', (ROOT / 'README.md').read_text())
+    assert re.search(rf'{100 * rep.clean_accuracy:.2f}%(\*\*)? in float32', text), release.name
+    if not release.name.endswith('_at'):  # the README gives the adversarially trained model's float32 figure only
+        assert f'{100 * rep.clean_accuracy_flip_tta:.2f}% with flip TTA' in text, release.name
+
+
 @pytest.mark.parametrize('folder', RELEASES, ids=[p.name for p in RELEASES])
 def test_robustbench_file_agrees_with_the_report(folder):
     info = json.loads((folder / hub.ROBUSTBENCH_FILE).read_text())
