@@ -153,7 +153,7 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
 
 def resolved_budget(version: str, n_iter: Optional[int] = None, n_target_classes: Optional[int] = None,
-                    num_classes: Optional[int] = None) -> Tuple[int, int]:
+                    num_classes: Optional[int] = None) -> Tuple[int, Optional[int]]:
     """The APGD iterations and APGD-T target classes :func:`run_autoattack` runs with these arguments, AutoAttack's own
     defaults filled in: ``--aa-n-iter 100`` is no change from none. Built, not run (AutoAttack's constructor only
     stores the model).
@@ -165,8 +165,9 @@ def resolved_budget(version: str, n_iter: Optional[int] = None, n_target_classes
         num_classes: As :func:`run_autoattack` takes it.
 
     Returns:
-        ``(APGD iterations, APGD-T target classes)``.
+        ``(APGD iterations, APGD-T target classes)``; the classes are None where no targeted attack runs (``rand``).
     """
     aa = _configure(nn.Identity(), 8 / 255, version, 0, torch.device('cpu'), n_iter, n_target_classes, num_classes,
                     None)
-    return aa.apgd.n_iter, aa.apgd_targeted.n_target_classes
+    targeted = {'apgd-t', 'fab-t'} & set(aa.attacks_to_run)
+    return aa.apgd.n_iter, aa.apgd_targeted.n_target_classes if targeted else None

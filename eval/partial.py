@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -39,8 +39,9 @@ from .runner import Records
 __all__ = ['PARTIAL_FORMAT', 'PartialError', 'PartialState', 'partial_dir', 'identity_of', 'save', 'load', 'remove',
            'identity_changes', 'resume', 'machine_note']
 
-PARTIAL_FORMAT = 3  # 2: the suite's options as resolved in the identity, and where each attack ran; 3: the
-# example counts and AutoAttack budget as run (--cw-n 1000 on 500 examples is 500)
+PARTIAL_FORMAT = 4  # 2: the suite's options as resolved in the identity, and where each attack ran; 3: the
+# example counts and AutoAttack budget as run (--cw-n 1000 on 500 examples is 500); 4: without the options of
+# families the suite lacks (--spsa-n on the quick suite)
 
 # options of the command line that change no figure of an attack: a resume may give them differently (the device's
 # type is part of the identity; flip TTA is measured after the attacks, in the resumed part)
@@ -83,17 +84,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def identity_of(options: Dict[str, Any], **resolved: Any) -> Dict[str, Any]:
+def identity_of(options: Dict[str, Any], leave_out: Iterable[str] = (), **resolved: Any) -> Dict[str, Any]:
     """The identity of an evaluation: its options (:data:`RUN_ONLY_OPTIONS` left out) and what they resolved to.
 
     Args:
         options: ``vars(args)`` of the command line.
+        leave_out: Keys no attack of the suite reads (``spsa_n`` in a suite without SPSA), left out of both.
         resolved: What options resolved to (these replace an option of the same name: ``cw_n=25`` for an absent
             ``--cw-n``) and facts found after parsing (the weights' sha256, the indices, the device type, the
             processes).
     """
-    ident = {k: _plain(v) for k, v in sorted(options.items()) if k not in RUN_ONLY_OPTIONS}
-    ident.update({k: _plain(v) for k, v in resolved.items()})
+    skip = set(RUN_ONLY_OPTIONS) | set(leave_out)
+    ident = {k: _plain(v) for k, v in sorted(options.items()) if k not in skip}
+    ident.update({k: _plain(v) for k, v in resolved.items() if k not in skip})
     return json.loads(json.dumps(ident))  # exactly what a file read back gives, so the two compare equal
 
 

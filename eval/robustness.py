@@ -50,7 +50,7 @@ from .aa import resolved_budget
 from .options import build_parser
 from .report import OutputError, check_outputs, default_name, write_outputs
 from .suite import (ResumeMismatch, SuiteOptions, build_suite, default_objectives, is_mm_model, merge_records,
-                    run_suite, summarise)
+                    run_suite, summarise, unused_options)
 from .threat import AttackFamily
 
 __all__ = ['main', 'build_parser']
@@ -268,7 +268,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
     identity = partial.identity_of(  # the suite's options as resolved: --cw-n 25 on a CPU is no change from none
-        vars(args), **{**opts.to_dict(), **_resolved_budgets(opts, n, num_classes)}, n_examples=n_examples,
+        vars(args), leave_out=unused_options(specs), **{**opts.to_dict(), **_resolved_budgets(opts, n, num_classes)},
+        n_examples=n_examples,
         checkpoint_sha256=weights_sha,
         transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],

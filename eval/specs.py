@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
@@ -23,7 +23,7 @@ from .threat import AttackFamily, ThreatModel
 
 __all__ = ['SUITES', 'SuiteOptions', 'PGDConfig', 'TransferConfig', 'AutoAttackConfig', 'SPSAConfig', 'CWConfig',
            'NoiseConfig', 'RotationConfig', 'AttackConfig', 'AttackSpec', 'build_suite', 'is_mm_model',
-           'default_objectives']
+           'default_objectives', 'FAMILY_OPTIONS', 'unused_options']
 
 SUITES = ('quick', 'paper', 'autoattack', 'full')
 
@@ -78,6 +78,25 @@ class SuiteOptions:
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# What only one family reads, by SuiteOptions field and by command-line name where the two differ (and the transfer
+# source's file hash): a suite without that family runs the same whatever they say. PGD's options (eps, steps, alpha,
+# objectives) are not here: other families read the eps too.
+FAMILY_OPTIONS: Dict[AttackFamily, Tuple[str, ...]] = {
+    AttackFamily.CW: ('cw_n', 'cw_binary_steps', 'cw_max_iter', 'cw_lr', 'cw_initial_const'),
+    AttackFamily.SPSA: ('spsa_n', 'spsa_steps', 'spsa_samples', 'spsa_delta', 'spsa_lr'),
+    AttackFamily.NOISE: ('noise_sigmas', 'noise_sigma'),
+    AttackFamily.ROTATION: ('rotation_degrees', 'rotation'),
+    AttackFamily.TRANSFER: ('transfer_steps', 'transfer_from', 'transfer_checkpoint', 'transfer_sha256'),
+    AttackFamily.AUTOATTACK: ('aa_version', 'aa_eps', 'aa_n', 'aa_n_iter', 'aa_target_classes', 'aa_target_margin'),
+}
+
+
+def unused_options(specs: Sequence[AttackSpec]) -> FrozenSet[str]:
+    """The options (:data:`FAMILY_OPTIONS`) that no attack of ``specs`` reads: those of the families it lacks."""
+    present = {s.family for s in specs}
+    return frozenset(k for family, keys in FAMILY_OPTIONS.items() if family not in present for k in keys)
 
 
 @dataclass(frozen=True)

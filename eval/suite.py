@@ -3,9 +3,10 @@ fills what it measured into the report. This module gathers their public names f
 from .runner import Records, ResumeMismatch, merge_records, run_suite
 from .specs import (SUITES, AttackConfig, AttackSpec, AutoAttackConfig, CWConfig, NoiseConfig, PGDConfig,
                     RotationConfig, SPSAConfig, SuiteOptions, TransferConfig, build_suite, default_objectives,
-                    is_mm_model)
+                    is_mm_model, unused_options)
 from .summary import summarise
 
 __all__ = ['SUITES', 'SuiteOptions', 'AttackSpec', 'AttackConfig', 'PGDConfig', 'TransferConfig', 'AutoAttackConfig',
            'SPSAConfig', 'CWConfig', 'NoiseConfig', 'RotationConfig', 'build_suite', 'Records', 'run_suite',
-           'merge_records', 'ResumeMismatch', 'summarise', 'is_mm_model', 'default_objectives']
+           'merge_records', 'ResumeMismatch', 'summarise', 'is_mm_model', 'default_objectives',
+           'unused_options']

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from eval.aa import resolved_budget, run_autoattack
 from eval.cw import CWL2
 from eval.spsa import SPSA
-from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise
-from eval.threat import parse_eps
+from eval.suite import AttackSpec, Records, SuiteOptions, build_suite, run_suite, summarise, unused_options
+from eval.threat import AttackFamily, parse_eps
 from timm_mmc import (PGD, RULES, AttackResult, BestAdversarial, CenterClassifier, CheckError, EvalReport, HeadConfig,
                       ScaledLogits, adam_update, check_box, check_linf_batch, choose_logit_scale, project_linf,
                       uniform_start)
@@ -452,7 +452,6 @@ def test_diagnostics_catch_gradient_masking():
     x, y = _self_labelled(model, 40)
     opts = SuiteOptions(eps=(16 / 255, 32 / 255), pgd_steps=(5,), objectives=('ce', 'margin'), spsa_n=40,
                         spsa_samples=32, spsa_steps=10, spsa_lr=0.02, batch_size=40)
-    from eval.threat import AttackFamily
     specs = build_suite('paper', opts, families=[AttackFamily.PGD, AttackFamily.SPSA])
     out = _summary(model, specs, opts, x, y, diagnostic_objectives=('ce', 'margin'))
     assert out.diagnostics['zero_input_gradient_fraction']['margin'] == 1.0
@@ -479,6 +478,7 @@ def test_resolved_budget_fills_in_autoattacks_defaults_and_caps_the_target_class
     assert resolved_budget('standard') == (100, 9) and resolved_budget('fast') == (100, 3)
     assert resolved_budget('standard', 20, 5, 10) == (20, 5)
     assert resolved_budget('standard', None, 20, 10) == (100, 9) and resolved_budget('fast', None, None, 3) == (100, 2)
+    assert resolved_budget('rand', 20, 5, 10) == (20, None)  # no targeted attack in it: its classes mean nothing
     with pytest.raises(ValueError, match='unknown AutoAttack version'):
         resolved_budget('plus')
 
@@ -598,3 +598,18 @@ def test_points_no_attack_reached_are_not_counted_robust():
     out = summarise(rec, [pgd, aa], _toy_report())
     assert (out.worst_case['8'].n, out.worst_case['8'].accuracy) == (10, pytest.approx(9 / 10))
     assert (out.worst_case['16'].n, out.worst_case['16'].accuracy) == (2, 0.0)
+
+
+def test_unused_options_are_those_of_the_families_a_suite_lacks():
+    """A resume ignores what no attack of the suite reads: the quick suite (PGD, AutoAttack) reads no C&W, SPSA,
+    noise, rotation or transfer option; ``full`` with a transfer source reads them all; PGD's are never left out."""
+    from eval.specs import FAMILY_OPTIONS
+    quick = unused_options(build_suite('quick', SuiteOptions()))
+    assert {'spsa_n', 'cw_n', 'noise_sigma', 'noise_sigmas', 'rotation', 'transfer_from'} <= quick
+    assert not quick & set(FAMILY_OPTIONS[AttackFamily.AUTOATTACK]) and 'eps' not in quick
+    paper = unused_options(build_suite('paper', SuiteOptions()))
+    assert set(FAMILY_OPTIONS[AttackFamily.AUTOATTACK]) <= paper and 'spsa_n' not in paper
+    assert unused_options(build_suite('full', SuiteOptions(), transfer=True)) == frozenset()
+    assert set(FAMILY_OPTIONS) == set(AttackFamily) - {AttackFamily.PGD}
+    assert all(set(keys) - {'noise_sigma', 'rotation', 'transfer_from', 'transfer_checkpoint', 'transfer_sha256'}
+               <= set(SuiteOptions().to_dict()) for keys in FAMILY_OPTIONS.values())

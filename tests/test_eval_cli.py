@@ -257,7 +257,7 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--seed', '1'), 'seed: 0 -> 1'),
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--eps', '0.25/255'), 'eps: '),
                        (_base(tiny, out, *opts, '--name', 'r', '--resume', '--aa-n-iter', '3'), 'aa_n_iter: 2 -> 3'),
-                       (_base(tiny, out, *opts, '--name', 'r', '--resume', '--spsa-n', '5'), 'spsa_n: 12 -> 5'),
+                       (_base(tiny, out, *opts, '--name', 'r', '--resume', '--aa-n', '5'), 'aa_n: 6 -> 5'),
                        (_base(tiny, out, *opts, '--name', 'other', '--resume'), 'no unfinished evaluation')]:
         assert main(argv) == 2, argv
         assert text in capsys.readouterr().err, text
@@ -269,8 +269,9 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
     assert here.startswith('cpu: ')
     monkeypatch.setattr(robustness, '_machine', lambda device: 'cpu: another one (AVX2)')
     # as given this time, each is what ran before: --aa-version fast is the quick suite's default, 3 target classes
-    # fast's, and --cw-n 1000 and --spsa-n 12 (the defaults 25) on 12 examples cover all of them
-    same = ('--aa-version', 'fast', '--aa-target-classes', '3', '--cw-n', '1000', '--spsa-n', '12')
+    # fast's; the quick suite has no C&W, SPSA, noise or rotation, so their options change nothing
+    same = ('--aa-version', 'fast', '--aa-target-classes', '3', '--cw-n', '3', '--spsa-n', '5', '--noise-sigma', '0.2',
+            '--rotation', '10')
     assert main(_base(tiny, out, *opts, '--name', 'r', '--resume', '--threads', '1', *same)) == 0
     printed = capsys.readouterr().out
     assert 'resuming: 3 of' in printed
