@@ -268,6 +268,11 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
     here = next(iter(first.values()))
     assert here.startswith('cpu: ')
     monkeypatch.setattr(robustness, '_machine', lambda device: 'cpu: another one (AVX2)')
+    from eval import runner
+
+    def not_again(*a, **k):
+        raise AssertionError('the zero-gradient flags were measured before the cut: taken, not measured again')
+    monkeypatch.setattr(runner, '_zero_grad_flags', not_again)
     # as given this time, each is what ran before: --aa-version fast is the quick suite's default, 3 target classes
     # fast's; the quick suite has no C&W, SPSA, noise or rotation, so their options change nothing
     same = ('--aa-version', 'fast', '--aa-target-classes', '3', '--cw-n', '3', '--spsa-n', '5', '--noise-sigma', '0.2',
@@ -277,6 +282,7 @@ def test_a_cut_evaluation_resumes_to_the_figures_of_an_uncut_one(tiny, tmp_path,
     assert 'resuming: 3 of' in printed
     resumed = report.load(out / 'r.json')
     assert _figures(resumed) == _figures(whole)
+    assert resumed.diagnostics['zero_input_gradient_fraction'] == whole.diagnostics['zero_input_gradient_fraction']
     moved = [w for w in resumed.warnings if w.startswith('resumed on another machine')]
     names = list(whole.attacks)
     assert moved == [f'resumed on another machine, so the attacks ran on 2 processors: {", ".join(names[:3])} on '
