@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    '(refused otherwise); without --resume it also drops an unfinished one and starts over.')
     g.add_argument('--resume', action='store_true', help='continue an evaluation that stopped before its report was '
                    'written, from OUT/NAME.partial/: the same options (only --threads, --device, --tta-flip, '
-                   '--overwrite and --no-progress may differ), and the attacks it finished are not run again.')
+                   '--overwrite, --no-progress and the options of attack families the suite lacks may differ), and '
+                   'the attacks it finished are not run again.')
     g.add_argument('--no-progress', action='store_true')
     return p

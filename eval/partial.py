@@ -8,15 +8,16 @@ is written. Every attack has its own seed, so a resumed evaluation gives the sam
 Layout (one pair of files per process, each pair written atomically)::
 
     STEM.partial/
-        rank0.json          {"format": 3, "identity": {...}, "done": [attack names, in suite order],
+        rank0.json          {"format": 4, "identity": {...}, "done": [attack names, in suite order],
                              "times": {...}, "warnings": [...], "extra": {...}, "elapsed_s": 512.3,
                              "machines": {attack name: "cpu: AMD EPYC (AVX2)", ...}}
         rank0.safetensors   positions, clean, zero_grad/OBJECTIVE, attacks/NAME/KEY (per-sample tensors)
 
 ``identity`` holds everything that changes a figure: the options that name the attacks and the data (those the suite
-fills in when left out, as they resolved), the sha256 of the weights (and of the transfer source's), the evaluated
-indices, the device type and GPU, the number of processes and the package versions. A resume whose identity differs
-is refused with the keys that differ; the runner then checks that the clean predictions are the saved ones
+fills in when left out, as they resolved; not those only absent attack families read), the sha256 of the weights (and
+of the transfer source's), the evaluated indices, the device type and GPU, the number of processes and the package
+versions. A resume whose identity differs is refused with the keys that differ; the runner then checks that the clean
+predictions are the saved ones and takes the finished attacks and the zero-gradient flags as they are
 (:func:`eval.runner.run_suite`). The processor is not part of it: the same clean predictions on another CPU make an
 honest continuation, so ``machines`` records where each attack ran and :func:`machine_note` words it for the report.
 This module is the only reader and writer of the folder.

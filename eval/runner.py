@@ -154,9 +154,11 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
     rec = Records(positions.clone(), clean.clone())
     if done is not None:
         _take_done(rec, done, [s.name for s in specs])
+        rec.zero_grad = {obj: done.zero_grad[obj].to(clean.device) for obj in diagnostic_objectives
+                         if obj in done.zero_grad}  # measured before the cut: taken as they are, like its attacks
     ok = clean.nonzero().squeeze(1)
     for obj in diagnostic_objectives:
-        if obj in rec.zero_grad:  # measured before the cut: taken as it is, like the finished attacks
+        if obj in rec.zero_grad:
             continue
         flags = torch.zeros_like(clean)
         if ok.numel():
@@ -209,8 +211,8 @@ def run_suite(model: nn.Module, specs: Sequence[AttackSpec], opts: SuiteOptions,
 
 
 def _take_done(rec: Records, done: Records, order: Sequence[str]) -> None:
-    """Copy an interrupted evaluation's finished attacks (and its zero-gradient flags) into ``rec``, after checking
-    they were measured on the same points with the same clean predictions."""
+    """Copy an interrupted evaluation's finished attacks into ``rec``, after checking they were measured on the same
+    points with the same clean predictions."""
     names = list(done.attacks)
     if names != list(order[:len(names)]):
         raise ValueError(f'the finished attacks {names} are not the first of the suite {list(order)}.')
@@ -229,7 +231,6 @@ def _take_done(rec: Records, done: Records, order: Sequence[str]) -> None:
         raise ResumeMismatch(f'--resume: the unfinished evaluation was measured with other clean predictions ({where} '
                              f'differ: other weights, numerics or --threads); resume where and as it ran, or start '
                              f'over with --overwrite.')
-    rec.zero_grad.update({obj: v.to(device) for obj, v in done.zero_grad.items()})
     for name in names:
         rec.attacks[name] = {k: v.to(device) for k, v in done.attacks[name].items()}
         rec.times[name] = done.times.get(name, 0.0)

@@ -23,7 +23,7 @@ from .threat import AttackFamily, ThreatModel
 
 __all__ = ['SUITES', 'SuiteOptions', 'PGDConfig', 'TransferConfig', 'AutoAttackConfig', 'SPSAConfig', 'CWConfig',
            'NoiseConfig', 'RotationConfig', 'AttackConfig', 'AttackSpec', 'build_suite', 'is_mm_model',
-           'default_objectives', 'FAMILY_OPTIONS', 'unused_options']
+           'default_objectives', 'OPTION_READERS', 'unused_options']
 
 SUITES = ('quick', 'paper', 'autoattack', 'full')
 
@@ -80,23 +80,32 @@ class SuiteOptions:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-# What only one family reads, by SuiteOptions field and by command-line name where the two differ (and the transfer
-# source's file hash): a suite without that family runs the same whatever they say. PGD's options (eps, steps, alpha,
-# objectives) are not here: other families read the eps too.
-FAMILY_OPTIONS: Dict[AttackFamily, Tuple[str, ...]] = {
-    AttackFamily.CW: ('cw_n', 'cw_binary_steps', 'cw_max_iter', 'cw_lr', 'cw_initial_const'),
-    AttackFamily.SPSA: ('spsa_n', 'spsa_steps', 'spsa_samples', 'spsa_delta', 'spsa_lr'),
-    AttackFamily.NOISE: ('noise_sigmas', 'noise_sigma'),
-    AttackFamily.ROTATION: ('rotation_degrees', 'rotation'),
-    AttackFamily.TRANSFER: ('transfer_steps', 'transfer_from', 'transfer_checkpoint', 'transfer_sha256'),
-    AttackFamily.AUTOATTACK: ('aa_version', 'aa_eps', 'aa_n', 'aa_n_iter', 'aa_target_classes', 'aa_target_margin'),
+def _read_by(*families: AttackFamily) -> FrozenSet[AttackFamily]:
+    return frozenset(families)
+
+
+# The families whose attacks read each option, by SuiteOptions field and by command-line name where the two differ
+# (and the transfer source's file hash): a suite with none of them runs the same whatever the option says. Options
+# not here (seed, batch size, standalone) count for every suite.
+OPTION_READERS: Dict[str, FrozenSet[AttackFamily]] = {
+    'eps': _read_by(AttackFamily.PGD, AttackFamily.TRANSFER, AttackFamily.SPSA),
+    'pgd_alpha': _read_by(AttackFamily.PGD, AttackFamily.TRANSFER),
+    **dict.fromkeys(('pgd_steps', 'objectives'), _read_by(AttackFamily.PGD)),
+    **dict.fromkeys(('cw_n', 'cw_binary_steps', 'cw_max_iter', 'cw_lr', 'cw_initial_const'), _read_by(AttackFamily.CW)),
+    **dict.fromkeys(('spsa_n', 'spsa_steps', 'spsa_samples', 'spsa_delta', 'spsa_lr'), _read_by(AttackFamily.SPSA)),
+    **dict.fromkeys(('noise_sigmas', 'noise_sigma'), _read_by(AttackFamily.NOISE)),
+    **dict.fromkeys(('rotation_degrees', 'rotation'), _read_by(AttackFamily.ROTATION)),
+    **dict.fromkeys(('transfer_steps', 'transfer_from', 'transfer_checkpoint', 'transfer_sha256'),
+                    _read_by(AttackFamily.TRANSFER)),
+    **dict.fromkeys(('aa_version', 'aa_eps', 'aa_n', 'aa_n_iter', 'aa_target_classes', 'aa_target_margin'),
+                    _read_by(AttackFamily.AUTOATTACK)),
 }
 
 
 def unused_options(specs: Sequence[AttackSpec]) -> FrozenSet[str]:
-    """The options (:data:`FAMILY_OPTIONS`) that no attack of ``specs`` reads: those of the families it lacks."""
+    """The options (:data:`OPTION_READERS`) that no attack of ``specs`` reads."""
     present = {s.family for s in specs}
-    return frozenset(k for family, keys in FAMILY_OPTIONS.items() if family not in present for k in keys)
+    return frozenset(k for k, readers in OPTION_READERS.items() if not readers & present)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Exact-answer tests of the evaluation attacks on tiny models (linear classifiers, toy MMC heads)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, List, Tuple
 
 import pytest
@@ -600,16 +601,56 @@ def test_points_no_attack_reached_are_not_counted_robust():
     assert (out.worst_case['16'].n, out.worst_case['16'].accuracy) == (2, 0.0)
 
 
-def test_unused_options_are_those_of_the_families_a_suite_lacks():
-    """A resume ignores what no attack of the suite reads: the quick suite (PGD, AutoAttack) reads no C&W, SPSA,
-    noise, rotation or transfer option; ``full`` with a transfer source reads them all; PGD's are never left out."""
-    from eval.specs import FAMILY_OPTIONS
-    quick = unused_options(build_suite('quick', SuiteOptions()))
+def _changed(opts: SuiteOptions, name: str) -> SuiteOptions:
+    """``opts`` with option ``name`` set to another valid value."""
+    v = getattr(opts, name)
+    other = {'aa_version': 'standard', 'objectives': ('ce',), 'aa_n': 5, 'aa_n_iter': 5, 'aa_target_classes': 2}
+    if name in other:
+        new = other[name]
+    elif isinstance(v, tuple):
+        new = (v[0] // 2 if isinstance(v[0], int) else v[0] / 2,)
+    elif isinstance(v, bool):
+        new = not v
+    else:
+        new = v + 1 if isinstance(v, int) else v / 2
+    return dataclasses.replace(opts, **{name: new})
+
+
+def _as_run(specs) -> list:
+    return [(s.name, s.family, s.eps, s.targeted, s.config, s.n_limit, s.skip_after) for s in specs]
+
+
+def test_unused_options_are_exactly_those_no_attack_of_the_suite_reads():
+    """A resume ignores what no attack of the suite reads. Each option of :data:`OPTION_READERS` changes nothing in a
+    suite without its readers (names, budgets, slices, skip lists: all a run takes from the options but the seed and
+    batch size), and changes something in the full suite; the quick suite (PGD, AutoAttack) reads no C&W, SPSA,
+    noise, rotation or transfer option, nor does ``paper`` read AutoAttack's; every key is an option."""
+    from eval.options import build_parser
+    from eval.suite import OPTION_READERS
+    base, everything = SuiteOptions(), set(AttackFamily)
+    fields = set(base.to_dict())
+    for name, readers in OPTION_READERS.items():
+        if name not in fields:
+            continue
+        without = sorted(everything - readers, key=lambda f: f.value)
+        assert _as_run(build_suite('full', _changed(base, name), families=without, transfer=True)) == \
+            _as_run(build_suite('full', base, families=without, transfer=True)), name
+        assert _as_run(build_suite('full', _changed(base, name), transfer=True)) != \
+            _as_run(build_suite('full', base, transfer=True)), name
+    quick = unused_options(build_suite('quick', base))
     assert {'spsa_n', 'cw_n', 'noise_sigma', 'noise_sigmas', 'rotation', 'transfer_from'} <= quick
-    assert not quick & set(FAMILY_OPTIONS[AttackFamily.AUTOATTACK]) and 'eps' not in quick
-    paper = unused_options(build_suite('paper', SuiteOptions()))
-    assert set(FAMILY_OPTIONS[AttackFamily.AUTOATTACK]) <= paper and 'spsa_n' not in paper
-    assert unused_options(build_suite('full', SuiteOptions(), transfer=True)) == frozenset()
-    assert set(FAMILY_OPTIONS) == set(AttackFamily) - {AttackFamily.PGD}
-    assert all(set(keys) - {'noise_sigma', 'rotation', 'transfer_from', 'transfer_checkpoint', 'transfer_sha256'}
-               <= set(SuiteOptions().to_dict()) for keys in FAMILY_OPTIONS.values())
+    assert not quick & {'eps', 'pgd_alpha', 'aa_n', 'aa_target_classes'}
+    paper = unused_options(build_suite('paper', base))
+    assert {'aa_version', 'aa_n', 'aa_eps'} <= paper and not paper & {'spsa_n', 'cw_n', 'eps', 'pgd_steps'}
+    assert unused_options(build_suite('full', base, transfer=True)) == frozenset()
+    assert unused_options(build_suite('full', base, families=[AttackFamily.AUTOATTACK])) >= {'eps', 'pgd_steps'}
+    dests = {a.dest for a in build_parser()._actions}
+    assert set(OPTION_READERS) <= dests | fields | {'transfer_sha256'}
+    assert fields - set(OPTION_READERS) == {'seed', 'batch_size', 'standalone'}  # read by every suite
+
+
+def test_resolved_budgets_count_a_slice_over_the_examples_as_all_of_them():
+    """``--cw-n 1000`` on 12 examples is no change from 12 (or from none), in what a resume compares."""
+    from eval.robustness import _resolved_budgets
+    got = _resolved_budgets(SuiteOptions(cw_n=1000, spsa_n=None, aa_n=5), 12, 10)
+    assert (got['cw_n'], got['spsa_n'], got['aa_n']) == (12, 12, 5)

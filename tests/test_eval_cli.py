@@ -464,7 +464,9 @@ def test_sharded_run_gathers_every_example(tiny, tmp_path):
     assert launch('cut', fault='eval-attack:2').returncode != 0 and (out / 'cut.partial').is_dir()
     r = launch('cut', '--resume')
     assert r.returncode == 0 and 'resuming: ' in r.stdout, r.stderr[:6000]
-    assert _figures(report.load(out / 'cut.json')) == _figures(rep)
+    cut = report.load(out / 'cut.json')
+    assert _figures(cut) == _figures(rep)
+    assert cut.diagnostics['zero_input_gradient_fraction'] == rep.diagnostics['zero_input_gradient_fraction']
     assert rep.num_processes == 2 and rep.n == 11 and rep.indices == list(range(11))
     assert rep.clean_accuracy == 1.0
     for a in rep.attacks.values():
