@@ -269,8 +269,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
     identity = partial.identity_of(  # the suite's options as resolved: --cw-n 25 on a CPU is no change from none
         vars(args), leave_out=unused_options(specs), **{**opts.to_dict(), **_resolved_budgets(opts, n, num_classes)},
-        n_examples=n_examples,
-        checkpoint_sha256=weights_sha,
+        n_examples=n_examples, checkpoint_sha256=weights_sha,
         transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
         device_type=device.type, num_processes=world, versions=package_versions(),
