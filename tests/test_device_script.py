@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,12 +24,28 @@ TINY = '--model resnet20_mmc --feature-dim 16 --batch-size 16 --holdout 16 --lr 
 
 
 def _script(*args, timeout=300, **env_extra):
+    """The script as a lent machine runs it: a process of its own, through its ``__main__`` entry."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
     return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tmp_path):
+def _in_process(monkeypatch, capsys, *args, **env_extra) -> SimpleNamespace:
+    """The script's ``main`` in this process (its training runs are still processes of their own, with ``env_extra``
+    in their environment): the script's own process would spend 5-10 s on imports. Returns what ``_script`` does."""
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        for k, v in env_extra.items():
+            m.setenv(k, v)
+        try:
+            code = _module().main(list(args))
+        except SystemExit as e:  # a refusal through argparse's error
+            code = e.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
+def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tmp_path, monkeypatch, capsys):
     data = write_synthetic_dataset(tmp_path / 'ds', n_train=96, n_test=32)
     out = tmp_path / 'out'
     proc = _script('-c', 'gpu/resnet32_mmc_at', '--data', str(data), '--out', str(out), '--work', str(tmp_path / 'w'),
@@ -48,9 +65,9 @@ def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tm
     assert '--epochs 2' in log.splitlines()[0] and 'claim: resnet20_mmc, 2 epochs' in log
     assert (out / 'probe_resnet32_mmc_at.log').is_file()
     # a retry with the same --work (a lent machine still up) starts afresh; a --train-limit in --extra bounds the probe
-    proc = _script('-c', 'gpu/resnet32_mmc_at', '--data', str(data), '--out', str(tmp_path / 'out2'), '--work',
-                   str(tmp_path / 'w'), '--budget-s', '240', '--probe-images', '64', '--max-epochs', '1',
-                   '--extra', f'{TINY} --train-limit 48')
+    proc = _in_process(monkeypatch, capsys, '-c', 'gpu/resnet32_mmc_at', '--data', str(data), '--out',
+                       str(tmp_path / 'out2'), '--work', str(tmp_path / 'w'), '--budget-s', '240', '--probe-images',
+                       '64', '--max-epochs', '1', '--extra', f'{TINY} --train-limit 48')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / 'out2' / 'probe_resnet32_mmc_at.log').read_text().splitlines()[0].endswith('--train-limit 48')
     assert 'claim: resnet20_mmc, 1 epochs' in (tmp_path / 'out2' / 'resnet32_mmc_at.log').read_text()
@@ -84,15 +101,16 @@ def _last_checkpoint(run: Path) -> dict:
     return {f.name: load_file(str(f)) for f in sorted(ckpt.glob('*.safetensors'))}
 
 
-def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path, capsys):
+def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path, monkeypatch, capsys):
     """--epochs fixes the length (no probe); a run cut on one lease is packed, and --resume-from on the next lease
     (the work folder gone, as on a fresh machine) unpacks it and continues it with --resume: every tensor of its
     last checkpoint and every epoch's training loss equal those of a run never cut."""
     data = write_synthetic_dataset(tmp_path / 'ds', n_train=64, n_test=16)
     common = ['-c', 'gpu/resnet32_mmc_at_pgd', '--data', str(data), '--budget-s', '240', '--extra',
               TINY + ' --adv-steps 2']
-    cut = _script(*common, '--epochs', '2', '--out', str(tmp_path / 'lease1'), '--work', str(tmp_path / 'w1'),
-                  TIMM_MMC_FAULT='step:4')  # killed in epoch 2 (3 steps an epoch), after epoch 1's checkpoint
+    # the training run is killed in epoch 2 (3 steps an epoch), after epoch 1's checkpoint
+    cut = _in_process(monkeypatch, capsys, *common, '--epochs', '2', '--out', str(tmp_path / 'lease1'), '--work',
+                      str(tmp_path / 'w1'), TIMM_MMC_FAULT='step:4')
     assert cut.returncode == 1 and 'failed: see' in cut.stdout, cut.stdout + cut.stderr
     first = json.loads((tmp_path / 'lease1' / 'device_train.json').read_text())
     assert 'probe' not in first and first['epochs'] == 2
@@ -101,8 +119,8 @@ def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_
     assert first['runs']['resnet32_mmc_at_pgd']['rc'] != 0
 
     shutil.rmtree(tmp_path / 'w1')  # the next lease is a fresh machine: only the packed folder comes back
-    cont = _script(*common, '--resume-from', str(tmp_path / 'lease1'), '--out', str(tmp_path / 'lease2'),
-                   '--work', str(tmp_path / 'w1'))
+    cont = _in_process(monkeypatch, capsys, *common, '--resume-from', str(tmp_path / 'lease1'), '--out',
+                       str(tmp_path / 'lease2'), '--work', str(tmp_path / 'w1'))
     assert cont.returncode == 0, cont.stdout + cont.stderr
     second = json.loads((tmp_path / 'lease2' / 'device_train.json').read_text())
     assert second['resumed_from_epoch'] == {'resnet32_mmc_at_pgd': 1} and second['epochs'] is None
@@ -110,7 +128,8 @@ def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_
     command = (tmp_path / 'lease2' / 'resnet32_mmc_at_pgd.log').read_text().splitlines()[0].split()
     assert '--resume' in command and '-c' not in command
 
-    straight = _script(*common, '--epochs', '2', '--out', str(tmp_path / 'once'), '--work', str(tmp_path / 'w3'))
+    straight = _in_process(monkeypatch, capsys, *common, '--epochs', '2', '--out', str(tmp_path / 'once'), '--work',
+                           str(tmp_path / 'w3'))
     assert straight.returncode == 0, straight.stdout + straight.stderr
     resumed, once = (tmp_path / w / 'runs' / 'resnet32_mmc_at_pgd' for w in ('w1', 'w3'))
     a, b = _last_checkpoint(resumed), _last_checkpoint(once)
@@ -120,11 +139,13 @@ def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_
               for r in (resumed, once)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
 
-    again = _script(*common, '--resume-from', str(tmp_path / 'lease2'), '--out', str(tmp_path / 'lease3'),
-                    '--work', str(tmp_path / 'w1'))  # a run that finished on an earlier lease is not started again
+    # a run that finished on an earlier lease is not started again
+    again = _in_process(monkeypatch, capsys, *common, '--resume-from', str(tmp_path / 'lease2'), '--out',
+                        str(tmp_path / 'lease3'), '--work', str(tmp_path / 'w1'))
     assert again.returncode == 0 and 'finished on an earlier lease' in again.stdout, again.stdout + again.stderr
-    moved = _script(*common, '--resume-from', str(tmp_path / 'lease1'), '--out', str(tmp_path / 'lease4'),
-                    '--work', str(tmp_path / 'elsewhere'))  # another --work moves the data path: refused up front
+    # another --work moves the data path: refused up front
+    moved = _in_process(monkeypatch, capsys, *common, '--resume-from', str(tmp_path / 'lease1'), '--out',
+                        str(tmp_path / 'lease4'), '--work', str(tmp_path / 'elsewhere'))
     assert moved.returncode == 2 and 'cannot be continued' in moved.stderr and '--work' in moved.stderr
     assert not (tmp_path / 'elsewhere' / 'data').exists()
     edited = tmp_path / 'edited' / 'resnet32_mmc_at_pgd.yaml'  # the recipe changed between the leases: said, not lost

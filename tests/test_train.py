@@ -76,7 +76,14 @@ def test_real_cifar10_slice(cifar10_path, tmp_path):
         (hist[-1]['robust_acc'], 2, 'last') and summary['weights'] in ('ema', 'last')
 
 
+def _train(args) -> None:
+    """A run that is not to be killed goes in this process: a process of its own spends most of a tiny run's time
+    on imports (torch, timm, torchvision, datasets: 5-10 s on a busy 2-core machine)."""
+    assert main(list(args)) == 0
+
+
 def _run(args, env_extra=None, check=True):
+    """A run in a process of its own, for a fault (``TIMM_MMC_FAULT``) to kill it."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', **(env_extra or {}))
     proc = subprocess.run([sys.executable, '-m', 'timm_mmc.train', *args], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -88,12 +95,12 @@ def _run(args, env_extra=None, check=True):
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
             '--mixup', '0.4', *TINY]  # mixup's weights are drawn per step from the seed, so a resume draws them again
-    _run([*base, '--output', str(tmp_path / 'ref')])
+    _train([*base, '--output', str(tmp_path / 'ref')])
     # 4 steps an epoch (128 / 32): step 6 is mid-epoch 2, after the checkpoint at step 3 and the epoch-end one at 4
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
     assert killed.returncode == -9
     assert not (tmp_path / 'cut' / 'model.safetensors').exists()
-    _run([*base, '--output', str(tmp_path / 'cut'), '--resume'])
+    _train([*base, '--output', str(tmp_path / 'cut'), '--resume'])
     a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
     b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
     assert a.keys() == b.keys()
@@ -112,7 +119,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(synth, tmp_path):
     stopped = _run([*base, '--output', str(tmp_path / 'term')], {'TIMM_MMC_FAULT': 'term-step:5'}, check=False)
     assert stopped.returncode == 1 and 'stopped by SIGTERM after step 5 (epoch 2, step 1 of 4)' in stopped.stderr
     assert '--resume' in stopped.stderr and RunFolder(tmp_path / 'term').checkpoint_step() == 5
-    _run([*base, '--output', str(tmp_path / 'term'), '--resume'])
+    _train([*base, '--output', str(tmp_path / 'term'), '--resume'])
     c = load_file(str(tmp_path / 'term' / 'model.safetensors'))
     assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
 
@@ -177,7 +184,7 @@ def test_run_clock_counts_the_time_the_process_stood_still_and_nothing_else():
     assert clocks['stopped']['wall'] - 60.0 > clocks['stopped']['paused'] - 7.0
 
 
-def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
+def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path, capsys):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
             *TINY, '--output', str(tmp_path / 'cut')]
     killed = _run(base, {'TIMM_MMC_FAULT': 'save:4'}, check=False)  # dies inside the epoch-1 checkpoint write
@@ -185,22 +192,22 @@ def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path):
     ckpts = tmp_path / 'cut' / 'checkpoints'
     assert (ckpts / 'latest').read_text() == 'step_00000003'  # the half-written one was never named
     assert any(p.name.startswith('.tmp_') for p in ckpts.iterdir())
-    resumed = _run([*base, '--resume'])
-    assert 'resumed from step_00000003' in resumed.stdout
+    _train([*base, '--resume'])
+    assert 'resumed from step_00000003' in capsys.readouterr().out
     ref = tmp_path / 'ref'
-    _run([*base[:-1], str(ref)])
+    _train([*base[:-1], str(ref)])
     a, b = load_file(str(ref / 'model.safetensors')), load_file(str(tmp_path / 'cut' / 'model.safetensors'))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_kill_after_the_last_checkpoint_before_its_metrics_line_loses_no_epoch(synth, tmp_path):
+def test_a_kill_after_the_last_checkpoint_before_its_metrics_line_loses_no_epoch(synth, tmp_path, capsys):
     out = tmp_path / 'cut'
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', *TINY, '--output', str(out)]
     killed = _run(base, {'TIMM_MMC_FAULT': 'metrics:8'}, check=False)  # 4 steps an epoch: after epoch 2's checkpoint
     assert killed.returncode == -9
     assert [h['epoch'] for h in _history(out)] == [1] and not (out / 'model.safetensors').exists()
-    resumed = _run([*base, '--resume'])
-    assert 'resumed from step_00000008' in resumed.stdout
+    _train([*base, '--resume'])
+    assert 'resumed from step_00000008' in capsys.readouterr().out
     hist = _history(out)
     assert [h['epoch'] for h in hist] == [1, 2]  # the resume had no epoch left to train, yet wrote epoch 2's line
     assert json.loads((out / 'summary.json').read_text())['test_acc'] == hist[-1]['test_acc']
@@ -213,7 +220,7 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
     args = ['--model', 'resnet20_sce', '--dataset', synth, '--precision', 'fp32', '--epochs', '1',
             '--batch-size', '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0',
             '--no-progress', '--threads', '1', '--lr', '0.01', '--schedule', 'cosine', '--mixup', '1.0']
-    _run([*args, '--output', str(tmp_path / 'one')])  # with mixup: each process must blend the pairs one process does
+    _train([*args, '--output', str(tmp_path / 'one')])  # with mixup: each process must blend the pairs one process does
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
                 str(REPO / 'timm_mmc' / 'train.py')]
@@ -593,19 +600,21 @@ def test_resume_of_nothing_is_refused(synth, tmp_path, capsys):
     assert 'no complete checkpoint' in capsys.readouterr().err and not out.exists()
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(synth, tmp_path):
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(synth, tmp_path, capsys):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
             '--keep-checkpoints', '3', *TINY]
-    _run([*base, '--output', str(tmp_path / 'ref')])
+    _train([*base, '--output', str(tmp_path / 'ref')])
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
     assert killed.returncode == -9
     ckpts = tmp_path / 'cut' / 'checkpoints'
     assert (ckpts / 'latest').read_text() == 'step_00000004'
     weights = ckpts / 'step_00000004' / 'model.safetensors'
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
-    resumed = _run([*base, '--output', str(tmp_path / 'cut'), '--resume'])
-    assert 'step_00000004' in resumed.stdout and 'falling back' in resumed.stdout
-    assert 'resumed from step_00000003' in resumed.stdout
+    capsys.readouterr()
+    _train([*base, '--output', str(tmp_path / 'cut'), '--resume'])
+    resumed = capsys.readouterr().out
+    assert 'step_00000004' in resumed and 'falling back' in resumed
+    assert 'resumed from step_00000003' in resumed
     a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
     b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -658,7 +667,7 @@ def test_a_resume_from_a_run_before_grad_norms_records_them_for_every_whole_epoc
     for key in ('steps', 'grad_norm', 'grad_norm_max'):
         del state['trainer']['sums'][key]
     state_file.write_text(json.dumps(state))
-    _run([*base, '--resume'])
+    _train([*base, '--resume'])
     history = _history(tmp_path / 'run')
     assert ['grad_norm' in h and 'grad_norm_max' in h for h in history] == [True, cut == 'epoch-end', True]
 
@@ -693,10 +702,10 @@ def test_with_held_out_images_the_test_split_does_not_choose_the_exported_weight
     assert summary.test_acc == (last['test_acc_ema'] if summary.weights == 'ema' else last['test_acc'])
 
 
-def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path):
+def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path, capsys):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
             '--ema-decay', '0.5', '--cutout', '8', *TINY]
-    _run([*base, '--output', str(tmp_path / 'ref')])
+    _train([*base, '--output', str(tmp_path / 'ref')])
     hist = _history(tmp_path / 'ref')
     assert all(h['test_acc_ema'] is not None for h in hist)
     summary = json.loads((tmp_path / 'ref' / 'summary.json').read_text())
@@ -705,7 +714,9 @@ def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(s
     assert summary['test_acc'] == max(hist[-1]['test_acc_ema'], hist[-1]['test_acc'])
     killed = _run([*base, '--output', str(tmp_path / 'cut')], {'TIMM_MMC_FAULT': 'step:6'}, check=False)
     assert killed.returncode == -9
-    out = _run([*base, '--output', str(tmp_path / 'cut'), '--resume']).stdout
+    capsys.readouterr()
+    _train([*base, '--output', str(tmp_path / 'cut'), '--resume'])
+    out = capsys.readouterr().out
     assert 'claim: resnet20_mmc, 2 epochs' in out and ' CPU-min) on ' in out and 'paused' not in out
     a = load_file(str(tmp_path / 'ref' / 'model.safetensors'))
     b = load_file(str(tmp_path / 'cut' / 'model.safetensors'))
