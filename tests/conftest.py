@@ -9,6 +9,15 @@ torch.set_num_threads(1)
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifar10'
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``long(SECONDS)`` first, the longest first, the rest in their order: pytest-xdist hands tests out
+    in this order, and a long test handed out last keeps one worker busy while the others stand idle."""
+    def seconds(item) -> float:
+        mark = item.get_closest_marker('long')
+        return mark.args[0] if mark else 0.0
+    items.sort(key=lambda item: -seconds(item))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Decoded data-set caches go to a per-session temp folder, never the user's cache."""

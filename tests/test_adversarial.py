@@ -296,6 +296,7 @@ def _run(args, fault):
                           timeout=600)
 
 
+@pytest.mark.long(45)
 def test_select_best_after_sigkill_and_resume_is_bit_identical(tmp_path):
     """96 training images after the 16 held out (fewer than ARGS holds out: PGD-10 of both weights every epoch is
     most of this test's time): 3 steps per epoch. Killed in epoch 3 (step 8), resumed from the end of epoch 2: the
@@ -333,6 +334,7 @@ def test_a_kill_between_the_checkpoint_and_best_is_mended_by_the_resume(synth, t
     assert (ref / 'model.safetensors').read_bytes() == (cut / 'model.safetensors').read_bytes()
 
 
+@pytest.mark.long(50)
 def test_what_a_run_measures_never_changes_its_weights(synth, tmp_path):
     """--test-every and --robust-every may change on a resume (RESUME_MUTABLE) because measuring draws nothing the
     training uses: the same run measured every epoch (test split and held-out PGD-10) and once at the end only ends

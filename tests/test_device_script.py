@@ -45,6 +45,7 @@ def _in_process(monkeypatch, capsys, *args, **env_extra) -> SimpleNamespace:
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
+@pytest.mark.long(80)
 def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tmp_path, monkeypatch, capsys):
     data = write_synthetic_dataset(tmp_path / 'ds', n_train=96, n_test=32)
     out = tmp_path / 'out'
@@ -101,6 +102,7 @@ def _last_checkpoint(run: Path) -> dict:
     return {f.name: load_file(str(f)) for f in sorted(ckpt.glob('*.safetensors'))}
 
 
+@pytest.mark.long(40)
 def test_a_run_over_two_leases_continues_bit_exactly_from_the_packed_folder(tmp_path, monkeypatch, capsys):
     """--epochs fixes the length (no probe); a run cut on one lease is packed, and --resume-from on the next lease
     (the work folder gone, as on a fresh machine) unpacks it and continues it with --resume: every tensor of its
