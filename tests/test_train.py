@@ -240,24 +240,41 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
         assert two[key] == pytest.approx(one[key], rel=1e-3), key
 
 
+@pytest.mark.long(50)
 def test_torchrun_killed_mid_epoch_resumes_with_every_processs_part_of_the_epoch(synth, tmp_path):
     """A checkpoint holds the main process's epoch sums: they must hold every process's part, or a resumed epoch's
-    train loss and accuracy would count the main process's part twice and the other's not at all."""
+    train loss and accuracy would count the main process's part twice and the other's not at all. A SIGTERM to one
+    process only stops both after the same step (the stop flag is summed over them every step), with a checkpoint
+    there, and the resume ends where the uncut run does."""
     args = ['--model', 'resnet20_sce', '--dataset', synth, '--precision', 'fp32', '--epochs', '2',
             '--batch-size', '32', '--train-limit', '64', '--feature-dim', '16', '--robust-every', '0',
             '--no-progress', '--threads', '1', '--lr', '0.01', '--checkpoint-every', '1']
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29518',
                 str(REPO / 'timm_mmc' / 'train.py')]
-    for name, fault in [('whole', None), ('cut', 'step:4'), ('cut', None)]:  # 2 steps an epoch: step 3 is mid-epoch 2
-        extra = ['--resume'] if name == 'cut' and fault is None else []
+    from timm_mmc.runfolder import RunFolder
+    # 2 steps an epoch: step 3 is mid-epoch 2
+    for name, fault in [('whole', None), ('cut', 'step:4'), ('cut', None), ('term', 'term-step:3@1'), ('term', None)]:
+        extra = ['--resume'] if name != 'whole' and fault is None else []
+        if name == 'term' and fault:  # no checkpoint but the one the stop writes
+            extra = ['--checkpoint-every', '0']
         proc = subprocess.run([*torchrun, *args, '--output', str(tmp_path / name), *extra], capture_output=True,
                               text=True, timeout=600, env=dict(env, TIMM_MMC_FAULT=fault) if fault else env)
         assert (proc.returncode != 0) if fault else (proc.returncode == 0), proc.stderr[-3000:]
-    assert 'resumed from step_00000003' in proc.stdout
-    whole, cut = _history(tmp_path / 'whole'), _history(tmp_path / 'cut')
-    for key in ('train_loss', 'train_acc', 'grad_norm', 'grad_norm_max'):
-        assert [h[key] for h in cut] == pytest.approx([h[key] for h in whole], rel=1e-6), key
+        if fault and fault.startswith('term'):
+            # rank 0 got no signal, yet stopped after step 3 as well: the checkpoint there (none is due with
+            # --checkpoint-every 0) is written by both, and a process that went on would wait for the other in step
+            # 4's gradient all-reduce until the timeout. Once one process exits, torchrun ends the other with a SIGTERM
+            # of its own, so only one of them may live to say why it stopped.
+            assert 'stopped by SIGTERM after step 3 (epoch 2, step 1 of 2)' in proc.stderr, proc.stderr[-3000:]
+            assert RunFolder(tmp_path / name).checkpoint_step() == 3 and len(_history(tmp_path / name)) == 1
+            assert not (tmp_path / name / 'model.safetensors').exists()
+        if not fault and name != 'whole':
+            assert 'resumed from step_00000003' in proc.stdout
+    whole = _history(tmp_path / 'whole')
+    for cut in (_history(tmp_path / 'cut'), _history(tmp_path / 'term')):
+        for key in ('train_loss', 'train_acc', 'grad_norm', 'grad_norm_max'):
+            assert [h[key] for h in cut] == pytest.approx([h[key] for h in whole], rel=1e-6), key
 
 
 _GLOBAL_BN_SCRIPT = """

@@ -35,8 +35,10 @@ def inject_fault(point: str, value: int = 0) -> None:
     """Fault injection for the resume tests of train and eval: ``TIMM_MMC_FAULT=POINT:VALUE`` SIGKILLs this process
     where a command calls ``inject_fault(POINT, VALUE)`` (train: ``step:11``, ``save:2``, ``best:8``, ``metrics:8``;
     eval: ``eval-attack:2``, after the second finished attack is saved); ``term-POINT:VALUE`` sends a SIGTERM instead.
-    Unset, it does nothing."""
-    spec = os.environ.get('TIMM_MMC_FAULT')
+    A suffix ``@RANK`` limits it to that process of a multi-process run (``term-step:3@1``). Unset, it does nothing."""
+    spec, _, rank = os.environ.get('TIMM_MMC_FAULT', '').partition('@')
+    if rank and rank != os.environ.get('RANK', '0'):
+        return
     if spec and spec == f'{point}:{value}':
         os.kill(os.getpid(), signal.SIGKILL)
     elif spec and spec == f'term-{point}:{value}':  # a polite stop (StopSignal), e.g. TIMM_MMC_FAULT=term-step:6
