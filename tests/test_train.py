@@ -240,7 +240,7 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
         assert two[key] == pytest.approx(one[key], rel=1e-3), key
 
 
-@pytest.mark.long(50)
+@pytest.mark.long(70)
 def test_torchrun_killed_mid_epoch_resumes_with_every_processs_part_of_the_epoch(synth, tmp_path):
     """A checkpoint holds the main process's epoch sums: they must hold every process's part, or a resumed epoch's
     train loss and accuracy would count the main process's part twice and the other's not at all. A SIGTERM to one
