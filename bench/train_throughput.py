@@ -117,8 +117,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     native = native_bf16(torch.device('cpu'))
     # emulated bf16 is ~13x slower: a few steps at batch 128 show it, a full measurement would take most of the
-    # bench's time (each emulated step ~8 s on an AVX2 CPU); no warm-up step of its own either, since the fp32 warm-up
-    # below has built the model and warmed the allocator, and what else a first step costs is small beside 8 s
+    # bench's time (each emulated step ~8 s on an AVX2 CPU). No warm-up step for it either: on the AVX2 machine (one
+    # thread, beside a training run, 2026-12-07) the first emulated step took 19.2 s and the next two 18.8 and 17.4
     images_for = dict(fp32=args.images, bf16=args.images if native else min(args.images, 512))
     plain(dataset, 'resnet32_mmc', min(512, args.images), 'bf16' if native else 'fp32', 128, False)  # warm-up
     variants: Dict[Tuple[str, int, bool], float] = {}

@@ -11,10 +11,11 @@ SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifa
 
 def pytest_collection_modifyitems(items):
     """Tests marked ``long(SECONDS)`` first, the longest first, the rest in their order: pytest-xdist hands tests out
-    in this order, and a long test handed out last keeps one worker busy while the others stand idle."""
+    in this order, one at a time as a worker frees up (``--maxschedchunk=1`` in pyproject.toml), and a long test handed
+    out last keeps one worker busy while the others stand idle."""
     def seconds(item) -> float:
         mark = item.get_closest_marker('long')
-        return mark.args[0] if mark else 0.0
+        return (mark.args[0] if mark.args else mark.kwargs['seconds']) if mark else 0.0
     items.sort(key=lambda item: -seconds(item))
 
 

@@ -296,7 +296,7 @@ def _run(args, fault):
                           timeout=600)
 
 
-@pytest.mark.long(45)
+@pytest.mark.long(29)
 def test_select_best_after_sigkill_and_resume_is_bit_identical(tmp_path):
     """96 training images after the 16 held out (fewer than ARGS holds out: PGD-10 of both weights every epoch is
     most of this test's time): 3 steps per epoch. Killed in epoch 3 (step 8), resumed from the end of epoch 2: the
@@ -305,6 +305,8 @@ def test_select_best_after_sigkill_and_resume_is_bit_identical(tmp_path):
     ref, cut = tmp_path / 'ref', tmp_path / 'cut'
     args = [*ARGS, '--holdout', '16', '--dataset', str(data)]
     assert main([*args, '--output', str(ref)]) == 0
+    best = json.loads((ref / 'best' / 'best.json').read_text())['epoch']
+    assert best < 3, 'the best epoch must come before the kill, for the resume to have to keep it: change the data'
     assert _run([*args, '--output', str(cut)], fault='step:8').returncode != 0
     assert not (cut / 'model.safetensors').exists() and (cut / 'best' / 'best.json').is_file()
     assert main(['--output', str(cut), '--resume']) == 0
@@ -334,7 +336,7 @@ def test_a_kill_between_the_checkpoint_and_best_is_mended_by_the_resume(synth, t
     assert (ref / 'model.safetensors').read_bytes() == (cut / 'model.safetensors').read_bytes()
 
 
-@pytest.mark.long(50)
+@pytest.mark.long(37)
 def test_what_a_run_measures_never_changes_its_weights(synth, tmp_path):
     """--test-every and --robust-every may change on a resume (RESUME_MUTABLE) because measuring draws nothing the
     training uses: the same run measured every epoch (test split and held-out PGD-10) and once at the end only ends

@@ -32,7 +32,7 @@ def assert_quotient(ratio: float, num: float, den: float, step: float, ratio_ste
     assert low - ratio_step / 2 <= ratio <= high + ratio_step / 2, (ratio, num, den)
 
 
-@pytest.mark.long(90)
+@pytest.mark.long(70)
 def test_train_throughput_prints_every_figure(monkeypatch, capsys):
     import torch
 

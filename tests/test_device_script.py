@@ -35,7 +35,7 @@ def _in_process(monkeypatch, capsys, *args, **env_extra) -> SimpleNamespace:
     in their environment): the script's own process would spend 5-10 s on imports. Returns what ``_script`` does."""
     capsys.readouterr()
     with monkeypatch.context() as m:
-        for k, v in env_extra.items():
+        for k, v in dict(PYTHONPATH=str(ROOT), **env_extra).items():  # as _script's process gives them
             m.setenv(k, v)
         try:
             code = _module().main(list(args))
@@ -45,7 +45,7 @@ def _in_process(monkeypatch, capsys, *args, **env_extra) -> SimpleNamespace:
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
-@pytest.mark.long(80)
+@pytest.mark.long(70)
 def test_device_script_probes_fits_the_epochs_to_the_budget_and_packs_the_run(tmp_path, monkeypatch, capsys):
     data = write_synthetic_dataset(tmp_path / 'ds', n_train=96, n_test=32)
     out = tmp_path / 'out'

@@ -440,7 +440,7 @@ def test_real_cifar_plumbing(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.long(50)
+@pytest.mark.long(47)
 def test_sharded_run_gathers_every_example(tiny, tmp_path):
     """``torchrun`` (what ``accelerate launch`` does on GPUs): two processes, one report with every example."""
     import os

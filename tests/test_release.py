@@ -154,7 +154,7 @@ def _first_1000(ev):
 
 
 @pytest.mark.slow
-@pytest.mark.long(40)
+@pytest.mark.long(38)
 def test_pretrained_by_name_offline_reproduces_the_cards_clean_accuracy(cifar10_path, tmp_path):
     """timm.create_model('<name>.<tag>', pretrained=True) through a hand-built HF cache, HF_HUB_OFFLINE=1."""
     cache = tmp_path / 'hf_cache'
@@ -231,7 +231,7 @@ def test_ci_runs_exactly_the_readmes_test_command():
 
 
 @pytest.mark.slow
-@pytest.mark.long(160)
+@pytest.mark.long(130)
 def test_readme_main_command_reproduces_its_numbers(tmp_path):
     """Re-run the README's main command (offline, bundled sample) and compare with the committed JSON."""
     from eval.robustness import main

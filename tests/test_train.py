@@ -213,6 +213,20 @@ def test_a_kill_after_the_last_checkpoint_before_its_metrics_line_loses_no_epoch
     assert json.loads((out / 'summary.json').read_text())['test_acc'] == hist[-1]['test_acc']
 
 
+def _torchrun(cmd, env, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A torchrun command in a session of its own: on a timeout (a process waiting forever for the other in a
+    collective) the whole group is killed, the workers with it, and the test fails."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f'{" ".join(cmd)} ran past {timeout} s and was killed:\n{err[-3000:]}')
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def test_torchrun_two_processes_match_one(synth, tmp_path):
     # two steps of a stable objective. Float rounding alone moves the weights by up to ~4e-5 here (measured: the
     # same single-process run with 1 vs 2 threads), hence the tolerance; per-shard batch norm or a mis-sliced
@@ -224,8 +238,7 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
                 str(REPO / 'timm_mmc' / 'train.py')]
-    proc = subprocess.run([*torchrun, *args, '--output', str(tmp_path / 'two')], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = _torchrun([*torchrun, *args, '--output', str(tmp_path / 'two')], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'x 2 proc' in proc.stdout
     a = load_file(str(tmp_path / 'one' / 'model.safetensors'))
@@ -258,14 +271,13 @@ def test_torchrun_killed_mid_epoch_resumes_with_every_processs_part_of_the_epoch
         extra = ['--resume'] if name != 'whole' and fault is None else []
         if name == 'term' and fault:  # no checkpoint but the one the stop writes
             extra = ['--checkpoint-every', '0']
-        proc = subprocess.run([*torchrun, *args, '--output', str(tmp_path / name), *extra], capture_output=True,
-                              text=True, timeout=600, env=dict(env, TIMM_MMC_FAULT=fault) if fault else env)
+        proc = _torchrun([*torchrun, *args, '--output', str(tmp_path / name), *extra],
+                         dict(env, TIMM_MMC_FAULT=fault) if fault else env)
         assert (proc.returncode != 0) if fault else (proc.returncode == 0), proc.stderr[-3000:]
         if fault and fault.startswith('term'):
-            # rank 0 got no signal, yet stopped after step 3 as well: the checkpoint there (none is due with
-            # --checkpoint-every 0) is written by both, and a process that went on would wait for the other in step
-            # 4's gradient all-reduce until the timeout. Once one process exits, torchrun ends the other with a SIGTERM
-            # of its own, so only one of them may live to say why it stopped.
+            # rank 0 got no signal, yet stopped after step 3 as well: no checkpoint is due there with
+            # --checkpoint-every 0, and the one the stop writes needs both processes (the main one writes it between
+            # two barriers), so a process that went on would leave the other waiting until the timeout
             assert 'stopped by SIGTERM after step 3 (epoch 2, step 1 of 2)' in proc.stderr, proc.stderr[-3000:]
             assert RunFolder(tmp_path / name).checkpoint_step() == 3 and len(_history(tmp_path / name)) == 1
             assert not (tmp_path / name / 'model.safetensors').exists()
