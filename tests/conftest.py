@@ -15,8 +15,8 @@ def pytest_collection_modifyitems(items):
     With ``-n`` pytest-xdist gives each worker a first block of consecutive tests (a quarter of its share, 79 of 635
     on 2 workers), so the long tests run one after another on the first worker while the other works through short
     ones, and none of them is handed out last. Side by side they slow each other (the torchrun tests start two
-    processes, the bench two threads): on the 2-core machine (2026-12-07) the suite took 9 min 22 s this way and
-    10 min 24 s with the tests handed out one at a time (``--maxschedchunk=1``), the long ones then on both workers.
+    processes, the bench two threads): on the 2-core machine (2026-12-07) the suite took 9 min 22 s and 9 min 44 s
+    this way and 10 min 24 s with the tests handed out one at a time (``--maxschedchunk=1``), long ones on both workers.
     Once the long tests add up to more than half the suite, this order makes the first worker the last to end."""
     def seconds(item) -> float:
         mark = item.get_closest_marker('long')
