@@ -2,7 +2,8 @@
 (``bench/train_throughput.py`` read ``trainer.history`` as dicts for a while after the records became dataclasses).
 The figures' sizes are not checked (speed lives in the benches' output, never in tests), only that each ratio a bench
 prints is the quotient of the figures it printed beside it: a swapped or mislabelled figure fails, unless the two
-figures are within rounding of each other."""
+figures are within rounding of each other (for ``train_throughput.py`` a run with fixed, distinct rates closes that
+gap)."""
 import ast
 import re
 import runpy
@@ -59,6 +60,31 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
                         figure(out, same + compiled + r' +([\d.]+)'), 0.1, 0.001)
     sce = figure(out, r'SCE plain loop \(\w+, batch \d+, eager\): ([\d.]+) img/s')
     assert_quotient(figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)'), sce, mmc, 0.1, 0.001)
+
+
+def test_train_throughput_ratios_are_the_right_way_round(monkeypatch, capsys):
+    """With every measurement replaced by a fixed rate, far from each other, each ratio the bench prints is the one its
+    label names: the run above cannot tell a ratio from its inverse when the two rates come out alike."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_throughput', BENCH / 'train_throughput.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rates = {('fp32', 128): 100.0, ('fp32', 256): 120.0, ('bf16', 128): 10.0, ('bf16', 256): 12.0}
+
+    def plain(dataset, model, images, precision, batch, compiled, warm_steps=3):
+        return 150.0 if model == 'resnet32_sce' else rates[precision, batch]
+    monkeypatch.setattr(bench, 'plain', plain)
+    monkeypatch.setattr(bench, 'project', lambda *args, **kwargs: 60.0)
+    monkeypatch.setattr(sys, 'argv', ['train_throughput.py', '--images', '256', '--skip-compile', '--skip-adversarial'])
+    bench.main()
+    out = capsys.readouterr().out
+    settings = ast.literal_eval(re.search(r"project loop with the recipe's settings (\{.*\}):", out).group(1))
+    eager = rates[settings['precision'], settings.get('batch_size', 128)]  # the plain MMC loop, eager
+    best = figure(out, r'best plain loop: \w+, batch \d+, \w+: ([\d.]+) img/s')
+    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(60.0 / best, 3)
+    assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') == round(150.0 / eager, 3)
+    if not settings.get('compile'):  # a compiled recipe has no plain loop with its settings under --skip-compile
+        assert figure(out, r'project / plain loop with the same settings: ([\d.]+)') == round(60.0 / eager, 3)
 
 
 def test_attack_throughput_ratio_is_pgd_over_its_limit(monkeypatch, capsys):
