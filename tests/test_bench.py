@@ -2,8 +2,8 @@
 (``bench/train_throughput.py`` read ``trainer.history`` as dicts for a while after the records became dataclasses).
 The figures' sizes are not checked (speed lives in the benches' output, never in tests), only that each ratio a bench
 prints is the quotient of the figures it printed beside it: a swapped or mislabelled figure fails, unless the two
-figures are within rounding of each other (for ``train_throughput.py`` a run with fixed, distinct rates closes that
-gap)."""
+figures are within rounding of each other (for ``train_throughput.py`` and ``heads.py`` a run with fixed, distinct
+measurements closes that gap)."""
 import ast
 import re
 import runpy
@@ -19,6 +19,15 @@ def run_bench(script: str, args, monkeypatch, capsys) -> str:
     monkeypatch.setattr(sys, 'argv', [str(BENCH / script), *args])
     runpy.run_path(str(BENCH / script), run_name='__main__')
     return capsys.readouterr().out
+
+
+def _load(script: str):
+    """A bench script as a module, for a test to replace its measurements."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(Path(script).stem, BENCH / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def figure(out: str, pattern: str) -> float:
@@ -65,10 +74,7 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
 def test_train_throughput_ratios_are_the_right_way_round(monkeypatch, capsys):
     """With every measurement replaced by a fixed rate, far from each other, each ratio the bench prints is the one its
     label names: the run above cannot tell a ratio from its inverse when the two rates come out alike."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_throughput', BENCH / 'train_throughput.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load('train_throughput.py')
     rates = {('fp32', 128): 100.0, ('fp32', 256): 120.0, ('bf16', 128): 10.0, ('bf16', 256): 12.0}
 
     def plain(dataset, model, images, precision, batch, compiled, warm_steps=3):
@@ -85,6 +91,16 @@ def test_train_throughput_ratios_are_the_right_way_round(monkeypatch, capsys):
     assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') == round(150.0 / eager, 3)
     if not settings.get('compile'):  # a compiled recipe has no plain loop with its settings under --skip-compile
         assert figure(out, r'project / plain loop with the same settings: ([\d.]+)') == round(60.0 / eager, 3)
+
+
+def test_heads_ratio_is_the_right_way_round(monkeypatch, capsys):
+    """Steps of fixed, distinct length (MMC 3x SCE): the printed ratio is MMC over SCE, not its inverse."""
+    bench = _load('heads.py')
+    monkeypatch.setattr(bench, 'make_step',
+                        lambda name, batch, precision: lambda: 0.3 if name == 'resnet32_mmc' else 0.1)
+    monkeypatch.setattr(sys, 'argv', ['heads.py', '--steps', '2', '--warmup', '0'])
+    bench.main()
+    assert figure(capsys.readouterr().out, r'ratio mmc / sce: ([\d.]+)') == 3.0
 
 
 def test_attack_throughput_ratio_is_pgd_over_its_limit(monkeypatch, capsys):
