@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -60,23 +60,22 @@ class EvalError(RuntimeError):
     """A problem with the model, data or options found after parsing; the message names the fix."""
 
 
-def _resolved_budgets(opts: SuiteOptions, n: int, num_classes: int) -> Dict[str, int]:
+def _resolved_budgets(opts: SuiteOptions, n: int, aa_budget: Tuple[int, Optional[int]]) -> Dict[str, int]:
     """The example counts and AutoAttack budget the suite runs with, for a resume's identity: ``--cw-n 1000`` on 500
     examples is ``--cw-n 500``, and ``--aa-n-iter 100`` is AutoAttack's own default.
 
     Args:
         opts: The suite's options.
         n: Examples evaluated, over all processes (an attack's ``n_limit`` counts global positions).
-        num_classes: Classes of the model (they cap AutoAttack's target classes).
+        aa_budget: ``(APGD iterations, APGD-T target classes)`` as AutoAttack runs them (:func:`resolved_budget`).
 
     Returns:
         ``cw_n``, ``spsa_n`` and ``aa_n`` as the number of examples each attack covers (None is all ``n``), and
         ``aa_n_iter`` and ``aa_target_classes`` as AutoAttack runs them.
     """
-    iters, targets = resolved_budget(opts.aa_version, opts.aa_n_iter, opts.aa_target_classes, num_classes)
     counts = {k: n if v is None else min(v, n) for k, v in (('cw_n', opts.cw_n), ('spsa_n', opts.spsa_n),
                                                             ('aa_n', opts.aa_n))}
-    return dict(counts, aa_n_iter=iters, aa_target_classes=targets)
+    return dict(counts, aa_n_iter=aa_budget[0], aa_target_classes=aa_budget[1])
 
 
 def _checkpoint_sha(spec: str, checkpoint: Optional[str], model) -> Optional[str]:
@@ -244,9 +243,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     aa_version = args.aa_version or ('standard' if args.suite == 'autoattack' else 'fast')
     aa_n = args.aa_n if args.aa_n is not None else (min(100, n) if args.suite == 'quick' else None)
-    aa_targets = args.aa_target_classes
-    if aa_targets is not None:  # as it runs (C - 1 at most), so that the report names the attack by what ran
-        aa_targets = resolved_budget(aa_version, args.aa_n_iter, aa_targets, num_classes)[1]
+    aa_budget = resolved_budget(aa_version, args.aa_n_iter, args.aa_target_classes, num_classes)
+    # as it runs (C - 1 at most), so that the report names the attack by what ran
+    aa_targets = aa_budget[1] if args.aa_target_classes is not None else None
     opts = SuiteOptions(
         eps=tuple(args.eps), pgd_steps=tuple(args.pgd_steps), pgd_alpha=args.pgd_alpha,
         objectives=tuple(args.objectives) if args.objectives else default_objectives(mm),
@@ -268,7 +267,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
     identity = partial.identity_of(  # the suite's options as resolved: --cw-n 25 on a CPU is no change from none
-        vars(args), leave_out=unused_options(specs), **{**opts.to_dict(), **_resolved_budgets(opts, n, num_classes)},
+        vars(args), leave_out=unused_options(specs), **{**opts.to_dict(), **_resolved_budgets(opts, n, aa_budget)},
         n_examples=n_examples, checkpoint_sha256=weights_sha,
         transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],

@@ -652,5 +652,5 @@ def test_unused_options_are_exactly_those_no_attack_of_the_suite_reads():
 def test_resolved_budgets_count_a_slice_over_the_examples_as_all_of_them():
     """``--cw-n 1000`` on 12 examples is no change from 12 (or from none), in what a resume compares."""
     from eval.robustness import _resolved_budgets
-    got = _resolved_budgets(SuiteOptions(cw_n=1000, spsa_n=None, aa_n=5), 12, 10)
-    assert (got['cw_n'], got['spsa_n'], got['aa_n']) == (12, 12, 5)
+    got = _resolved_budgets(SuiteOptions(cw_n=1000, spsa_n=None, aa_n=5), 12, (100, 9))
+    assert got == dict(cw_n=12, spsa_n=12, aa_n=5, aa_n_iter=100, aa_target_classes=9)
