@@ -1,15 +1,12 @@
 """Adversarial training: N-FGSM, the held-out slice, choosing the exported epoch, and the collapse warning."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from _shared import train_process
 from timm_mmc.adversarial import COLLAPSE_DROP, BestEpoch, best_epoch, collapse_warning, selection_rule
 from timm_mmc.attacks import NFGSM, FGSMRandomStart
 from timm_mmc.data import DataError, ImageSplit, hold_out, write_synthetic_dataset
@@ -17,7 +14,6 @@ from timm_mmc.runfolder import EpochRecord
 from timm_mmc.train import Trainer, main
 
 EPS = 8 / 255
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -288,14 +284,6 @@ def test_select_best_exports_the_best_held_out_epoch_not_the_last(synth, tmp_pat
     assert not torch.equal(exported[weight], last['model.' + weight].contiguous())
 
 
-def _run(args, fault):
-    """A run in a process of its own, for the fault (``TIMM_MMC_FAULT``) to kill it; a run not to be killed goes in
-    this process (``main``), since a process of its own spends most of a tiny run's time on imports."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', TIMM_MMC_FAULT=fault)
-    return subprocess.run([sys.executable, '-m', 'timm_mmc.train', *args], env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 @pytest.mark.long(29)
 def test_select_best_after_sigkill_and_resume_is_bit_identical(tmp_path):
     """96 training images after the 16 held out (fewer than ARGS holds out: PGD-10 of both weights every epoch is
@@ -307,7 +295,7 @@ def test_select_best_after_sigkill_and_resume_is_bit_identical(tmp_path):
     assert main([*args, '--output', str(ref)]) == 0
     best = json.loads((ref / 'best' / 'best.json').read_text())['epoch']
     assert best < 3, 'the best epoch must come before the kill, for the resume to have to keep it: change the data'
-    assert _run([*args, '--output', str(cut)], fault='step:8').returncode != 0
+    assert train_process([*args, '--output', str(cut)], {'TIMM_MMC_FAULT': 'step:8'}).returncode != 0
     assert not (cut / 'model.safetensors').exists() and (cut / 'best' / 'best.json').is_file()
     assert main(['--output', str(cut), '--resume']) == 0
     for name in ('metrics.jsonl', 'best/best.json'):
@@ -329,7 +317,7 @@ def test_a_kill_between_the_checkpoint_and_best_is_mended_by_the_resume(synth, t
             '0.99', '--no-progress', '--threads', '1', '--precision', 'fp32', '--dataset', synth]  # the latest wins
     ref, cut = tmp_path / 'ref', tmp_path / 'cut'
     assert main([*args, '--output', str(ref)]) == 0
-    assert _run([*args, '--output', str(cut)], fault='best:8').returncode != 0  # 4 steps an epoch
+    assert train_process([*args, '--output', str(cut)], {'TIMM_MMC_FAULT': 'best:8'}).returncode != 0  # 4 steps an epoch
     assert json.loads((cut / 'best' / 'best.json').read_text())['epoch'] == 1
     assert main(['--output', str(cut), '--resume']) == 0
     assert json.loads((cut / 'best' / 'best.json').read_text())['epoch'] == 2

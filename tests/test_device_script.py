@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from _shared import load_script
 from timm_mmc.config import resolve_recipe
 from timm_mmc.data import write_synthetic_dataset
 
@@ -187,11 +188,7 @@ def _archive(path: Path, *members: tarfile.TarInfo, data: bytes = b'x') -> Path:
 
 
 def _module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('device_train', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_unpack_refuses_damaged_and_unsafe_archives(tmp_path):

@@ -15,11 +15,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from _shared import train_process
 from timm_mmc.io import ModelLoadError
 from timm_mmc.runfolder import EpochRecord
 from timm_mmc.train import main
 from timm_mmc.train_parts import RunClock
-
 from timm_mmc.data import parquet_split_path, write_synthetic_dataset as make_image_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,9 +84,7 @@ def _train(args) -> None:
 
 def _run(args, env_extra=None, check=True):
     """A run in a process of its own, for a fault (``TIMM_MMC_FAULT``) to kill it."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', **(env_extra or {}))
-    proc = subprocess.run([sys.executable, '-m', 'timm_mmc.train', *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = train_process(args, env_extra)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
