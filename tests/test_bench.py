@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from _shared import load_script
+
 BENCH = Path(__file__).resolve().parents[1] / 'bench'
 
 
@@ -23,11 +25,7 @@ def run_bench(script: str, args, monkeypatch, capsys) -> str:
 
 def _load(script: str):
     """A bench script as a module, for a test to replace its measurements."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(Path(script).stem, BENCH / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / script)
 
 
 def figure(out: str, pattern: str) -> float:
@@ -109,6 +107,21 @@ def test_attack_throughput_ratio_is_pgd_over_its_limit(monkeypatch, capsys):
     limit = figure(out, r'limit \(10 input-gradient steps \+ 1 forward\): +([\d.]+) images/s')
     pgd = figure(out, r'PGD-10 \(margin, random start, keep best\) +: +([\d.]+) images/s')
     assert_quotient(figure(out, r'ratio PGD-10 / limit: ([\d.]+)'), pgd, limit, 0.1, 0.001)  # rates: time limit / PGD
+
+
+def test_attack_throughput_ratio_is_the_right_way_round(monkeypatch, capsys):
+    """Rounds of fixed, distinct length (PGD-10 twice its limit): the printed ratio is 0.5, the limit's time over
+    PGD's, not its inverse, and each rate is the batch over its own time."""
+    bench = _load('attack_throughput.py')
+    monkeypatch.setattr(bench, 'limit_time', lambda model, x: 0.2)
+    monkeypatch.setattr(bench, 'pgd_time', lambda attack, x, y: 0.4)
+    monkeypatch.setattr(sys, 'argv', ['attack_throughput.py', '--model', 'resnet20_mmc', '--batch', '8', '--rounds', '2',
+                                      '--threads', '1'])
+    bench.main()
+    out = capsys.readouterr().out
+    assert figure(out, r'ratio PGD-10 / limit: ([\d.]+)') == 0.5
+    assert figure(out, r'limit \(10 input-gradient steps \+ 1 forward\): +([\d.]+) images/s') == 40.0
+    assert figure(out, r'PGD-10 \(margin, random start, keep best\) +: +([\d.]+) images/s') == 20.0
 
 
 def test_heads_ratio_is_mmc_step_over_sce_step(monkeypatch, capsys):
