@@ -209,6 +209,12 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and ok(v)):
                 raise ConfigError(f'{_flag(name)} must be {where} (got {v}).')
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)}
+        for name, (needed, on) in _ACTS_ONLY_WITH.items():  # set, but the run would never use it
+            if getattr(self, name) != defaults[name] and not on(self):
+                raise ConfigError(f'{_flag(name)} acts only with {needed}, which this run does not have, so it would '
+                                  f'change nothing: add {needed} or drop {_flag(name)}.')
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,6 +226,15 @@ _RANGES = dict(
     momentum=(lambda v: 0 <= v < 1, 'in [0, 1)'), warmup_frac=(lambda v: 0 <= v < 1, 'in [0, 1)'),
     gamma=(lambda v: 0 < v <= 1, 'in (0, 1]'), weight_decay=(lambda v: v >= 0, '>= 0'),
     lambda_c=(lambda v: v >= 0, '>= 0'), lgm_alpha=(lambda v: v >= 0, '>= 0'), lgm_lambda=(lambda v: v >= 0, '>= 0'))
+
+# Options that act only under another (the other option in words, and whether this run has it): set away from their
+# default without it, they are refused rather than silently ignored.
+_ACTS_ONLY_WITH = dict(
+    mixup_off_last=('--mixup A (A > 0)', lambda c: c.mixup > 0),
+    select_on=('--select-best', lambda c: c.select_best), select_tolerance=('--select-best', lambda c: c.select_best),
+    milestones=('--schedule step', lambda c: c.schedule == 'step'),
+    gamma=('--schedule step', lambda c: c.schedule == 'step'),
+    adv_noise=('--adv nfgsm', lambda c: c.adv == 'nfgsm'))
 
 
 def _flag(name: str) -> str:
