@@ -62,6 +62,21 @@ def _number_in(what: str, low: float, high: float, unit: str) -> Callable[[str],
     return parse
 
 
+def _device_arg(text: str) -> str:
+    """A device torch knows and this machine has, as given (``cpu``, ``cuda``, ``cuda:1``)."""
+    import torch
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a device; give cpu, cuda or cuda:N.') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f'{text!r}: this machine has no CUDA device; give cpu or leave --device out.')
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f'{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s), '
+                                         f'numbered from 0.')
+    return text
+
+
 _sigma_arg = _number_in('noise sigma', 0, 1, '(pixel units; the paper: 0.05)')
 _degrees_arg = _number_in('rotation', 0, 180, 'degrees (the paper: 30)')
 
@@ -122,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--batch-size', type=_pos_int, default=250)
     g.add_argument('--threads', type=_pos_int, help='torch CPU threads (default: torch\'s; 1 is fastest on a busy '
                    'machine).')
-    g.add_argument('--device', help='cpu, cuda, ... (default: cuda if available).')
+    g.add_argument('--device', type=_device_arg, help='cpu, cuda, ... (default: cuda if available).')
     g.add_argument('--out', default='results', help='output folder for JSON, Markdown and PNG (default results/).')
     g.add_argument('--name', help='stem of the output files, a plain file name (default: from the model, the '
                    'checkpoint\'s folder and file, and the suite).')

@@ -99,13 +99,17 @@ def test_bad_input_fails_clearly(tiny, tmp_path, capsys):
         if '--split' in argv:  # a missing split is not fixed by fewer examples
             assert '--n-examples' not in err, err
     assert not out.exists()  # nothing written
-    for argv, text in [(_base(tiny, out, '--eps', '0'), 'outside (0, 1]'),
-                       (_base(tiny, out, '--eps', '8'), 'outside (0, 1]'),
-                       (_base(tiny, out, '--aa-eps=-1/255'), 'outside (0, 1]'),
-                       (_base(tiny, out, '--attacks', 'pgd', 'deepfool'), "unknown attack 'deepfool'"),
-                       (_base(tiny, out, '--suite', 'everything'), 'invalid choice'),
-                       (_base(tiny, out, '--objectives', 'hinge'), "unknown objective 'hinge'"),
-                       (_base(tiny, out, '--rotation', 'nan'), 'must lie in [0, 180] degrees')]:
+    refused = [(_base(tiny, out, '--eps', '0'), 'outside (0, 1]'),
+               (_base(tiny, out, '--eps', '8'), 'outside (0, 1]'),
+               (_base(tiny, out, '--aa-eps=-1/255'), 'outside (0, 1]'),
+               (_base(tiny, out, '--attacks', 'pgd', 'deepfool'), "unknown attack 'deepfool'"),
+               (_base(tiny, out, '--suite', 'everything'), 'invalid choice'),
+               (_base(tiny, out, '--objectives', 'hinge'), "unknown objective 'hinge'"),
+               (_base(tiny, out, '--rotation', 'nan'), 'must lie in [0, 180] degrees'),
+               (_base(tiny, out, '--device', 'cdua'), "'cdua' is not a device; give cpu, cuda or cuda:N")]
+    if not torch.cuda.is_available():  # the CPU machines: no CUDA to ask for
+        refused.append((_base(tiny, out, '--device', 'cuda'), 'this machine has no CUDA device'))
+    for argv, text in refused:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
