@@ -291,14 +291,17 @@ def test_npz_folder_from_parquet_without_datasets_matches_the_hub_loader(ds, tmp
     with pytest.raises(DataError, match="label column 'label' holds float, not integer class labels"):
         parquet_to_npz_folder(bad, tmp_path / 'b')
     assert not (tmp_path / 'b').exists()
+    for limit in ('0', '-1'):  # refused before anything is read
+        assert main(['npz', '--dataset', str(ds), '--limit', limit, '--out', str(tmp_path / 'y')]) == 2
+    assert not (tmp_path / 'y').exists()
     assert main(['npz', '--dataset', str(ds), '--splits', 'test', '--limit', '3', '--out', str(tmp_path / 'y')]) == 0
     assert load_split(str(tmp_path / 'y'), 'test').labels.shape == (3,)
 
 
 def test_both_decoders_turn_images_upright_refuse_16_bit_and_count_classes_before_a_limit(tmp_path):
     """The parquet folder read by ``datasets`` and converted by ``timm_mmc.data npz`` give the same pixels for a JPEG
-    with an EXIF orientation (turned upright), both refuse a 16-bit image (an 8-bit conversion would clip it at 255),
-    and without class names a --limit slice still counts every class of the split."""
+    with an EXIF orientation (turned upright), both refuse a 16-bit image (an 8-bit conversion would clip it at 255)
+    and images of different sizes, and without class names a --limit slice still counts every class of the split."""
     import io
 
     import datasets
@@ -340,6 +343,13 @@ def test_both_decoders_turn_images_upright_refuse_16_bit_and_count_classes_befor
     with pytest.raises(DataError, match='more than 8 bits'):
         load_split(str(tmp_path / 'deep'), 'train', cache_dir=tmp_path / 'cache')
     assert not (tmp_path / 'npz2').exists()
+    small = (Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)), 'PNG', {})
+    write(tmp_path / 'mixed', [square[0], small], [0, 1])  # both decoders refuse images of different sizes
+    with pytest.raises(DataError, match=r'image 1 has shape \(32, 32, 3\), the first \(48, 32, 3\); resize'):
+        parquet_to_npz_folder(tmp_path / 'mixed', tmp_path / 'npz3')
+    with pytest.raises(DataError, match='image 1 has shape'):
+        load_split(str(tmp_path / 'mixed'), 'train', cache_dir=tmp_path / 'cache')
+    assert not (tmp_path / 'npz3').exists()
 
 
 def test_the_npz_converter_writes_every_split_or_none(ds, tmp_path, monkeypatch):

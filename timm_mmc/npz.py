@@ -124,7 +124,7 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     label column is ``label`` (class names from the parquet's ``huggingface`` metadata when it has them).
 
     Raises:
-        DataError: A missing split file or an unknown column layout.
+        DataError: A missing split file, an unknown column layout, images of different sizes, or ``limit`` < 1.
     """
     import io
     import json
@@ -134,6 +134,8 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
     import pyarrow.parquet as pq
     from PIL import Image
 
+    if limit is not None and limit < 1:
+        raise DataError(f'--limit must be >= 1 rows (got {limit}); leave it out to keep every row.')
     paths = {split: parquet_split_path(dataset, split) for split in splits}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:  # all checked before any is written
@@ -159,8 +161,13 @@ def parquet_to_npz_folder(dataset: os.PathLike, out: os.PathLike, splits: Sequen
         if limit is not None:
             table = table.slice(0, limit)
         labels = np.asarray(table.column(label_col).to_pylist(), dtype=np.int64)
-        images = np.stack([_rgb_array(Image.open(io.BytesIO(cell['bytes'])), f'{path} image {i}')
-                           for i, cell in enumerate(table.column(image_col).to_pylist())])
+        arrays = [_rgb_array(Image.open(io.BytesIO(cell['bytes'])), f'{path} image {i}')
+                  for i, cell in enumerate(table.column(image_col).to_pylist())]
+        odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
+        if odd is not None:
+            raise DataError(f'{str(path)!r}: image {odd} has shape {arrays[odd].shape}, the first '
+                            f'{arrays[0].shape}; resize the data set first.')
+        images = np.stack(arrays)
         check_arrays(images, labels, len(names), str(path))
         source = f'{dataset}:{split} [{image_col}, {label_col}] sha256 {content_digest(images, labels)}, via pyarrow'
         decoded.append((split, images, labels, names, source))
