@@ -103,9 +103,16 @@ def build_model(cfg: TrainConfig, timm_name: str, name_args: Dict[str, Any], tra
     kwargs: Dict[str, Any] = dict(name_args, num_classes=train_set.num_classes, drop_rate=cfg.drop_rate)
     if cfg.pretrained_backbone is None:
         x = train_set.images
+        chans = name_args.get('in_chans', 3)
+        if x.shape[1] != chans:
+            raise TrainError(f'the training images have {x.shape[1]} channel(s), {cfg.model!r} takes {chans}: write '
+                             f'the data set with {chans} (a gray channel repeated, as the Hub-layout loader does).')
         sample = x[:: max(1, len(x) // 10000)].float().div_(255)
-        kwargs.update(norm_mean=[float(v) for v in sample.mean((0, 2, 3))],
-                      norm_std=[float(v) for v in sample.std((0, 2, 3))])
+        std = sample.std((0, 2, 3))
+        if not (std > 0).all():
+            raise TrainError(f'channel(s) {(std <= 0).nonzero().flatten().tolist()} of the training images hold one '
+                             f'value throughout, so the input normalisation would divide by zero: check the data set.')
+        kwargs.update(norm_mean=[float(v) for v in sample.mean((0, 2, 3))], norm_std=[float(v) for v in std])
     if cfg.center_norm is not None:
         kwargs['center_norm'] = cfg.center_norm
     if cfg.feature_dim is not None:
