@@ -265,7 +265,11 @@ def main(argv: Sequence[str] | None = None, started: Optional[float] = None) -> 
     args = p.parse_args(argv)
     t0 = started if started is not None else time.time()
     out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
+    if not (math.isfinite(args.budget_s) and args.budget_s > 0):
+        p.error(f'--budget-s must be a number of seconds > 0 (got {args.budget_s}).')
+    for flag, value in (('--probe-images', args.probe_images), ('--max-epochs', args.max_epochs)):
+        if value < 1:
+            p.error(f'{flag} must be >= 1 (got {value}).')
     extra = args.extra.split()
     recipes = {_name(c): c for c in args.config}
     if len(recipes) != len(args.config):
@@ -288,6 +292,7 @@ def main(argv: Sequence[str] | None = None, started: Optional[float] = None) -> 
                           for n, f in packed.items()}
     except ValueError as e:
         p.error(str(e))
+    out.mkdir(parents=True, exist_ok=True)  # after every check: a refused command leaves no folder
     report: Dict[str, object] = dict(
         recipes=args.config, extra=extra, budget_s=args.budget_s, data_files=data_files,
         python=platform.python_version(), torch=torch.__version__,

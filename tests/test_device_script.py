@@ -95,6 +95,14 @@ def test_device_script_refuses_bad_recipes_and_data_before_any_work(tmp_path, ca
     assert 'Hub parquet layout' in _refused(capsys, '-c', 'gpu/resnet32_mmc_at', '--data', str(tmp_path / 'none'),
                                             '--out', str(out), '--work', str(tmp_path / 'w'), '--budget-s', '60')
     assert not (tmp_path / 'w' / 'data').exists()
+    fresh = tmp_path / 'out2'
+    for flags, text in [(('--budget-s', '0'), '--budget-s must be a number of seconds > 0'),
+                        (('--budget-s', 'nan'), '--budget-s must be a number of seconds > 0'),
+                        (('--budget-s', '60', '--probe-images', '0'), '--probe-images must be >= 1 (got 0)'),
+                        (('--budget-s', '60', '--max-epochs', '0'), '--max-epochs must be >= 1 (got 0)')]:
+        assert text in _refused(capsys, '-c', 'gpu/resnet32_mmc_at', '--data', str(tmp_path), '--out', str(fresh),
+                                *flags)
+    assert not fresh.exists()  # refused before anything is written
 
 
 def _last_checkpoint(run: Path) -> dict:
