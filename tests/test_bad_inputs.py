@@ -144,6 +144,8 @@ TRAIN = [
     Case('label-smoothing-two', ['--label-smoothing', '2'], ['--label-smoothing', '[0, 1)']),
     Case('label-smoothing-mmc', ['--label-smoothing', '0.1', '--batch-size', '8'],
          ['--label-smoothing', 'sce loss only', 'drop it']),
+    Case('lambda-c-mmc', ['--lambda-c', '0.1', '--batch-size', '8'], ['--lambda-c', 'center loss only', 'drop it']),
+    Case('lgm-alpha-mmc', ['--lgm-alpha', '0.3', '--batch-size', '8'], ['--lgm-alpha', 'lgm loss only', 'drop it']),
     Case('eps-not-a-number', ['--adv', 'pgd', '--eps', '8/x'], ["'8/x' is not a number", '8/255']),
     Case('grad-clip-negative', ['--grad-clip', '-1'], ['--grad-clip', '> 0']),
     Case('grad-clip-nan', ['--grad-clip', 'nan'], ['--grad-clip', 'finite']),

@@ -216,6 +216,14 @@ class TrainConfig:
                 raise ConfigError(f'{_flag(name)} acts only with {needed}, which this run does not have, so it would '
                                   f'change nothing: add {needed} or drop {_flag(name)}.')
 
+    def check_loss_options(self, loss: str) -> None:
+        """Raise :class:`ConfigError` for a loss option set away from its default that ``loss`` would ignore."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, users in _LOSS_OPTIONS.items():
+            if getattr(self, name) != defaults[name] and loss not in users:
+                raise ConfigError(f'{_flag(name)} is for the {" / ".join(users)} loss only; the {loss} loss would '
+                                  f'ignore it: drop it.')
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -226,6 +234,9 @@ _RANGES = dict(
     momentum=(lambda v: 0 <= v < 1, 'in [0, 1)'), warmup_frac=(lambda v: 0 <= v < 1, 'in [0, 1)'),
     gamma=(lambda v: 0 < v <= 1, 'in (0, 1]'), weight_decay=(lambda v: v >= 0, '>= 0'),
     lambda_c=(lambda v: v >= 0, '>= 0'), lgm_alpha=(lambda v: v >= 0, '>= 0'), lgm_lambda=(lambda v: v >= 0, '>= 0'))
+
+# Loss options and the losses that read them (timm_mmc.losses).
+_LOSS_OPTIONS = dict(label_smoothing=('sce',), lambda_c=('center',), lgm_alpha=('lgm',), lgm_lambda=('lgm',))
 
 # Options that act only under another (the other option in words, and whether this run has it): set away from their
 # default without it, they are refused rather than silently ignored.
