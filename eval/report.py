@@ -101,7 +101,8 @@ def _worst(rep: EvalReport) -> List[str]:
     out = []
     tr = rep.find_columns(family='transfer')
     if tr:
-        out += [f'## Black-box transfer from `{rep.transfer_from}`', '']
+        weights = f' (its weights: sha256 {rep.transfer_sha256[:16]})' if rep.transfer_sha256 else ''
+        out += [f'## Black-box transfer from `{rep.transfer_from}`{weights}', '']
         out += _table(['attack', 'accuracy'], [[c.name, _pct(c.accuracy)] for c in tr]) + ['']
     if rep.worst_case:
         out += ['## Robust accuracy under the suite (per-sample worst case over every Linf attack)', '']

@@ -266,10 +266,11 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise EvalError('--attacks transfer needs --transfer-from MODEL.')
 
     weights_sha = _checkpoint_sha(args.model, args.checkpoint, model)
+    transfer_sha = _checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None
     identity = partial.identity_of(  # the suite's options as resolved: --cw-n 25 on a CPU is no change from none
         vars(args), leave_out=unused_options(specs), **{**opts.to_dict(), **_resolved_budgets(opts, n, aa_budget)},
         n_examples=n_examples, checkpoint_sha256=weights_sha,
-        transfer_sha256=_checkpoint_sha(args.transfer_from, args.transfer_checkpoint, source) if source else None,
+        transfer_sha256=transfer_sha,
         dataset_source=data.source, indices=indices.tolist(), attacks_in_order=[s.name for s in specs],
         device_type=device.type, num_processes=world, versions=package_versions(),
         gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)
@@ -328,7 +329,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
             dataset_source=data.source, indices=indices.tolist(), options=opts.to_dict(),
             clean_accuracy_flip_tta=tta,
             versions=package_versions(), device=_device_words(device), num_processes=world,
-            transfer_from=args.transfer_from, rules=dict(RULES),
+            transfer_from=args.transfer_from, transfer_sha256=transfer_sha, rules=dict(RULES),
             command=' '.join(shlex.quote(a) for a in ['python', '-m', 'eval.robustness', *argv]))
         rep = summarise(_to_cpu(rec), specs, rep)
     except CheckError:

@@ -170,8 +170,11 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     aa = rep.find_attack(family='autoattack')
     assert 0 < aa.logit_scale <= 1 and aa.version == 'fast' and aa.components == ['apgd-ce', 'apgd-t']
     assert {c.method for c in rep.find_columns(family='transfer')} == {'pgd', 'mim'}
+    from timm_mmc.io import file_sha256
+    assert rep.transfer_sha256 == file_sha256(tiny['bad_ckpt'])  # which weights the transfer attacks came from
     assert 'zero_input_gradient_fraction' in rep.diagnostics
     md = (out / 'tiny.md').read_text()
+    assert f'## Black-box transfer from `resnet20_sce` (its weights: sha256 {rep.transfer_sha256[:16]})' in md
     assert '## Table A' in md and '| PGD2 tar 0.1 | PGD2 un 0.1 | PGD3 tar 0.1 |' in md
     assert 'paper figure' in md and 'Robust accuracy under the suite' in md
     cw_tar = rep.find_attack(family='cw', targeted=True)

@@ -218,6 +218,8 @@ class EvalReport:
         device: Hardware in words.
         num_processes: Processes the examples were sharded over.
         transfer_from: Source model of the transfer attacks.
+        transfer_sha256: SHA-256 of the source's weights (its checkpoint's file, or the released weights that
+            ``--pretrained`` loaded); None without transfer attacks, and in reports made before 2026-12-07.
         command: The command line.
         rules: How the attacks counted where the project changed a rule (:data:`RULES` as the evaluation's code had
             them), so that older reports can be told apart. Empty in a report made before 2026-12-05: its
@@ -252,6 +254,7 @@ class EvalReport:
     device: str = ''
     num_processes: int = 1
     transfer_from: Optional[str] = None
+    transfer_sha256: Optional[str] = None
     command: str = ''
     rules: Dict[str, str] = field(default_factory=dict)
 
