@@ -209,18 +209,15 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and ok(v)):
                 raise ConfigError(f'{_flag(name)} must be {where} (got {v}).')
-        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(self)}
         for name, (needed, on) in _ACTS_ONLY_WITH.items():  # set, but the run would never use it
-            if getattr(self, name) != defaults[name] and not on(self):
+            if getattr(self, name) != _default(name) and not on(self):
                 raise ConfigError(f'{_flag(name)} acts only with {needed}, which this run does not have, so it would '
                                   f'change nothing: add {needed} or drop {_flag(name)}.')
 
     def check_loss_options(self, loss: str) -> None:
         """Raise :class:`ConfigError` for a loss option set away from its default that ``loss`` would ignore."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, users in _LOSS_OPTIONS.items():
-            if getattr(self, name) != defaults[name] and loss not in users:
+            if getattr(self, name) != _default(name) and loss not in users:
                 raise ConfigError(f'{_flag(name)} is for the {" / ".join(users)} loss only; the {loss} loss would '
                                   f'ignore it: drop it.')
 
@@ -246,6 +243,12 @@ _ACTS_ONLY_WITH = dict(
     milestones=('--schedule step', lambda c: c.schedule == 'step'),
     gamma=('--schedule step', lambda c: c.schedule == 'step'),
     adv_noise=('--adv nfgsm', lambda c: c.adv == 'nfgsm'))
+
+
+def _default(name: str) -> Any:
+    """A :class:`TrainConfig` option's default."""
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def _flag(name: str) -> str:
