@@ -949,3 +949,21 @@ def test_lr_schedules_warm_up_then_fall_to_zero():
     step = lr_lambda(dataclasses.replace(TrainConfig(), schedule='step', epochs=epochs, milestones=[3, 6], gamma=0.1),
                      spe)
     assert [step(e * spe) for e in (0, 2, 3, 5, 6, 9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_a_run_that_recorded_options_it_ignores_still_resumes_though_a_new_run_with_them_is_refused(synth, tmp_path,
+                                                                                                     capsys):
+    """Older code let --mixup-off-last without --mixup, or --lambda-c with the MMC loss, into args.yaml; such a run
+    ran without them, so its resume goes on, while a new command with them is refused."""
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--epochs', '1']) == 0
+    args = yaml.safe_load((out / 'args.yaml').read_text())
+    (out / 'args.yaml').write_text(yaml.safe_dump({**args, 'epochs': 2, 'mixup_off_last': 1, 'lambda_c': 0.5}))
+    assert main(['--output', str(out), '--resume', '--no-progress']) == 0
+    assert [r['epoch'] for r in _history(out)] == [1, 2]
+    new = ['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(tmp_path / 'new'), *TINY]
+    with pytest.raises(SystemExit) as stop:  # refused by the argument parser
+        main([*new, '--mixup-off-last', '1'])
+    assert stop.value.code == 2 and 'acts only with --mixup' in capsys.readouterr().err
+    assert main([*new, '--lambda-c', '0.5']) == 2  # refused once the model says which loss it trains with
+    assert 'lambda-c is for the center loss only' in capsys.readouterr().err and not (tmp_path / 'new').exists()

@@ -140,8 +140,13 @@ class TrainConfig:
                                      'or run folder, hf-hub:ORG/REPO, or a released name (resnet32_mmc.cifar10)')
     progress: bool = _f(True, 'progress bar on the main process')
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for values of the wrong type or that cannot run."""
+    def validate(self, refuse_ignored: bool = True) -> None:
+        """Raise :class:`ConfigError` for values of the wrong type or that cannot run.
+
+        Args:
+            refuse_ignored: Also refuse options set away from their default that this run would ignore. A resume
+                passes False: its run started with them (older code allowed them) and has already run without them.
+        """
         check_types(self)
         for f in dataclasses.fields(self):
             choices = f.metadata.get('choices')
@@ -209,7 +214,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and ok(v)):
                 raise ConfigError(f'{_flag(name)} must be {where} (got {v}).')
-        for name, (needed, on) in _ACTS_ONLY_WITH.items():  # set, but the run would never use it
+        for name, (needed, on) in _ACTS_ONLY_WITH.items() if refuse_ignored else ():  # set, never used
             if getattr(self, name) != _default(name) and not on(self):
                 raise ConfigError(f'{_flag(name)} acts only with {needed}, which this run does not have, so it would '
                                   f'change nothing: add {needed} or drop {_flag(name)}.')
@@ -474,7 +479,7 @@ def merge_resumed(cfg: TrainConfig, given: Set[str], recorded: Dict[str, Any], w
     values.update(resume=True, overwrite=False, output=cfg.output)
     try:
         merged = TrainConfig(**values)
-        merged.validate()
+        merged.validate(refuse_ignored=False)
     except (ConfigError, TypeError) as e:
         raise ConfigError(f'{where!r} no longer makes a valid config ({e}); start over with --overwrite.') from e
     return merged, changed

@@ -104,7 +104,8 @@ class Trainer:
         model = build_model(cfg, self.timm_name, self.name_args, self.train_set, self.accelerator.print)
         self.head = model.head_config.head
         self.loss_name = cfg.loss or default_loss_for_head(self.head)
-        cfg.check_loss_options(self.loss_name)
+        if not cfg.resume:  # a run part-way keeps what it started with, ignored options included (see validate)
+            cfg.check_loss_options(self.loss_name)
         try:
             loss_fn = build_loss(self.loss_name, self.num_classes, model.head_hidden_size, head=self.head,
                                  label_smoothing=cfg.label_smoothing, lambda_c=cfg.lambda_c, alpha=cfg.lgm_alpha,
