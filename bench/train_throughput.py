@@ -5,8 +5,8 @@
 One process on the whole machine (threads = cores), ResNet-32 with the MMC head unless said otherwise:
 * plain loops, each a bare forward / backward / SGD step on the same augmented batches: fp32 and bf16 autocast
   (both channels_last), batch 128 and 256, eager and ``torch.compile`` (inductor, timed after its compile steps);
-* the project's loop: ``Trainer.fit`` for one epoch with the CPU recipe's speed settings (``resnet32_mmc``: precision,
-  batch, channels_last, compile, cutout, weight average), its own img/s over the training loop;
+* the project's loop: ``Trainer.fit`` for two epochs with the CPU recipe's speed settings (``resnet32_mmc``:
+  precision, batch, channels_last, compile, cutout, weight average), its own img/s over the second epoch's loop;
 * with the compile variants: the project's loop eager and compiled, with and without the weight average (where the
   loop loses the compile's gain);
 * SCE against MMC (the head's cost, in alternating rounds), and PGD-10 / PGD-2 / N-FGSM / FGSM-RS adversarial training
