@@ -967,3 +967,17 @@ def test_a_run_that_recorded_options_it_ignores_still_resumes_though_a_new_run_w
     assert stop.value.code == 2 and 'acts only with --mixup' in capsys.readouterr().err
     assert main([*new, '--lambda-c', '0.5']) == 2  # refused once the model says which loss it trains with
     assert 'lambda-c is for the center loss only' in capsys.readouterr().err and not (tmp_path / 'new').exists()
+
+
+def test_a_resume_may_repeat_an_option_that_acts_only_with_one_it_leaves_to_the_run(synth, tmp_path, capsys):
+    """"--resume --gamma 0.5" on a run started with --schedule step: the command alone lacks the schedule, the run has
+    it (scripts/device_train.py resumes with the lease's --extra repeated and no recipe)."""
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--schedule', 'step',
+                 '--gamma', '0.5']) == 0
+    assert main(['--output', str(out), '--resume', '--gamma', '0.5', '--no-progress']) == 0
+    assert yaml.safe_load((out / 'args.yaml').read_text())['schedule'] == 'step'
+    with pytest.raises(SystemExit) as stop:  # a new run without the schedule is still refused
+        main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(tmp_path / 'new'), *TINY, '--gamma',
+              '0.5'])
+    assert stop.value.code == 2 and 'acts only with --schedule step' in capsys.readouterr().err

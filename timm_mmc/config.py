@@ -433,7 +433,9 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
             values.update(_read_yaml(cfg_path))
         values.update(ns)
         cfg = TrainConfig(**values)
-        cfg.validate()
+        # a resume's options are whole only once merged with its args.yaml (merge_resumed): "--resume --gamma 0.2"
+        # repeats an option of a run whose --schedule step this command leaves out
+        cfg.validate(refuse_ignored=not cfg.resume)
     except (ConfigError, TypeError) as e:
         parser.error(str(e))
     cfg.given = frozenset(values)
