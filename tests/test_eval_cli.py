@@ -184,8 +184,11 @@ def test_tiny_full_run_writes_a_consistent_report(tiny, tmp_path, capsys):
     assert rep.all_warnings() == rep.warnings and 'made before the fix' not in md
     old_file = {k: v for k, v in dict(rep.to_dict(), version='2.0').items() if k != 'rules'}  # a 2.0 file
     old = report.from_dict(old_file)
-    assert old.version == report.REPORT_VERSION and old.rules == {} and old.warnings == rep.warnings
+    assert old.version == '2.0' and old.rules == {} and old.warnings == rep.warnings
     assert any('made before the fix of 2026-12-05' in w for w in old.all_warnings())
+    v21 = report.from_dict({k: v for k, v in dict(rep.to_dict(), version='2.1').items() if k != 'transfer_sha256'})
+    assert v21.version == '2.1' and v21.transfer_sha256 is None and v21.rules == rep.rules
+    assert report.REPORT_VERSION == '2.2' and rep.to_dict()['version'] == '2.2'  # the key set 2.1 readers refuse
     assert 'made before the fix of 2026-12-05' in render_markdown(old)
     other = report.from_dict(dict(rep.to_dict(), rules={'targeted_keep_best': 'target'}))
     assert any("keep-best rule 'target', not 'misclassified'" in w for w in other.all_warnings())

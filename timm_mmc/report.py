@@ -4,18 +4,19 @@
 (:mod:`timm_mmc.hub`: model card, model-index, README results table, RobustBench file), the plot
 (:mod:`timm_mmc.plot`), eval's Markdown and the tests read it back with :func:`load`. Nobody else parses the JSON.
 
-Layout (schema ``version`` 2.1; accuracies are fractions in [0, 1], eps in pixel units of images in [0, 1])::
+Layout (schema ``version`` 2.2; accuracies are fractions in [0, 1], eps in pixel units of images in [0, 1])::
 
-    {"version": "2.1", "model": ..., "checkpoint_sha256": ..., "dataset": ..., "split": "test", "n": 1000,
+    {"version": "2.2", "model": ..., "checkpoint_sha256": ..., "dataset": ..., "split": "test", "n": 1000,
      "indices": [...], "logits": "distance", "own_objective": "mm", "clean_accuracy": 0.85,
      "attacks": {"pgd10-un-8-mm": {"family": "pgd", "threat": "Linf", "eps": 0.0314, "targeted": false,
                                    "steps": 10, "objective": "mm", "n": 1000, "accuracy": 0.26, "config": {...}}},
      "columns": {"PGD10 un 8": {"family": "pgd", "steps": 10, "eps": ..., "objectives": ["mm", "margin"], ...}},
      "worst_case": {"8": {"eps": ..., "accuracy": ..., "n": ..., "attacks": [...]}}, "worst_case_slice": {...},
      "diagnostics": {...}, "warnings": [...], "timings": {...}, "versions": {...}, "device": ..., "command": ...,
-     "rules": {"targeted_keep_best": "misclassified"}}
+     "rules": {"targeted_keep_best": "misclassified"}, "transfer_from": ..., "transfer_sha256": ...}
 
-Version 2.1 (2026-12-05) added ``rules``; a 2.0 file loads as a 2.1 report without them (made before the
+Version 2.2 (2026-12-07) added ``transfer_sha256``; a 2.1 file loads without it and keeps its version (a model card
+names the file's schema). Version 2.1 (2026-12-05) added ``rules``; a 2.0 file loads without them (made before the
 keep-best fix, :data:`RULES`). Version 1.0 files (the first releases) load through :func:`_from_v1`, which fills the
 typed attributes from each attack's ``config``; nothing else is read.
 """
@@ -33,7 +34,8 @@ from typing import Any, Dict, List, Optional, Union
 __all__ = ['REPORT_VERSION', 'RULES', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load',
            'loads', 'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent', 'names_weights']
 
-REPORT_VERSION = '2.1'
+REPORT_VERSION = '2.2'
+V2_1 = '2.1'
 V2_0 = '2.0'
 V1 = '1.0'
 
@@ -404,7 +406,7 @@ def _check_accuracies(rep: EvalReport) -> None:
 
 
 def from_dict(data: Any) -> EvalReport:
-    """An :class:`EvalReport` from parsed JSON of any readable version (2.1, or 2.0 / 1.0 converted).
+    """An :class:`EvalReport` from parsed JSON of any readable version (2.2, 2.1 or 2.0, or 1.0 converted).
 
     Raises:
         ReportError: Not a report, an unknown version, a missing or mistyped key, an accuracy outside [0, 1].
@@ -414,10 +416,8 @@ def from_dict(data: Any) -> EvalReport:
     version = data.get('version')
     if version == V1:
         data = _from_v1(data)
-    elif version == V2_0:
-        data = dict(data, version=REPORT_VERSION)  # the same keys; no rules recorded
-    elif version != REPORT_VERSION:
-        raise ReportError(f'report version {version!r} is not one this timm-mmc reads ({V1}, {V2_0}, '
+    elif version not in (V2_0, V2_1, REPORT_VERSION):  # 2.0 and 2.1 hold a subset of 2.2's keys, read as they are
+        raise ReportError(f'report version {version!r} is not one this timm-mmc reads ({V1}, {V2_0}, {V2_1}, '
                           f'{REPORT_VERSION}); '
                           f're-run python -m eval.robustness or upgrade timm-mmc.')
     rep = _build(EvalReport, data, 'report')
