@@ -279,6 +279,11 @@ def main(argv: Sequence[str] | None = None, started: Optional[float] = None) -> 
         p.error(f'--epochs must be >= 1 (got {args.epochs}).')
     if args.epochs is not None and args.resume_from:
         p.error('a run continued with --resume-from keeps its own length: drop --epochs.')
+    for n, cfg in cfgs.items() if args.epochs is None and not args.resume_from else ():  # the probe will run
+        if args.probe_images < cfg.holdout + cfg.batch_size:
+            p.error(f'--probe-images {args.probe_images} leaves {n} less than one batch to train on once its '
+                    f'{cfg.holdout} held-out images are set aside: pass --probe-images '
+                    f'{cfg.holdout + cfg.batch_size} or more (holdout + batch size).')
     packed = {n: Path(args.resume_from) / f'{n}.tar.gz' for n in recipes} if args.resume_from else {}
     missing = [str(f) for f in packed.values() if not f.is_file()]
     if missing:

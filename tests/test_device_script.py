@@ -99,7 +99,9 @@ def test_device_script_refuses_bad_recipes_and_data_before_any_work(tmp_path, ca
     for flags, text in [(('--budget-s', '0'), '--budget-s must be a number of seconds > 0'),
                         (('--budget-s', 'nan'), '--budget-s must be a number of seconds > 0'),
                         (('--budget-s', '60', '--probe-images', '0'), '--probe-images must be >= 1 (got 0)'),
-                        (('--budget-s', '60', '--max-epochs', '0'), '--max-epochs must be >= 1 (got 0)')]:
+                        (('--budget-s', '60', '--max-epochs', '0'), '--max-epochs must be >= 1 (got 0)'),
+                        # the recipe holds out 1000 images and trains at batch 512
+                        (('--budget-s', '60', '--probe-images', '600'), 'pass --probe-images 1512 or more')]:
         assert text in _refused(capsys, '-c', 'gpu/resnet32_mmc_at', '--data', str(tmp_path), '--out', str(fresh),
                                 *flags)
     assert not fresh.exists()  # refused before anything is written
