@@ -288,6 +288,9 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     def save_state(so_far) -> None:
         machines.update({name: here for name in so_far.attacks if name not in machines})
         partial.save(unfinished, rank, identity, so_far, earlier_s + time.perf_counter() - t_start, machines)
+        if distributed:  # every process has saved this attack before any goes on: a cut then never finds a process
+            import torch.distributed as dist  # with no state while another had finished an attack (the faster one's
+            dist.barrier()  # shard is smaller), which --resume has to refuse
         inject_fault('eval-attack', len(so_far.attacks))
 
     torch.manual_seed(args.seed)
