@@ -50,6 +50,26 @@ REPORTS = sorted((ROOT / 'hub_cards').glob('*/results/*.json')) + [SAMPLE_JSON]
 REPORTS = [p for p in REPORTS if p.name != 'robustbench.json']
 
 
+def test_a_version_1_report_loads_with_its_numbers_and_the_typed_attributes_from_each_attacks_config():
+    """tests/data/report_v1.json is the first MMC release's report (schema 1.0, git history at cf18aed), the only
+    kind of file timm_mmc.report_v1 reads. 1.0 kept steps / objective / version in each attack's config, said
+    "head": "mm", and wrote "not installed" for a package its look-up missed."""
+    raw = json.loads((ROOT / 'tests' / 'data' / 'report_v1.json').read_text())
+    assert raw['version'] == '1.0' and raw['head'] == 'mm'
+    raw['versions']['pyautoattack'] = 'not installed'  # as 1.0 wrote a missed look-up
+    rep = report.from_dict(raw)
+    assert rep.version == report.REPORT_VERSION and (rep.logits, rep.own_objective) == ('distance', 'mm')
+    assert rep.clean_accuracy == raw['clean_accuracy'] and rep.n == len(rep.indices) == raw['n']
+    assert {k: a.accuracy for k, a in rep.attacks.items()} == {k: a['accuracy'] for k, a in raw['attacks'].items()}
+    pgd, aa = rep.attacks['pgd50-un-8-margin'], rep.attacks['autoattack-fast-8']
+    assert (pgd.steps, pgd.objective, pgd.version) == (50, 'margin', None)
+    assert (aa.version, aa.components, aa.steps) == ('fast', ['apgd-ce', 'apgd-t'], None)
+    assert rep.attacks['transfer-mim10-un-8'].method == 'mim'
+    assert rep.columns['PGD10 un 8'].objectives == ['mm', 'margin'] and rep.columns['PGD10 un 8'].steps == 10
+    assert rep.versions['pyautoattack'] is None and rep.versions['torch'] == '2.14.1'
+    assert report.loads(rep.to_json()) == rep  # written back as today's schema
+
+
 @pytest.mark.parametrize('path', REPORTS, ids=[f'{p.parents[1].name}/{p.name}' for p in REPORTS])
 def test_every_committed_report_round_trips_through_the_schema(path):
     """Every committed evaluation JSON loads through timm_mmc.report, serialises and loads back equal; a 2.x file

@@ -17,8 +17,9 @@ Layout (schema ``version`` 2.2; accuracies are fractions in [0, 1], eps in pixel
 
 Version 2.2 (2026-12-07) added ``transfer_sha256``; a 2.1 file loads without it and keeps its version (a model card
 names the file's schema). Version 2.1 (2026-12-05) added ``rules``; a 2.0 file loads without them (made before the
-keep-best fix, :data:`RULES`). Version 1.0 files (the first releases) load through :func:`_from_v1`, which fills the
-typed attributes from each attack's ``config``; nothing else is read.
+keep-best fix, :data:`RULES`). Version 1.0 files (the first releases) load through
+:func:`timm_mmc.report_v1.from_v1`, which fills the typed attributes from each attack's ``config``; nothing else is
+read.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
+
+from .report_v1 import from_v1
 
 __all__ = ['REPORT_VERSION', 'RULES', 'ReportError', 'AttackResult', 'Column', 'WorstCase', 'EvalReport', 'load',
            'loads', 'dump', 'from_dict', 'eps_key', 'fmt_eps', 'same_eps', 'percent', 'names_weights']
@@ -415,7 +418,7 @@ def from_dict(data: Any) -> EvalReport:
         raise ReportError('an evaluation report is a JSON object (the file python -m eval.robustness writes).')
     version = data.get('version')
     if version == V1:
-        data = _from_v1(data)
+        data = from_v1(data, REPORT_VERSION)
     elif version not in (V2_0, V2_1, REPORT_VERSION):  # 2.0 and 2.1 hold a subset of 2.2's keys, read as they are
         raise ReportError(f'report version {version!r} is not one this timm-mmc reads ({V1}, {V2_0}, {V2_1}, '
                           f'{REPORT_VERSION}); '
@@ -460,50 +463,3 @@ def dump(report: EvalReport, path: os.PathLike) -> Path:
         raise ReportError(f'refusing to write a report of version {report.version!r}; this code writes '
                           f'{REPORT_VERSION}.')
     return atomic_write_text(path, report.to_json() + '\n')
-
-
-# ----------------------------------------------------------------------------------------------- version 1.0 files
-
-_V1_ATTACK_EXTRA = ('success_rate', 'l2_mean', 'l2_median', 'l2_paper', 'gradient_steps', 'gradient_steps_per_point',
-                    'logit_scale', 'max_clean_margin', 'log', 'zero_grad_fraction_first_step', 'zero_grad_n')
-
-
-def _v1_attack(a: Dict[str, Any]) -> Dict[str, Any]:
-    cfg = a.get('config') or {}
-    out = {k: a[k] for k in ('name', 'family', 'threat', 'eps', 'targeted', 'n', 'n_attacked', 'accuracy',
-                             'clean_accuracy', 'n_limit', 'skip_after', 'column', 'seed', 'time_s') if k in a}
-    out.update(config=cfg, steps=cfg.get('steps'), objective=cfg.get('objective'),
-               version=cfg.get('version') if a.get('family') == 'autoattack' else None, method=cfg.get('method'),
-               components=a.get('attacks'))
-    out.update({k: a[k] for k in _V1_ATTACK_EXTRA if k in a})
-    return out
-
-
-def _v1_column(name: str, c: Dict[str, Any], attacks: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    members = [attacks[m] for m in c.get('attacks') or [] if m in attacks]
-    first = members[0] if members else {}
-    objectives = []
-    for m in members:
-        if m.get('objective') is not None and m['objective'] not in objectives:
-            objectives.append(m['objective'])
-    return dict(name=name, family=c.get('family'), eps=c.get('eps'), targeted=c.get('targeted'), n=c.get('n'),
-                accuracy=c.get('accuracy'), attacks=c.get('attacks') or [], steps=first.get('steps'),
-                version=first.get('version'), method=first.get('method'), objectives=objectives)
-
-
-def _from_v1(data: Dict[str, Any]) -> Dict[str, Any]:
-    """A version 1.0 report (eval of the first releases) in the 2.0 layout; its numbers unchanged.
-
-    1.0 kept steps / objective / version inside each attack's ``config``, called the logits kind ``head``
-    (``mm`` / ``linear``) and recorded a package its look-up missed as ``"not installed"`` (even where it had run):
-    such entries become None, "not recorded".
-    """
-    out = dict(data, version=REPORT_VERSION)
-    attacks = {k: _v1_attack(dict(a, name=a.get('name', k))) for k, a in (data.get('attacks') or {}).items()}
-    out['attacks'] = attacks
-    out['columns'] = {k: _v1_column(k, c, attacks) for k, c in (data.get('columns') or {}).items()}
-    head = out.pop('head', None)  # 1.0 said 'mm' or 'linear'
-    out['logits'] = 'distance' if head == 'mm' else 'linear'
-    out['own_objective'] = 'mm' if head == 'mm' else 'ce'
-    out['versions'] = {k: (None if v == 'not installed' else v) for k, v in (data.get('versions') or {}).items()}
-    return out
