@@ -7,21 +7,22 @@ One process on the whole machine (threads = cores), ResNet-32 with the MMC head 
   (both channels_last), batch 128 and 256, eager and ``torch.compile`` (inductor, timed after its compile steps);
 * the project's loop: ``Trainer.fit`` for two epochs with the CPU recipe's speed settings (``resnet32_mmc``:
   precision, batch, channels_last, compile, cutout, weight average), its own img/s over the second epoch's loop;
-* with the compile variants: the project's loop eager and compiled, with and without the weight average (where the
-  loop loses the compile's gain);
+* with the compile variants: the project's loop eager and compiled, with and without the weight average, in
+  alternating rounds (whether the loop keeps the compile's gain);
 * SCE against MMC (the head's cost, in alternating rounds), and PGD-10 / PGD-2 / N-FGSM / FGSM-RS adversarial training
   steps.
 Targets: project / best plain loop >= 0.95; MMC / SCE step time <= 1.02. Choose the recipe's settings from the table.
 """
 import argparse
 import contextlib
+import functools
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -75,16 +76,23 @@ def plain(dataset: str, model: str, images: int, precision: str, batch: int, com
     return steps * batch / (time.perf_counter() - t0)
 
 
-def head_rates(dataset: str, images: int, precision: str, batch: int, rounds: int = 3) -> Tuple[float, float]:
-    """The plain loop's img/s with the MMC head and with the SCE head, eager, measured in alternating rounds so that
-    drift (another job, the clock) falls on both alike: the medians. Measured once each, after every other variant,
-    the ratio moved with the order (1.120 on the AVX512-BF16 machine, 2026-12-07, where bench/heads.py had given
-    1.009 on the AVX2 one)."""
-    runs: Dict[str, list] = {'resnet32_mmc': [], 'resnet32_sce': []}
+def alternating_medians(measure: Dict[str, Callable[[], float]], rounds: int = 3) -> Dict[str, float]:
+    """Each measurement's median over ``rounds`` rounds that take them in turn, so that drift (another job, the clock)
+    falls on all alike. Measured once each, in sequence, a ratio moved with the order: MMC / SCE 1.120 on the
+    AVX512-BF16 machine (2026-12-07), where bench/heads.py had given 1.009 on the AVX2 one; the project's loop eager /
+    compiled 479.6 / 450.6 there, and 553.6 / 594.6 in a probe the next session."""
+    rates: Dict[str, List[float]] = {k: [] for k in measure}
     for _ in range(rounds):
-        for model, rates in runs.items():
-            rates.append(plain(dataset, model, images, precision, batch, False))
-    return statistics.median(runs['resnet32_mmc']), statistics.median(runs['resnet32_sce'])
+        for k, fn in measure.items():
+            rates[k].append(fn())
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def head_rates(dataset: str, images: int, precision: str, batch: int, rounds: int = 3) -> Tuple[float, float]:
+    """The plain loop's img/s with the MMC head and with the SCE head, eager: medians of alternating rounds."""
+    med = alternating_medians({m: functools.partial(plain, dataset, m, images, precision, batch, False)
+                               for m in ('resnet32_mmc', 'resnet32_sce')}, rounds)
+    return med['resnet32_mmc'], med['resnet32_sce']
 
 
 def project(dataset: str, out: str, model: str, images: int, adv: str = 'none', epochs: int = 2,
@@ -103,16 +111,17 @@ def project(dataset: str, out: str, model: str, images: int, adv: str = 'none', 
     return trainer.history[-1].img_per_s
 
 
-def compile_probe(dataset: str, tmp: str, images: int, settings: Dict[str, object]) -> Dict[str, float]:
-    """Where the project's loop loses what ``torch.compile`` gains in the plain loop: the loop eager and compiled
-    (second epoch, after the compile), each with and without the weight average."""
-    rates = {}
+def compile_probe(dataset: str, tmp: str, images: int, settings: Dict[str, object], rounds: int = 3
+                  ) -> Dict[str, float]:
+    """The project's loop eager and compiled (second epoch, after the compile), each with and without the weight
+    average: medians of alternating rounds, since the two differ by about as much as one measurement moves."""
+    measure = {}
     for compiled in (False, True):
         for ema in dict.fromkeys((settings.get('ema_decay', 0.0), 0.0)):  # once if the recipe has none
             key = f'{"compiled" if compiled else "eager"}, weight average {ema}'
-            rates[key] = project(dataset, f'{tmp}/probe', 'resnet32_mmc', images,
-                                 **dict(settings, compile=compiled, ema_decay=ema))
-    return rates
+            measure[key] = functools.partial(project, dataset, f'{tmp}/probe', 'resnet32_mmc', images,
+                                             **dict(settings, compile=compiled, ema_decay=ema))
+    return alternating_medians(measure, rounds)
 
 
 def main() -> None:
@@ -175,8 +184,9 @@ def main() -> None:
     print(f'SCE plain loop ({heads}): {sce:.1f} img/s')
     print(f'MMC / SCE step time (plain, eager): {sce / mmc:.3f}   (target <= 1.02)')
     if not args.skip_compile:
-        print('the project\'s loop, eager against compiled (second epoch of two, img/s): ' + ', '.join(
-            f'{k} {v:.1f}' for k, v in compile_probe(dataset, tmp, args.images, settings).items()))
+        print(f'the project\'s loop, eager against compiled (second epoch of two, median of {rounds} alternating '
+              f'rounds, img/s): ' + ', '.join(
+            f'{k} {v:.1f}' for k, v in compile_probe(dataset, tmp, args.images, settings, rounds).items()))
     if not args.skip_adversarial:
         n = min(args.images, 1024)
         rates = {'PGD-10': project(dataset, f'{tmp}/pgd', 'resnet32_mmc', min(args.images, 512), adv='pgd',
