@@ -1,6 +1,7 @@
 """Training throughput: plain PyTorch loops in every variant, and the project's loop held to the best of them.
 
     python bench/train_throughput.py [--images 3840] [--dataset PATH] [--skip-compile] [--skip-adversarial]
+                                     [--rounds 3]
 
 One process on the whole machine (threads = cores), ResNet-32 with the MMC head unless said otherwise:
 * plain loops, each a bare forward / backward / SGD step on the same augmented batches: fp32 and bf16 autocast
@@ -132,7 +133,10 @@ def main() -> None:
     p.add_argument('--dataset', default=None, help='data set (default: a synthetic 10-class set written to a temp dir)')
     p.add_argument('--skip-compile', action='store_true', help='leave out the torch.compile variants (~1 min each)')
     p.add_argument('--skip-adversarial', action='store_true', help='leave out the adversarial training measurements')
+    p.add_argument('--rounds', type=int, default=3, help='alternating rounds behind each ratio (their medians)')
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f'--rounds must be >= 1 (got {args.rounds}).')
     if args.images < 256 or args.images % 256:
         p.error(f'--images must be a positive multiple of 256 (got {args.images}), so both batch sizes see whole '
                 f'batches.')
@@ -159,7 +163,7 @@ def main() -> None:
     settings['precision'], _ = resolve_precision(settings.get('precision', 'auto'), torch.device('cpu'))
     same_key = (settings['precision'], settings.get('batch_size', 128), bool(settings.get('compile', False)))
     best_key = max(variants, key=variants.get)
-    rounds = 3
+    rounds = args.rounds
     # the headline ratio from alternating rounds of the two loops (the sweep measured each variant once)
     loops = {'project': functools.partial(project, dataset, f'{tmp}/p_mmc', 'resnet32_mmc', args.images, **settings)}
     for name, key in (('best', best_key), ('same', same_key)):

@@ -46,7 +46,7 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
 
     from timm_mmc.machine import native_bf16
     native = native_bf16(torch.device('cpu'))
-    out = run_bench('train_throughput.py', ['--images', '256', '--skip-compile', '--skip-adversarial'],
+    out = run_bench('train_throughput.py', ['--images', '256', '--skip-compile', '--skip-adversarial', '--rounds', '1'],
                     monkeypatch, capsys)
     for variant in ('fp32 batch 128 eager', 'fp32 batch 256 eager', 'bf16 batch 128 eager', 'bf16 batch 256 eager'):
         if variant == 'bf16 batch 256 eager' and not native:  # emulated bf16 is timed at batch 128 only, and says so
@@ -224,3 +224,14 @@ def test_robust_precision_loads_a_release_folder_by_its_config(tmp_path, monkeyp
                                                 '--threads', '1'], monkeypatch, capsys)
     assert [m.head_config.center_norm for m in loaded] == [5.0]  # the config's head, not the name's default 10
     assert figure(out, re.escape(str(release)) + r' fp32: clean ([\d.]+)%') >= 0
+
+
+@pytest.mark.parametrize('args, says', [(['--rounds', '0'], '--rounds must be >= 1'),
+                                        (['--images', '300'], '--images must be a positive multiple of 256')])
+def test_train_throughput_refuses_bad_arguments_before_measuring(args, says, monkeypatch, capsys):
+    bench = _load('train_throughput.py')
+    monkeypatch.setattr(bench, 'plain', lambda *a, **k: pytest.fail('measured before the arguments were checked'))
+    monkeypatch.setattr(sys, 'argv', ['train_throughput.py', *args])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 2 and says in capsys.readouterr().err
