@@ -932,9 +932,12 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
                                          hub.results_table([folder]).splitlines()[2].strip('|').split('|'))))
     assert 'best held-out clean epoch (2)' in row['training']
     # no --select-best: the weight average chose over the last weights on the held-out images, or on the test split
-    for chosen_on, words in (('heldout', 'beat the last weights on the training images held out from training'),
-                             (None, 'beat the last weights on the test split')):
-        summary.update(selected=None, weights='ema', weights_chosen_on=chosen_on)
+    for chosen_on, weights, words in (
+            ('heldout', 'ema', 'beat the last weights on the training images held out from training'),
+            (None, 'ema', 'beat the last weights on the test split'),
+            ('recipe', 'ema', 'weight average (EMA), exported because the recipe said so before training'),
+            ('recipe', 'last', 'last weights, exported because the recipe said so before training')):
+        summary.update(selected=None, weights=weights, weights_chosen_on=chosen_on)
         (folder / 'training/summary.json').write_text(json.dumps(summary))
         hub.write_card(folder)
         assert words in (folder / 'README.md').read_text()

@@ -729,6 +729,30 @@ def test_with_held_out_images_the_test_split_does_not_choose_the_exported_weight
     assert summary.test_acc == (last['test_acc_ema'] if summary.weights == 'ema' else last['test_acc'])
 
 
+
+def test_export_weights_fixed_before_training_exports_them_whatever_the_test_split_says(synth, tmp_path, capsys):
+    """--export-weights ema / last: the same training exports the weight average or the last weights as told, the
+    test split chooses nothing (weights_chosen_on 'recipe'), and the two files differ. Refused where it cannot act:
+    ema without a weight average, either with --select-best (which chooses itself)."""
+    from timm_mmc.runfolder import RunSummary
+    base = ['--model', 'resnet20_mmc', '--dataset', synth, *TINY, '--ema-decay', '0.5']
+    weights = {}
+    for which in ('ema', 'last'):
+        out = tmp_path / which
+        assert main([*base, '--output', str(out), '--export-weights', which]) == 0
+        last, summary = _history(out)[-1], RunSummary.read(out / 'summary.json')
+        assert (summary.weights, summary.weights_chosen_on) == (which, 'recipe')
+        assert summary.test_acc == last['test_acc_ema' if which == 'ema' else 'test_acc']
+        weights[which] = load_file(str(out / 'model.safetensors'))
+    assert any(not torch.equal(weights['ema'][k], weights['last'][k]) for k in weights['ema'])
+    for bad, says in ((['--export-weights', 'ema', '--ema-decay', '0'], 'which --ema-decay 0 turns off'),
+                      (['--export-weights', 'last', '--holdout', '16', '--select-best', '--select-on', 'clean'],
+                       '--select-best chooses the epoch and the weights itself')):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:  # refused by the argument parser, before anything is made
+            main([*base, '--output', str(tmp_path / 'bad'), *bad])
+        assert stop.value.code == 2 and says in capsys.readouterr().err and not (tmp_path / 'bad').exists()
+
 def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path, capsys):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',
             '--ema-decay', '0.5', '--cutout', '8', *TINY]

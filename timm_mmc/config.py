@@ -92,7 +92,12 @@ class TrainConfig:
     grad_clip: Optional[float] = _f(None, 'clip the gradient norm to this value (metrics.jsonl records the norms '
                                           'before clipping: grad_norm, grad_norm_max)')
     ema_decay: float = _f(0.0, 'per-step decay of an exponential moving average of the weights and batch-norm '
-                          'statistics (timm ModelEmaV3), evaluated every epoch and exported when better; 0 = off')
+                          'statistics (timm ModelEmaV3), evaluated every epoch; 0 = off')
+    export_weights: str = _f('auto', 'which weights a run without --select-best exports: auto (the weight average '
+                                     'where its clean accuracy at the last epoch beats the last weights\', measured on '
+                                     'the --holdout images, else on the test split), ema (the weight average, fixed '
+                                     'before training, so no split chooses) or last',
+                             choices=('auto', 'ema', 'last'))
     # adversarial training
     adv: str = _f('none', 'adversarial training: none; pgd; fgsm (FGSM with random start, Wong et al. 2020); nfgsm '
                           '(N-FGSM, de Jorge et al. 2022: noise of adv_noise eps, one step of eps, no projection)',
@@ -186,6 +191,11 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f'--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0.999 is typical, '
                               f'0 turns it off.')
+        if self.export_weights == 'ema' and not self.ema_decay > 0:
+            raise ConfigError('--export-weights ema exports the weight average, which --ema-decay 0 turns off: set '
+                              '--ema-decay (0.999 is typical) or choose --export-weights last.')
+        if self.export_weights != 'auto' and self.select_best:
+            raise ConfigError('--select-best chooses the epoch and the weights itself: drop --export-weights.')
         if self.test_every < 1:
             raise ConfigError(f'--test-every must be >= 1 epochs (got {self.test_every}); the last epoch is always '
                               f'measured, so a large value measures only the end.')

@@ -159,7 +159,8 @@ class RunSummary:
     weights: Optional[str] = None  # 'last' or 'ema'
     selected: Optional[Dict[str, Any]] = None  # --select-best: epoch, weights, held-out robust / clean, rule, tolerance
     weights_chosen_on: Optional[str] = None  # without --select-best, which split chose the weight average or the last
-    # weights at the end: 'test', or 'heldout' with --holdout (None in releases from before it was recorded: 'test')
+    # weights at the end: 'test', 'heldout' with --holdout, or 'recipe' where --export-weights fixed them before
+    # training (None in releases from before it was recorded: 'test')
     test_acc_last: Optional[float] = None  # the last epoch's figures of both weights
     test_acc_ema: Optional[float] = None
     robust_acc: Optional[float] = None  # the last PGD-10 measured during training (robust_attack: which, on what)

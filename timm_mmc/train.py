@@ -455,7 +455,9 @@ class Trainer:
         ``clocks`` is what :meth:`RunClock.read` says at the end."""
         acc = self.accelerator
         last = self.history[-1] if self.history else EpochRecord(epoch=0)
-        use_ema = self.ema is not None and ema_beats_last(last, heldout=self.cfg.holdout > 0)
+        fixed = self.cfg.export_weights != 'auto'  # chosen before training: no split chooses
+        use_ema = self.cfg.export_weights == 'ema' if fixed else \
+            self.ema is not None and ema_beats_last(last, heldout=self.cfg.holdout > 0)
         model = self.ema.module if use_ema else self.model
         test_acc, selected = last.test_acc_ema if use_ema else last.test_acc, None
         if self.cfg.select_best:
@@ -465,7 +467,8 @@ class Trainer:
         summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
                        weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
                        selected=selected,
-                       weights_chosen_on=None if selected else 'heldout' if self.cfg.holdout else 'test',
+                       weights_chosen_on=None if selected else 'recipe' if fixed else 'heldout' if self.cfg.holdout
+                       else 'test',
                        test_acc_last=last.test_acc, test_acc_ema=last.test_acc_ema,
                        robust_acc=robust.robust_acc if robust else None,
                        robust_attack=robust.robust_attack if robust else None,

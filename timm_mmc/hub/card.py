@@ -76,8 +76,10 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
             epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc')), clean=pct(sel.get('clean_acc')),
             tolerance=f'{100 * tol:.1f}'))
     elif summary.weights == 'ema':
-        facts.append('- Weights: ' + prose()['notes'][
-            'weights_ema_heldout' if summary.weights_chosen_on == 'heldout' else 'weights_ema'])
+        facts.append('- Weights: ' + prose()['notes'][{'heldout': 'weights_ema_heldout', 'recipe': 'weights_ema_recipe'}
+                                                      .get(summary.weights_chosen_on, 'weights_ema')])
+    elif summary.weights_chosen_on == 'recipe':
+        facts.append('- Weights: ' + prose()['notes']['weights_last_recipe'])
     if summary.hardware is not None:
         facts.append(f'- Hardware: {md(summary.hardware)}')
     if summary.wall_time_s is not None:
