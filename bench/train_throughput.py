@@ -8,8 +8,8 @@ One process on the whole machine (threads = cores), ResNet-32 with the MMC head 
   (both channels_last), batch 128 and 256, eager and ``torch.compile`` (inductor, timed after its compile steps);
 * the project's loop: ``Trainer.fit`` for two epochs with the CPU recipe's speed settings (``resnet32_mmc``:
   precision, batch, channels_last, compile, cutout, weight average), its own img/s over the second epoch's loop, in
-  rounds (``--rounds``, 3) that alternate it with the best plain loop (and the plain loop with the recipe's settings): the ratio
-  is of the medians, since one measurement moves by about 10% on these machines;
+  rounds (``--rounds``, 3) that alternate it with the best plain loop (and the plain loop with the recipe's
+  settings): the ratio is of the medians, since one measurement moves by about 10% on these machines;
 * with the compile variants: the project's loop eager and compiled, with and without the weight average, in
   alternating rounds (whether the loop keeps the compile's gain);
 * SCE against MMC (the head's cost, in alternating rounds), and PGD-10 / PGD-2 / N-FGSM / FGSM-RS adversarial training

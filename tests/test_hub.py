@@ -935,12 +935,19 @@ def test_card_shows_the_held_out_curve_and_the_exported_epoch(release, tmp_path)
     for chosen_on, weights, words in (
             ('heldout', 'ema', 'beat the last weights on the training images held out from training'),
             (None, 'ema', 'beat the last weights on the test split'),
-            ('recipe', 'ema', 'weight average (EMA), exported because the recipe said so before training'),
-            ('recipe', 'last', 'last weights, exported because the recipe said so before training')):
-        summary.update(selected=None, weights=weights, weights_chosen_on=chosen_on)
+            ('recipe', 'ema', "weight average (EMA), fixed before training (`--export-weights ema`"),
+            ('recipe', 'last', 'last weights, fixed before training (`--export-weights last`)'),
+            ('heldout', 'last', 'last weights, exported because they beat (or tied) the weight average on the '
+             'training'),
+            (None, 'last', 'last weights, exported because they beat (or tied) the weight average on the test split')):
+        summary.update(selected=None, weights=weights, weights_chosen_on=chosen_on, test_acc_ema=0.5)
         (folder / 'training/summary.json').write_text(json.dumps(summary))
         hub.write_card(folder)
         assert words in (folder / 'README.md').read_text()
+    summary.update(weights='last', weights_chosen_on='test', test_acc_ema=None)  # no weight average: nothing chose
+    (folder / 'training/summary.json').write_text(json.dumps(summary))
+    hub.write_card(folder)
+    assert '- Weights:' not in (folder / 'README.md').read_text()
     # a bad record is a clear error, not a traceback
     (folder / 'training/metrics.jsonl').write_text('{"epoch": "one"}\n')
     with pytest.raises(hub.HubError, match='not an epoch record'):

@@ -729,11 +729,9 @@ def test_with_held_out_images_the_test_split_does_not_choose_the_exported_weight
     assert summary.test_acc == (last['test_acc_ema'] if summary.weights == 'ema' else last['test_acc'])
 
 
-
 def test_export_weights_fixed_before_training_exports_them_whatever_the_test_split_says(synth, tmp_path, capsys):
     """--export-weights ema / last: the same training exports the weight average or the last weights as told, the
-    test split chooses nothing (weights_chosen_on 'recipe'), and the two files differ. Refused where it cannot act:
-    ema without a weight average, either with --select-best (which chooses itself)."""
+    test split chooses nothing (weights_chosen_on 'recipe'), and the two files differ."""
     from timm_mmc.runfolder import RunSummary
     base = ['--model', 'resnet20_mmc', '--dataset', synth, *TINY, '--ema-decay', '0.5']
     weights = {}
@@ -745,13 +743,36 @@ def test_export_weights_fixed_before_training_exports_them_whatever_the_test_spl
         assert summary.test_acc == last['test_acc_ema' if which == 'ema' else 'test_acc']
         weights[which] = load_file(str(out / 'model.safetensors'))
     assert any(not torch.equal(weights['ema'][k], weights['last'][k]) for k in weights['ema'])
-    for bad, says in ((['--export-weights', 'ema', '--ema-decay', '0'], 'which --ema-decay 0 turns off'),
-                      (['--export-weights', 'last', '--holdout', '16', '--select-best', '--select-on', 'clean'],
-                       '--select-best chooses the epoch and the weights itself')):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as stop:  # refused by the argument parser, before anything is made
-            main([*base, '--output', str(tmp_path / 'bad'), *bad])
-        assert stop.value.code == 2 and says in capsys.readouterr().err and not (tmp_path / 'bad').exists()
+
+
+def test_the_recipes_fixed_export_leaves_select_best_and_ablations_without_a_weight_average_a_clear_way(capsys):
+    """The standard recipes set export_weights: ema. --select-best still runs with them (it chooses instead); an
+    ablation with --ema-decay 0 is refused, naming the flag that fixes it, and runs with it."""
+    from timm_mmc.config import parse_config
+    cfg = parse_config(['-c', 'resnet32_mmlda', '--holdout', '1000', '--select-best', '--select-on', 'clean'])
+    assert cfg.export_weights == 'ema' and cfg.select_best
+    with pytest.raises(SystemExit) as stop:
+        parse_config(['-c', 'resnet32_mmc', '--ema-decay', '0'])
+    assert stop.value.code == 2 and 'add --export-weights last' in capsys.readouterr().err
+    assert parse_config(['-c', 'resnet32_mmc', '--ema-decay', '0', '--export-weights', 'last']).ema_decay == 0
+
+
+def test_a_run_from_before_export_weights_resumes_with_the_rule_it_ran_with(synth, tmp_path, capsys):
+    """args.yaml written before the option existed has no export_weights: the run ran with the old rule (auto), so a
+    resume keeps it, and a resume that asks for another is refused as any changed option is (a recipe's -c too)."""
+    from timm_mmc.runfolder import RunSummary
+    out = tmp_path / 'run'
+    assert main(['--model', 'resnet20_mmc', '--dataset', synth, '--output', str(out), *TINY, '--epochs', '1',
+                 '--ema-decay', '0.5']) == 0
+    args = yaml.safe_load((out / 'args.yaml').read_text())
+    del args['export_weights']
+    (out / 'args.yaml').write_text(yaml.safe_dump({**args, 'epochs': 2}))
+    capsys.readouterr()
+    assert main(['--output', str(out), '--resume', '--no-progress', '--export-weights', 'ema']) == 2
+    assert "export_weights='auto' (asked: 'ema')" in capsys.readouterr().err
+    assert main(['--output', str(out), '--resume', '--no-progress']) == 0
+    assert RunSummary.read(out / 'summary.json').weights_chosen_on == 'test'
+
 
 def test_ema_is_evaluated_every_epoch_exported_when_better_and_resumed_exactly(synth, tmp_path, capsys):
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', '--checkpoint-every', '3',

@@ -96,7 +96,8 @@ class TrainConfig:
     export_weights: str = _f('auto', 'which weights a run without --select-best exports: auto (the weight average '
                                      'where its clean accuracy at the last epoch beats the last weights\', measured on '
                                      'the --holdout images, else on the test split), ema (the weight average, fixed '
-                                     'before training, so no split chooses) or last',
+                                     'before training, so no split of this run chooses) or last; --select-best '
+                                     'chooses instead',
                              choices=('auto', 'ema', 'last'))
     # adversarial training
     adv: str = _f('none', 'adversarial training: none; pgd; fgsm (FGSM with random start, Wong et al. 2020); nfgsm '
@@ -191,11 +192,11 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f'--ema-decay must lie in [0, 1) (got {self.ema_decay}); 0.999 is typical, '
                               f'0 turns it off.')
-        if self.export_weights == 'ema' and not self.ema_decay > 0:
-            raise ConfigError('--export-weights ema exports the weight average, which --ema-decay 0 turns off: set '
-                              '--ema-decay (0.999 is typical) or choose --export-weights last.')
-        if self.export_weights != 'auto' and self.select_best:
-            raise ConfigError('--select-best chooses the epoch and the weights itself: drop --export-weights.')
+        # (a resume's command alone lacks the run's --ema-decay: checked where its options are whole)
+        if refuse_ignored and self.export_weights == 'ema' and not self.ema_decay > 0 and not self.select_best:
+            raise ConfigError('--export-weights ema (the standard CPU recipes set it) exports the weight average, '
+                              'which --ema-decay 0 turns off: add --export-weights last, or keep --ema-decay (0.999 '
+                              'is typical).')
         if self.test_every < 1:
             raise ConfigError(f'--test-every must be >= 1 epochs (got {self.test_every}); the last epoch is always '
                               f'measured, so a large value measures only the end.')
@@ -479,11 +480,12 @@ def merge_resumed(cfg: TrainConfig, given: Set[str], recorded: Dict[str, Any], w
         now = getattr(cfg, key)
         if now == DEFERS_TO_RUN.get(key, object()):  # "whatever the run chose": the run's recorded choice stands
             continue
-        if key in values and values[key] != now:
-            (changed.__setitem__(key, (values[key], now)) if key in RESUME_MUTABLE else refused.append(key))
+        was = values.get(key, _default(key))  # a run from before an option existed ran with its default
+        if was != now:
+            (changed.__setitem__(key, (was, now)) if key in RESUME_MUTABLE else refused.append(key))
         values[key] = now
     if refused:
-        detail = ', '.join(f'{k}={recorded[k]!r} (asked: {getattr(cfg, k)!r})' for k in refused)
+        detail = ', '.join(f'{k}={recorded.get(k, _default(k))!r} (asked: {getattr(cfg, k)!r})' for k in refused)
         raise ConfigError(f'cannot resume {str(Path(cfg.output))!r} with other options: it was started with {detail}. '
                           f'Leave them out (the run keeps its own), or start over with --overwrite. Only '
                           f'{", ".join(sorted(RESUME_MUTABLE - {"resume", "overwrite", "output"}))} may change on a '

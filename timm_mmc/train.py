@@ -455,9 +455,10 @@ class Trainer:
         ``clocks`` is what :meth:`RunClock.read` says at the end."""
         acc = self.accelerator
         last = self.history[-1] if self.history else EpochRecord(epoch=0)
-        fixed = self.cfg.export_weights != 'auto'  # chosen before training: no split chooses
-        use_ema = self.cfg.export_weights == 'ema' if fixed else \
-            self.ema is not None and ema_beats_last(last, heldout=self.cfg.holdout > 0)
+        # fixed before training (no split of this run chooses); with no weight average there is nothing to choose
+        fixed = self.cfg.export_weights != 'auto' and self.ema is not None
+        use_ema = self.ema is not None and (self.cfg.export_weights == 'ema' if fixed else
+                                            ema_beats_last(last, heldout=self.cfg.holdout > 0))
         model = self.ema.module if use_ema else self.model
         test_acc, selected = last.test_acc_ema if use_ema else last.test_acc, None
         if self.cfg.select_best:

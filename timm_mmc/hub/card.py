@@ -75,11 +75,11 @@ def _training_text(folder: Path, caveat: str, info: Dict[str, Any]) -> str:
         facts.append('- Weights: ' + prose()['notes'][key].format(
             epoch=sel.get('epoch'), which=which, robust=pct(sel.get('robust_acc')), clean=pct(sel.get('clean_acc')),
             tolerance=f'{100 * tol:.1f}'))
-    elif summary.weights == 'ema':
-        facts.append('- Weights: ' + prose()['notes'][{'heldout': 'weights_ema_heldout', 'recipe': 'weights_ema_recipe'}
-                                                      .get(summary.weights_chosen_on, 'weights_ema')])
-    elif summary.weights_chosen_on == 'recipe':
-        facts.append('- Weights: ' + prose()['notes']['weights_last_recipe'])
+    elif summary.weights in ('ema', 'last') and (summary.weights == 'ema' or summary.test_acc_ema is not None):
+        # which of the two a run with a weight average exported, and what chose it (releases from before it was
+        # recorded: the test split)
+        chosen = {'heldout': '_heldout', 'recipe': '_recipe'}.get(summary.weights_chosen_on, '')
+        facts.append('- Weights: ' + prose()['notes'][f'weights_{summary.weights}{chosen}'])
     if summary.hardware is not None:
         facts.append(f'- Hardware: {md(summary.hardware)}')
     if summary.wall_time_s is not None:
