@@ -166,11 +166,13 @@ def main() -> None:
     rounds = args.rounds
     # the headline ratio from alternating rounds of the two loops (the sweep measured each variant once)
     loops = {'project': functools.partial(project, dataset, f'{tmp}/p_mmc', 'resnet32_mmc', args.images, **settings)}
-    for name, key in (('best', best_key), ('same', same_key)):
-        if key in variants and (name == 'best' or key != best_key):
-            emulated = key[0] == 'bf16' and not native
-            loops[name] = functools.partial(plain, dataset, 'resnet32_mmc', images_for[key[0]], *key,
-                                            0 if emulated else 3)
+
+    def plain_loop(key: Tuple[str, int, bool]) -> Callable[[], float]:
+        return functools.partial(plain, dataset, 'resnet32_mmc', images_for[key[0]], *key,
+                                 0 if key[0] == 'bf16' and not native else 3)
+    loops['best'] = plain_loop(best_key)
+    if same_key in variants and same_key != best_key:
+        loops['same'] = plain_loop(same_key)
     med = alternating_medians(loops, rounds)
     p_mmc, best = med['project'], med['best']
     same = med.get('same', best if same_key == best_key else None)
