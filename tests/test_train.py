@@ -198,6 +198,34 @@ def test_kill_during_checkpoint_write_keeps_previous(synth, tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_kill_inside_the_export_leaves_a_run_that_is_not_finished(tmp_path, monkeypatch):
+    """summary.json says the export is whole: a kill between replacing the weights and the config must not leave the
+    old summary beside the new weights, so the run reads as not finished and a --resume exports again."""
+    from timm_mmc.runfolder import RunFolder, RunSummary
+    run = RunFolder(tmp_path)
+    run.path.mkdir(exist_ok=True)
+    labels = [str(i) for i in range(10)]
+    first, second = (timm.create_model('resnet20_mmc', num_classes=10) for _ in range(2))
+    run.export(first, first.model_args(), labels, RunSummary(model='resnet20_mmc', test_acc=0.5))
+    assert run.finished() and run.summary().test_acc == 0.5
+    replace = os.replace
+
+    def killed_at_the_config(src, dst):
+        if Path(dst).name == 'config.json':
+            raise KeyboardInterrupt('killed')
+        replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', killed_at_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        run.export(second, second.model_args(), labels, RunSummary(model='resnet20_mmc', test_acc=0.7))
+    new = load_file(str(tmp_path / 'model.safetensors'))
+    assert all(torch.equal(new[k], v) for k, v in second.state_dict().items() if k in new)  # the weights were replaced
+    assert not run.finished() and run.summary() is None
+    monkeypatch.setattr(os, 'replace', replace)
+    run.export(second, second.model_args(), labels, RunSummary(model='resnet20_mmc', test_acc=0.7))
+    assert run.finished() and run.summary().test_acc == 0.7
+
+
 def test_a_kill_after_the_last_checkpoint_before_its_metrics_line_loses_no_epoch(synth, tmp_path, capsys):
     out = tmp_path / 'cut'
     base = ['--model', 'resnet20_mmc', '--dataset', synth, '--precision', 'fp32', *TINY, '--output', str(out)]

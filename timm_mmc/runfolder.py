@@ -439,12 +439,17 @@ class RunFolder:
     # -- the end ----------------------------------------------------------------------------------------------
     def export(self, model: torch.nn.Module, model_args: Dict[str, Any], class_names: List[str],
                summary: RunSummary) -> None:
-        """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``) and ``summary.json``, each atomically."""
+        """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``) and ``summary.json``, each atomically.
+
+        ``summary.json`` marks a finished export: it is removed before the weights and config are replaced and written
+        after them, so a kill part-way leaves a run that is not finished (a ``--resume`` exports again), never a
+        summary beside weights it does not describe."""
         from timm.models import save_for_hf
         tmp = self.path / '.export_tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         save_for_hf(model, tmp, model_args=model_args, safe_serialization=True,
                     model_config=dict(label_names=list(class_names)))
+        (self.path / SUMMARY_FILE).unlink(missing_ok=True)
         for f in ('model.safetensors', 'config.json'):
             os.replace(tmp / f, self.path / f)
         shutil.rmtree(tmp, ignore_errors=True)
