@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,7 +31,6 @@ if __package__ in (None, ''):  # run as a script (accelerate launch timm_mmc/tra
 
 import timm  # noqa: E402
 
-import timm_mmc  # noqa: E402,F401  registers the models
 from timm_mmc.adversarial import (collapse_warning, ema_beats_last, pgd_accuracy, robust_objectives,  # noqa: E402
                                   training_attack)
 from timm_mmc.augment import augment_batch, mixup_batch  # noqa: E402
@@ -48,7 +46,7 @@ from timm_mmc.machine import agree_precision, hardware_line  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, StopSignal, TrainError,  # noqa: E402
                                   TrainingFailed, TrainingStopped, build_model, build_optimizer, claim_line,
                                   epoch_figures, gather_sums, load_init_weights, local_batch_norms, lr_lambda,
-                                  mixup_weight, resolve_model, set_global_batch_norm, step_seed)
+                                  mixup_weight, resolve_model, run_summary, set_global_batch_norm, step_seed)
 from timm_mmc.status import ExitStatus, inject_fault, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -464,22 +462,9 @@ class Trainer:
         if self.cfg.select_best:
             model, selected = self.best.selected(self.history, self.model)
             test_acc = self.test_accuracy(model)
-        robust = next((h for h in reversed(self.history) if h.robust_acc is not None), None)
-        summary = RunSummary(model=self.cfg.model, test_acc=test_acc,
-                       weights=selected['weights'] if selected else 'ema' if use_ema else 'last',
-                       selected=selected,
-                       weights_chosen_on=None if selected else 'recipe' if fixed else 'heldout' if self.cfg.holdout
-                       else 'test',
-                       test_acc_last=last.test_acc, test_acc_ema=last.test_acc_ema,
-                       robust_acc=robust.robust_acc if robust else None,
-                       robust_attack=robust.robust_attack if robust else None,
-                       robust_epoch=robust.epoch if robust else None, robust_weights='last' if robust else None,
-                       epochs=self.cfg.epochs, wall_time_s=clocks['wall'], cpu_time_s=clocks.get('cpu'),
-                       paused_time_s=clocks.get('paused'), hardware=hardware,
-                       world_size=self.world,
-                       versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=timm_mmc.__version__,
-                                     python=platform.python_version()),
-                       dataset=self.train_set.source)
+        summary = run_summary(self.cfg, self.history, test_acc, 'ema' if use_ema else 'last', selected,
+                              None if selected else 'recipe' if fixed else 'heldout' if self.cfg.holdout else 'test',
+                              clocks, hardware, self.world, self.train_set.source)
         if acc.is_main_process:
             model = model.to(memory_format=torch.contiguous_format)
             set_global_batch_norm(model, enable=False)

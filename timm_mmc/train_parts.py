@@ -6,6 +6,7 @@ claim). What the machine is and which precision it trains in: :mod:`timm_mmc.mac
 from __future__ import annotations
 
 import math
+import platform
 import signal
 import threading
 import time
@@ -407,6 +408,35 @@ def epoch_figures(rec: EpochRecord) -> str:
     if rec.grad_norm is not None:
         parts.append(f'grad norm {rec.grad_norm:.3g} (max {rec.grad_norm_max:.3g})')
     return ''.join(f', {p}' for p in parts)
+
+
+def run_summary(cfg: TrainConfig, history: List[EpochRecord], test_acc: float, weights: str,
+                selected: Optional[Dict[str, Any]], chosen_on: Optional[str], clocks: Dict[str, float], hardware: str,
+                world: int, dataset: str) -> RunSummary:
+    """What a finished run exports beside its weights (``summary.json``).
+
+    Args:
+        test_acc: Clean test accuracy of the exported weights.
+        weights: Which weights are exported without ``--select-best``: 'ema' or 'last'.
+        selected: What ``--select-best`` chose (its ``weights`` then win), or None.
+        chosen_on: Which split chose between the weight average and the last weights ('test', 'heldout'), 'recipe'
+            where ``--export-weights`` fixed them, None where ``--select-best`` chose.
+        clocks: What :meth:`RunClock.read` says at the end.
+    """
+    import timm
+    from . import __version__
+    last = history[-1] if history else EpochRecord(epoch=0)
+    robust = next((h for h in reversed(history) if h.robust_acc is not None), None)
+    return RunSummary(model=cfg.model, test_acc=test_acc, weights=selected['weights'] if selected else weights,
+                      selected=selected, weights_chosen_on=chosen_on, test_acc_last=last.test_acc,
+                      test_acc_ema=last.test_acc_ema, robust_acc=robust.robust_acc if robust else None,
+                      robust_attack=robust.robust_attack if robust else None,
+                      robust_epoch=robust.epoch if robust else None, robust_weights='last' if robust else None,
+                      epochs=cfg.epochs, wall_time_s=clocks['wall'], cpu_time_s=clocks.get('cpu'),
+                      paused_time_s=clocks.get('paused'), hardware=hardware, world_size=world,
+                      versions=dict(torch=torch.__version__, timm=timm.__version__, timm_mmc=__version__,
+                                    python=platform.python_version()),
+                      dataset=dataset)
 
 
 def claim_line(summary: RunSummary, n_test: int, init_from: Optional[str] = None) -> str:
