@@ -1,15 +1,18 @@
 """Training throughput: plain PyTorch loops in every variant, and the project's loop held to the best of them.
 
     python bench/train_throughput.py [--images 3840] [--dataset PATH] [--skip-compile] [--skip-adversarial]
-                                     [--rounds 3]
+                                     [--rounds 3] [--steps 20]
 
 One process on the whole machine (threads = cores), ResNet-32 with the MMC head unless said otherwise:
 * plain loops, each a bare forward / backward / SGD step on the same augmented batches: fp32 and bf16 autocast
   (both channels_last), batch 128 and 256, eager and ``torch.compile`` (inductor, timed after its compile steps);
-* the project's loop: ``Trainer.fit`` for two epochs with the CPU recipe's speed settings (``resnet32_mmc``:
-  precision, batch, channels_last, compile, cutout, weight average), its own img/s over the second epoch's loop, in
-  rounds (``--rounds``, 3) that alternate it with the best plain loop (and the plain loop with the recipe's
-  settings): the ratio is of the medians, since one measurement moves by about 10% on these machines;
+* the project's step against the best plain loop (and the plain loop with the recipe's settings), step by step:
+  ``Trainer.step`` with the CPU recipe's speed settings (``resnet32_mmc``: precision, batch, channels_last, compile,
+  cutout, weight average) and the bare steps taken in turn, ``--steps`` (20) each, figures from the median step
+  times. The target's ratio is this one: throughput here drifts by 10-30% within minutes, faster than whole-loop
+  rounds cancel, and slower than one step;
+* the whole loops as well: ``Trainer.fit`` for two epochs, its own img/s over the second epoch, in rounds
+  (``--rounds``, 3) that alternate it with the same plain loops (medians): what the run's log would say;
 * with the compile variants: the project's loop eager and compiled, with and without the weight average, in
   alternating rounds (whether the loop keeps the compile's gain);
 * SCE against MMC (the head's cost, in alternating rounds), and PGD-10 / PGD-2 / N-FGSM / FGSM-RS adversarial training
@@ -36,6 +39,7 @@ from timm_mmc.config import TrainConfig, resolve_recipe  # noqa: E402
 from timm_mmc.augment import augment_batch  # noqa: E402
 from timm_mmc.data import write_synthetic_dataset  # noqa: E402
 from timm_mmc.train import Trainer  # noqa: E402
+from timm_mmc.train_parts import StepTally  # noqa: E402
 from timm_mmc.machine import native_bf16, resolve_precision  # noqa: E402
 
 
@@ -48,13 +52,10 @@ def recipe_speed_settings() -> Dict[str, object]:
     return {k: rec[k] for k in keys if k in rec}
 
 
-def plain(dataset: str, model: str, images: int, precision: str, batch: int, compiled: bool,
-          warm_steps: int = 3) -> float:
-    """A bare loop: same model, loss, optimizer and augmentation as the project, nothing else."""
-    cfg = TrainConfig(model=model, dataset=dataset, output=tempfile.mkdtemp(), epochs=1, batch_size=batch,
-                      train_limit=images, test_limit=128, precision=precision, progress=False)
-    t = Trainer(cfg)  # only for the identical model, loss, optimizer and data
-    net, opt, data = t.net, t.optimizer, t.train_set
+def bare_step(trainer: Trainer, precision: str, batch: int, compiled: bool) -> Callable[[int], None]:
+    """Step ``s`` of a bare loop on ``trainer``'s model, loss, optimizer and data: a crop-and-flip batch, bf16 autocast
+    or fp32, forward, backward, SGD step, nothing else. Steps past the data wrap around."""
+    net, opt, data = trainer.net, trainer.optimizer, trainer.train_set
     step_fn = torch.compile(net) if compiled else net
     ctx = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if precision == 'bf16' else contextlib.nullcontext
     perm = torch.randperm(len(data))
@@ -70,13 +71,66 @@ def plain(dataset: str, model: str, images: int, precision: str, batch: int, com
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    return step
 
-    for s in range(warm_steps):  # compile (or allocator warm-up) outside the timing
+
+def _plain_trainer(dataset: str, model: str, images: int, precision: str, batch: int) -> Trainer:
+    """A trainer only for its model, loss, optimizer and data, as the project builds them."""
+    cfg = TrainConfig(model=model, dataset=dataset, output=tempfile.mkdtemp(), epochs=1, batch_size=batch,
+                      train_limit=images, test_limit=128, precision=precision, progress=False)
+    return Trainer(cfg)
+
+
+def plain(dataset: str, model: str, images: int, precision: str, batch: int, compiled: bool,
+          warm_steps: int = 3) -> float:
+    """img/s of a bare loop (:func:`bare_step`) over the data once, after ``warm_steps`` steps (a compile, the
+    allocator's warm-up) left out of the timing."""
+    step = bare_step(_plain_trainer(dataset, model, images, precision, batch), precision, batch, compiled)
+    for s in range(warm_steps):
         step(s)
+    steps = images // batch
     t0 = time.perf_counter()
     for s in range(steps):
         step(s)
     return steps * batch / (time.perf_counter() - t0)
+
+
+def interleaved(dataset: str, images: int, settings: Dict[str, object], plain_keys: List[Tuple[str, int, bool]],
+                steps: int = 20, warm_steps: int = 3) -> Dict[object, float]:
+    """img/s of the project's step (``Trainer.step`` with the recipe's speed settings: the seeded batch, cutout, the
+    step, gradient norm, schedule, weight average and tally) and of bare steps (one per ``(precision, batch,
+    compiled)`` key), timed in turn step by step; each figure is from the median step time. ``'project'`` keys the
+    project's figure.
+
+    On these machines throughput drifts faster than whole-loop rounds can cancel: on 2026-12-07, with nothing else
+    running, the same two loops read 308-444 img/s within three minutes, and one round put the project 25% ahead of
+    the bare loop, the next 10% behind. Drift is slower than one step (about 0.25 s), so here it falls on all alike.
+    """
+    per_epoch = max(1, images // int(settings.get('batch_size', 128)))
+    epochs = (warm_steps + steps) // per_epoch + 1  # a schedule long enough for every step
+    cfg = TrainConfig(model='resnet32_mmc', dataset=dataset, output=tempfile.mkdtemp(), epochs=epochs,
+                      train_limit=images, test_limit=128, robust_every=0, progress=False, lr=1e-3, **settings)
+    project = Trainer(cfg)
+    project.begin_epoch()
+    tally = StepTally(project.device)
+
+    def project_step(s: int) -> None:
+        if project.step_in_epoch == project.steps_per_epoch:  # as fit does between epochs
+            project.epoch, project.step_in_epoch = project.epoch + 1, 0
+            project.begin_epoch()
+        project.step(tally)
+    loops: Dict[object, Tuple[Callable[[int], None], int]] = {'project': (project_step, cfg.batch_size)}
+    for key in plain_keys:
+        trainer = _plain_trainer(dataset, 'resnet32_mmc', images, key[0], key[1])
+        loops[key] = (bare_step(trainer, *key), key[1])
+    times: Dict[object, List[float]] = {k: [] for k in loops}
+    for s in range(warm_steps + steps):
+        for key, (fn, batch) in loops.items():
+            t0 = time.perf_counter()
+            fn(s)
+            if s >= warm_steps:
+                times[key].append((time.perf_counter() - t0) / batch)
+    return {k: 1 / statistics.median(v) for k, v in times.items()}
 
 
 def alternating_medians(measure: Dict[str, Callable[[], float]], rounds: int = 3) -> Dict[str, float]:
@@ -134,9 +188,12 @@ def main() -> None:
     p.add_argument('--skip-compile', action='store_true', help='leave out the torch.compile variants (~1 min each)')
     p.add_argument('--skip-adversarial', action='store_true', help='leave out the adversarial training measurements')
     p.add_argument('--rounds', type=int, default=3, help='alternating rounds behind each ratio (their medians)')
+    p.add_argument('--steps', type=int, default=20, help='steps of each loop timed in turn, step by step')
     args = p.parse_args()
     if args.rounds < 1:
         p.error(f'--rounds must be >= 1 (got {args.rounds}).')
+    if args.steps < 1:
+        p.error(f'--steps must be >= 1 (got {args.steps}).')
     if args.images < 256 or args.images % 256:
         p.error(f'--images must be a positive multiple of 256 (got {args.images}), so both batch sizes see whole '
                 f'batches.')
@@ -164,18 +221,16 @@ def main() -> None:
     same_key = (settings['precision'], settings.get('batch_size', 128), bool(settings.get('compile', False)))
     best_key = max(variants, key=variants.get)
     rounds = args.rounds
-    # the headline ratio from alternating rounds of the two loops (the sweep measured each variant once)
+    keys = [best_key] + ([same_key] if same_key in variants and same_key != best_key else [])
+    step_rates = interleaved(dataset, args.images, settings, keys, args.steps)
+    # the whole loops too, in alternating rounds: Trainer.fit's own figure, bookkeeping between the steps included
     loops = {'project': functools.partial(project, dataset, f'{tmp}/p_mmc', 'resnet32_mmc', args.images, **settings)}
 
     def plain_loop(key: Tuple[str, int, bool]) -> Callable[[], float]:
         return functools.partial(plain, dataset, 'resnet32_mmc', images_for[key[0]], *key,
                                  0 if key[0] == 'bf16' and not native else 3)
-    loops['best'] = plain_loop(best_key)
-    if same_key in variants and same_key != best_key:
-        loops['same'] = plain_loop(same_key)
+    loops.update({key: plain_loop(key) for key in keys})
     med = alternating_medians(loops, rounds)
-    p_mmc, best = med['project'], med['best']
-    same = med.get('same', best if same_key == best_key else None)
     mmc, sce = head_rates(dataset, images_for[settings['precision']], settings['precision'],
                           settings.get('batch_size', 128), rounds)
     print(machine_line())
@@ -188,15 +243,23 @@ def main() -> None:
         print(f'  {precision:4s} batch {batch:3d} {"compiled" if compiled else "eager   "}  {v:7.1f}')
     print(f'best plain loop: {best_key[0]}, batch {best_key[1]}, {"compiled" if best_key[2] else "eager"}: '
           f'{variants[best_key]:.1f} img/s')
-    print(f'median of {rounds} rounds that alternate the project\'s loop and the plain loops below:')
-    print(f'  best plain loop: {best:.1f} img/s')
+    for title, rates, label in (
+            (f'step by step, interleaved (the project\'s Trainer.step and the bare steps below taken in turn, median '
+             f'of {args.steps} steps each):', step_rates, 'project step'),
+            (f'whole loops, median of {rounds} rounds that alternate Trainer.fit (its second epoch) and the plain '
+             f'loops below:', med, 'project loop')):
+        print(title)
+        print(f'  best plain loop: {rates[best_key]:.1f} img/s')
+        if same_key in rates:  # the best loop itself, where the recipe's settings are the best
+            print(f'  plain loop with the recipe\'s settings: {rates[same_key]:.1f} img/s')
+        print(f'  {label} with the recipe\'s settings {settings}: {rates["project"]:.1f} img/s')
+    same = step_rates.get(same_key)
+    print(f'project / best plain loop: {step_rates["project"] / step_rates[best_key]:.3f}   (target >= 0.95; step by '
+          f'step, interleaved)')
     if same is not None:
-        print(f'  plain loop with the recipe\'s settings: {same:.1f} img/s')
-    print(f'  project loop with the recipe\'s settings {settings}: {p_mmc:.1f} img/s')
-    print(f'project / best plain loop: {p_mmc / best:.3f}   (target >= 0.95)')
-    if same is not None:
-        print(f'project / plain loop with the same settings: {p_mmc / same:.3f} (the rest is cutout, the weight '
-              f'average and bookkeeping)')
+        print(f'project / plain loop with the same settings: {step_rates["project"] / same:.3f} (the rest is cutout, '
+              f'the weight average and bookkeeping)')
+    print(f'whole loops, project / best plain loop: {med["project"] / med[best_key]:.3f}')
     heads = (f'{settings["precision"]}, batch {settings.get("batch_size", 128)}, eager, median of {rounds} alternating '
              f'rounds')
     print(f'MMC plain loop ({heads}): {mmc:.1f} img/s')
@@ -215,7 +278,7 @@ def main() -> None:
                  'N-FGSM': project(dataset, f'{tmp}/nfgsm', 'resnet32_mmc', n, adv='nfgsm', **settings),
                  'FGSM-RS': project(dataset, f'{tmp}/fgsm', 'resnet32_mmc', n, adv='fgsm', **settings)}
         print('adversarial training steps (the project loop, recipe settings): ' + ', '.join(
-            f'{k} {v:.1f} img/s ({p_mmc / v:.1f}x a clean step)' for k, v in rates.items()))
+            f'{k} {v:.1f} img/s ({med["project"] / v:.1f}x a clean step)' for k, v in rates.items()))
 
 
 if __name__ == '__main__':

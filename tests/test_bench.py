@@ -46,8 +46,8 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
 
     from timm_mmc.machine import native_bf16
     native = native_bf16(torch.device('cpu'))
-    out = run_bench('train_throughput.py', ['--images', '256', '--skip-compile', '--skip-adversarial', '--rounds', '1'],
-                    monkeypatch, capsys)
+    out = run_bench('train_throughput.py', ['--images', '256', '--skip-compile', '--skip-adversarial', '--rounds', '1',
+                                            '--steps', '2'], monkeypatch, capsys)
     for variant in ('fp32 batch 128 eager', 'fp32 batch 256 eager', 'bf16 batch 128 eager', 'bf16 batch 256 eager'):
         if variant == 'bf16 batch 256 eager' and not native:  # emulated bf16 is timed at batch 128 only, and says so
             assert variant not in out and 'emulated (no AVX512-BF16 or AMX; measured eager at batch 128 only' in out
@@ -56,16 +56,25 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
     rates = [float(r) for r in re.findall(r'^  \w+ +batch +\d+ \w+ +([\d.]+)$', out, re.M)]
     best = figure(out, r'best plain loop: \w+, batch \d+, \w+: ([\d.]+) img/s')
     assert best == max(rates), (best, rates)
-    # the ratios come from the medians of rounds that alternate the loops, not from the sweep's single figures
-    project = figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s")
-    assert_quotient(figure(out, r'project / best plain loop: ([\d.]+)'), project,
-                    figure(out, r'(?m)^  best plain loop: ([\d.]+) img/s'), 0.1, 0.001)
+    # the target's ratio comes from the steps taken in turn, the whole loops' from alternating rounds: not the sweep
+    step_best, loop_best = (float(v) for v in re.findall(r'(?m)^  best plain loop: ([\d.]+) img/s', out))
+    step = figure(out, r"project step with the recipe's settings .*: ([\d.]+) img/s")
+    assert_quotient(figure(out, r'project / best plain loop: ([\d.]+)'), step, step_best, 0.1, 0.001)
+    loop = figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s")
+    assert_quotient(figure(out, r'whole loops, project / best plain loop: ([\d.]+)'), loop, loop_best, 0.1, 0.001)
     if 'project / plain loop with the same settings' in out:  # only when the recipe's settings were among the variants
-        assert_quotient(figure(out, r'project / plain loop with the same settings: ([\d.]+)'), project,
+        assert_quotient(figure(out, r'project / plain loop with the same settings: ([\d.]+)'), step,
                         figure(out, r"plain loop with the recipe's settings: ([\d.]+) img/s"), 0.1, 0.001)
     sce = figure(out, r'SCE plain loop \(\w+, batch \d+, eager, median of \d+ alternating rounds\): ([\d.]+) img/s')
     mmc = figure(out, r'MMC plain loop \(\w+, batch \d+, eager, median of \d+ alternating rounds\): ([\d.]+) img/s')
     assert_quotient(figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)'), sce, mmc, 0.1, 0.001)
+
+
+def _fixed_interleaved(project_rate: float, plain_rates):
+    """A stand-in for ``interleaved``: fixed figures, the plain ones by key."""
+    def interleaved(dataset, images, settings, plain_keys, steps=20, warm_steps=3):
+        return {'project': project_rate, **{key: plain_rates(key) for key in plain_keys}}
+    return interleaved
 
 
 def test_train_throughput_ratios_are_the_right_way_round(monkeypatch, capsys):
@@ -78,25 +87,29 @@ def test_train_throughput_ratios_are_the_right_way_round(monkeypatch, capsys):
         return 150.0 if model == 'resnet32_sce' else rates[precision, batch]
     monkeypatch.setattr(bench, 'plain', plain)
     monkeypatch.setattr(bench, 'project', lambda *args, **kwargs: 60.0)
+    monkeypatch.setattr(bench, 'interleaved', _fixed_interleaved(30.0, lambda key: 3 * rates[key[:2]]))
     monkeypatch.setattr(sys, 'argv', ['train_throughput.py', '--images', '256', '--skip-compile', '--skip-adversarial'])
     bench.main()
     out = capsys.readouterr().out
     settings = ast.literal_eval(re.search(r"project loop with the recipe's settings (\{.*\}):", out).group(1))
     eager = rates[settings['precision'], settings.get('batch_size', 128)]  # the plain MMC loop, eager
     best = figure(out, r'best plain loop: \w+, batch \d+, \w+: ([\d.]+) img/s')
-    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(60.0 / best, 3)
+    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(30.0 / (3 * best), 3)
+    assert figure(out, r'whole loops, project / best plain loop: ([\d.]+)') == round(60.0 / best, 3)
     assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') == round(150.0 / eager, 3)
     if not settings.get('compile'):  # a compiled recipe has no plain loop with its settings under --skip-compile
-        assert figure(out, r'project / plain loop with the same settings: ([\d.]+)') == round(60.0 / eager, 3)
+        assert figure(out, r'project / plain loop with the same settings: ([\d.]+)') == round(30.0 / (3 * eager), 3)
 
 
-def test_train_throughput_headline_ratio_comes_from_the_alternating_rounds_not_the_sweep(monkeypatch, capsys):
-    """The sweep measures each plain variant once and picks the best; the ratio the target is held to divides the
-    project's median by the best loop's median over rounds that alternate the two (here each plain loop runs twice as
-    fast after its first measurement, so a ratio from the sweep's figure would be twice as large)."""
+def test_train_throughput_ratios_come_from_the_interleaved_steps_and_the_alternating_rounds_not_the_sweep(
+        monkeypatch, capsys):
+    """The sweep measures each plain variant once and picks the best. The target's ratio divides the project's step
+    figure by the best loop's, both from the steps taken in turn; the whole loops' ratio divides medians of rounds
+    that alternate the two (here each plain loop runs twice as fast after its first measurement, so a ratio from the
+    sweep's figure would be twice as large)."""
     bench = _load('train_throughput.py')
     rates = {('fp32', 128): 100.0, ('fp32', 256): 120.0, ('bf16', 128): 10.0, ('bf16', 256): 12.0}
-    seen, projects = set(), iter([50.0, 70.0, 60.0])
+    seen, projects, asked = set(), iter([50.0, 70.0, 60.0]), []
 
     def plain(dataset, model, images, precision, batch, compiled, warm_steps=3):
         key = (model, precision, batch)
@@ -105,6 +118,8 @@ def test_train_throughput_headline_ratio_comes_from_the_alternating_rounds_not_t
         return rates[precision, batch] * (2 if again else 1)
     monkeypatch.setattr(bench, 'plain', plain)
     monkeypatch.setattr(bench, 'project', lambda *args, **kwargs: next(projects))
+    fixed = _fixed_interleaved(45.0, lambda key: 5 * rates[key[:2]])
+    monkeypatch.setattr(bench, 'interleaved', lambda *a, **k: asked.append(a[3]) or fixed(*a, **k))
     # as on a CPU with native bf16, whose warm-up loop is bf16 batch 128 (elsewhere fp32 batch 128, which that loop
     # running twice as fast after its first measurement would make the best)
     monkeypatch.setattr(bench, 'native_bf16', lambda device: True)
@@ -114,9 +129,49 @@ def test_train_throughput_headline_ratio_comes_from_the_alternating_rounds_not_t
     out = capsys.readouterr().out
     best = figure(out, r'best plain loop: \w+, batch \d+, \w+: ([\d.]+) img/s')
     assert best == 120.0  # fp32 batch 256: the sweep's own figure for the variant it chose
-    assert figure(out, r'(?m)^  best plain loop: ([\d.]+) img/s') == 2 * best
+    assert asked == [[('fp32', 256, False), ('bf16', 128, False)]]  # the best loop and the recipe's, step by step
+    assert [float(v) for v in re.findall(r'(?m)^  best plain loop: ([\d.]+) img/s', out)] == [5 * best, 2 * best]
+    assert figure(out, r"project step with the recipe's settings .*: ([\d.]+) img/s") == 45.0
     assert figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s") == 60.0  # the median
-    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(60.0 / (2 * best), 3)
+    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(45.0 / (5 * best), 3)
+    assert figure(out, r'whole loops, project / best plain loop: ([\d.]+)') == round(60.0 / (2 * best), 3)
+
+
+def test_interleaved_takes_the_loops_in_turn_step_by_step_and_reads_median_step_times(monkeypatch):
+    """Each step of the project and of every bare loop is timed in turn, warm-up steps left out, and a loop's figure is
+    its batch over its median step time: a slow spell that falls on one step moves no figure."""
+    bench = _load('train_throughput.py')
+    order, clock = [], [0.0]
+    durations = {'project': iter([9.0, 1.0, 50.0, 2.0]), ('fp32', 256, False): iter([9.0, 4.0, 4.0, 100.0])}
+
+    class Project:  # Trainer's surface that interleaved uses: one epoch of two steps
+        steps_per_epoch, step_in_epoch, epoch, device = 2, 0, 0, 'cpu'
+
+        def __init__(self, cfg):
+            assert cfg.batch_size == 128 and cfg.epochs >= 2  # the recipe's batch; a schedule for every step
+            self.begun = 0
+
+        def begin_epoch(self):
+            self.begun += 1
+
+        def step(self, tally):
+            order.append(('project', self.epoch, self.step_in_epoch))
+            clock[0] += next(durations['project'])
+            self.step_in_epoch += 1
+
+    def bare_step(trainer, precision, batch, compiled):
+        def step(s):
+            order.append(((precision, batch, compiled), s))
+            clock[0] += next(durations[precision, batch, compiled])
+        return step
+    monkeypatch.setattr(bench, 'Trainer', Project)
+    monkeypatch.setattr(bench, '_plain_trainer', lambda *a: None)
+    monkeypatch.setattr(bench, 'bare_step', bare_step)
+    monkeypatch.setattr(bench.time, 'perf_counter', lambda: clock[0])
+    got = bench.interleaved('ds', 256, {'batch_size': 128}, [('fp32', 256, False)], steps=3, warm_steps=1)
+    assert order == [('project', 0, 0), (('fp32', 256, False), 0), ('project', 0, 1), (('fp32', 256, False), 1),
+                     ('project', 1, 0), (('fp32', 256, False), 2), ('project', 1, 1), (('fp32', 256, False), 3)]
+    assert got == {'project': 128 / 2.0, ('fp32', 256, False): 256 / 4.0}
 
 
 def test_train_throughput_times_the_two_heads_in_alternating_rounds_and_takes_medians(monkeypatch):
@@ -231,6 +286,7 @@ def test_robust_precision_loads_a_release_folder_by_its_config(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize('args, says', [(['--rounds', '0'], '--rounds must be >= 1'),
+                                        (['--steps', '0'], '--steps must be >= 1'),
                                         (['--images', '300'], '--images must be a positive multiple of 256')])
 def test_train_throughput_refuses_bad_arguments_before_measuring(args, says, monkeypatch, capsys):
     bench = _load('train_throughput.py')

@@ -46,7 +46,7 @@ from timm_mmc.machine import agree_precision, hardware_line  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, StopSignal, TrainError,  # noqa: E402
                                   TrainingFailed, TrainingStopped, build_model, build_optimizer, claim_line,
                                   epoch_figures, gather_sums, load_init_weights, local_batch_norms, lr_lambda,
-                                  mixup_weight, resolve_model, run_summary, set_global_batch_norm, step_seed)
+                                  mixup_weight, predict, resolve_model, run_summary, set_global_batch_norm, step_seed)
 from timm_mmc.status import ExitStatus, inject_fault, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -210,23 +210,13 @@ class Trainer:
         return loss.detach(), hit.sum(), grad_norm.detach().float()
 
     # -- evaluation -------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _predict(self, model: nn.Module, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-        preds = []
-        for i in range(0, len(images), batch):
-            x = images[i:i + batch].to(self.device).float().div_(255)
-            if self.cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                preds.append(model(x).argmax(1).cpu())
-        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-
     def test_accuracy(self, model: Optional[nn.Module] = None) -> float:
         """Clean accuracy on the test split, sharded over processes, of the trained model or ``model``."""
         model = self.model if model is None else model
         model.eval()
         idx = torch.arange(self.rank, len(self.test_set), self.world)
-        correct = (self._predict(model, self.test_set.images[idx]) == self.test_set.labels[idx]).sum().float()
+        preds = predict(model, self.test_set.images[idx], self.device, self.autocast, self.cfg.channels_last)
+        correct = (preds == self.test_set.labels[idx]).sum().float()
         total = self.accelerator.reduce(torch.stack([correct, torch.tensor(float(len(idx)))]).to(self.device),
                                         'sum')
         self.model.train()
@@ -334,29 +324,39 @@ class Trainer:
             clock.close()
         return self.export(clocks, hw)
 
+    def begin_epoch(self) -> None:
+        """Training mode and this epoch's seeded order of the training images (every process draws the same)."""
+        self.net.train()
+        self._perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
+            step_seed(self.cfg.seed, self.epoch, 0)))
+
+    def step(self, tally: StepTally) -> None:
+        """The epoch's next global batch: its seeded draws, the batch (partly adversarial where asked), one optimizer
+        step, added to ``tally``; then the step counters move on. What the run does per step, and what
+        ``bench/train_throughput.py`` times against a bare loop."""
+        cfg, epoch, step = self.cfg, self.epoch, self.step_in_epoch
+        torch.manual_seed(step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
+        x, y = self.batch(epoch, step)
+        if cfg.adv != 'none':
+            x = self.adversarial(x, y, step_seed(cfg.seed, epoch, step, 1000 + self.rank))
+        alpha = cfg.mixup if epoch < cfg.epochs - cfg.mixup_off_last else 0.0
+        lam = mixup_weight(alpha, step_seed(cfg.seed, epoch, step, 2))  # the same on every process
+        tally.add(*self.train_step(x, y, lam), len(y))
+        self.step_in_epoch += 1
+        self.global_step += 1
+
     def _epochs(self, clock: RunClock) -> None:
         """Train from where the run stands to its last epoch: each epoch measured, logged and checkpointed."""
         cfg, acc = self.cfg, self.accelerator
         from tqdm import tqdm
         while self.epoch < cfg.epochs:
             epoch = self.epoch
-            self.net.train()
-            self._perm = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
-                step_seed(cfg.seed, epoch, 0)))
+            self.begin_epoch()
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {epoch + 1}',
                        disable=not self.progress, leave=False, dynamic_ncols=True)
             tally = StepTally(self.device)
             while self.step_in_epoch < self.steps_per_epoch:
-                step = self.step_in_epoch
-                torch.manual_seed(step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
-                x, y = self.batch(epoch, step)
-                if cfg.adv != 'none':
-                    x = self.adversarial(x, y, step_seed(cfg.seed, epoch, step, 1000 + self.rank))
-                alpha = cfg.mixup if epoch < cfg.epochs - cfg.mixup_off_last else 0.0
-                lam = mixup_weight(alpha, step_seed(cfg.seed, epoch, step, 2))  # the same on every process
-                tally.add(*self.train_step(x, y, lam), len(y))
-                self.step_in_epoch += 1
-                self.global_step += 1
+                self.step(tally)
                 bar.update(1)
                 inject_fault('step', self.global_step)
                 stop = self._stop_asked()

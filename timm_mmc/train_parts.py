@@ -410,6 +410,20 @@ def epoch_figures(rec: EpochRecord) -> str:
     return ''.join(f', {p}' for p in parts)
 
 
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device, autocast: Callable[[], Any],
+            channels_last: bool, batch: int = 500) -> torch.Tensor:
+    """Predicted classes of uint8 ``images`` (N, C, H, W), on the CPU, in batches of ``batch``."""
+    preds = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].to(device).float().div_(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            preds.append(model(x).argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
 def run_summary(cfg: TrainConfig, history: List[EpochRecord], test_acc: float, weights: str,
                 selected: Optional[Dict[str, Any]], chosen_on: Optional[str], clocks: Dict[str, float], hardware: str,
                 world: int, dataset: str) -> RunSummary:
