@@ -103,7 +103,7 @@ def interleaved(dataset: str, images: int, settings: Dict[str, object], plain_ke
     project's figure.
 
     On these machines throughput drifts faster than whole-loop rounds can cancel: on 2026-12-07, with nothing else
-    running, the same two loops read 308-444 img/s within three minutes, and one round put the project 25% ahead of
+    running, the same two loops read 308-444 img/s within three minutes, and one round put the project 16% ahead of
     the bare loop, the next 10% behind. Drift is slower than one step (about 0.25 s), so here it falls on all alike.
     """
     per_epoch = max(1, images // int(settings.get('batch_size', 128)))
