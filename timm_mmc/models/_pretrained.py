@@ -14,13 +14,28 @@ from typing import Any, Callable, Dict, Iterable
 
 from timm.models import build_model_with_cfg, get_arch_pretrained_cfgs, resolve_pretrained_cfg
 
-__all__ = ['HUB_NAMESPACE', 'RELEASED', 'PretrainedWeightsError', 'hub_repo_id', 'build_pretrained', 'arch_tags',
-           'released_tags']
+__all__ = ['HUB_NAMESPACE', 'RELEASED', 'CIFAR10_LABELS', 'CIFAR100_LABELS', 'PretrainedWeightsError', 'hub_repo_id',
+           'build_pretrained', 'arch_tags', 'released_tags']
 
 HUB_NAMESPACE = 'timm-mmc'
 # the release folders in the repository's hub_cards/ (ARCH.TAG): the only tags with weights, once pushed on the Hub
 RELEASED = ('resnet32_sce.cifar10', 'resnet32_mmlda.cifar10', 'resnet32_mmc.cifar10', 'resnet32_sce.cifar10_at',
             'resnet32_mmc.cifar10_at')
+
+
+# the class names of the data sets the tags name, in label order (every model family's pretrained cfgs)
+CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+CIFAR100_LABELS = (
+    'apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle', 'bottle', 'bowl', 'boy',
+    'bridge', 'bus', 'butterfly', 'camel', 'can', 'castle', 'caterpillar', 'cattle', 'chair', 'chimpanzee', 'clock',
+    'cloud', 'cockroach', 'couch', 'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin', 'elephant', 'flatfish',
+    'forest', 'fox', 'girl', 'hamster', 'house', 'kangaroo', 'keyboard', 'lamp', 'lawn_mower', 'leopard', 'lion',
+    'lizard', 'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain', 'mouse', 'mushroom', 'oak_tree', 'orange',
+    'orchid', 'otter', 'palm_tree', 'pear', 'pickup_truck', 'pine_tree', 'plain', 'plate', 'poppy', 'porcupine',
+    'possum', 'rabbit', 'raccoon', 'ray', 'road', 'rocket', 'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk',
+    'skyscraper', 'snail', 'snake', 'spider', 'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table', 'tank',
+    'telephone', 'television', 'tiger', 'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale',
+    'willow_tree', 'wolf', 'woman', 'worm')
 
 
 class PretrainedWeightsError(RuntimeError):

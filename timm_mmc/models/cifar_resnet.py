@@ -29,7 +29,7 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..heads import HEADS, HeadConfig, MMHead, drop_head
-from ._pretrained import HUB_NAMESPACE, RELEASED, build_pretrained, hub_repo_id
+from ._pretrained import CIFAR10_LABELS, CIFAR100_LABELS, HUB_NAMESPACE, RELEASED, build_pretrained, hub_repo_id
 
 __all__ = ['CifarResNet', 'HUB_NAMESPACE', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD']
 
@@ -327,20 +327,6 @@ def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) 
                             feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-CIFAR100_LABELS = (
-    'apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle', 'bottle', 'bowl', 'boy',
-    'bridge', 'bus', 'butterfly', 'camel', 'can', 'castle', 'caterpillar', 'cattle', 'chair', 'chimpanzee', 'clock',
-    'cloud', 'cockroach', 'couch', 'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin', 'elephant', 'flatfish',
-    'forest', 'fox', 'girl', 'hamster', 'house', 'kangaroo', 'keyboard', 'lamp', 'lawn_mower', 'leopard', 'lion',
-    'lizard', 'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain', 'mouse', 'mushroom', 'oak_tree', 'orange',
-    'orchid', 'otter', 'palm_tree', 'pear', 'pickup_truck', 'pine_tree', 'plain', 'plate', 'poppy', 'porcupine',
-    'possum', 'rabbit', 'raccoon', 'ray', 'road', 'rocket', 'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk',
-    'skyscraper', 'snail', 'snake', 'spider', 'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table', 'tank',
-    'telephone', 'television', 'tiger', 'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale',
-    'willow_tree', 'wolf', 'woman', 'worm')
-
-
 
 def _cfg(name: str, tag: str, **kwargs: Any) -> Dict[str, Any]:
     """A tag's pretrained cfg; only released tags name a source (``hf_hub_id``), so only they are listed by
@@ -369,7 +355,6 @@ _AT_ARCHS = ('resnet32_sce', 'resnet32_mmc')
 default_cfgs = generate_default_cfgs({  # the first tag with weights, else the first tag, is an architecture's default
     f'{arch}.{tag}': _cfg(arch, tag) for arch in _ARCHS
     for tag in ('cifar10', 'cifar100') + (('cifar10_at',) if arch in _AT_ARCHS else ())})
-
 
 
 def _make(variant: str, pretrained: bool, depth: int, head: str, kwargs: Dict[str, Any],

@@ -29,8 +29,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..heads import HEADS, HeadConfig, MMHead, drop_head, head_spec
-from ._pretrained import PretrainedWeightsError, build_pretrained
-from .cifar_resnet import CIFAR10_LABELS, CIFAR100_LABELS, _filter_fn
+from ._pretrained import CIFAR10_LABELS, CIFAR100_LABELS, PretrainedWeightsError, build_pretrained
+from .cifar_resnet import _filter_fn
 
 __all__ = ['MMCWrapper', 'create_mmc_model', 'resolve_model_name', 'model_display_name', 'release_name',
            'WRAPPER_ARCH', 'NAME_SEP', 'RELEASE_SEP']
