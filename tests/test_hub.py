@@ -525,6 +525,24 @@ def test_non_default_model_args_are_named_in_the_card(release, tmp_path):
     assert loaded.head.centers.shape == (10, 8)
 
 
+def test_a_run_whose_export_did_not_finish_is_refused_and_a_hand_made_folder_is_not(tmp_path):
+    """The trainer writes summary.json after the weights and removes it before replacing them: a folder with its
+    checkpoints and no summary.json is a run cut inside its export, whose weights need not be its final ones."""
+    model = timm.create_model(ARCH, num_classes=10).eval()
+    run = _write_run(tmp_path / 'run', model)
+    (tmp_path / 'eval.json').write_text(json.dumps(make_eval(sha=file_sha256(run / 'model.safetensors'))))
+    (run / 'summary.json').unlink()
+    assert hub.read_run(run)['dir'] == run  # weights and config put there by hand: nothing says a run was cut
+    step = run / 'checkpoints' / 'step_00000002'
+    step.mkdir(parents=True)
+    (step / 'state.json').write_text('{}')
+    for attempt in (lambda: hub.read_run(run),
+                    lambda: hub.export(run, tmp_path / 'eval.json', tmp_path / 'cards' / 'x', plot=False)):
+        with pytest.raises(hub.HubError, match=r'export did not finish.*--output .* --resume'):
+            attempt()
+    assert not (tmp_path / 'cards').exists()
+
+
 def test_only_the_report_schema_is_read_and_bad_reports_fail_clearly(release, tmp_path, capsys):
     bad = tmp_path / 'bad.json'
     cases = [({'attacks': {}}, 'version'),  # no version: not a report eval.robustness wrote

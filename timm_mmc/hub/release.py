@@ -26,13 +26,13 @@ def read_run(run_dir: os.PathLike) -> Dict[str, Any]:
     """Read a training run folder written by ``timm_mmc/train.py``.
 
     Requires ``model.safetensors`` and ``config.json``; ``args.yaml``, ``summary.json`` and ``metrics.jsonl`` are
-    optional.
+    optional, except that a folder with the trainer's checkpoints needs its ``summary.json`` (a finished export).
 
     Returns:
         ``{'dir', 'config', 'args', 'files'}``; ``files`` maps the optional file names present to paths.
 
     Raises:
-        HubError: Missing folder, weights or config; unreadable files.
+        HubError: Missing folder, weights or config; a run whose export did not finish; unreadable files.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -42,6 +42,12 @@ def read_run(run_dir: os.PathLike) -> Dict[str, Any]:
         if not (run / name).is_file():
             raise HubError(f'{str(run / name)!r} is missing: a run folder needs model.safetensors and config.json '
                            f'(timm save_for_hf output). Re-run training or its final save step.')
+    from ..runfolder import RunFolder
+    folder = RunFolder(run)
+    if folder.complete_checkpoints() and not folder.finished():  # the trainer writes summary.json last
+        raise HubError(f'{str(run)!r} holds checkpoints but no {SUMMARY_FILE}: the run\'s export did not finish, so its '
+                       f'{WEIGHTS_FILE} need not be the run\'s final weights. Finish it with python -m timm_mmc.train '
+                       f'--output {run} --resume, which exports again.')
     config = read_json(run / CONFIG_FILE, 'config')
     if not isinstance(config, dict) or not config.get('architecture'):
         raise HubError(f'{str(run / CONFIG_FILE)!r} has no "architecture"; it must be timm\'s config.json '
