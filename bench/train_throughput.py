@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
@@ -104,11 +104,11 @@ def interleaved(dataset: str, images: int, settings: Dict[str, object], plain_ke
 
     On these machines throughput drifts faster than whole-loop rounds can cancel: on 2026-12-07, with nothing else
     running, the same two loops read 308-444 img/s within three minutes, and one round put the project 16% ahead of
-    the bare loop, the next 10% behind. Drift is slower than one step (about 0.25 s), so here it falls on all alike.
+    the bare loop, the next 10% behind. Drift is slower than one round of turns (a step took 0.28 s at batch 128 and
+    0.52 s at 256 there), so here it falls on all alike.
     """
-    per_epoch = max(1, images // int(settings.get('batch_size', 128)))
-    epochs = (warm_steps + steps) // per_epoch + 1  # a schedule long enough for every step
-    cfg = TrainConfig(model='resnet32_mmc', dataset=dataset, output=tempfile.mkdtemp(), epochs=epochs,
+    # an epoch a step at the least (the data set may hold fewer than ``images``): the schedule never runs out
+    cfg = TrainConfig(model='resnet32_mmc', dataset=dataset, output=tempfile.mkdtemp(), epochs=warm_steps + steps,
                       train_limit=images, test_limit=128, robust_every=0, progress=False, lr=1e-3, **settings)
     project = Trainer(cfg)
     project.begin_epoch()
@@ -133,12 +133,12 @@ def interleaved(dataset: str, images: int, settings: Dict[str, object], plain_ke
     return {k: 1 / statistics.median(v) for k, v in times.items()}
 
 
-def alternating_medians(measure: Dict[str, Callable[[], float]], rounds: int = 3) -> Dict[str, float]:
+def alternating_medians(measure: Dict[Any, Callable[[], float]], rounds: int = 3) -> Dict[Any, float]:
     """Each measurement's median over ``rounds`` rounds that take them in turn, so that drift (another job, the clock)
     falls on all alike. Measured once each, in sequence, a ratio moved with the order: MMC / SCE 1.120 on the
     AVX512-BF16 machine (2026-12-07), where bench/heads.py had given 1.009 on the AVX2 one; the project's loop eager /
     compiled 479.6 / 450.6 there, and 553.6 / 594.6 in a probe the next session."""
-    rates: Dict[str, List[float]] = {k: [] for k in measure}
+    rates: Dict[Any, List[float]] = {k: [] for k in measure}
     for _ in range(rounds):
         for k, fn in measure.items():
             rates[k].append(fn())

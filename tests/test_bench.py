@@ -59,11 +59,11 @@ def test_train_throughput_prints_every_figure(monkeypatch, capsys):
     # the target's ratio comes from the steps taken in turn, the whole loops' from alternating rounds: not the sweep
     step_best, loop_best = (float(v) for v in re.findall(r'(?m)^  best plain loop: ([\d.]+) img/s', out))
     step = figure(out, r"project step with the recipe's settings .*: ([\d.]+) img/s")
-    assert_quotient(figure(out, r'project / best plain loop: ([\d.]+)'), step, step_best, 0.1, 0.001)
+    assert_quotient(figure(out, r'(?m)^project / best plain loop: ([\d.]+)'), step, step_best, 0.1, 0.001)
     loop = figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s")
     assert_quotient(figure(out, r'whole loops, project / best plain loop: ([\d.]+)'), loop, loop_best, 0.1, 0.001)
     if 'project / plain loop with the same settings' in out:  # only when the recipe's settings were among the variants
-        assert_quotient(figure(out, r'project / plain loop with the same settings: ([\d.]+)'), step,
+        assert_quotient(figure(out, r'(?m)^project / plain loop with the same settings: ([\d.]+)'), step,
                         figure(out, r"plain loop with the recipe's settings: ([\d.]+) img/s"), 0.1, 0.001)
     sce = figure(out, r'SCE plain loop \(\w+, batch \d+, eager, median of \d+ alternating rounds\): ([\d.]+) img/s')
     mmc = figure(out, r'MMC plain loop \(\w+, batch \d+, eager, median of \d+ alternating rounds\): ([\d.]+) img/s')
@@ -94,11 +94,12 @@ def test_train_throughput_ratios_are_the_right_way_round(monkeypatch, capsys):
     settings = ast.literal_eval(re.search(r"project loop with the recipe's settings (\{.*\}):", out).group(1))
     eager = rates[settings['precision'], settings.get('batch_size', 128)]  # the plain MMC loop, eager
     best = figure(out, r'best plain loop: \w+, batch \d+, \w+: ([\d.]+) img/s')
-    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(30.0 / (3 * best), 3)
+    assert figure(out, r'(?m)^project / best plain loop: ([\d.]+)') == round(30.0 / (3 * best), 3)
     assert figure(out, r'whole loops, project / best plain loop: ([\d.]+)') == round(60.0 / best, 3)
     assert figure(out, r'MMC / SCE step time \(plain, eager\): ([\d.]+)') == round(150.0 / eager, 3)
     if not settings.get('compile'):  # a compiled recipe has no plain loop with its settings under --skip-compile
-        assert figure(out, r'project / plain loop with the same settings: ([\d.]+)') == round(30.0 / (3 * eager), 3)
+        same = figure(out, r'(?m)^project / plain loop with the same settings: ([\d.]+)')
+        assert same == round(30.0 / (3 * eager), 3)
 
 
 def test_train_throughput_ratios_come_from_the_interleaved_steps_and_the_alternating_rounds_not_the_sweep(
@@ -133,7 +134,7 @@ def test_train_throughput_ratios_come_from_the_interleaved_steps_and_the_alterna
     assert [float(v) for v in re.findall(r'(?m)^  best plain loop: ([\d.]+) img/s', out)] == [5 * best, 2 * best]
     assert figure(out, r"project step with the recipe's settings .*: ([\d.]+) img/s") == 45.0
     assert figure(out, r"project loop with the recipe's settings .*: ([\d.]+) img/s") == 60.0  # the median
-    assert figure(out, r'project / best plain loop: ([\d.]+)') == round(45.0 / (5 * best), 3)
+    assert figure(out, r'(?m)^project / best plain loop: ([\d.]+)') == round(45.0 / (5 * best), 3)
     assert figure(out, r'whole loops, project / best plain loop: ([\d.]+)') == round(60.0 / (2 * best), 3)
 
 
@@ -141,7 +142,7 @@ def test_interleaved_takes_the_loops_in_turn_step_by_step_and_reads_median_step_
     """Each step of the project and of every bare loop is timed in turn, warm-up steps left out, and a loop's figure is
     its batch over its median step time: a slow spell that falls on one step moves no figure."""
     bench = _load('train_throughput.py')
-    order, clock = [], [0.0]
+    order, clock, made = [], [0.0], []
     durations = {'project': iter([9.0, 1.0, 50.0, 2.0]), ('fp32', 256, False): iter([9.0, 4.0, 4.0, 100.0])}
 
     class Project:  # Trainer's surface that interleaved uses: one epoch of two steps
@@ -150,6 +151,7 @@ def test_interleaved_takes_the_loops_in_turn_step_by_step_and_reads_median_step_
         def __init__(self, cfg):
             assert cfg.batch_size == 128 and cfg.epochs >= 2  # the recipe's batch; a schedule for every step
             self.begun = 0
+            made.append(self)
 
         def begin_epoch(self):
             self.begun += 1
@@ -172,6 +174,7 @@ def test_interleaved_takes_the_loops_in_turn_step_by_step_and_reads_median_step_
     assert order == [('project', 0, 0), (('fp32', 256, False), 0), ('project', 0, 1), (('fp32', 256, False), 1),
                      ('project', 1, 0), (('fp32', 256, False), 2), ('project', 1, 1), (('fp32', 256, False), 3)]
     assert got == {'project': 128 / 2.0, ('fp32', 256, False): 256 / 4.0}
+    assert made[0].begun == 2  # each epoch's own order of the images, as fit draws it
 
 
 def test_train_throughput_times_the_two_heads_in_alternating_rounds_and_takes_medians(monkeypatch):

@@ -527,7 +527,8 @@ def test_non_default_model_args_are_named_in_the_card(release, tmp_path):
 
 def test_a_run_whose_export_did_not_finish_is_refused_and_a_hand_made_folder_is_not(tmp_path):
     """The trainer writes summary.json after the weights and removes it before replacing them: a folder with its
-    checkpoints and no summary.json is a run cut inside its export, whose weights need not be its final ones."""
+    checkpoints and no summary.json is a run cut inside its export, whose weights need not be its final ones. Every
+    reader of a run folder refuses it: hub export, --init-from and local-dir: loading."""
     model = timm.create_model(ARCH, num_classes=10).eval()
     run = _write_run(tmp_path / 'run', model)
     (tmp_path / 'eval.json').write_text(json.dumps(make_eval(sha=file_sha256(run / 'model.safetensors'))))
@@ -541,6 +542,11 @@ def test_a_run_whose_export_did_not_finish_is_refused_and_a_hand_made_folder_is_
         with pytest.raises(hub.HubError, match=r'export did not finish.*--output .* --resume'):
             attempt()
     assert not (tmp_path / 'cards').exists()
+    from timm_mmc.io import ModelLoadError, load_model, load_named_weights
+    for attempt in (lambda: load_named_weights(str(run)), lambda: load_named_weights(f'local-dir:{run}'),
+                    lambda: load_model(f'local-dir:{run}')):  # --init-from, and eval.robustness --model local-dir:
+        with pytest.raises(ModelLoadError, match=r'export has not finished.*--output .* --resume'):
+            attempt()
 
 
 def test_only_the_report_schema_is_read_and_bad_reports_fail_clearly(release, tmp_path, capsys):

@@ -218,8 +218,8 @@ def test_a_kill_inside_the_export_leaves_a_run_that_is_not_finished(tmp_path, mo
     monkeypatch.setattr(os, 'replace', killed_at_the_config)
     with pytest.raises(KeyboardInterrupt):
         run.export(second, second.model_args(), labels, RunSummary(model='resnet20_mmc', test_acc=0.7))
-    new = load_file(str(tmp_path / 'model.safetensors'))
-    assert all(torch.equal(new[k], v) for k, v in second.state_dict().items() if k in new)  # the weights were replaced
+    new, want = load_file(str(tmp_path / 'model.safetensors')), second.state_dict()
+    assert new.keys() == want.keys() and all(torch.equal(new[k], want[k]) for k in new)  # the weights were replaced
     assert not run.finished() and run.summary() is None
     monkeypatch.setattr(os, 'replace', replace)
     run.export(second, second.model_args(), labels, RunSummary(model='resnet20_mmc', test_acc=0.7))

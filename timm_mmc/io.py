@@ -204,6 +204,8 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
         if spec.startswith('local-dir:') and not Path(spec.split(':', 1)[1]).is_dir():
             raise ModelLoadError(f'{spec!r}: no such folder; local-dir: takes a folder with config.json and '
                                  f'model.safetensors.')
+        if spec.startswith('local-dir:'):
+            check_run_exported(Path(spec.split(':', 1)[1]))
         try:
             return timm.create_model(spec, pretrained=True, **kwargs)
         except Exception as e:
@@ -258,6 +260,16 @@ def _hub_file(model: nn.Module) -> Optional[Path]:
     return Path(found) if isinstance(found, str) else None
 
 
+def check_run_exported(folder: Path) -> None:
+    """Refuse a training run folder whose export has not finished (its ``model.safetensors``, if any, need not be the
+    run's final weights); any other folder passes."""
+    from .runfolder import RunFolder  # runfolder's own imports reach this module's importers
+    if RunFolder(folder).export_unfinished():
+        raise ModelLoadError(f'{str(folder)!r} is a training run whose export has not finished (checkpoints, no '
+                             f'summary.json): finish it with python -m timm_mmc.train --output {folder} --resume, or '
+                             f'give one of its checkpoints\' files.')
+
+
 def load_named_weights(spec: str) -> NamedWeights:
     """The weights of a file, a folder, or a release, for training to start from (``--init-from``).
 
@@ -271,6 +283,7 @@ def load_named_weights(spec: str) -> NamedWeights:
     """
     path = Path(spec.split(':', 1)[1] if spec.startswith('local-dir:') else spec)
     if path.is_dir():
+        check_run_exported(path)
         path = path / WEIGHTS_NAME
         if not path.is_file():
             raise ModelLoadError(f'{spec!r} is a folder without model.safetensors; give a release or finished run '

@@ -351,6 +351,11 @@ class RunFolder:
         """Whether the run ended: ``summary.json`` is the last file its export writes."""
         return (self.path / SUMMARY_FILE).is_file()
 
+    def export_unfinished(self) -> bool:
+        """Whether the folder holds the trainer's checkpoints and no ``summary.json``: a run still training, or one
+        whose export was cut, so that a ``model.safetensors`` there need not be the run's final weights."""
+        return bool(self.complete_checkpoints()) and not self.finished()
+
     def summary(self) -> Optional[RunSummary]:
         """What the run exported (``summary.json``); None before its export."""
         return RunSummary.read(self.path / SUMMARY_FILE) if self.finished() else None

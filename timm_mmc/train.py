@@ -46,7 +46,8 @@ from timm_mmc.machine import agree_precision, hardware_line  # noqa: E402
 from timm_mmc.train_parts import (ModelWithLoss, RunClock, StepTally, StopSignal, TrainError,  # noqa: E402
                                   TrainingFailed, TrainingStopped, build_model, build_optimizer, claim_line,
                                   epoch_figures, gather_sums, load_init_weights, local_batch_norms, lr_lambda,
-                                  mixup_weight, predict, resolve_model, run_summary, set_global_batch_norm, step_seed)
+                                  mixup_weight, predict_classes, resolve_model, run_summary, set_global_batch_norm,
+                                  step_seed)
 from timm_mmc.status import ExitStatus, inject_fault, status_of  # noqa: E402
 from timm.utils import ModelEmaV3  # noqa: E402
 
@@ -215,7 +216,7 @@ class Trainer:
         model = self.model if model is None else model
         model.eval()
         idx = torch.arange(self.rank, len(self.test_set), self.world)
-        preds = predict(model, self.test_set.images[idx], self.device, self.autocast, self.cfg.channels_last)
+        preds = predict_classes(model, self.test_set.images[idx], self.device, self.autocast, self.cfg.channels_last)
         correct = (preds == self.test_set.labels[idx]).sum().float()
         total = self.accelerator.reduce(torch.stack([correct, torch.tensor(float(len(idx)))]).to(self.device),
                                         'sum')
@@ -331,9 +332,9 @@ class Trainer:
             step_seed(self.cfg.seed, self.epoch, 0)))
 
     def step(self, tally: StepTally) -> None:
-        """The epoch's next global batch: its seeded draws, the batch (partly adversarial where asked), one optimizer
-        step, added to ``tally``; then the step counters move on. What the run does per step, and what
-        ``bench/train_throughput.py`` times against a bare loop."""
+        """The epoch's next global batch (after :meth:`begin_epoch`, while ``step_in_epoch < steps_per_epoch``): its
+        seeded draws, the batch (partly adversarial where asked), one optimizer step, added to ``tally``; then the
+        step counters move on. What the run does per step, and what ``bench/train_throughput.py`` times."""
         cfg, epoch, step = self.cfg, self.epoch, self.step_in_epoch
         torch.manual_seed(step_seed(cfg.seed, epoch, step, 7 + self.rank))  # dropout etc.
         x, y = self.batch(epoch, step)
@@ -462,9 +463,10 @@ class Trainer:
         if self.cfg.select_best:
             model, selected = self.best.selected(self.history, self.model)
             test_acc = self.test_accuracy(model)
-        summary = run_summary(self.cfg, self.history, test_acc, 'ema' if use_ema else 'last', selected,
-                              None if selected else 'recipe' if fixed else 'heldout' if self.cfg.holdout else 'test',
-                              clocks, hardware, self.world, self.train_set.source)
+        summary = run_summary(self.cfg, self.history, test_acc, weights='ema' if use_ema else 'last', selected=selected,
+                              chosen_on=None if selected else 'recipe' if fixed else 'heldout' if self.cfg.holdout
+                              else 'test', clocks=clocks, hardware=hardware, world=self.world,
+                              dataset=self.train_set.source)
         if acc.is_main_process:
             model = model.to(memory_format=torch.contiguous_format)
             set_global_batch_norm(model, enable=False)

@@ -30,7 +30,7 @@ from .status import RunFailure
 __all__ = ['TrainError', 'TrainingFailed', 'TrainingStopped', 'StopSignal', 'resolve_model', 'build_model',
            'load_init_weights', 'GlobalBatchNorm2d', 'GlobalBatchNormAct2d', 'set_global_batch_norm',
            'local_batch_norms', 'ModelWithLoss', 'lr_lambda', 'step_seed', 'build_optimizer', 'epoch_figures',
-           'claim_line']
+           'predict_classes', 'run_summary', 'claim_line']
 
 
 class TrainError(ValueError):
@@ -411,9 +411,17 @@ def epoch_figures(rec: EpochRecord) -> str:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, autocast: Callable[[], Any],
-            channels_last: bool, batch: int = 500) -> torch.Tensor:
-    """Predicted classes of uint8 ``images`` (N, C, H, W), on the CPU, in batches of ``batch``."""
+def predict_classes(model: nn.Module, images: torch.Tensor, device: torch.device, autocast: Callable[[], Any],
+                    channels_last: bool, batch: int = 500) -> torch.Tensor:
+    """Predicted classes of uint8 images, returned on the CPU.
+
+    Args:
+        images: (N, C, H, W) uint8, as :class:`timm_mmc.data.ImageSplit` holds them; scaled to [0, 1] here.
+        device: Where the model runs.
+        autocast: The run's precision context (a no-op context for fp32).
+        channels_last: Feed the model channels_last batches, as it was trained.
+        batch: Images per forward pass.
+    """
     preds = []
     for i in range(0, len(images), batch):
         x = images[i:i + batch].to(device).float().div_(255)
@@ -430,12 +438,17 @@ def run_summary(cfg: TrainConfig, history: List[EpochRecord], test_acc: float, w
     """What a finished run exports beside its weights (``summary.json``).
 
     Args:
+        cfg: The run's options.
+        history: Its epochs, oldest first (the last one's test figures and the last PGD-10 measured are kept).
         test_acc: Clean test accuracy of the exported weights.
         weights: Which weights are exported without ``--select-best``: 'ema' or 'last'.
         selected: What ``--select-best`` chose (its ``weights`` then win), or None.
         chosen_on: Which split chose between the weight average and the last weights ('test', 'heldout'), 'recipe'
             where ``--export-weights`` fixed them, None where ``--select-best`` chose.
         clocks: What :meth:`RunClock.read` says at the end.
+        hardware: The machine line (:func:`timm_mmc.machine.hardware_line`).
+        world: Number of processes.
+        dataset: The training split's source.
     """
     import timm
     from . import __version__

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..fileio import staged_folder
 from ..report import EvalReport
+from ..runfolder import RunFolder
 from .card import nondefault_args, write_card
 from .common import (CARD_FILE, CONFIG_FILE, EVAL_FILE, SUMMARY_FILE, TRAINING_DIR, TRAINING_FILES, WEIGHTS_FILE,
                      HubError, default_repo_id, folder_config, norm_dataset, read_json, read_report, read_yaml)
@@ -42,12 +43,10 @@ def read_run(run_dir: os.PathLike) -> Dict[str, Any]:
         if not (run / name).is_file():
             raise HubError(f'{str(run / name)!r} is missing: a run folder needs model.safetensors and config.json '
                            f'(timm save_for_hf output). Re-run training or its final save step.')
-    from ..runfolder import RunFolder
-    folder = RunFolder(run)
-    if folder.complete_checkpoints() and not folder.finished():  # the trainer writes summary.json last
-        raise HubError(f'{str(run)!r} holds checkpoints but no {SUMMARY_FILE}: the run\'s export did not finish, so its '
-                       f'{WEIGHTS_FILE} need not be the run\'s final weights. Finish it with python -m timm_mmc.train '
-                       f'--output {run} --resume, which exports again.')
+    if RunFolder(run).export_unfinished():  # the trainer writes summary.json last
+        raise HubError(f'{str(run)!r} holds checkpoints but no {SUMMARY_FILE}: the run\'s export did not finish, so '
+                       f'its {WEIGHTS_FILE} need not be the run\'s final weights. Finish it with python -m '
+                       f'timm_mmc.train --output {run} --resume, which exports again.')
     config = read_json(run / CONFIG_FILE, 'config')
     if not isinstance(config, dict) or not config.get('architecture'):
         raise HubError(f'{str(run / CONFIG_FILE)!r} has no "architecture"; it must be timm\'s config.json '
