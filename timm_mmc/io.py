@@ -201,11 +201,12 @@ def load_model(spec: str, checkpoint: Optional[os.PathLike] = None, pretrained: 
     if spec.startswith(('hf-hub:', 'local-dir:')):
         if checkpoint is not None:
             raise ModelLoadError(f'{spec!r} already names its weights; drop --checkpoint or give a model name.')
-        if spec.startswith('local-dir:') and not Path(spec.split(':', 1)[1]).is_dir():
-            raise ModelLoadError(f'{spec!r}: no such folder; local-dir: takes a folder with config.json and '
-                                 f'model.safetensors.')
         if spec.startswith('local-dir:'):
-            check_run_exported(Path(spec.split(':', 1)[1]))
+            folder = Path(spec.split(':', 1)[1])
+            if not folder.is_dir():
+                raise ModelLoadError(f'{spec!r}: no such folder; local-dir: takes a folder with config.json and '
+                                     f'model.safetensors.')
+            check_run_exported(folder)
         try:
             return timm.create_model(spec, pretrained=True, **kwargs)
         except Exception as e:
